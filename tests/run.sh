@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs rigwatch's whole test suite on a fresh Debian machine: installs what the tests need
+# (Debian's Prometheus, Alertmanager, node_exporter, docker-compose and a C compiler; the
+# Python packages in .venv), builds the simulated NVML library, lints, then runs pytest.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pair in prometheus:prometheus promtool:prometheus amtool:prometheus-alertmanager \
+    prometheus-alertmanager:prometheus-alertmanager \
+    prometheus-node-exporter:prometheus-node-exporter docker-compose:docker-compose \
+    cc:gcc make:make sqlite3:sqlite3; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need+=(python3-venv); fi
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "tests/run.sh: installing Debian packages: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+make -s -C tests/fake_nvml
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,209 @@
+"""Shared helpers for rigwatch's tests: free ports, managed child processes, fake NVML scenarios."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_NVML_DIR = REPO / "tests" / "fake_nvml"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, str]:
+    """GET a URL; returns (status, body) for any HTTP status, raises on connection errors."""
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
+    """Poll predicate() until it returns a truthy value; that value is returned."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - the predicate may fail while starting up
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+
+
+def wait_for_http(url: str, timeout: float = 20.0) -> None:
+    wait_until(lambda: http_get(url, timeout=2)[0] == 200, timeout=timeout, what=url)
+
+
+class ManagedProcess:
+    """A child process whose output goes to a log file and which is always stopped by its pid."""
+
+    def __init__(self, args: list[str], env: dict | None = None, cwd: Path | None = None):
+        self.args = args
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            prefix="rigwatch-test-", suffix=".log", delete=False
+        )
+        self.proc = subprocess.Popen(
+            args,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd or REPO,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        self.log.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.log.name)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, for crash tests; stop() still cleans up afterwards."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+# --- simulated NVML scenarios -------------------------------------------------------------
+
+_BASE_DEVICE = {
+    "name": "NVIDIA GeForce RTX 4090",
+    "temperature_c": 45,
+    "temperature_slowdown_c": 90,
+    "temperature_shutdown_c": 95,
+    "memory_temperature_c": None,
+    "fan_speeds_percent": [30],
+    "power_mw": 120000,
+    "power_limit_mw": 450000,
+    "energy_mj": 1000000,
+    "utilization_gpu_percent": 10,
+    "utilization_memory_percent": 5,
+    "encoder_percent": 0,
+    "decoder_percent": 0,
+    "memory_total_bytes": 25757220864,
+    "memory_used_bytes": 1073741824,
+    "clocks_mhz": {"graphics": 210, "sm": 210, "memory": 405, "video": 555},
+    "max_clocks_mhz": {"graphics": 3105, "sm": 3105, "memory": 10501, "video": 2415},
+    "pstate": 8,
+    "clock_event_reasons": 1,
+    "pcie": {
+        "gen": 4,
+        "max_gen": 4,
+        "width": 16,
+        "max_width": 16,
+        "replay_counter": 0,
+        "tx_kbps": 1000,
+        "rx_kbps": 2000,
+    },
+    "ecc": None,
+    "remapped_rows": None,
+    "processes": [],
+    "xid_events": [],
+    "lost": False,
+    "errors": {},
+    "hang_ms": {},
+}
+
+
+def make_device(index: int, **overrides) -> dict:
+    """One simulated card with plausible consumer-card values; overrides replace fields."""
+    dev = copy.deepcopy(_BASE_DEVICE)
+    dev["uuid"] = f"GPU-{index:08x}-1111-2222-3333-444444444444"
+    dev["pci_bus_id"] = f"00000000:{index + 1:02X}:00.0"
+    dev.update(overrides)
+    return dev
+
+
+def make_scenario(num_gpus: int = 2, **overrides) -> dict:
+    scenario = {
+        "driver_version": "550.54.14",
+        "cuda_driver_version": 12040,
+        "init_error": None,
+        "devices": [make_device(i) for i in range(num_gpus)],
+    }
+    scenario.update(overrides)
+    return scenario
+
+
+def write_scenario(path: Path, scenario: dict) -> None:
+    """Replace the scenario file atomically, so a running fake library never reads half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(scenario, indent=1))
+    os.replace(tmp, path)
+
+
+def build_fake_nvml() -> Path:
+    """Build tests/fake_nvml/libnvidia-ml.so.1 (make is a no-op when it is up to date)."""
+    subprocess.run(["make", "-s", "-C", str(FAKE_NVML_DIR)], check=True)
+    return FAKE_NVML_DIR
+
+
+def fake_nvml_env(scenario_path: Path) -> dict:
+    return {
+        "LD_LIBRARY_PATH": str(FAKE_NVML_DIR),
+        "FAKE_NVML_SCENARIO": str(scenario_path),
+    }
+
+
+@contextlib.contextmanager
+def running_exporter(
+    scenario_path: Path | None, *args: str, env: dict | None = None
+) -> Iterator[tuple[ManagedProcess, str]]:
+    """Start `python -m exporter` on a free loopback port; yields (process, base_url)."""
+    port = free_port()
+    full_env = dict(env or {})
+    if scenario_path is not None:
+        full_env.update(fake_nvml_env(scenario_path))
+    proc = ManagedProcess(
+        [sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{port}", *args],
+        env=full_env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_for_http(base + "/healthz", timeout=30)
+        except TimeoutError as exc:
+            raise RuntimeError(f"exporter did not start:\n{proc.output()}") from exc
+        yield proc, base
+    finally:
+        proc.stop()
