@@ -1,0 +1,843 @@
+"""Benchmark rigwatch's exporter against the bare-read floor, nvitop-exporter and node_exporter.
+
+One run prints one markdown table to stdout (progress goes to stderr). Every exporter runs
+against the same simulated NVML scenario (8 GPUs, 64 GPU processes whose pids are real `sleep`
+children of this script, so psutil lookups do real work) and is scraped over HTTP on a free
+127.0.0.1 port by a client inside this process, with the headers Prometheus sends.
+
+    python3 bench/bench_exporter.py [--scrapes N]
+
+Measured:
+- rigwatch, all default collectors: scrape latency p50/p99, CPU seconds per scrape (the exporter
+  process's user+system time across the scrape loop, divided by scrapes), RSS after the run.
+- the floor: the same NVML and psutil reads done bare in a loop by a separate Python process
+  (pynvml + psutil, no exposition); its p50 per iteration, and rigwatch's p50 over it.
+- nvitop-exporter (PyPI, in bench/.venv-nvitop, made on first use): CPU per refresh (its
+  process CPU over an unscraped window divided by the refreshes its fixed-rate loop makes in
+  that window) and its scrape latency.
+- prometheus-node-exporter (Debian, default collectors) against rigwatch with only the host
+  collector: latency, CPU per scrape and series counts.
+
+Speed and memory are measured only here, never in timed tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import http.client
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.support import (  # noqa: E402 - the repository root must be importable first
+    ManagedProcess,
+    build_fake_nvml,
+    fake_nvml_env,
+    free_port,
+    make_device,
+    make_scenario,
+    wait_until,
+    write_scenario,
+)
+
+NUM_GPUS = 8
+PROCESSES_PER_GPU = 8
+NVITOP_VENV = REPO / "bench" / ".venv-nvitop"
+NVITOP_REQUIREMENT = "nvitop-exporter==1.7.2"
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+WARMUP_SCRAPES = 10
+MB = 1_000_000
+
+# What Prometheus 2.x sends when it scrapes a classic text-format target.
+PROMETHEUS_HEADERS = {
+    "Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+    "User-Agent": "Prometheus/2.42.0",
+    "X-Prometheus-Scrape-Timeout-Seconds": "10",
+}
+
+TARGETS = {
+    "p50_ms": 10.0,
+    "p99_ms": 25.0,
+    "floor_ratio": 2.0,
+    "rss_mb": 60.0,
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --- measurement helpers ------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1): p99 of 300 samples is the 297th smallest."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process (all its threads, not its children)."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / MB
+
+
+@dataclass
+class ScrapeResult:
+    status: int
+    seconds: float
+    body: bytes
+    encoding: str
+
+
+def scrape(port: int, headers: dict[str, str], path: str = "/metrics") -> ScrapeResult:
+    """One GET on a fresh connection, timed from sending the request to the last body byte."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        start = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        elapsed = time.perf_counter() - start
+        return ScrapeResult(resp.status, elapsed, body, resp.getheader("Content-Encoding") or "")
+    finally:
+        conn.close()
+
+
+def count_series(result: ScrapeResult) -> int:
+    body = gzip.decompress(result.body) if result.encoding == "gzip" else result.body
+    return sum(1 for line in body.decode(errors="replace").splitlines() if line and line[0] != "#")
+
+
+@dataclass
+class ScrapeStats:
+    """What a scrape loop against one running exporter measured."""
+
+    p50_ms: float
+    p99_ms: float
+    cpu_ms_per_scrape: float
+    rss_mb: float
+    series: int
+    body_kb: float
+    encoding: str
+
+
+def scrape_loop(pid: int, port: int, scrapes: int, headers: dict[str, str]) -> ScrapeStats:
+    """Warm up, then scrape `scrapes` times back to back while reading the target's CPU time."""
+    for _ in range(WARMUP_SCRAPES):
+        result = scrape(port, headers)
+        if result.status != 200:
+            raise RuntimeError(f"warm-up scrape answered HTTP {result.status}")
+    latencies: list[float] = []
+    cpu_before = cpu_seconds(pid)
+    for _ in range(scrapes):
+        result = scrape(port, headers)
+        if result.status != 200:
+            raise RuntimeError(f"scrape answered HTTP {result.status}")
+        latencies.append(result.seconds)
+    cpu_after = cpu_seconds(pid)
+    return ScrapeStats(
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        cpu_ms_per_scrape=(cpu_after - cpu_before) / scrapes * 1000,
+        rss_mb=rss_mb(pid),
+        series=count_series(result),
+        body_kb=len(result.body) / 1000,
+        encoding=result.encoding or "identity",
+    )
+
+
+def wait_for_metrics(proc: ManagedProcess, port: int, timeout: float = 30.0) -> None:
+    def ready() -> bool:
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.proc.returncode}")
+        return scrape(port, {}).status == 200
+
+    try:
+        wait_until(ready, timeout=timeout, interval=0.2, what=f"/metrics on port {port}")
+    except (TimeoutError, RuntimeError) as exc:
+        raise RuntimeError(
+            f"{proc.args[0]} did not come up: {exc}\n{proc.output()[-2000:]}"
+        ) from exc
+
+
+@contextlib.contextmanager
+def started(args: list[str], env: dict[str, str] | None = None):
+    """A child process that is stopped by its pid however the block ends."""
+    proc = ManagedProcess(args, env=env)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+# --- the scenario -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def gpu_process_stand_ins(count: int):
+    """`count` real, idle processes whose pids the simulated GPUs report as their users."""
+    children: list[subprocess.Popen] = []
+    try:
+        for _ in range(count):
+            children.append(
+                subprocess.Popen(
+                    ["sleep", "600"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        yield [child.pid for child in children]
+    finally:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
+
+
+def bench_scenario(pids: list[int]) -> dict:
+    """8 cards: four datacenter-like (ECC, remapped rows, memory temperature) and four
+    consumer-like, each with 8 processes (7 compute, 1 graphics)."""
+    devices = []
+    for index in range(NUM_GPUS):
+        datacenter = index < NUM_GPUS // 2
+        overrides: dict = {
+            "temperature_c": 40 + 4 * index,
+            "power_mw": 150000 + 20000 * index,
+            "energy_mj": 10_000_000 * (index + 1),
+            "utilization_gpu_percent": 10 * index + 5,
+            "utilization_memory_percent": 5 * index + 3,
+            "memory_used_bytes": (index + 1) * 2 * 1024**3,
+            "fan_speeds_percent": [30 + index, 32 + index],
+            "pstate": 0,
+            "clock_event_reasons": 0,
+        }
+        if datacenter:
+            overrides.update(
+                name="NVIDIA A100-SXM4-80GB",
+                memory_temperature_c=50 + index,
+                memory_total_bytes=85899345920,
+                fan_speeds_percent=[],
+                ecc={
+                    "corrected_volatile": index,
+                    "uncorrected_volatile": 0,
+                    "corrected_aggregate": 10 * index,
+                    "uncorrected_aggregate": 0,
+                },
+                remapped_rows={
+                    "correctable": index,
+                    "uncorrectable": 0,
+                    "pending": 0,
+                    "failure": 0,
+                },
+            )
+        own = pids[index * PROCESSES_PER_GPU : (index + 1) * PROCESSES_PER_GPU]
+        overrides["processes"] = [
+            {
+                "pid": pid,
+                "used_memory_bytes": (slot + 1) * 256 * 1024**2,
+                "kind": "graphics" if slot == PROCESSES_PER_GPU - 1 else "compute",
+            }
+            for slot, pid in enumerate(own)
+        ]
+        devices.append(make_device(index, **overrides))
+    return make_scenario(NUM_GPUS, devices=devices)
+
+
+# --- the floor ----------------------------------------------------------------------------
+
+# Run in its own process (LD_LIBRARY_PATH must be set before pynvml loads the library). Every
+# per-scrape NVML read the metric contract names, and every psutil read of the host collector
+# and of the process lookups, with handles prepared once; nothing is formatted or served.
+FLOOR_SOURCE = r"""
+import json, sys, time
+import psutil
+import pynvml as n
+
+iterations, warmup = int(sys.argv[1]), int(sys.argv[2])
+n.nvmlInit()
+handles = [n.nvmlDeviceGetHandleByIndex(i) for i in range(n.nvmlDeviceGetCount())]
+clocks = (n.NVML_CLOCK_GRAPHICS, n.NVML_CLOCK_SM, n.NVML_CLOCK_MEM, n.NVML_CLOCK_VIDEO)
+ecc_kinds = [(t, c)
+             for t in (n.NVML_MEMORY_ERROR_TYPE_CORRECTED, n.NVML_MEMORY_ERROR_TYPE_UNCORRECTED)
+             for c in (n.NVML_VOLATILE_ECC, n.NVML_AGGREGATE_ECC)]
+event_reasons = getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+    n.nvmlDeviceGetCurrentClocksThrottleReasons
+calls = 0
+
+def call(fn, *args):
+    global calls
+    calls += 1
+    try:
+        return fn(*args)
+    except n.NVMLError:
+        return None
+
+def nvml_reads():
+    pids = set()
+    for h in handles:
+        call(n.nvmlDeviceGetTemperature, h, n.NVML_TEMPERATURE_GPU)
+        call(n.nvmlDeviceGetFieldValues, h, [n.NVML_FI_DEV_MEMORY_TEMP])
+        call(n.nvmlDeviceGetTemperatureThreshold, h, n.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
+        call(n.nvmlDeviceGetTemperatureThreshold, h, n.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN)
+        for fan in range(call(n.nvmlDeviceGetNumFans, h) or 0):
+            call(n.nvmlDeviceGetFanSpeed_v2, h, fan)
+        call(n.nvmlDeviceGetPowerUsage, h)
+        call(n.nvmlDeviceGetEnforcedPowerLimit, h)
+        call(n.nvmlDeviceGetTotalEnergyConsumption, h)
+        call(n.nvmlDeviceGetUtilizationRates, h)
+        call(n.nvmlDeviceGetEncoderUtilization, h)
+        call(n.nvmlDeviceGetDecoderUtilization, h)
+        call(n.nvmlDeviceGetMemoryInfo, h)
+        for clock in clocks:
+            call(n.nvmlDeviceGetClockInfo, h, clock)
+            call(n.nvmlDeviceGetMaxClockInfo, h, clock)
+        call(n.nvmlDeviceGetPerformanceState, h)
+        call(event_reasons, h)
+        call(n.nvmlDeviceGetCurrPcieLinkGeneration, h)
+        call(n.nvmlDeviceGetMaxPcieLinkGeneration, h)
+        call(n.nvmlDeviceGetCurrPcieLinkWidth, h)
+        call(n.nvmlDeviceGetMaxPcieLinkWidth, h)
+        call(n.nvmlDeviceGetPcieReplayCounter, h)
+        for error_type, counter in ecc_kinds:
+            call(n.nvmlDeviceGetTotalEccErrors, h, error_type, counter)
+        call(n.nvmlDeviceGetRemappedRows, h)
+        for proc in (call(n.nvmlDeviceGetComputeRunningProcesses, h) or []):
+            pids.add(proc.pid)
+        for proc in (call(n.nvmlDeviceGetGraphicsRunningProcesses, h) or []):
+            pids.add(proc.pid)
+        call(n.nvmlDeviceGetProcessUtilization, h, 0)
+    return pids
+
+def psutil_reads(pids):
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            with p.oneshot():
+                p.name()
+                p.username()
+        except psutil.Error:
+            pass
+    psutil.cpu_times(percpu=True)
+    psutil.getloadavg()
+    psutil.virtual_memory()
+    psutil.swap_memory()
+    for part in psutil.disk_partitions(all=False):
+        try:
+            psutil.disk_usage(part.mountpoint)
+        except OSError:
+            pass
+    psutil.disk_io_counters(perdisk=True)
+    psutil.net_io_counters(pernic=True)
+    psutil.sensors_temperatures()
+    psutil.sensors_fans()
+    psutil.boot_time()
+
+total, nvml_part, psutil_part, pid_counts = [], [], [], []
+for i in range(warmup + iterations):
+    calls = 0
+    t0 = time.perf_counter()
+    pids = nvml_reads()
+    t1 = time.perf_counter()
+    psutil_reads(pids)
+    t2 = time.perf_counter()
+    if i >= warmup:
+        total.append(t2 - t0)
+        nvml_part.append(t1 - t0)
+        psutil_part.append(t2 - t1)
+        pid_counts.append(len(pids))
+print(json.dumps({"total": total, "nvml": nvml_part, "psutil": psutil_part,
+                  "nvml_calls": calls, "pids": min(pid_counts), "devices": len(handles)}))
+"""
+
+
+@dataclass
+class FloorStats:
+    p50_ms: float
+    nvml_p50_ms: float
+    psutil_p50_ms: float
+    nvml_calls: int
+    pids: int
+
+
+def measure_floor(scenario_path: Path, iterations: int, workdir: Path) -> FloorStats:
+    script = workdir / "floor.py"
+    script.write_text(FLOOR_SOURCE)
+    env = {**os.environ, **fake_nvml_env(scenario_path)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(iterations), str(WARMUP_SCRAPES)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"floor loop failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    data = json.loads(done.stdout)
+    if data["devices"] != NUM_GPUS or data["pids"] != NUM_GPUS * PROCESSES_PER_GPU:
+        raise RuntimeError(f"floor saw {data['devices']} GPUs and {data['pids']} processes")
+    return FloorStats(
+        p50_ms=percentile(data["total"], 0.5) * 1000,
+        nvml_p50_ms=percentile(data["nvml"], 0.5) * 1000,
+        psutil_p50_ms=percentile(data["psutil"], 0.5) * 1000,
+        nvml_calls=data["nvml_calls"],
+        pids=data["pids"],
+    )
+
+
+# --- peers --------------------------------------------------------------------------------
+
+
+def ensure_nvitop_venv() -> Path:
+    """bench/.venv-nvitop with nvitop-exporter, made on first use and reused afterwards."""
+    exe = NVITOP_VENV / "bin" / "nvitop-exporter"
+    if exe.exists():
+        return exe
+    log(f"creating {NVITOP_VENV.relative_to(REPO)} and installing {NVITOP_REQUIREMENT}")
+    subprocess.run([sys.executable, "-m", "venv", str(NVITOP_VENV)], check=True, timeout=120)
+    subprocess.run(
+        [str(NVITOP_VENV / "bin" / "pip"), "install", "-q", NVITOP_REQUIREMENT],
+        check=True,
+        timeout=300,
+    )
+    if not exe.exists():
+        raise RuntimeError(f"{NVITOP_REQUIREMENT} installed no {exe}")
+    return exe
+
+
+@dataclass
+class NvitopStats:
+    cpu_ms_per_refresh: float
+    refreshes: float
+    scrape: ScrapeStats
+    version: str
+
+
+def measure_nvitop(
+    scenario_path: Path, scrapes: int, interval: float, window: float
+) -> NvitopStats:
+    exe = ensure_nvitop_venv()
+    version = subprocess.run(
+        [str(exe), "--version"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    port = free_port()
+    args = [
+        str(exe),
+        "--bind-address=127.0.0.1",
+        f"--port={port}",
+        f"--interval={interval}",
+        "--hostname=bench",
+    ]
+    with started(args, env=fake_nvml_env(scenario_path)) as proc:
+        wait_for_metrics(proc, port, timeout=60)
+        # Let the first refreshes (cold caches) pass before the window opens.
+        time.sleep(3 * interval)
+        cpu_before = cpu_seconds(proc.pid)
+        time.sleep(window)
+        cpu_after = cpu_seconds(proc.pid)
+        # Its loop is fixed-rate (next = start + interval), so the window holds window/interval
+        # refreshes as long as one refresh takes less than the interval (checked below).
+        refreshes = window / interval
+        cpu_per_refresh = (cpu_after - cpu_before) / refreshes
+        if cpu_per_refresh > 0.8 * interval:
+            log(f"nvitop-exporter refresh takes ~{cpu_per_refresh:.2f}s of a {interval}s interval")
+        stats = scrape_loop(proc.pid, port, scrapes, PROMETHEUS_HEADERS)
+        return NvitopStats(cpu_per_refresh * 1000, refreshes, stats, version)
+
+
+def node_exporter_version() -> str:
+    out = subprocess.run(
+        [NODE_EXPORTER, "--version"], capture_output=True, text=True, timeout=30
+    ).stdout
+    return out.split("\n", 1)[0].replace("node_exporter, version ", "").split(" ")[0]
+
+
+def measure_node_exporter(scrapes: int) -> ScrapeStats:
+    port = free_port()
+    with started([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}"]) as proc:
+        wait_for_metrics(proc, port)
+        return scrape_loop(proc.pid, port, scrapes, PROMETHEUS_HEADERS)
+
+
+def measure_rigwatch(
+    scenario_path: Path | None, scrapes: int, *flags: str, headers: dict[str, str]
+) -> ScrapeStats:
+    port = free_port()
+    args = [sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{port}", *flags]
+    env = fake_nvml_env(scenario_path) if scenario_path else None
+    with started(args, env=env) as proc:
+        wait_for_metrics(proc, port)
+        stats = scrape_loop(proc.pid, port, scrapes, headers)
+        if "--no-collector.gpu" not in flags:
+            check_rigwatch_saw_scenario(port)
+        return stats
+
+
+def check_rigwatch_saw_scenario(port: int) -> None:
+    """A fast scrape that found no GPUs would be a meaningless figure: refuse it."""
+    body = scrape(port, {}).body.decode(errors="replace")
+    gpus = sum(1 for line in body.splitlines() if line.startswith("rigwatch_gpu_up{"))
+    procs = sum(
+        1 for line in body.splitlines() if line.startswith("rigwatch_gpu_process_memory_bytes{")
+    )
+    if gpus != NUM_GPUS or procs != NUM_GPUS * PROCESSES_PER_GPU:
+        raise RuntimeError(f"rigwatch served {gpus} GPUs and {procs} GPU processes")
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    full: ScrapeStats | None = None
+    full_identity: ScrapeStats | None = None
+    floor: FloorStats | None = None
+    nvitop: NvitopStats | None = None
+    host_only: ScrapeStats | None = None
+    node: ScrapeStats | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def attempt(results: Results, name: str, fn, *args, **kwargs):
+    log(f"measuring {name}")
+    started_at = time.monotonic()
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - one broken part must not lose the others
+        results.errors[name] = f"{type(exc).__name__}: {exc}".strip()
+        log(f"{name} failed:\n{traceback.format_exc()}")
+        return None
+    log(f"{name} done in {time.monotonic() - started_at:.1f}s")
+    return value
+
+
+def ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or not b else f"{a / b:.2f}×"
+
+
+def verdict(value: float | None, limit: float | None, unit: str, strict: bool = False) -> str:
+    """pass, or MISS with the distance to the target."""
+    if value is None or limit is None:
+        return "n/a"
+    ok = value < limit if strict else value <= limit
+    if ok:
+        return "pass"
+    return f"**MISS** by {value - limit:.2f}{unit} ({value / limit:.2f}× target)"
+
+
+def render(results: Results, args: argparse.Namespace, versions: dict[str, str]) -> str:
+    full, floor, nv, host, node = (
+        results.full,
+        results.floor,
+        results.nvitop,
+        results.host_only,
+        results.node,
+    )
+    nv_scrape = nv.scrape if nv else None
+
+    def get(obj, attr):
+        return None if obj is None else getattr(obj, attr)
+
+    floor_ratio = (full.p50_ms / floor.p50_ms) if full and floor else None
+    cpu_ratio = (full.cpu_ms_per_scrape / nv.cpu_ms_per_refresh) if full and nv else None
+    host_ratio = (host.p50_ms / node.p50_ms) if host and node else None
+
+    rows = [
+        (
+            "full scrape p50 latency",
+            ms(get(full, "p50_ms")),
+            "",
+            "",
+            "≤ 10 ms",
+            verdict(get(full, "p50_ms"), TARGETS["p50_ms"], " ms"),
+        ),
+        (
+            "full scrape p99 latency",
+            ms(get(full, "p99_ms")),
+            "",
+            "",
+            "≤ 25 ms",
+            verdict(get(full, "p99_ms"), TARGETS["p99_ms"], " ms"),
+        ),
+        (
+            "full scrape p50 vs the floor (bare reads p50)",
+            ms(get(full, "p50_ms")),
+            ms(get(floor, "p50_ms")),
+            ratio(get(full, "p50_ms"), get(floor, "p50_ms")),
+            "≤ 2×",
+            verdict(floor_ratio, TARGETS["floor_ratio"], "×"),
+        ),
+        (
+            "CPU per scrape vs nvitop-exporter CPU per refresh",
+            ms(get(full, "cpu_ms_per_scrape")),
+            ms(get(nv, "cpu_ms_per_refresh")),
+            ratio(get(full, "cpu_ms_per_scrape"), get(nv, "cpu_ms_per_refresh")),
+            "< 1×",
+            verdict(cpu_ratio, 1.0, "×", strict=True),
+        ),
+        (
+            "RSS after the run (nvitop-exporter beside)",
+            "n/a" if full is None else f"{full.rss_mb:.1f} MB",
+            "n/a" if nv_scrape is None else f"{nv_scrape.rss_mb:.1f} MB",
+            ratio(get(full, "rss_mb"), get(nv_scrape, "rss_mb")),
+            "≤ 60 MB",
+            verdict(get(full, "rss_mb"), TARGETS["rss_mb"], " MB"),
+        ),
+        (
+            "scrape p50 latency vs nvitop-exporter",
+            ms(get(full, "p50_ms")),
+            ms(get(nv_scrape, "p50_ms")),
+            ratio(get(full, "p50_ms"), get(nv_scrape, "p50_ms")),
+            "",
+            "—",
+        ),
+        (
+            "scrape p99 latency vs nvitop-exporter",
+            ms(get(full, "p99_ms")),
+            ms(get(nv_scrape, "p99_ms")),
+            ratio(get(full, "p99_ms"), get(nv_scrape, "p99_ms")),
+            "",
+            "—",
+        ),
+        (
+            "series per scrape vs nvitop-exporter",
+            str(get(full, "series") or "n/a"),
+            str(get(nv_scrape, "series") or "n/a"),
+            ratio(get(full, "series"), get(nv_scrape, "series")),
+            "",
+            "—",
+        ),
+        (
+            "host-only scrape p50 vs node_exporter",
+            ms(get(host, "p50_ms")),
+            ms(get(node, "p50_ms")),
+            ratio(get(host, "p50_ms"), get(node, "p50_ms")),
+            "< 1×",
+            verdict(host_ratio, 1.0, "×", strict=True),
+        ),
+        (
+            "host-only scrape p99 vs node_exporter",
+            ms(get(host, "p99_ms")),
+            ms(get(node, "p99_ms")),
+            ratio(get(host, "p99_ms"), get(node, "p99_ms")),
+            "",
+            "—",
+        ),
+        (
+            "host-only CPU per scrape vs node_exporter",
+            ms(get(host, "cpu_ms_per_scrape")),
+            ms(get(node, "cpu_ms_per_scrape")),
+            ratio(get(host, "cpu_ms_per_scrape"), get(node, "cpu_ms_per_scrape")),
+            "",
+            "—",
+        ),
+        (
+            "host-only series per scrape vs node_exporter",
+            str(get(host, "series") or "n/a"),
+            str(get(node, "series") or "n/a"),
+            ratio(get(host, "series"), get(node, "series")),
+            "",
+            "—",
+        ),
+        (
+            "host-only RSS vs node_exporter",
+            "n/a" if host is None else f"{host.rss_mb:.1f} MB",
+            "n/a" if node is None else f"{node.rss_mb:.1f} MB",
+            ratio(get(host, "rss_mb"), get(node, "rss_mb")),
+            "",
+            "—",
+        ),
+    ]
+    if results.full_identity is not None:
+        ident = results.full_identity
+        rows.insert(
+            2,
+            (
+                "full scrape p50 / p99 without gzip",
+                f"{ident.p50_ms:.2f} / {ident.p99_ms:.2f} ms",
+                "",
+                "",
+                "",
+                "—",
+            ),
+        )
+
+    lines = [
+        "## rigwatch exporter benchmark",
+        "",
+        f"- machine: {os.cpu_count()} cores ({cpu_model()}), "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Linux {platform.release()}",
+        f"- Python {platform.python_version()}; rigwatch {versions['rigwatch']}, "
+        f"nvitop-exporter {versions.get('nvitop', 'n/a')}, "
+        f"prometheus-node-exporter {versions.get('node', 'n/a')}",
+        f"- scenario: simulated NVML, {NUM_GPUS} GPUs (4 datacenter-like with ECC, 4 consumer), "
+        f"{NUM_GPUS * PROCESSES_PER_GPU} GPU processes (real `sleep` pids)",
+        f"- {args.scrapes} scrapes per exporter after {WARMUP_SCRAPES} warm-up, back to back, "
+        "one fresh loopback connection each, Prometheus's headers (gzip accepted); "
+        f"nvitop-exporter CPU over a {args.nvitop_window:g} s unscraped window at "
+        f"--interval={args.nvitop_interval:g}",
+        "",
+        "| measure | rigwatch | reference | ratio | target | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines.append("")
+    if floor:
+        lines.append(
+            f"- floor: {floor.nvml_calls} NVML calls ({floor.nvml_p50_ms:.2f} ms p50) and psutil "
+            f"reads for {floor.pids} pids plus the host ({floor.psutil_p50_ms:.2f} ms p50) per "
+            "iteration, pynvml + psutil in a bare loop, no exposition"
+        )
+    for name, stats in (
+        ("rigwatch full", full),
+        ("rigwatch host-only", host),
+        ("nvitop-exporter", nv_scrape),
+        ("node_exporter", node),
+    ):
+        if stats:
+            lines.append(
+                f"- {name}: {stats.series} series, {stats.body_kb:.1f} kB on the wire "
+                f"({stats.encoding})"
+            )
+    for name, error in results.errors.items():
+        lines.append(f"- **{name} failed**: {error.splitlines()[0][:300]}")
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def rigwatch_version() -> str:
+    with contextlib.suppress(Exception):
+        from exporter import __version__
+
+        return __version__
+    return "unknown"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scrapes", type=int, default=300, help="scrapes per exporter")
+    parser.add_argument(
+        "--nvitop-interval", type=float, default=0.5, help="nvitop-exporter --interval (s)"
+    )
+    parser.add_argument(
+        "--nvitop-window", type=float, default=10.0, help="seconds of nvitop CPU measured"
+    )
+    parser.add_argument(
+        "--skip-peers", action="store_true", help="measure rigwatch and the floor only"
+    )
+    args = parser.parse_args(argv)
+    if not 20 <= args.scrapes <= 10_000:
+        parser.error("--scrapes must be between 20 and 10000")
+    if not 0.25 <= args.nvitop_interval <= 5 or not 2 <= args.nvitop_window <= 120:
+        parser.error("--nvitop-interval must be 0.25..5 s and --nvitop-window 2..120 s")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    began = time.monotonic()
+    log("building the simulated NVML library")
+    build_fake_nvml()
+    results = Results()
+    versions = {"rigwatch": rigwatch_version()}
+    with (
+        tempfile.TemporaryDirectory(prefix="rigwatch-bench-") as tmp,
+        gpu_process_stand_ins(NUM_GPUS * PROCESSES_PER_GPU) as pids,
+    ):
+        workdir = Path(tmp)
+        scenario_path = workdir / "scenario.json"
+        write_scenario(scenario_path, bench_scenario(pids))
+
+        results.full = attempt(
+            results,
+            "rigwatch full",
+            measure_rigwatch,
+            scenario_path,
+            args.scrapes,
+            headers=PROMETHEUS_HEADERS,
+        )
+        identity_headers = {k: v for k, v in PROMETHEUS_HEADERS.items() if k != "Accept-Encoding"}
+        results.full_identity = attempt(
+            results,
+            "rigwatch full without gzip",
+            measure_rigwatch,
+            scenario_path,
+            max(20, args.scrapes // 3),
+            headers=identity_headers,
+        )
+        results.floor = attempt(
+            results, "floor", measure_floor, scenario_path, args.scrapes, workdir
+        )
+        results.host_only = attempt(
+            results,
+            "rigwatch host-only",
+            measure_rigwatch,
+            scenario_path,
+            args.scrapes,
+            "--no-collector.gpu",
+            "--no-collector.gpu_process",
+            "--no-collector.xid",
+            headers=PROMETHEUS_HEADERS,
+        )
+        if not args.skip_peers:
+            results.nvitop = attempt(
+                results,
+                "nvitop-exporter",
+                measure_nvitop,
+                scenario_path,
+                args.scrapes,
+                args.nvitop_interval,
+                args.nvitop_window,
+            )
+            if results.nvitop:
+                versions["nvitop"] = results.nvitop.version.split()[-1]
+            with contextlib.suppress(Exception):
+                versions["node"] = node_exporter_version()
+            results.node = attempt(results, "node_exporter", measure_node_exporter, args.scrapes)
+
+    print(render(results, args, versions))
+    log(f"whole run took {time.monotonic() - began:.0f}s")
+    return 1 if results.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
