@@ -1,0 +1,309 @@
+"""Command line of rigwatch's exporter: flags with RIGWATCH_* environment fallbacks, then serve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+
+from exporter import __version__
+from exporter.collectors import REGISTRY
+from exporter.settings import (
+    DEFAULT_CRITICAL_XIDS,
+    DEFAULT_DISK_EXCLUDE,
+    DEFAULT_FS_TYPES_EXCLUDE,
+    DEFAULT_MOUNT_POINTS_EXCLUDE,
+    DEFAULT_NETDEV_EXCLUDE,
+    DEFAULT_PORT,
+    Settings,
+)
+
+LOG = logging.getLogger("rigwatch.exporter")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+COLLECTOR_DEFAULTS = {name: entry.default_on for name, entry in REGISTRY.items()}
+
+
+def env_name(flag: str) -> str:
+    """--collector.netdev.device-exclude -> RIGWATCH_COLLECTOR_NETDEV_DEVICE_EXCLUDE."""
+    return "RIGWATCH_" + re.sub(r"[.\-]", "_", flag.lstrip("-")).upper()
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are a single line (usage stays behind --help)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="rigwatch-exporter",
+        description="Prometheus exporter for NVIDIA GPUs (NVML) and the host (psutil). "
+        "Every flag can also be set through the environment variable named in its help.",
+        allow_abbrev=False,
+    )
+
+    def add(flag: str, help_text: str, **kwargs) -> None:
+        env = env_name(flag)
+        parser.add_argument(flag, help=f"{help_text} [env {env}]", **kwargs)
+
+    add(
+        "--web.listen-address",
+        f"host:port to serve on; ':{DEFAULT_PORT}' listens on every interface",
+        dest="listen_address",
+        default=f":{DEFAULT_PORT}",
+        metavar="ADDRESS",
+    )
+    for name, default_on in COLLECTOR_DEFAULTS.items():
+        add(
+            f"--collector.{name}",
+            f"enable the {name} collector (default {'on' if default_on else 'off'})",
+            dest=f"collector_{name}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+        )
+    add(
+        "--collector.filesystem.mount-points-include",
+        "regular expression; when set, only mount points it matches are reported",
+        dest="fs_mount_points_include",
+        default="",
+        metavar="REGEX",
+    )
+    add(
+        "--collector.filesystem.mount-points-exclude",
+        "regular expression of mount points to leave out",
+        dest="fs_mount_points_exclude",
+        default=DEFAULT_MOUNT_POINTS_EXCLUDE,
+        metavar="REGEX",
+    )
+    add(
+        "--collector.filesystem.fs-types-exclude",
+        "regular expression of filesystem types to leave out (pseudo filesystems by default)",
+        dest="fs_types_exclude",
+        default=DEFAULT_FS_TYPES_EXCLUDE,
+        metavar="REGEX",
+    )
+    add(
+        "--collector.netdev.device-include",
+        "regular expression; when set, only network devices it matches are reported",
+        dest="netdev_include",
+        default="",
+        metavar="REGEX",
+    )
+    add(
+        "--collector.netdev.device-exclude",
+        "regular expression of network devices to leave out",
+        dest="netdev_exclude",
+        default=DEFAULT_NETDEV_EXCLUDE,
+        metavar="REGEX",
+    )
+    add(
+        "--collector.diskstats.device-exclude",
+        "regular expression of block devices to leave out (partitions, loop and RAM disks)",
+        dest="disk_exclude",
+        default=DEFAULT_DISK_EXCLUDE,
+        metavar="REGEX",
+    )
+    add(
+        "--collector.xid.critical-codes",
+        'comma-separated Xid codes labelled critical="true" (hardware faults)',
+        dest="critical_xids",
+        default=",".join(str(code) for code in DEFAULT_CRITICAL_XIDS),
+        metavar="CODES",
+    )
+    add(
+        "--scrape.timeout-seconds",
+        "scrape deadline; a Prometheus X-Prometheus-Scrape-Timeout-Seconds header lowers it",
+        dest="scrape_timeout",
+        default="5",
+        metavar="SECONDS",
+    )
+    add(
+        "--nvml.retry-max-seconds",
+        "longest wait between attempts to (re)initialise NVML; waits start at 1 s and double",
+        dest="nvml_retry_max",
+        default="60",
+        metavar="SECONDS",
+    )
+    add("--path.procfs", "procfs mount point", dest="procfs", default="/proc", metavar="PATH")
+    add(
+        "--path.sysfs",
+        "sysfs mount point (hwmon temperatures and fans)",
+        dest="sysfs",
+        default="/sys",
+        metavar="PATH",
+    )
+    add(
+        "--path.rootfs",
+        "where the host's root filesystem is mounted (e.g. /host in a container); "
+        "filesystem sizes are read below it and reported with this prefix removed",
+        dest="rootfs",
+        default="/",
+        metavar="PATH",
+    )
+    add(
+        "--log.level",
+        "one of " + ", ".join(_LOG_LEVELS),
+        dest="log_level",
+        default="info",
+        metavar="LEVEL",
+    )
+    parser.add_argument("--version", action="version", version=f"rigwatch-exporter {__version__}")
+    return parser
+
+
+def _apply_env(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> None:
+    """Fill every flag not given on the command line from its RIGWATCH_* variable."""
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    for action in parser._actions:
+        flags = [o for o in action.option_strings if o.startswith("--")]
+        if not flags or action.dest in ("help", "version"):
+            continue
+        primary = flags[0]
+        if any(flag in given for flag in action.option_strings):
+            continue
+        raw = os.environ.get(env_name(primary))
+        if raw is None:
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            word = raw.strip().lower()
+            if word not in _TRUE | _FALSE:
+                parser.error(f"{env_name(primary)}={raw!r}: expected true or false")
+            setattr(args, action.dest, word in _TRUE)
+        else:
+            setattr(args, action.dest, raw)
+
+
+def _parse_address(parser: argparse.ArgumentParser, address: str) -> tuple[str, int]:
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        parser.error(
+            f"--web.listen-address {address!r}: expected host:port, e.g. ':{DEFAULT_PORT}'"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+def _pattern(parser: argparse.ArgumentParser, flag: str, text: str) -> re.Pattern | None:
+    if text == "":
+        return None
+    try:
+        return re.compile(text)
+    except re.error as err:
+        parser.error(f"{flag} {text!r}: invalid regular expression: {err}")
+    raise AssertionError("unreachable")
+
+
+def _seconds(parser: argparse.ArgumentParser, flag: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86400:
+        parser.error(f"{flag} {text!r}: expected a positive number of seconds")
+    return value
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    """Parse argv (default sys.argv[1:]) and the environment; exits 2 on bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _apply_env(parser, args, argv)
+
+    host, port = _parse_address(parser, args.listen_address)
+    enabled = set()
+    for name, default_on in COLLECTOR_DEFAULTS.items():
+        value = getattr(args, f"collector_{name}")
+        if default_on if value is None else value:
+            enabled.add(name)
+
+    codes: set[int] = set()
+    for part in args.critical_xids.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit():
+            parser.error(
+                f"--collector.xid.critical-codes {args.critical_xids!r}: "
+                "expected comma-separated integers, e.g. 48,79"
+            )
+        codes.add(int(part))
+
+    level = args.log_level.strip().lower()
+    if level not in _LOG_LEVELS:
+        parser.error(f"--log.level {args.log_level!r}: expected one of {', '.join(_LOG_LEVELS)}")
+
+    return Settings(
+        listen_host=host,
+        listen_port=port,
+        collectors=frozenset(enabled),
+        fs_mount_points_include=_pattern(
+            parser, "--collector.filesystem.mount-points-include", args.fs_mount_points_include
+        ),
+        fs_mount_points_exclude=_pattern(
+            parser, "--collector.filesystem.mount-points-exclude", args.fs_mount_points_exclude
+        ),
+        fs_types_exclude=_pattern(
+            parser, "--collector.filesystem.fs-types-exclude", args.fs_types_exclude
+        ),
+        netdev_include=_pattern(parser, "--collector.netdev.device-include", args.netdev_include),
+        netdev_exclude=_pattern(parser, "--collector.netdev.device-exclude", args.netdev_exclude),
+        disk_exclude=_pattern(parser, "--collector.diskstats.device-exclude", args.disk_exclude),
+        critical_xids=frozenset(codes),
+        scrape_timeout_seconds=_seconds(parser, "--scrape.timeout-seconds", args.scrape_timeout),
+        nvml_retry_max_seconds=_seconds(parser, "--nvml.retry-max-seconds", args.nvml_retry_max),
+        procfs=args.procfs,
+        sysfs=args.sysfs,
+        rootfs=args.rootfs,
+        log_level=level,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the exporter until SIGTERM or SIGINT; returns the process exit status."""
+    settings = parse_settings(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s level=%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Imported after parsing so that --help and bad flags answer without loading the stack.
+    from exporter.server import ExporterServer
+
+    try:
+        server = ExporterServer(settings)
+    except OSError as err:
+        address = f"{settings.listen_host}:{settings.listen_port}"
+        print(f"rigwatch-exporter: cannot listen on {address}: {err.strerror}", file=sys.stderr)
+        return 1
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        LOG.info("received signal %d, shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    LOG.info(
+        "rigwatch-exporter %s listening on %s:%d, collectors: %s",
+        __version__,
+        settings.listen_host or "*",
+        server.port,
+        ", ".join(sorted(settings.collectors)),
+    )
+    while not stop.wait(3600):
+        pass
+    server.close()
+    return 0

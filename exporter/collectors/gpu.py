@@ -1,0 +1,289 @@
+"""The `gpu` collector: one set of series per card from NVML, plus NVML's own state.
+
+Each card is its own unit of work, so a card whose NVML calls hang costs only that card's
+series (and reads rigwatch_gpu_up 0) while the others keep reporting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.families import Sample, build_families, specs
+from exporter.nvml import CLOCK_TYPES, Gpu, GpuLost, NvmlSession
+from exporter.scrape import UnitOutcome
+from exporter.settings import Settings
+
+FAMILIES = specs(
+    ("rigwatch_nvml_up", "gauge", "1 when NVML is loaded and initialised."),
+    ("rigwatch_driver_info", "gauge", "NVIDIA driver and CUDA driver API versions; always 1."),
+    ("rigwatch_gpu_info", "gauge", "Identity of every GPU seen since start; always 1."),
+    ("rigwatch_gpu_up", "gauge", "1 when the GPU answered this scrape, 0 when lost, gone or hung."),
+    ("rigwatch_gpu_temperature_celsius", "gauge", "GPU core temperature."),
+    ("rigwatch_gpu_memory_temperature_celsius", "gauge", "GPU memory (HBM/GDDR) temperature."),
+    (
+        "rigwatch_gpu_temperature_slowdown_threshold_celsius",
+        "gauge",
+        "Temperature at which the card starts slowing itself down.",
+    ),
+    (
+        "rigwatch_gpu_temperature_shutdown_threshold_celsius",
+        "gauge",
+        "Temperature at which the card shuts down.",
+    ),
+    ("rigwatch_gpu_fan_speed_ratio", "gauge", "Fan speed as a fraction of its maximum (0-1)."),
+    ("rigwatch_gpu_power_watts", "gauge", "Power draw."),
+    ("rigwatch_gpu_power_limit_watts", "gauge", "Enforced power limit."),
+    ("rigwatch_gpu_energy_joules_total", "counter", "Energy used since the driver was loaded."),
+    ("rigwatch_gpu_utilization_ratio", "gauge", "Fraction of time a kernel was running (0-1)."),
+    (
+        "rigwatch_gpu_memory_utilization_ratio",
+        "gauge",
+        "Fraction of time device memory was read or written (0-1).",
+    ),
+    ("rigwatch_gpu_encoder_utilization_ratio", "gauge", "Video encoder utilisation (0-1)."),
+    ("rigwatch_gpu_decoder_utilization_ratio", "gauge", "Video decoder utilisation (0-1)."),
+    ("rigwatch_gpu_memory_total_bytes", "gauge", "Installed device memory."),
+    ("rigwatch_gpu_memory_used_bytes", "gauge", "Device memory in use."),
+    ("rigwatch_gpu_clock_hertz", "gauge", "Current clock frequency."),
+    ("rigwatch_gpu_clock_max_hertz", "gauge", "Maximum clock frequency."),
+    ("rigwatch_gpu_pstate", "gauge", "Performance state (0 = P0, fastest; 15 = slowest)."),
+    (
+        "rigwatch_gpu_throttle_reason_active",
+        "gauge",
+        "1 while this clock event (throttle) reason holds the clocks down.",
+    ),
+    ("rigwatch_gpu_pcie_link_generation", "gauge", "Current PCIe link generation."),
+    ("rigwatch_gpu_pcie_link_max_generation", "gauge", "Maximum PCIe link generation."),
+    ("rigwatch_gpu_pcie_link_width", "gauge", "Current PCIe link width in lanes."),
+    ("rigwatch_gpu_pcie_link_max_width", "gauge", "Maximum PCIe link width in lanes."),
+    ("rigwatch_gpu_pcie_replay_errors_total", "counter", "PCIe replays (link-level errors)."),
+    (
+        "rigwatch_gpu_ecc_errors_total",
+        "counter",
+        "ECC memory errors; scope volatile = since driver load, aggregate = lifetime.",
+    ),
+    ("rigwatch_gpu_remapped_rows", "gauge", "Memory rows remapped, by error type."),
+    ("rigwatch_gpu_remapped_rows_pending", "gauge", "1 when a row remap waits for a GPU reset."),
+    ("rigwatch_gpu_remapped_rows_failure", "gauge", "1 when a row remap failed."),
+)
+
+THROTTLE_REASONS = (
+    ("gpu_idle", 0x1),
+    ("applications_clocks", 0x2),
+    ("sw_power_cap", 0x4),
+    ("hw_slowdown", 0x8),
+    ("sync_boost", 0x10),
+    ("sw_thermal", 0x20),
+    ("hw_thermal", 0x40),
+    ("hw_power_brake", 0x80),
+    ("display_clocks", 0x100),
+)
+
+# nvmlValueType_t -> the union member holding the value
+_FIELD_VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}
+
+
+def read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample] | None:
+    """Every per-scrape reading of one card; None when the card turned out to be lost."""
+    with session.reading():
+        if not gpu.up:
+            return None
+        try:
+            return _read_gpu(session, gpu)
+        except GpuLost:
+            return None
+
+
+def _read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample]:
+    nv = session.nvml
+    call = session.call
+    base = gpu.labels
+    out: list[Sample] = []
+
+    def add(name: str, value: float | None, **extra: str) -> None:
+        if value is not None:
+            out.append((name, {**base, **extra} if extra else base, value))
+
+    add(
+        "rigwatch_gpu_temperature_celsius",
+        call(gpu, "nvmlDeviceGetTemperature", nv.nvmlDeviceGetTemperature, nv.NVML_TEMPERATURE_GPU),
+    )
+    add("rigwatch_gpu_memory_temperature_celsius", _memory_temperature(session, gpu))
+    add("rigwatch_gpu_temperature_slowdown_threshold_celsius", gpu.slowdown_celsius)
+    add("rigwatch_gpu_temperature_shutdown_threshold_celsius", gpu.shutdown_celsius)
+
+    if gpu.fan_count is None:
+        percent = call(gpu, "nvmlDeviceGetFanSpeed", nv.nvmlDeviceGetFanSpeed)
+        if percent is not None:
+            add("rigwatch_gpu_fan_speed_ratio", percent / 100, fan="0")
+    else:
+        for fan in range(gpu.fan_count):
+            percent = call(
+                gpu, f"nvmlDeviceGetFanSpeed_v2({fan})", nv.nvmlDeviceGetFanSpeed_v2, fan
+            )
+            if percent is not None:
+                add("rigwatch_gpu_fan_speed_ratio", percent / 100, fan=str(fan))
+
+    milliwatts = call(gpu, "nvmlDeviceGetPowerUsage", nv.nvmlDeviceGetPowerUsage)
+    add("rigwatch_gpu_power_watts", None if milliwatts is None else milliwatts / 1000)
+    milliwatts = call(gpu, "nvmlDeviceGetEnforcedPowerLimit", nv.nvmlDeviceGetEnforcedPowerLimit)
+    add("rigwatch_gpu_power_limit_watts", None if milliwatts is None else milliwatts / 1000)
+    millijoules = call(
+        gpu, "nvmlDeviceGetTotalEnergyConsumption", nv.nvmlDeviceGetTotalEnergyConsumption
+    )
+    add("rigwatch_gpu_energy_joules_total", None if millijoules is None else millijoules / 1000)
+
+    rates = call(gpu, "nvmlDeviceGetUtilizationRates", nv.nvmlDeviceGetUtilizationRates)
+    if rates is not None:
+        add("rigwatch_gpu_utilization_ratio", rates.gpu / 100)
+        add("rigwatch_gpu_memory_utilization_ratio", rates.memory / 100)
+    encoder = call(gpu, "nvmlDeviceGetEncoderUtilization", nv.nvmlDeviceGetEncoderUtilization)
+    if encoder is not None:
+        add("rigwatch_gpu_encoder_utilization_ratio", encoder[0] / 100)
+    decoder = call(gpu, "nvmlDeviceGetDecoderUtilization", nv.nvmlDeviceGetDecoderUtilization)
+    if decoder is not None:
+        add("rigwatch_gpu_decoder_utilization_ratio", decoder[0] / 100)
+
+    memory = call(gpu, "nvmlDeviceGetMemoryInfo", nv.nvmlDeviceGetMemoryInfo)
+    if memory is not None:
+        add("rigwatch_gpu_memory_total_bytes", memory.total)
+        add("rigwatch_gpu_memory_used_bytes", memory.used)
+
+    for clock, clock_type in CLOCK_TYPES:
+        mhz = call(gpu, f"nvmlDeviceGetClockInfo({clock})", nv.nvmlDeviceGetClockInfo, clock_type)
+        if mhz is not None:
+            add("rigwatch_gpu_clock_hertz", mhz * 1e6, clock=clock)
+    for clock, hertz in gpu.max_clocks_hertz.items():
+        add("rigwatch_gpu_clock_max_hertz", hertz, clock=clock)
+
+    add(
+        "rigwatch_gpu_pstate",
+        call(gpu, "nvmlDeviceGetPerformanceState", nv.nvmlDeviceGetPerformanceState),
+    )
+
+    reasons = call(
+        gpu, "nvmlDeviceGetCurrentClocksEventReasons", nv.nvmlDeviceGetCurrentClocksEventReasons
+    )
+    if reasons is None and "nvmlDeviceGetCurrentClocksEventReasons" in gpu.unavailable:
+        # Drivers before 535 only have the older name for the same bitmask.
+        reasons = call(
+            gpu,
+            "nvmlDeviceGetCurrentClocksThrottleReasons",
+            nv.nvmlDeviceGetCurrentClocksThrottleReasons,
+        )
+    if reasons is not None:
+        for reason, bit in THROTTLE_REASONS:
+            add("rigwatch_gpu_throttle_reason_active", 1 if reasons & bit else 0, reason=reason)
+
+    add(
+        "rigwatch_gpu_pcie_link_generation",
+        call(gpu, "nvmlDeviceGetCurrPcieLinkGeneration", nv.nvmlDeviceGetCurrPcieLinkGeneration),
+    )
+    add("rigwatch_gpu_pcie_link_max_generation", gpu.max_pcie_generation)
+    add(
+        "rigwatch_gpu_pcie_link_width",
+        call(gpu, "nvmlDeviceGetCurrPcieLinkWidth", nv.nvmlDeviceGetCurrPcieLinkWidth),
+    )
+    add("rigwatch_gpu_pcie_link_max_width", gpu.max_pcie_width)
+    add(
+        "rigwatch_gpu_pcie_replay_errors_total",
+        call(gpu, "nvmlDeviceGetPcieReplayCounter", nv.nvmlDeviceGetPcieReplayCounter),
+    )
+
+    for error_type, error_code in (
+        ("corrected", nv.NVML_MEMORY_ERROR_TYPE_CORRECTED),
+        ("uncorrected", nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
+    ):
+        for scope, counter in (
+            ("volatile", nv.NVML_VOLATILE_ECC),
+            ("aggregate", nv.NVML_AGGREGATE_ECC),
+        ):
+            # One "what" for all four: a card without ECC answers NOT_SUPPORTED to each, and
+            # that is one fact worth one log line.
+            count = call(
+                gpu,
+                "nvmlDeviceGetTotalEccErrors",
+                nv.nvmlDeviceGetTotalEccErrors,
+                error_code,
+                counter,
+            )
+            add("rigwatch_gpu_ecc_errors_total", count, type=error_type, scope=scope)
+
+    rows = call(gpu, "nvmlDeviceGetRemappedRows", nv.nvmlDeviceGetRemappedRows)
+    if rows is not None:
+        correctable, uncorrectable, pending, failure = rows
+        add("rigwatch_gpu_remapped_rows", correctable, type="correctable")
+        add("rigwatch_gpu_remapped_rows", uncorrectable, type="uncorrectable")
+        add("rigwatch_gpu_remapped_rows_pending", 1 if pending else 0)
+        add("rigwatch_gpu_remapped_rows_failure", 1 if failure else 0)
+    return out
+
+
+def _memory_temperature(session: NvmlSession, gpu: Gpu) -> float | None:
+    nv = session.nvml
+    what = "nvmlDeviceGetFieldValues(NVML_FI_DEV_MEMORY_TEMP)"
+    values = session.call(gpu, what, nv.nvmlDeviceGetFieldValues, [nv.NVML_FI_DEV_MEMORY_TEMP])
+    if values is None:
+        return None
+    value = values[0]
+    if value.nvmlReturn != 0:
+        # The call succeeded but the field itself failed: same policy as a failed call.
+        def failing(_handle: Any) -> Any:
+            raise nv.NVMLError(value.nvmlReturn)
+
+        return session.call(gpu, what, failing)
+    member = _FIELD_VALUE_MEMBERS.get(value.valueType)
+    return None if member is None else getattr(value.value, member)
+
+
+class GpuCollector:
+    """Per-card NVML readings; NVML's state and identity series come from the session."""
+
+    name = "gpu"
+
+    def __init__(self, settings: Settings, session: NvmlSession) -> None:
+        self.session = session
+
+    def plan(self) -> list[tuple[str, Callable[[], Any]]]:
+        session = self.session
+        return [
+            (f"gpu/{gpu.uuid}", lambda gpu=gpu: read_gpu(session, gpu))
+            for gpu in session.gpus()
+            if gpu.up
+        ]
+
+    def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
+        session = self.session
+        by_key = {o.key: o for o in outcomes}
+        samples: list[Sample] = [("rigwatch_nvml_up", {}, 1.0 if session.up else 0.0)]
+        if session.up and session.driver_version:
+            samples.append(
+                (
+                    "rigwatch_driver_info",
+                    {
+                        "driver_version": session.driver_version,
+                        "cuda_version": session.cuda_version,
+                    },
+                    1.0,
+                )
+            )
+        for gpu in session.gpus():
+            samples.append(
+                (
+                    "rigwatch_gpu_info",
+                    {**gpu.labels, "name": gpu.name, "pci_bus_id": gpu.pci_bus_id},
+                    1.0,
+                )
+            )
+            outcome = by_key.get(f"gpu/{gpu.uuid}")
+            answered = outcome is not None and outcome.done and outcome.value is not None
+            samples.append(("rigwatch_gpu_up", gpu.labels, 1.0 if answered else 0.0))
+            if answered:
+                samples.extend(outcome.value)
+        return build_families(FAMILIES, samples), True
+
+    def close(self) -> None:
+        pass

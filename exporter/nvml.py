@@ -1,0 +1,409 @@
+"""The NVML session: loads pynvml lazily, keeps the device table, recovers from lost GPUs.
+
+Everything about a card that does not change while the driver is loaded (identity, thresholds,
+maximum clocks and link) is read once when NVML is initialised. A background supervisor
+thread (re)initialises NVML with backoff whenever NVML is down or a card seen since start is
+lost or missing, so a driver loaded later or a card that comes back needs no restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.oncelog import OnceLog
+
+LOG = logging.getLogger("rigwatch.exporter.nvml")
+
+# NVML return codes (nvml.h); kept here so nothing needs pynvml before it is loaded.
+NOT_SUPPORTED = 3
+NO_PERMISSION = 4
+TIMEOUT = 10
+LIBRARY_NOT_FOUND = 12
+FUNCTION_NOT_FOUND = 13
+GPU_IS_LOST = 15
+NOT_FOUND = 6
+# A field answering one of these is simply not available on this card (or to this user).
+UNAVAILABLE = frozenset({NOT_SUPPORTED, NO_PERMISSION, FUNCTION_NOT_FOUND})
+
+CLOCK_TYPES = (("graphics", 0), ("sm", 1), ("memory", 2), ("video", 3))
+RETRY_INITIAL_SECONDS = 1.0
+# How long a re-initialisation waits for in-flight reads before it tries again later; a read
+# stuck in a hung NVML call must not freeze every other card's reads behind it.
+WRITER_WAIT_SECONDS = 2.0
+
+
+class GpuLost(Exception):
+    """A call on the card answered GPU_IS_LOST."""
+
+
+def error_name(nvml: Any, code: int) -> str:
+    for key, value in vars(nvml).items():
+        if key.startswith("NVML_ERROR_") and value == code:
+            return key[len("NVML_ERROR_") :]
+    return f"error {code}"
+
+
+class ReadWriteLock:
+    """Many readers (scrape work, the Xid watcher) or one writer (re-initialisation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writer_waiting = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writer_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    def acquire_write(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._writer or self._writer_waiting:
+                if not self._cond.wait(max(0.0, deadline - time.monotonic())):
+                    return False
+            self._writer_waiting = True
+            while self._readers:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._writer_waiting = False
+                    self._cond.notify_all()
+                    return False
+                self._cond.wait(remaining)
+            self._writer_waiting = False
+            self._writer = True
+            return True
+
+    def release_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+@dataclass(eq=False)
+class Gpu:
+    """One card seen since start. Kept (with present=False) when it disappears."""
+
+    uuid: str
+    index: str
+    name: str
+    pci_bus_id: str
+    handle: Any = None
+    present: bool = True
+    lost: bool = False
+    slowdown_celsius: float | None = None
+    shutdown_celsius: float | None = None
+    max_clocks_hertz: dict[str, float] = field(default_factory=dict)
+    max_pcie_generation: int | None = None
+    max_pcie_width: int | None = None
+    fan_count: int | None = None
+    # Functions that answered NOT_SUPPORTED/NO_PERMISSION: not called again until re-init.
+    unavailable: set[str] = field(default_factory=set)
+
+    @property
+    def up(self) -> bool:
+        return self.present and not self.lost and self.handle is not None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"gpu": self.index, "uuid": self.uuid}
+
+
+class NvmlSession:
+    """Owns NVML's lifecycle for the whole process; collectors read through it."""
+
+    def __init__(self, retry_max_seconds: float = 60.0) -> None:
+        self.retry_max_seconds = retry_max_seconds
+        self.nvml: Any = None  # the pynvml module once imported
+        self.up = False
+        self.reason = "not initialised yet"
+        self.driver_version = ""
+        self.cuda_version = ""
+        self.generation = 0  # bumped by every successful (re)initialisation
+        self._gpus: dict[str, Gpu] = {}  # by uuid, in the order first seen
+        self._initialised = False
+        self._lock = ReadWriteLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._first_attempt = threading.Event()
+        self.once = OnceLog(LOG)
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self, wait_seconds: float = 10.0) -> None:
+        """Start the supervisor and wait (bounded) for the first attempt, so that the first
+        scrape already sees the cards when a driver is there."""
+        self._thread = threading.Thread(target=self._supervise, name="nvml-supervisor", daemon=True)
+        self._thread.start()
+        self._first_attempt.wait(wait_seconds)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def gpus(self) -> list[Gpu]:
+        return list(self._gpus.values())
+
+    def gpu(self, uuid: str) -> Gpu | None:
+        return self._gpus.get(uuid)
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold off re-initialisation while handles are in use."""
+        with self._lock.reading():
+            yield
+
+    def report_lost(self, gpu: Gpu) -> None:
+        """A call on gpu answered GPU_IS_LOST: mark it and ask for a re-initialisation."""
+        if not gpu.lost:
+            gpu.lost = True
+            LOG.warning(
+                "GPU %s (%s) is lost (GPU_IS_LOST); will re-initialise NVML to find it again",
+                gpu.index,
+                gpu.uuid,
+            )
+        self._wake.set()
+
+    # --- calls with per-field error policy -------------------------------------------------
+
+    def call(self, gpu: Gpu, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(gpu.handle, *args); None when the field is unavailable on this card.
+
+        NOT_SUPPORTED / NO_PERMISSION are logged once per card and field and the function is
+        not called again on this card until NVML is re-initialised. GPU_IS_LOST raises GpuLost.
+        """
+        if what in gpu.unavailable:
+            return None
+        try:
+            return fn(gpu.handle, *args)
+        except self.nvml.NVMLError as err:
+            code = err.value
+            if code in UNAVAILABLE:
+                gpu.unavailable.add(what)
+                self.once.log(
+                    logging.INFO,
+                    ("unavailable", gpu.uuid, what),
+                    "GPU %s (%s): %s answers %s; its series are left out",
+                    gpu.index,
+                    gpu.uuid,
+                    what,
+                    error_name(self.nvml, code),
+                )
+                return None
+            if code == GPU_IS_LOST:
+                self.report_lost(gpu)
+                raise GpuLost(gpu.uuid) from None
+            self.once.log(
+                logging.WARNING,
+                ("error", gpu.uuid, what, code),
+                "GPU %s (%s): %s failed with %s; series left out while it fails",
+                gpu.index,
+                gpu.uuid,
+                what,
+                error_name(self.nvml, code),
+            )
+            return None
+
+    # --- supervisor -----------------------------------------------------------------------
+
+    def _healthy(self) -> bool:
+        return self.up and all(g.up for g in self._gpus.values())
+
+    def _supervise(self) -> None:
+        backoff = RETRY_INITIAL_SECONDS
+        while not self._stop.is_set():
+            if not self._healthy():
+                attempted = self._reinitialise()
+                self._first_attempt.set()
+                if self._healthy():
+                    backoff = RETRY_INITIAL_SECONDS
+                    continue
+                # A lost card wakes the supervisor at once for the first attempt; further
+                # attempts back off so a card that stays gone costs little.
+                self._stop.wait(backoff if attempted else RETRY_INITIAL_SECONDS)
+                if attempted:
+                    backoff = min(backoff * 2, self.retry_max_seconds)
+                self._wake.clear()
+            else:
+                self._first_attempt.set()
+                self._wake.wait()
+                self._wake.clear()
+
+    def _reinitialise(self) -> bool:
+        """Shut NVML down (if it was up) and initialise it again; False if it could not run."""
+        if not self._lock.acquire_write(WRITER_WAIT_SECONDS):
+            LOG.debug("NVML re-initialisation postponed: reads still in flight")
+            return False
+        try:
+            self._init_locked()
+        finally:
+            self._lock.release_write()
+        return True
+
+    def _fail(self, reason: str) -> None:
+        was_up = self.up
+        self.up = False
+        for gpu in self._gpus.values():
+            gpu.present = False
+            gpu.handle = None
+        if self.reason != reason or was_up:
+            LOG.warning(
+                "NVML unavailable: %s; serving host metrics, retrying in the background", reason
+            )
+        else:
+            LOG.debug("NVML still unavailable: %s", reason)
+        self.reason = reason
+
+    def _init_locked(self) -> None:
+        if self.nvml is None:
+            try:
+                import pynvml  # heavy (ctypes structures); loaded once, off the startup path
+            except ImportError as err:
+                self._fail(f"pynvml is not installed ({err})")
+                return
+            self.nvml = pynvml
+        nv = self.nvml
+        if self._initialised:
+            with suppress(nv.NVMLError):
+                nv.nvmlShutdown()
+            self._initialised = False
+        try:
+            nv.nvmlInit()
+        except nv.NVMLError as err:
+            name = error_name(nv, err.value)
+            hint = " (no libnvidia-ml.so.1 found)" if err.value == LIBRARY_NOT_FOUND else ""
+            self._fail(f"nvmlInit failed: {name}{hint}")
+            return
+        self._initialised = True
+        try:
+            count = nv.nvmlDeviceGetCount()
+            self.driver_version = _text(nv.nvmlSystemGetDriverVersion())
+            try:
+                cuda = nv.nvmlSystemGetCudaDriverVersion()
+                self.cuda_version = f"{cuda // 1000}.{cuda % 1000 // 10}"
+            except nv.NVMLError:
+                self.cuda_version = ""
+        except nv.NVMLError as err:
+            self._fail(f"NVML query failed after init: {error_name(nv, err.value)}")
+            return
+        if count == 0:
+            self._fail("NVML found no GPUs")
+            return
+
+        seen: set[str] = set()
+        for index in range(count):
+            gpu = self._describe(index)
+            if gpu is None or gpu.uuid in seen:
+                continue
+            seen.add(gpu.uuid)
+            known = self._gpus.get(gpu.uuid)
+            if known is None:
+                self._gpus[gpu.uuid] = gpu
+            else:
+                # Update in place: collectors hold Gpu objects; identity series stay the same.
+                for name in (
+                    "index",
+                    "name",
+                    "pci_bus_id",
+                    "handle",
+                    "slowdown_celsius",
+                    "shutdown_celsius",
+                    "max_clocks_hertz",
+                    "max_pcie_generation",
+                    "max_pcie_width",
+                    "fan_count",
+                    "unavailable",
+                ):
+                    setattr(known, name, getattr(gpu, name))
+                known.present = True
+                known.lost = gpu.lost
+        for uuid, gpu in self._gpus.items():
+            if uuid not in seen:
+                if gpu.present:
+                    LOG.warning("GPU %s (%s) is no longer visible to NVML", gpu.index, uuid)
+                gpu.present = False
+                gpu.handle = None
+        was_up = self.up
+        self.generation += 1
+        self.up = True
+        self.reason = ""
+        if not was_up:
+            LOG.info(
+                "NVML initialised: driver %s, CUDA %s, %d GPU(s)",
+                self.driver_version,
+                self.cuda_version,
+                len(seen),
+            )
+
+    def _describe(self, index: int) -> Gpu | None:
+        """Identity and static facts of the card at index; None if it cannot be identified."""
+        nv = self.nvml
+        try:
+            handle = nv.nvmlDeviceGetHandleByIndex(index)
+            uuid = _text(nv.nvmlDeviceGetUUID(handle))
+        except nv.NVMLError as err:
+            self.once.log(
+                logging.WARNING,
+                ("identify", index, err.value),
+                "GPU index %d cannot be identified: %s",
+                index,
+                error_name(nv, err.value),
+            )
+            return None
+        gpu = Gpu(uuid=uuid, index=str(index), name="", pci_bus_id="", handle=handle)
+        try:
+            gpu.name = _text(self.call(gpu, "nvmlDeviceGetName", nv.nvmlDeviceGetName) or "")
+            pci = self.call(gpu, "nvmlDeviceGetPciInfo", nv.nvmlDeviceGetPciInfo)
+            gpu.pci_bus_id = _text(pci.busId) if pci is not None else ""
+            gpu.shutdown_celsius = self.call(
+                gpu,
+                "nvmlDeviceGetTemperatureThreshold(SHUTDOWN)",
+                nv.nvmlDeviceGetTemperatureThreshold,
+                nv.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN,
+            )
+            gpu.slowdown_celsius = self.call(
+                gpu,
+                "nvmlDeviceGetTemperatureThreshold(SLOWDOWN)",
+                nv.nvmlDeviceGetTemperatureThreshold,
+                nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN,
+            )
+            for clock, clock_type in CLOCK_TYPES:
+                mhz = self.call(
+                    gpu,
+                    f"nvmlDeviceGetMaxClockInfo({clock})",
+                    nv.nvmlDeviceGetMaxClockInfo,
+                    clock_type,
+                )
+                if mhz is not None:
+                    gpu.max_clocks_hertz[clock] = mhz * 1e6
+            gpu.max_pcie_generation = self.call(
+                gpu, "nvmlDeviceGetMaxPcieLinkGeneration", nv.nvmlDeviceGetMaxPcieLinkGeneration
+            )
+            gpu.max_pcie_width = self.call(
+                gpu, "nvmlDeviceGetMaxPcieLinkWidth", nv.nvmlDeviceGetMaxPcieLinkWidth
+            )
+            gpu.fan_count = self.call(gpu, "nvmlDeviceGetNumFans", nv.nvmlDeviceGetNumFans)
+        except GpuLost:
+            gpu.lost = True
+        return gpu
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

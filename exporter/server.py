@@ -1,0 +1,134 @@
+"""HTTP side of the exporter: /metrics, a landing page at / and /healthz.
+
+The stdlib threading server answers each request on its own thread, so two Prometheus
+servers scraping at once each get a full scrape; the collectors share in-flight work.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from exporter import __version__
+from exporter.collectors import create_collectors, needs_nvml
+from exporter.nvml import NvmlSession
+from exporter.scrape import Scraper
+from exporter.settings import Settings
+
+LOG = logging.getLogger("rigwatch.exporter.http")
+
+# Answer this much before Prometheus gives up, so what we have still arrives in time.
+HEADER_MARGIN_FRACTION = 0.1
+HEADER_MARGIN_MIN_SECONDS = 0.25
+MIN_DEADLINE_SECONDS = 0.1
+
+
+def scrape_deadline(configured: float, header: str | None) -> float:
+    """The deadline for one scrape: the configured one, lowered under Prometheus's timeout."""
+    if not header:
+        return configured
+    try:
+        prometheus_timeout = float(header)
+    except ValueError:
+        return configured
+    if prometheus_timeout <= 0:
+        return configured
+    margin = max(prometheus_timeout * HEADER_MARGIN_FRACTION, HEADER_MARGIN_MIN_SECONDS)
+    return max(MIN_DEADLINE_SECONDS, min(configured, prometheus_timeout - margin))
+
+
+def landing_page(settings: Settings) -> bytes:
+    collectors = "".join(f"<li>{html.escape(name)}</li>" for name in sorted(settings.collectors))
+    return (
+        "<!DOCTYPE html><html><head><title>rigwatch exporter</title></head><body>"
+        f"<h1>rigwatch exporter {html.escape(__version__)}</h1>"
+        '<p><a href="/metrics">Metrics</a> &middot; <a href="/healthz">Health</a></p>'
+        f"<p>Enabled collectors:</p><ul>{collectors}</ul>"
+        "</body></html>"
+    ).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = f"rigwatch-exporter/{__version__}"
+    protocol_version = "HTTP/1.1"
+    exporter: ExporterServer  # set on the per-server subclass
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            exporter = self.exporter
+            timeout = scrape_deadline(
+                exporter.settings.scrape_timeout_seconds,
+                self.headers.get("X-Prometheus-Scrape-Timeout-Seconds"),
+            )
+            try:
+                body = exporter.scraper.render(timeout)
+            except Exception:  # noqa: BLE001 - never a broken connection for a scrape
+                LOG.exception("scrape failed")
+                self._send(500, b"scrape failed; see the exporter's log\n", "text/plain")
+                return
+            self._send(200, body, CONTENT_TYPE_LATEST)
+        elif path == "/":
+            self._send(200, self.exporter.landing, "text/html; charset=utf-8")
+        elif path == "/healthz":
+            self._send(200, b"ok\n", "text/plain; charset=utf-8")
+        else:
+            self._send(404, b"not found; try /metrics\n", "text/plain; charset=utf-8")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET()
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        LOG.debug("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class ExporterServer:
+    """The exporter assembled: NVML session, collectors, scraper and HTTP server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.landing = landing_page(settings)
+        host = settings.listen_host
+        server_class = _Server
+        if ":" in host:
+            server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+        handler = type("Handler", (_Handler,), {"exporter": self})
+        # Bind first: a port in use should fail before anything else starts.
+        self.httpd = server_class((host, settings.listen_port), handler)
+        self.port = self.httpd.server_address[1]
+        self.session: NvmlSession | None = None
+        if needs_nvml(settings):
+            self.session = NvmlSession(settings.nvml_retry_max_seconds)
+            self.session.start()
+        self.scraper = Scraper(
+            create_collectors(settings, self.session), settings.scrape_timeout_seconds
+        )
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.scraper.close()
+        if self.session is not None:
+            self.session.close()
