@@ -1,0 +1,441 @@
+"""The alert bot's configuration: environment variables plus an optional YAML file.
+
+Every problem is reported as a ConfigError naming the offending key, so the command line can
+print one clear line and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_LISTEN = "0.0.0.0:10736"
+DEFAULT_DB = "rigwatch-bot.db"
+_TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message starts with the key."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Route:
+    """Alerts whose labels match go to chat_id (and the forum topic, when given)."""
+
+    chat_id: int
+    match: dict[str, str] = field(default_factory=dict)
+    match_re: dict[str, re.Pattern] = field(default_factory=dict)
+    message_thread_id: int | None = None
+    continue_matching: bool = False
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        for name, value in self.match.items():
+            if labels.get(name, "") != value:
+                return False
+        return all(
+            pattern.fullmatch(labels.get(name, "")) for name, pattern in self.match_re.items()
+        )
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Self-imposed flood limits, kept under Telegram's so it never has to answer 429."""
+
+    per_chat_messages: int = 3
+    per_chat_window: float = 3.0
+    group_messages: int = 20
+    group_window: float = 60.0
+    global_messages: int = 30
+    global_window: float = 1.0
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    max_message_chars: int = 4096
+    compact_after_alerts: int = 40
+    max_parts_per_alert: int = 4
+    batch_rows: int = 500
+
+
+@dataclass(frozen=True)
+class ChartSettings:
+    enabled: bool = True
+    range_seconds: float = 3600.0
+    max_per_message: int = 2
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class WatchdogSettings:
+    enabled: bool = True
+    alertname: str = "Watchdog"
+    timeout: float = 600.0
+    check_interval: float = 15.0
+
+
+@dataclass(frozen=True)
+class Config:
+    telegram_token: str
+    default_chat_id: int
+    webhook_token: str
+    telegram_api_url: str | None = None
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 10736
+    db_path: str = DEFAULT_DB
+    prometheus_url: str = "http://localhost:9090"
+    alertmanager_url: str = "http://localhost:9093"
+    grafana_url: str = "http://localhost:3000"
+    grafana_dashboard_uid: str = "rigwatch-gpu"
+    routes: tuple[Route, ...] = ()
+    default_thread_id: int | None = None
+    allowed_chat_ids: frozenset[int] = frozenset()
+    allowed_user_ids: frozenset[int] = frozenset()
+    template_source: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    dedupe_window: float = 300.0
+    long_poll_timeout: int = 25
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    charts: ChartSettings = field(default_factory=ChartSettings)
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+
+    def chat_allowed(self, chat_id: int) -> bool:
+        return chat_id == self.default_chat_id or chat_id in self.allowed_chat_ids
+
+    def may_use(self, chat_id: int, user_id: int | None) -> bool:
+        """Whether a user in a chat may read data and press buttons.
+
+        A chat on the list is enough unless a user list is configured, in which case the user
+        must be on it too; a listed user may also talk to the bot in a private chat.
+        """
+        if self.allowed_user_ids:
+            if user_id not in self.allowed_user_ids:
+                return False
+            return self.chat_allowed(chat_id) or chat_id == user_id
+        return self.chat_allowed(chat_id)
+
+
+def parse_duration(key: str, value: Any) -> float:
+    """Seconds from 30, 1.5, "500ms", "30s", "10m", "1h" or "7d"."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"expected a duration like 30s or 10m, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value).strip())
+        if not match:
+            raise ConfigError(key, f"expected a duration like 30s or 10m, got {value!r}")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ConfigError(key, f"must be positive, got {value!r}")
+    return seconds
+
+
+def _int(key: str, value: Any, minimum: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(key, f"expected an integer, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(key, f"must be at least {minimum}, got {number}")
+    return number
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(key, f"expected true or false, got {value!r}")
+
+
+def _secret(env: dict[str, str], name: str) -> str | None:
+    """A secret from NAME or from the file named by NAME_FILE (one of them, not both)."""
+    direct = env.get(name, "").strip()
+    file_name = env.get(name + "_FILE", "").strip()
+    if direct and file_name:
+        raise ConfigError(name, f"set either {name} or {name}_FILE, not both")
+    if file_name:
+        try:
+            value = Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(name + "_FILE", f"cannot read {file_name}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(name + "_FILE", f"{file_name} is empty")
+        return value
+    return direct or None
+
+
+def _url(key: str, value: str) -> str:
+    value = value.strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ConfigError(key, f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.strip().rpartition(":")
+    if not sep:
+        raise ConfigError("ALERT_BOT_LISTEN", f"expected host:port, got {value!r}")
+    port_number = _int("ALERT_BOT_LISTEN", port)
+    if not 0 <= port_number <= 65535:
+        raise ConfigError("ALERT_BOT_LISTEN", f"port out of range in {value!r}")
+    return host.strip("[]") or "0.0.0.0", port_number
+
+
+def _check_keys(key: str, section: Any, allowed: set[str]) -> dict:
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ConfigError(key, "expected a mapping")
+    for name in section:
+        if name not in allowed:
+            where = f"{key}.{name}" if key else str(name)
+            raise ConfigError(where, f"unknown setting (known: {', '.join(sorted(allowed))})")
+    return section
+
+
+def _labels(key: str, value: Any) -> dict[str, str]:
+    section = _check_keys(key, value, set(value or {}))
+    result = {}
+    for name, text in section.items():
+        if not isinstance(text, str | int | float) or isinstance(text, bool):
+            raise ConfigError(f"{key}.{name}", "expected a string")
+        result[str(name)] = str(text)
+    return result
+
+
+def _routes(value: Any) -> tuple[Route, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("routes", "expected a list of routes")
+    routes = []
+    for index, item in enumerate(value):
+        key = f"routes[{index}]"
+        item = _check_keys(
+            key, item, {"match", "match_re", "chat_id", "message_thread_id", "continue"}
+        )
+        if "chat_id" not in item:
+            raise ConfigError(f"{key}.chat_id", "every route needs a chat_id")
+        patterns = {}
+        for name, text in _labels(f"{key}.match_re", item.get("match_re")).items():
+            try:
+                patterns[name] = re.compile(text)
+            except re.error as exc:
+                raise ConfigError(
+                    f"{key}.match_re.{name}", f"bad regular expression: {exc}"
+                ) from None
+        thread = item.get("message_thread_id")
+        routes.append(
+            Route(
+                chat_id=_int(f"{key}.chat_id", item["chat_id"]),
+                match=_labels(f"{key}.match", item.get("match")),
+                match_re=patterns,
+                message_thread_id=None
+                if thread is None
+                else _int(f"{key}.message_thread_id", thread, 1),
+                continue_matching=_bool(f"{key}.continue", item.get("continue", False)),
+            )
+        )
+    return tuple(routes)
+
+
+def _id_list(key: str, value: Any) -> frozenset[int]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list):
+        raise ConfigError(key, "expected a list of numeric ids")
+    return frozenset(_int(f"{key}[{i}]", item) for i, item in enumerate(value))
+
+
+def load_yaml(path: str) -> dict:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError("ALERT_BOT_CONFIG", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError("ALERT_BOT_CONFIG", f"{path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("ALERT_BOT_CONFIG", f"{path} must hold a mapping at the top level")
+    return data
+
+
+TOP_LEVEL_KEYS = {
+    "routes",
+    "default_message_thread_id",
+    "access",
+    "template",
+    "template_file",
+    "grafana",
+    "charts",
+    "watchdog",
+    "delivery",
+    "rate_limits",
+    "webhook",
+    "telegram",
+}
+
+
+def load_config(env: dict[str, str] | None = None) -> Config:
+    """Build the configuration from the environment (os.environ by default) and the YAML file."""
+    env = dict(os.environ if env is None else env)
+    token = _secret(env, "TELEGRAM_BOT_TOKEN")
+    if not token:
+        raise ConfigError(
+            "TELEGRAM_BOT_TOKEN", "required (or TELEGRAM_BOT_TOKEN_FILE): ask @BotFather"
+        )
+    if not _TOKEN_SHAPE.match(token):
+        raise ConfigError("TELEGRAM_BOT_TOKEN", "does not look like a bot token (digits:letters)")
+    if not env.get("TELEGRAM_CHAT_ID", "").strip():
+        raise ConfigError("TELEGRAM_CHAT_ID", "required: the default chat (send /start to the bot)")
+    chat_id = _int("TELEGRAM_CHAT_ID", env["TELEGRAM_CHAT_ID"])
+    webhook_token = _secret(env, "ALERT_BOT_WEBHOOK_TOKEN")
+    if not webhook_token:
+        raise ConfigError(
+            "ALERT_BOT_WEBHOOK_TOKEN",
+            "required (or ALERT_BOT_WEBHOOK_TOKEN_FILE): the bearer token Alertmanager sends",
+        )
+    api_url = env.get("TELEGRAM_API_URL", "").strip() or None
+    if api_url:
+        api_url = _url("TELEGRAM_API_URL", api_url)
+    host, port = _listen(env.get("ALERT_BOT_LISTEN", "") or DEFAULT_LISTEN)
+    settings: dict[str, Any] = {
+        "telegram_token": token,
+        "default_chat_id": chat_id,
+        "webhook_token": webhook_token,
+        "telegram_api_url": api_url,
+        "listen_host": host,
+        "listen_port": port,
+        "db_path": env.get("ALERT_BOT_DB", "").strip() or DEFAULT_DB,
+    }
+    for name, attr in (
+        ("PROMETHEUS_URL", "prometheus_url"),
+        ("ALERTMANAGER_URL", "alertmanager_url"),
+        ("GRAFANA_URL", "grafana_url"),
+    ):
+        if env.get(name, "").strip():
+            settings[attr] = _url(name, env[name])
+    config_path = env.get("ALERT_BOT_CONFIG", "").strip()
+    if config_path:
+        settings.update(_from_yaml(load_yaml(config_path), Path(config_path).parent))
+    return Config(**settings)
+
+
+def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
+    _check_keys("", data, TOP_LEVEL_KEYS)
+    out: dict[str, Any] = {"routes": _routes(data.get("routes"))}
+    if data.get("default_message_thread_id") is not None:
+        out["default_thread_id"] = _int(
+            "default_message_thread_id", data["default_message_thread_id"], 1
+        )
+    access = _check_keys("access", data.get("access"), {"allowed_chat_ids", "allowed_user_ids"})
+    out["allowed_chat_ids"] = _id_list("access.allowed_chat_ids", access.get("allowed_chat_ids"))
+    out["allowed_user_ids"] = _id_list("access.allowed_user_ids", access.get("allowed_user_ids"))
+    if "template" in data and "template_file" in data:
+        raise ConfigError("template_file", "set either template or template_file, not both")
+    if data.get("template") is not None:
+        if not isinstance(data["template"], str) or not data["template"].strip():
+            raise ConfigError("template", "expected the Jinja2 template text")
+        out["template_source"] = data["template"]
+    if data.get("template_file") is not None:
+        path = Path(str(data["template_file"]))
+        if not path.is_absolute():
+            path = base_dir / path
+        try:
+            out["template_source"] = path.read_text()
+        except OSError as exc:
+            raise ConfigError("template_file", f"cannot read {path}: {exc.strerror}") from None
+    grafana = _check_keys("grafana", data.get("grafana"), {"dashboard_uid"})
+    if grafana.get("dashboard_uid"):
+        out["grafana_dashboard_uid"] = str(grafana["dashboard_uid"])
+    out["charts"] = _section(
+        "charts",
+        data.get("charts"),
+        ChartSettings,
+        {
+            "enabled": _bool,
+            "range": ("range_seconds", parse_duration),
+            "max_per_message": lambda k, v: _int(k, v, 0),
+            "timeout": parse_duration,
+        },
+    )
+    out["watchdog"] = _section(
+        "watchdog",
+        data.get("watchdog"),
+        WatchdogSettings,
+        {
+            "enabled": _bool,
+            "alertname": lambda k, v: str(v),
+            "timeout": parse_duration,
+            "check_interval": parse_duration,
+        },
+    )
+    out["delivery"] = _section(
+        "delivery",
+        data.get("delivery"),
+        DeliverySettings,
+        {
+            "backoff_initial": parse_duration,
+            "backoff_max": parse_duration,
+            "max_message_chars": lambda k, v: min(_int(k, v, 200), 4096),
+            "compact_after_alerts": lambda k, v: _int(k, v, 1),
+            "max_parts_per_alert": lambda k, v: _int(k, v, 1),
+            "batch_rows": lambda k, v: _int(k, v, 1),
+        },
+    )
+    out["rate_limits"] = _section(
+        "rate_limits",
+        data.get("rate_limits"),
+        RateLimits,
+        {
+            "per_chat_messages": lambda k, v: _int(k, v, 1),
+            "per_chat_window": parse_duration,
+            "group_messages": lambda k, v: _int(k, v, 1),
+            "group_window": parse_duration,
+            "global_messages": lambda k, v: _int(k, v, 1),
+            "global_window": parse_duration,
+        },
+    )
+    webhook = _check_keys("webhook", data.get("webhook"), {"max_body_bytes", "dedupe_window"})
+    if "max_body_bytes" in webhook:
+        out["max_body_bytes"] = _int("webhook.max_body_bytes", webhook["max_body_bytes"], 1024)
+    if "dedupe_window" in webhook:
+        out["dedupe_window"] = parse_duration("webhook.dedupe_window", webhook["dedupe_window"])
+    telegram = _check_keys("telegram", data.get("telegram"), {"long_poll_timeout"})
+    if "long_poll_timeout" in telegram:
+        out["long_poll_timeout"] = max(
+            1, int(parse_duration("telegram.long_poll_timeout", telegram["long_poll_timeout"]))
+        )
+    return out
+
+
+def _section(key: str, value: Any, cls: type, parsers: dict[str, Any]) -> Any:
+    section = _check_keys(key, value, set(parsers))
+    kwargs = {}
+    for name, raw in section.items():
+        parser = parsers[name]
+        attr = name
+        if isinstance(parser, tuple):
+            attr, parser = parser
+        kwargs[attr] = parser(f"{key}.{name}", raw)
+    return cls(**kwargs)

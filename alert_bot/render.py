@@ -1,0 +1,449 @@
+"""Turning alerts into Telegram HTML: the default message layout or a user's Jinja2 template,
+splitting text that is too long without cutting a tag or an entity, and packing a backlog of
+alerts into as few messages as the length limit allows.
+
+Lengths are counted the way Telegram counts them: UTF-16 code units of the text left after the
+HTML is parsed (links' targets and tags do not count; an emoji outside the BMP counts twice).
+"""
+
+from __future__ import annotations
+
+import html
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from html.parser import HTMLParser
+
+import jinja2
+
+from alert_bot.config import ConfigError
+from alert_bot.webhook import parse_time
+
+# The tags Telegram's HTML parse mode understands.
+TELEGRAM_TAGS = frozenset(
+    {
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "span",
+        "tg-spoiler",
+        "a",
+        "code",
+        "pre",
+        "blockquote",
+        "tg-emoji",
+    }
+)
+SEVERITY_MARKERS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info": "🔵"}
+RESOLVED_MARKER = "✅"
+TRUNCATED_NOTE = "…(truncated)"
+SEPARATOR = "\n\n"
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+class _Tokenizer(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.tokens: list[tuple[str, str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tokens.append(("start", tag, self.get_starttag_text() or f"<{tag}>"))
+
+    def handle_endtag(self, tag):
+        self.tokens.append(("end", tag, f"</{tag}>"))
+
+    def handle_data(self, data):
+        self.tokens.append(("text", "", data))
+
+    def handle_entityref(self, name):
+        self.tokens.append(("text", "", html.unescape(f"&{name};")))
+
+    def handle_charref(self, name):
+        self.tokens.append(("text", "", html.unescape(f"&#{name};")))
+
+
+def tokenize(markup: str) -> list[tuple[str, str, str]]:
+    """(kind, tag, raw-or-text) tokens; text tokens hold the unescaped characters."""
+    parser = _Tokenizer()
+    parser.feed(markup)
+    parser.close()
+    return parser.tokens
+
+
+def visible_text(markup: str) -> str:
+    return "".join(value for kind, _, value in tokenize(markup) if kind == "text")
+
+
+def visible_length(markup: str) -> int:
+    return utf16_len(visible_text(markup))
+
+
+def to_plain_text(markup: str) -> str:
+    """The message as plain text, for the fallback when Telegram rejects the HTML."""
+    return visible_text(markup)
+
+
+def check_markup(markup: str) -> str | None:
+    """None when Telegram would accept the HTML, else what is wrong."""
+    stack: list[str] = []
+    for kind, tag, _ in tokenize(markup):
+        if kind == "start":
+            if tag not in TELEGRAM_TAGS:
+                return f"tag <{tag}> is not supported by Telegram"
+            stack.append(tag)
+        elif kind == "end":
+            if not stack or stack[-1] != tag:
+                return f"unbalanced </{tag}>"
+            stack.pop()
+    if stack:
+        return f"<{stack[-1]}> is never closed"
+    return None
+
+
+def _take_prefix(text: str, room: int) -> str:
+    """The longest prefix of text within room UTF-16 units, preferring a line or word break."""
+    used = 0
+    end = 0
+    for index, char in enumerate(text):
+        width = 2 if ord(char) > 0xFFFF else 1
+        if used + width > room:
+            break
+        used += width
+        end = index + 1
+    if end < len(text):
+        window_start = max(0, end - 200)
+        for breaker in ("\n", " "):
+            cut = text.rfind(breaker, window_start, end)
+            if cut > 0:
+                return text[: cut + 1]
+    return text[:end]
+
+
+def split_html(markup: str, budget: int) -> list[str]:
+    """Pieces of at most budget visible characters each; tags open at a cut are closed at its
+    end and reopened at the next piece's start, and text is cut only between characters."""
+    if budget < 1:
+        raise ValueError("budget must be positive")
+    pieces: list[str] = []
+    current: list[str] = []
+    current_len = 0
+    open_tags: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        nonlocal current, current_len
+        if current_len > 0:
+            closing = "".join(f"</{tag}>" for tag, _ in reversed(open_tags))
+            pieces.append("".join(current) + closing)
+        current = [raw for _, raw in open_tags]
+        current_len = 0
+
+    for kind, tag, value in tokenize(markup):
+        if kind == "start":
+            current.append(value)
+            open_tags.append((tag, value))
+        elif kind == "end":
+            current.append(value)
+            for position in range(len(open_tags) - 1, -1, -1):
+                if open_tags[position][0] == tag:
+                    del open_tags[position]
+                    break
+        else:
+            text = value
+            while text:
+                room = budget - current_len
+                if room <= 0:
+                    flush()
+                    room = budget
+                chunk = _take_prefix(text, room)
+                if not chunk:
+                    flush()
+                    continue
+                current.append(html.escape(chunk, quote=False))
+                current_len += utf16_len(chunk)
+                text = text[len(chunk) :]
+    if current_len > 0:
+        closing = "".join(f"</{tag}>" for tag, _ in reversed(open_tags))
+        pieces.append("".join(current) + closing)
+    return pieces
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s" if minutes < 10 and secs else f"{minutes}m"
+    return f"{secs}s"
+
+
+def _format_time(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _valid_time(text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = parse_time(text)
+    except ValueError:
+        return None
+    # Alertmanager writes the zero time 0001-01-01 for "not ended".
+    return moment if moment.year > 1970 else None
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    grafana_url: str
+    dashboard_uid: str
+    alertmanager_url: str
+
+
+def silence_matchers(labels: dict[str, str]) -> list[dict]:
+    return [
+        {"name": name, "value": value, "isRegex": False, "isEqual": True}
+        for name, value in sorted(labels.items())
+    ]
+
+
+def alertmanager_silence_url(base: str, labels: dict[str, str]) -> str:
+    matchers = ",".join(f'{name}="{value}"' for name, value in sorted(labels.items()))
+    return f"{base.rstrip('/')}/#/silences/new?filter=" + urllib.parse.quote("{" + matchers + "}")
+
+
+class AlertRenderer:
+    """Renders one alert as an HTML block, by default layout or the user's template."""
+
+    def __init__(self, links: LinkSettings, template_source: str | None = None):
+        self.links = links
+        self.template = None
+        if template_source is not None:
+            environment = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
+            try:
+                self.template = environment.from_string(template_source)
+            except jinja2.TemplateSyntaxError as exc:
+                raise ConfigError("template", f"line {exc.lineno}: {exc.message}") from None
+            self._check_template()
+
+    def _check_template(self) -> None:
+        sample = {
+            "status": "firing",
+            "labels": {"alertname": "Sample <&>", "severity": "critical", "rig": "rig1"},
+            "annotations": {"summary": "sample & <summary>", "description": "d"},
+            "startsAt": "2024-01-01T00:00:00Z",
+            "endsAt": "",
+            "generatorURL": "",
+            "fingerprint": "f",
+        }
+        try:
+            output = self.render(sample, {"externalURL": ""}, compact=False, now=0.0)
+        except Exception as exc:  # noqa: BLE001 - any template bug is a config problem
+            raise ConfigError("template", f"fails to render a sample alert: {exc}") from None
+        problem = check_markup(output)
+        if problem:
+            raise ConfigError("template", f"produces HTML Telegram rejects: {problem}")
+        if not visible_text(output).strip():
+            raise ConfigError("template", "renders an empty message")
+
+    def context(self, alert: dict, notification: dict, now: float) -> dict:
+        labels = alert["labels"]
+        annotations = alert.get("annotations", {})
+        status = alert["status"]
+        severity = labels.get("severity", "")
+        started = _valid_time(alert.get("startsAt", ""))
+        ended = _valid_time(alert.get("endsAt", "")) if status == "resolved" else None
+        if started and ended:
+            duration = _format_duration((ended - started).total_seconds())
+        elif started:
+            duration = _format_duration(now - started.timestamp())
+        else:
+            duration = ""
+        summary = annotations.get("summary", "")
+        description = annotations.get("description", "")
+        rig = labels.get("rig") or labels.get("instance", "")
+        gpu = labels.get("gpu", "")
+        gpu_name = labels.get("gpu_name") or labels.get("name", "")
+        base_am = notification.get("externalURL") or self.links.alertmanager_url
+        dashboard = annotations.get("dashboard_url") or annotations.get("dashboard", "")
+        if dashboard and not dashboard.startswith(("http://", "https://")):
+            dashboard = self.links.grafana_url.rstrip("/") + "/" + dashboard.lstrip("/")
+        if not dashboard:
+            query = {"var-rig": rig} if rig else {}
+            if gpu:
+                query["var-gpu"] = gpu
+            if started:
+                query["from"] = str(int(started.timestamp() * 1000) - 3600_000)
+                query["to"] = str(int((ended.timestamp() if ended else now) * 1000) + 600_000)
+            dashboard = f"{self.links.grafana_url.rstrip('/')}/d/{self.links.dashboard_uid}"
+            if query:
+                dashboard += "?" + urllib.parse.urlencode(query)
+        return {
+            "alert": alert,
+            "status": status,
+            "labels": labels,
+            "annotations": annotations,
+            "alertname": labels.get("alertname", ""),
+            "severity": severity,
+            "marker": RESOLVED_MARKER
+            if status == "resolved"
+            else SEVERITY_MARKERS.get(severity, "⚪"),
+            "rig": rig,
+            "gpu": gpu,
+            "gpu_name": gpu_name,
+            "summary": summary,
+            "description": description,
+            "since": _format_time(started) if started else "",
+            "ended": _format_time(ended) if ended else "",
+            "duration": duration,
+            "dashboard_url": dashboard,
+            "silence_url": alertmanager_silence_url(base_am, labels),
+            "generator_url": alert.get("generatorURL", ""),
+        }
+
+    def render(self, alert: dict, notification: dict, compact: bool, now: float) -> str:
+        ctx = self.context(alert, notification, now)
+        if self.template is not None:
+            return self.template.render(compact=compact, **ctx).strip()
+        return self._default(ctx, compact)
+
+    @staticmethod
+    def _default(ctx: dict, compact: bool) -> str:
+        esc = html.escape
+        where = []
+        if ctx["rig"]:
+            where.append(f"rig <b>{esc(ctx['rig'])}</b>")
+        if ctx["gpu"]:
+            card = f"GPU {esc(ctx['gpu'])}"
+            if ctx["gpu_name"]:
+                card += f" ({esc(ctx['gpu_name'])})"
+            where.append(card)
+        status_word = "RESOLVED" if ctx["status"] == "resolved" else "FIRING"
+        if ctx["status"] == "resolved":
+            when = f"lasted {ctx['duration']}" if ctx["duration"] else "resolved"
+            if ctx["since"]:
+                when += f" (since {ctx['since']})"
+        else:
+            when = f"since {ctx['since']}" if ctx["since"] else ""
+            if ctx["duration"]:
+                when += f" ({ctx['duration']} ago)"
+        if compact:
+            line = f"{ctx['marker']} <b>{esc(ctx['alertname'])}</b>"
+            if where:
+                line += " · " + " · ".join(where)
+            if ctx["summary"]:
+                line += f" — {esc(ctx['summary'])}"
+            if ctx["status"] == "resolved" and ctx["duration"]:
+                line += f" (lasted {ctx['duration']})"
+            return line
+        head = f"{ctx['marker']} <b>{status_word}</b>"
+        if ctx["severity"]:
+            head += f" · {esc(ctx['severity'])}"
+        head += f" · <b>{esc(ctx['alertname'])}</b>"
+        lines = [head]
+        if where:
+            lines.append("🖥 " + " · ".join(where))
+        if ctx["summary"]:
+            lines.append(esc(ctx["summary"]))
+        if ctx["description"] and ctx["description"] != ctx["summary"]:
+            lines.append(f"<i>{esc(ctx['description'])}</i>")
+        if when:
+            lines.append("🕒 " + esc(when))
+        links = [f'<a href="{esc(ctx["dashboard_url"])}">📈 dashboard</a>']
+        if ctx["status"] == "firing":
+            links.append(f'<a href="{esc(ctx["silence_url"])}">🔕 silence in Alertmanager</a>')
+        lines.append(" · ".join(links))
+        return "\n".join(lines)
+
+
+@dataclass
+class Block:
+    """A piece of a message: one alert (or one part of a long alert, or a notice)."""
+
+    html: str
+    length: int
+    notification_id: int
+    alert_index: int
+    completes_alert: bool
+    alert: dict | None = None
+    notification: dict | None = None
+
+
+@dataclass
+class OutgoingMessage:
+    html: str
+    blocks: list[Block] = field(default_factory=list)
+
+    @property
+    def alerts(self) -> list[dict]:
+        return [b.alert for b in self.blocks if b.alert is not None and b.completes_alert]
+
+
+def blocks_for(
+    markup: str,
+    notification_id: int,
+    alert_index: int,
+    budget: int,
+    max_parts: int,
+    alert: dict | None = None,
+    notification: dict | None = None,
+    title: str = "",
+) -> list[Block]:
+    """One block, or several when the markup is longer than a message; never more than
+    max_parts, the last then ending in a visible truncation note."""
+    length = visible_length(markup)
+    if length <= budget:
+        return [Block(markup, length, notification_id, alert_index, True, alert, notification)]
+    continued = f"<i>(continued: {html.escape(title)})</i>\n" if title else "<i>(continued)</i>\n"
+    note = "\n" + TRUNCATED_NOTE
+    inner_budget = budget - max(visible_length(continued), utf16_len(note))
+    pieces = split_html(markup, inner_budget)
+    if len(pieces) > max_parts:
+        pieces = pieces[:max_parts]
+        pieces[-1] = pieces[-1] + html.escape(note)
+    blocks = []
+    for number, piece in enumerate(pieces):
+        text = piece if number == 0 else continued + piece
+        blocks.append(
+            Block(
+                text,
+                visible_length(text),
+                notification_id,
+                alert_index,
+                number == len(pieces) - 1,
+                alert,
+                notification,
+            )
+        )
+    return blocks
+
+
+def pack(blocks: list[Block], budget: int) -> list[OutgoingMessage]:
+    """Greedy packing in order: each message takes blocks while the total fits."""
+    messages: list[OutgoingMessage] = []
+    current: list[Block] = []
+    used = 0
+    separator = utf16_len(SEPARATOR)
+    for block in blocks:
+        extra = block.length + (separator if current else 0)
+        if current and used + extra > budget:
+            messages.append(OutgoingMessage(SEPARATOR.join(b.html for b in current), current))
+            current, used = [], 0
+            extra = block.length
+        current.append(block)
+        used += extra
+    if current:
+        messages.append(OutgoingMessage(SEPARATOR.join(b.html for b in current), current))
+    return messages

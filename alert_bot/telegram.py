@@ -1,0 +1,265 @@
+"""The bot's Telegram client: pyTelegramBotAPI calls with errors sorted into what the delivery
+worker must do about them, and the bot token scrubbed out of every error text and log line
+(the token is part of every Bot API URL, and HTTP libraries print URLs in their errors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import threading
+from dataclasses import dataclass
+
+import requests
+import telebot
+from telebot import apihelper, types
+
+_api_url_lock = threading.Lock()
+
+
+class TelegramError(Exception):
+    """A failed Bot API call, classified.
+
+    kind is one of: "rate_limited" (429; retry_after says for how long), "transient"
+    (network error or 5xx: retry with backoff), "permanent" (4xx: retrying the same request
+    cannot help), "migrated" (the group became a supergroup; migrate_to_chat_id says where).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        description: str,
+        retry_after: float | None = None,
+        migrate_to_chat_id: int | None = None,
+        status: int | None = None,
+    ):
+        super().__init__(f"Telegram {kind}: {description}")
+        self.kind = kind
+        self.description = description
+        self.retry_after = retry_after
+        self.migrate_to_chat_id = migrate_to_chat_id
+        self.status = status
+
+
+class TokenScrubber(logging.Filter):
+    """Replaces the bot token in log records, whichever library logs them."""
+
+    def __init__(self, token: str):
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
+            return True
+        if self.token in message:
+            record.msg = scrub(message, self.token)
+            record.args = ()
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if self.token in text:
+                record.exc_info = None
+                record.exc_text = scrub(text, self.token)
+        return True
+
+
+def scrub(text: str, token: str) -> str:
+    if not token:
+        return text
+    bot_id = token.split(":", 1)[0]
+    return text.replace(token, f"{bot_id}:<redacted>")
+
+
+def install_scrubber(token: str) -> TokenScrubber:
+    """Scrub the token from every handler that exists now (call after logging is set up)."""
+    scrubber = TokenScrubber(token)
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.addFilter(scrubber)
+    for name in ("TeleBot", "urllib3", "requests"):
+        logging.getLogger(name).addFilter(scrubber)
+    return scrubber
+
+
+@dataclass(frozen=True)
+class Button:
+    text: str
+    callback_data: str
+
+
+def keyboard(rows: list[list[Button]] | None) -> types.InlineKeyboardMarkup | None:
+    if not rows:
+        return None
+    markup = types.InlineKeyboardMarkup()
+    for row in rows:
+        markup.row(
+            *[types.InlineKeyboardButton(b.text, callback_data=b.callback_data) for b in row]
+        )
+    return markup
+
+
+class TelegramClient:
+    """Thin, typed wrapper over telebot.TeleBot; every method raises only TelegramError."""
+
+    def __init__(self, token: str, api_url: str | None = None, request_timeout: float = 15.0):
+        self.token = token
+        if api_url is not None:
+            url = api_url if "{0}" in api_url else api_url.rstrip("/") + "/bot{0}/{1}"
+            with _api_url_lock:
+                apihelper.API_URL = url
+                apihelper.FILE_URL = url.replace("/bot{0}/{1}", "/file/bot{0}/{1}")
+        apihelper.CONNECT_TIMEOUT = request_timeout
+        apihelper.READ_TIMEOUT = request_timeout
+        self.request_timeout = request_timeout
+        self.bot = telebot.TeleBot(token, threaded=False, parse_mode=None)
+
+    def _call(self, function, *args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except apihelper.ApiTelegramException as exc:
+            raise self._classify(exc.error_code, exc.result_json) from None
+        except apihelper.ApiHTTPException as exc:
+            status = getattr(exc.result, "status_code", 0)
+            body = {}
+            with contextlib.suppress(ValueError, AttributeError):
+                body = exc.result.json()
+            if isinstance(body, dict) and "error_code" in body:
+                raise self._classify(status, body) from None
+            kind = "transient" if status >= 500 or status in (0, 408) else "permanent"
+            if status == 429:
+                kind = "rate_limited"
+            raise TelegramError(kind, f"HTTP {status}", status=status) from None
+        except apihelper.ApiInvalidJSONException:
+            raise TelegramError("transient", "invalid JSON from the Bot API") from None
+        except requests.RequestException as exc:
+            raise TelegramError(
+                "transient", scrub(f"{type(exc).__name__}: {exc}", self.token)
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise TelegramError(
+                "transient", scrub(f"{type(exc).__name__}: {exc}", self.token)
+            ) from None
+
+    def _classify(self, status: int, body: dict) -> TelegramError:
+        description = scrub(str(body.get("description", "")), self.token)
+        parameters = body.get("parameters") or {}
+        if status == 429:
+            retry_after = parameters.get("retry_after", 1)
+            return TelegramError(
+                "rate_limited", description, retry_after=float(retry_after), status=429
+            )
+        if parameters.get("migrate_to_chat_id"):
+            return TelegramError(
+                "migrated",
+                description,
+                migrate_to_chat_id=int(parameters["migrate_to_chat_id"]),
+                status=status,
+            )
+        if status >= 500:
+            return TelegramError("transient", description, status=status)
+        return TelegramError("permanent", description, status=status)
+
+    def send_message(
+        self,
+        chat_id: int,
+        text: str,
+        html: bool = True,
+        thread_id: int | None = None,
+        buttons: list[list[Button]] | None = None,
+        reply_to: int | None = None,
+    ) -> int:
+        """Sends a message; returns its message_id."""
+        message = self._call(
+            self.bot.send_message,
+            chat_id,
+            text,
+            parse_mode="HTML" if html else None,
+            reply_markup=keyboard(buttons),
+            message_thread_id=thread_id,
+            reply_to_message_id=reply_to,
+            allow_sending_without_reply=True if reply_to else None,
+            link_preview_options=types.LinkPreviewOptions(is_disabled=True),
+        )
+        return message.message_id
+
+    def send_photo(
+        self,
+        chat_id: int,
+        png: bytes,
+        caption: str = "",
+        html: bool = True,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> int:
+        photo = types.InputFile(io.BytesIO(png), file_name="chart.png")
+        message = self._call(
+            self.bot.send_photo,
+            chat_id,
+            photo,
+            caption=caption or None,
+            parse_mode="HTML" if html and caption else None,
+            message_thread_id=thread_id,
+            reply_to_message_id=reply_to,
+            allow_sending_without_reply=True if reply_to else None,
+        )
+        return message.message_id
+
+    def get_updates(self, offset: int | None, timeout: int) -> list[dict]:
+        updates = self._call(
+            self.bot.get_updates,
+            offset=offset,
+            timeout=timeout + 10,
+            long_polling_timeout=timeout,
+            allowed_updates=["message", "callback_query"],
+        )
+        result = []
+        for update in updates:
+            entry: dict = {"update_id": update.update_id}
+            if update.message is not None:
+                entry["message"] = update.message.json
+            if update.callback_query is not None:
+                entry["callback_query"] = update.callback_query.json
+            result.append(entry)
+        return result
+
+    def answer_callback(self, callback_id: str, text: str, alert: bool = False) -> None:
+        self._call(self.bot.answer_callback_query, callback_id, text=text[:200], show_alert=alert)
+
+    def set_commands(self, commands: list[tuple[str, str]]) -> None:
+        self._call(
+            self.bot.set_my_commands, [types.BotCommand(name, text) for name, text in commands]
+        )
+
+    def edit_buttons(
+        self, chat_id: int, message_id: int, buttons: list[list[Button]] | None
+    ) -> None:
+        self._call(
+            self.bot.edit_message_reply_markup,
+            chat_id=chat_id,
+            message_id=message_id,
+            reply_markup=keyboard(buttons) or types.InlineKeyboardMarkup(),
+        )
+
+    def edit_text(
+        self,
+        chat_id: int,
+        message_id: int,
+        text: str,
+        buttons: list[list[Button]] | None = None,
+    ) -> None:
+        self._call(
+            self.bot.edit_message_text,
+            text,
+            chat_id=chat_id,
+            message_id=message_id,
+            parse_mode="HTML",
+            reply_markup=keyboard(buttons),
+            link_preview_options=types.LinkPreviewOptions(is_disabled=True),
+        )
+
+
+def describe(exc: TelegramError) -> str:
+    return json.dumps({"kind": exc.kind, "description": exc.description})[:500]

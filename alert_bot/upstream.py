@@ -1,0 +1,110 @@
+"""Clients for the two services the bot reads from: Prometheus's HTTP API (queries, ranges)
+and Alertmanager's v2 API (alerts, silences)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import requests
+
+
+class UpstreamError(RuntimeError):
+    """Prometheus or Alertmanager could not answer; the message is safe to show in the chat."""
+
+
+def _utc(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class PrometheusClient:
+    def __init__(self, base_url: str, timeout: float = 10.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def _get(self, path: str, params: dict) -> Any:
+        try:
+            response = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise UpstreamError(f"Prometheus unreachable ({type(exc).__name__})") from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise UpstreamError(f"Prometheus answered HTTP {response.status_code}") from None
+        if body.get("status") != "success":
+            raise UpstreamError(f"Prometheus: {body.get('error', 'query failed')}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict]:
+        """Instant vector: [{"metric": {...}, "value": float}]."""
+        data = self._get("/api/v1/query", {"query": expr})
+        if data.get("resultType") == "scalar":
+            return [{"metric": {}, "value": float(data["result"][1])}]
+        if data.get("resultType") != "vector":
+            raise UpstreamError("Prometheus: expected an instant vector")
+        return [{"metric": r["metric"], "value": float(r["value"][1])} for r in data["result"]]
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        """Range matrix: [{"metric": {...}, "values": [(t, v), ...]}]."""
+        data = self._get(
+            "/api/v1/query_range",
+            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},
+        )
+        if data.get("resultType") != "matrix":
+            raise UpstreamError("Prometheus: expected a range vector")
+        return [
+            {"metric": r["metric"], "values": [(float(t), float(v)) for t, v in r["values"]]}
+            for r in data["result"]
+        ]
+
+
+class AlertmanagerClient:
+    def __init__(self, base_url: str, timeout: float = 10.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+        try:
+            response = self.session.request(
+                method, self.base_url + path, timeout=self.timeout, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise UpstreamError(f"Alertmanager unreachable ({type(exc).__name__})") from None
+        if response.status_code >= 400:
+            detail = response.text.strip()[:200]
+            raise UpstreamError(f"Alertmanager answered HTTP {response.status_code}: {detail}")
+        return response
+
+    def alerts(self) -> list[dict]:
+        """Active alerts that are neither silenced nor inhibited."""
+        response = self._request(
+            "GET",
+            "/api/v2/alerts",
+            params={"active": "true", "silenced": "false", "inhibited": "false"},
+        )
+        return response.json()
+
+    def silences(self) -> list[dict]:
+        """Silences in effect now."""
+        return [
+            s
+            for s in self._request("GET", "/api/v2/silences").json()
+            if s["status"]["state"] == "active"
+        ]
+
+    def create_silence(
+        self, matchers: list[dict], seconds: float, now: float, created_by: str, comment: str
+    ) -> str:
+        body = {
+            "matchers": matchers,
+            "startsAt": _utc(now),
+            "endsAt": _utc(now + seconds),
+            "createdBy": created_by,
+            "comment": comment,
+        }
+        return self._request("POST", "/api/v2/silences", json=body).json()["silenceID"]
+
+    def expire_silence(self, silence_id: str) -> None:
+        self._request("DELETE", f"/api/v2/silence/{silence_id}")

@@ -1,0 +1,195 @@
+"""Reading Alertmanager's webhook: validating a v4 payload, its dedupe key, and routing its alerts
+to chats. Everything here is pure; the HTTP handler and the store live elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from alert_bot.config import Config
+from alert_bot.store import NewNotification
+
+STATUSES = ("firing", "resolved")
+
+
+class PayloadError(ValueError):
+    """The body can never be a valid notification; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A validated Alertmanager notification (the parts the bot uses, as plain JSON values)."""
+
+    payload: dict
+
+    @property
+    def alerts(self) -> list[dict]:
+        return self.payload["alerts"]
+
+
+def parse_time(value: str) -> datetime:
+    """RFC 3339 time as Alertmanager writes it (nanoseconds and a Z allowed)."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # Python before 3.11 reads at most microseconds: cut longer fractions.
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = ""
+        while rest and rest[0].isdigit():
+            digits, rest = digits + rest[0], rest[1:]
+        text = f"{head}.{(digits + '000000')[:6]}{rest}"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError("no time zone")
+    return parsed
+
+
+def _string_map(value: object, where: str, required: bool = True) -> dict[str, str]:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{where} must be an object of strings")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise PayloadError(f"{where}.{key} must be a string")
+    return value
+
+
+def _string(value: object, where: str, required: bool = True) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise PayloadError(f"{where} must be a string")
+    return value
+
+
+def _time(value: object, where: str, required: bool = True) -> str:
+    text = _string(value, where, required)
+    if text:
+        try:
+            parse_time(text)
+        except ValueError:
+            raise PayloadError(f"{where} is not an RFC 3339 time: {text[:40]!r}") from None
+    return text
+
+
+def parse_notification(body: bytes) -> Notification:
+    """Validate a webhook body; raises PayloadError naming the first problem found."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PayloadError("body must be a JSON object (Alertmanager webhook payload)")
+    version = data.get("version")
+    if version != "4":
+        raise PayloadError(f'version must be "4" (Alertmanager webhook v4), got {version!r}')
+    status = data.get("status")
+    if status not in STATUSES:
+        raise PayloadError(f"status must be firing or resolved, got {status!r}")
+    group_key = _string(data.get("groupKey"), "groupKey")
+    if not group_key:
+        raise PayloadError("groupKey must not be empty")
+    alerts = data.get("alerts")
+    if not isinstance(alerts, list) or not alerts:
+        raise PayloadError("alerts must be a non-empty list")
+    clean_alerts = []
+    for index, alert in enumerate(alerts):
+        where = f"alerts[{index}]"
+        if not isinstance(alert, dict):
+            raise PayloadError(f"{where} must be an object")
+        alert_status = alert.get("status")
+        if alert_status not in STATUSES:
+            raise PayloadError(f"{where}.status must be firing or resolved, got {alert_status!r}")
+        labels = _string_map(alert.get("labels"), f"{where}.labels")
+        if not labels.get("alertname"):
+            raise PayloadError(f"{where}.labels.alertname is missing")
+        clean_alerts.append(
+            {
+                "status": alert_status,
+                "labels": labels,
+                "annotations": _string_map(
+                    alert.get("annotations"), f"{where}.annotations", required=False
+                ),
+                "startsAt": _time(alert.get("startsAt"), f"{where}.startsAt"),
+                "endsAt": _time(alert.get("endsAt"), f"{where}.endsAt", required=False),
+                "generatorURL": _string(
+                    alert.get("generatorURL"), f"{where}.generatorURL", required=False
+                ),
+                "fingerprint": _string(
+                    alert.get("fingerprint"), f"{where}.fingerprint", required=False
+                ),
+            }
+        )
+    truncated = data.get("truncatedAlerts", 0)
+    if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
+        raise PayloadError("truncatedAlerts must be a non-negative integer")
+    return Notification(
+        {
+            "receiver": _string(data.get("receiver"), "receiver", required=False),
+            "status": status,
+            "groupKey": group_key,
+            "groupLabels": _string_map(data.get("groupLabels"), "groupLabels", required=False),
+            "commonLabels": _string_map(data.get("commonLabels"), "commonLabels", required=False),
+            "commonAnnotations": _string_map(
+                data.get("commonAnnotations"), "commonAnnotations", required=False
+            ),
+            "externalURL": _string(data.get("externalURL"), "externalURL", required=False),
+            "truncatedAlerts": truncated,
+            "alerts": clean_alerts,
+        }
+    )
+
+
+def alert_identity(alert: dict) -> str:
+    """The alert's fingerprint, or a stable hash of its labels when the sender left it out."""
+    if alert.get("fingerprint"):
+        return alert["fingerprint"]
+    encoded = json.dumps(alert["labels"], sort_keys=True).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def dedupe_key(notification: Notification) -> str:
+    """Equal for the same notification sent by both members of an Alertmanager HA pair.
+
+    endsAt takes part only for resolved alerts: for firing ones it is Prometheus's moving
+    "valid until" estimate, which the two Alertmanagers may have received at different times.
+    """
+    payload = notification.payload
+    parts = sorted(
+        (
+            alert_identity(alert),
+            alert["status"],
+            alert["startsAt"],
+            alert["endsAt"] if alert["status"] == "resolved" else "",
+        )
+        for alert in payload["alerts"]
+    )
+    encoded = json.dumps([payload["groupKey"], payload["status"], parts]).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def route(notification: Notification, config: Config) -> list[NewNotification]:
+    """Split a notification into one stored notification per destination (chat, topic)."""
+    destinations: dict[tuple[int, int | None], list[dict]] = {}
+    for alert in notification.alerts:
+        targets = []
+        for candidate in config.routes:
+            if candidate.matches(alert["labels"]):
+                targets.append((candidate.chat_id, candidate.message_thread_id))
+                if not candidate.continue_matching:
+                    break
+        if not targets:
+            targets.append((config.default_chat_id, config.default_thread_id))
+        for target in dict.fromkeys(targets):
+            destinations.setdefault(target, []).append(alert)
+    result = []
+    for (chat_id, thread_id), alerts in destinations.items():
+        payload = dict(notification.payload)
+        payload["alerts"] = alerts
+        result.append(NewNotification(chat_id, thread_id, "alerts", payload))
+    return result

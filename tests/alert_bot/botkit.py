@@ -1,0 +1,270 @@
+"""Helpers for the alert bot's tests: payload builders, posting to the webhook, starting the bot
+in-process or as a real process, and real Prometheus / Alertmanager processes on free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from alert_bot.app import BotApp, create_app
+from alert_bot.config import load_config
+from alert_bot.store import Store
+from alert_bot.telegram import TelegramClient
+from alert_bot.upstream import AlertmanagerClient, PrometheusClient
+from tests.support import ManagedProcess, free_port, http_get, wait_for_http, wait_until
+
+BOT_TOKEN = "123456789:TEST-secret-token_ABCdef"
+WEBHOOK_TOKEN = "webhook-secret"
+CHAT = 1001  # a private chat (positive id)
+GROUP = -100500  # a supergroup
+STRANGER = 666
+NOWHERE = "http://127.0.0.1:9"  # nothing listens on the discard port
+
+FAST_YAML = {
+    "delivery": {"backoff_initial": "200ms", "backoff_max": "2s"},
+    "telegram": {"long_poll_timeout": 1},
+    "watchdog": {"enabled": False},
+}
+
+
+def alert(
+    name: str = "GpuTooHot",
+    status: str = "firing",
+    severity: str = "warning",
+    rig: str = "rig1",
+    gpu: str | None = "0",
+    summary: str = "GPU 0 is at 91 °C",
+    description: str = "",
+    starts: str = "2026-11-22T10:00:00Z",
+    ends: str = "0001-01-01T00:00:00Z",
+    generator: str = "",
+    **labels: str,
+) -> dict:
+    all_labels = {"alertname": name, "severity": severity, "rig": rig, **labels}
+    if gpu is not None:
+        all_labels["gpu"] = gpu
+    annotations = {"summary": summary}
+    if description:
+        annotations["description"] = description
+    if status == "resolved" and ends.startswith("0001"):
+        ends = "2026-11-22T10:12:30Z"
+    fingerprint = format(abs(hash(json.dumps(all_labels, sort_keys=True))), "016x")[:16]
+    return {
+        "status": status,
+        "labels": all_labels,
+        "annotations": annotations,
+        "startsAt": starts,
+        "endsAt": ends,
+        "generatorURL": generator,
+        "fingerprint": fingerprint,
+    }
+
+
+def notification(*alerts: dict, group_key: str = '{}:{alertname="GpuTooHot"}') -> dict:
+    status = "firing" if any(a["status"] == "firing" for a in alerts) else "resolved"
+    common = dict(alerts[0]["labels"])
+    for a in alerts[1:]:
+        common = {k: v for k, v in common.items() if a["labels"].get(k) == v}
+    return {
+        "version": "4",
+        "receiver": "telegram",
+        "status": status,
+        "groupKey": group_key,
+        "truncatedAlerts": 0,
+        "groupLabels": {"alertname": alerts[0]["labels"]["alertname"]},
+        "commonLabels": common,
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "alerts": list(alerts),
+    }
+
+
+def post(
+    url: str,
+    body: bytes | dict,
+    token: str | None = WEBHOOK_TOKEN,
+    timeout: float = 10.0,
+    path: str = "/alertmanager",
+) -> tuple[int, str]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url + path, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def bot_env(
+    tmp_path: Path,
+    telegram_url: str,
+    settings: dict | None = None,
+    prometheus: str = NOWHERE,
+    alertmanager: str = NOWHERE,
+    port: int = 0,
+) -> dict[str, str]:
+    """Environment for a bot; settings are merged over FAST_YAML into its YAML file."""
+    merged = {key: dict(value) for key, value in FAST_YAML.items()}
+    for key, value in (settings or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    config_path = tmp_path / "bot.yml"
+    config_path.write_text(yaml.safe_dump(merged))
+    return {
+        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+        "TELEGRAM_CHAT_ID": str(CHAT),
+        "TELEGRAM_API_URL": telegram_url,
+        "ALERT_BOT_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "ALERT_BOT_LISTEN": f"127.0.0.1:{port}",
+        "ALERT_BOT_DB": str(tmp_path / "bot.db"),
+        "PROMETHEUS_URL": prometheus,
+        "ALERTMANAGER_URL": alertmanager,
+        "GRAFANA_URL": "http://grafana.example:3000",
+        "ALERT_BOT_CONFIG": str(config_path),
+    }
+
+
+@contextlib.contextmanager
+def running_bot(env: dict[str, str], run_updates: bool = True) -> Iterator[tuple[BotApp, str]]:
+    """The bot in this process, built exactly as the command line builds it."""
+    config = load_config(env)
+    store = Store(config.db_path)
+    app = create_app(
+        config,
+        TelegramClient(config.telegram_token, config.telegram_api_url, request_timeout=5),
+        PrometheusClient(config.prometheus_url, timeout=5),
+        AlertmanagerClient(config.alertmanager_url, timeout=5),
+        store,
+        run_updates=run_updates,
+    )
+    app.start()
+    try:
+        yield app, f"http://127.0.0.1:{app.port}"
+    finally:
+        app.stop()
+        store.close()
+
+
+@contextlib.contextmanager
+def bot_process(env: dict[str, str]) -> Iterator[tuple[ManagedProcess, str]]:
+    """`python -m alert_bot` as a real child process (env must name a fixed free port)."""
+    port = env["ALERT_BOT_LISTEN"].rsplit(":", 1)[1]
+    proc = ManagedProcess([sys.executable, "-m", "alert_bot"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_for_http(base + "/healthz", timeout=30)
+        except TimeoutError as exc:
+            raise RuntimeError(f"bot did not start:\n{proc.output()}") from exc
+        yield proc, base
+    finally:
+        proc.stop()
+
+
+def metric_value(base: str, name: str, labels: dict[str, str] | None = None) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = http_get(base + "/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(
+                sample.labels.get(k) == v for k, v in (labels or {}).items()
+            ):
+                return sample.value
+    raise KeyError(name)
+
+
+# --- real Prometheus and Alertmanager -------------------------------------------------------
+
+
+def have_binary(name: str) -> bool:
+    return shutil.which(name) is not None
+
+
+@contextlib.contextmanager
+def running_alertmanager(
+    tmp_path: Path, config: str | None = None, extra_args: tuple = ()
+) -> Iterator[str]:
+    """A real Alertmanager (no clustering) with its storage in tmp_path."""
+    port = free_port()
+    workdir = tmp_path / f"alertmanager-{port}"
+    workdir.mkdir()
+    config_path = workdir / "alertmanager.yml"
+    config_path.write_text(
+        config
+        or "route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: none\n"
+    )
+    proc = ManagedProcess(
+        [
+            "prometheus-alertmanager",
+            f"--config.file={config_path}",
+            f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            *extra_args,
+        ]
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_for_http(base + "/-/ready", timeout=30)
+        except TimeoutError as exc:
+            raise RuntimeError(f"alertmanager did not start:\n{proc.output()}") from exc
+        yield base
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def running_prometheus(tmp_path: Path, config: str, extra_args: tuple = ()) -> Iterator[str]:
+    """A real Prometheus with its TSDB in tmp_path, configured by the YAML text given."""
+    port = free_port()
+    workdir = tmp_path / f"prometheus-{port}"
+    workdir.mkdir()
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(config)
+    proc = ManagedProcess(
+        [
+            "prometheus",
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            *extra_args,
+        ],
+        cwd=workdir,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_for_http(base + "/-/ready", timeout=60)
+        except TimeoutError as exc:
+            raise RuntimeError(f"prometheus did not start:\n{proc.output()}") from exc
+        yield base
+    finally:
+        proc.stop()
+
+
+def prometheus_has(base: str, expr: str) -> bool:
+    status, body = http_get(base + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    return status == 200 and bool(json.loads(body)["data"]["result"])
+
+
+def wait_prometheus_has(base: str, expr: str, timeout: float = 60) -> None:
+    wait_until(
+        lambda: prometheus_has(base, expr), timeout=timeout, what=f"Prometheus to have {expr}"
+    )

@@ -1,0 +1,556 @@
+"""A fake Telegram Bot API server for the alert bot's tests and benchmark: a real HTTP server on
+loopback that records every call and behaves like Telegram where it matters to the bot.
+
+It enforces the length limits (text 4096, caption 1024, callback_data 64 bytes), the HTML parse
+mode's rules (only Telegram's tags, balanced, `<` `>` `&` escaped; else 400 "can't parse
+entities"), flood limits (per chat, per group, overall; else 429 with retry_after), and can be
+told to answer 429, 500 or 400, to be down for a while, or that a group became a supergroup.
+getUpdates long-polls updates the test injects (messages and button presses).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ALLOWED_TAGS = {
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "span",
+    "tg-spoiler",
+    "a",
+    "code",
+    "pre",
+    "blockquote",
+    "tg-emoji",
+}
+ENTITY = re.compile(r"&(lt|gt|amp|quot|#\d{1,7}|#x[0-9a-fA-F]{1,6});")
+TAG = re.compile(r'<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[a-zA-Z-]+(?:="[^"<>]*")?)*)\s*>')
+ENTITY_VALUES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+
+
+class EntityError(ValueError):
+    pass
+
+
+def parse_telegram_html(text: str) -> str:
+    """The visible text of an HTML-mode message, or EntityError like Telegram's 400."""
+    out: list[str] = []
+    stack: list[str] = []
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char == "<":
+            match = TAG.match(text, position)
+            if not match:
+                raise EntityError(f"Unsupported start tag at byte offset {position}")
+            closing, name = match.group(1), match.group(2).lower()
+            if name not in ALLOWED_TAGS:
+                raise EntityError(f'Unsupported start tag "{name}" at byte offset {position}')
+            if closing:
+                if not stack or stack[-1] != name:
+                    raise EntityError(
+                        f'Unmatched end tag at byte offset {position}, expected "</{stack[-1] if stack else ""}>", found "</{name}>"'
+                    )
+                stack.pop()
+            else:
+                stack.append(name)
+            position = match.end()
+        elif char == "&":
+            match = ENTITY.match(text, position)
+            if not match:
+                raise EntityError(f"Character entity is unsupported at byte offset {position}")
+            name = match.group(1)
+            if name.startswith("#x"):
+                out.append(chr(int(name[2:], 16)))
+            elif name.startswith("#"):
+                out.append(chr(int(name[1:])))
+            else:
+                out.append(ENTITY_VALUES[name])
+            position = match.end()
+        elif char == ">":
+            raise EntityError(f"Unexpected > at byte offset {position}")
+        else:
+            out.append(char)
+            position += 1
+    if stack:
+        raise EntityError(f'Can\'t find end tag corresponding to start tag "{stack[-1]}"')
+    return "".join(out)
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict
+    files: dict
+    at: float
+    status: int = 0
+    response: dict = field(default_factory=dict)
+
+
+@dataclass
+class Failure:
+    method: str | None  # None: any send method
+    status: int
+    description: str
+    retry_after: float | None = None
+    count: int = 1
+    predicate: Callable[[dict], bool] | None = None
+    parameters: dict | None = None
+
+
+@dataclass
+class FloodRules:
+    """Telegram-like limits: at most N messages per window."""
+
+    per_chat: tuple[int, float] = (3, 3.0)
+    per_group: tuple[int, float] = (20, 60.0)
+    overall: tuple[int, float] = (30, 1.0)
+
+
+SEND_METHODS = {"sendMessage", "sendPhoto"}
+
+
+class FakeTelegram:
+    def __init__(self, token: str, flood: FloodRules | None = FloodRules()):
+        self.token = token
+        self.flood = flood
+        self.calls: list[Call] = []
+        self.lock = threading.Lock()
+        self.updates: list[dict] = []
+        self.update_ids = itertools.count(1)
+        self.message_ids = itertools.count(1)
+        self.updates_changed = threading.Condition(self.lock)
+        self.failures: list[Failure] = []
+        self.down_until = 0.0
+        self.migrations: dict[int, int] = {}
+        self._stamps: dict[tuple, deque] = {}
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.server.daemon_threads = True
+        self.thread: threading.Thread | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> FakeTelegram:
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self.updates_changed:
+            self.updates_changed.notify_all()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> FakeTelegram:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- what the test controls -------------------------------------------------------------
+
+    def fail(
+        self,
+        status: int,
+        description: str,
+        method: str | None = None,
+        count: int = 1,
+        retry_after: float | None = None,
+        predicate=None,
+        parameters: dict | None = None,
+    ) -> None:
+        with self.lock:
+            self.failures.append(
+                Failure(method, status, description, retry_after, count, predicate, parameters)
+            )
+
+    def go_down(self, seconds: float) -> None:
+        """Drop every connection without an answer for this long (a network outage)."""
+        with self.lock:
+            self.down_until = time.monotonic() + seconds
+
+    def migrate(self, old_chat_id: int, new_chat_id: int) -> None:
+        with self.lock:
+            self.migrations[old_chat_id] = new_chat_id
+
+    def inject_message(
+        self,
+        chat_id: int,
+        text: str,
+        user_id: int | None = None,
+        chat_type: str | None = None,
+        **extra,
+    ) -> int:
+        user_id = chat_id if user_id is None else user_id
+        chat_type = chat_type or ("private" if chat_id > 0 else "supergroup")
+        message = {
+            "message_id": next(self.message_ids),
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": chat_type},
+            "from": {
+                "id": user_id,
+                "is_bot": False,
+                "first_name": f"user{user_id}",
+                "username": f"user{user_id}",
+            },
+            "text": text,
+            **extra,
+        }
+        if text.startswith("/"):
+            message["entities"] = [
+                {"type": "bot_command", "offset": 0, "length": len(text.split()[0])}
+            ]
+        return self._add_update({"message": message})
+
+    def inject_callback(
+        self, chat_id: int, data: str, user_id: int | None = None, message_id: int = 1
+    ) -> str:
+        user_id = chat_id if user_id is None else user_id
+        query_id = f"cb{next(self.update_ids)}"
+        self._add_update(
+            {
+                "callback_query": {
+                    "id": query_id,
+                    "from": {
+                        "id": user_id,
+                        "is_bot": False,
+                        "first_name": f"user{user_id}",
+                        "username": f"user{user_id}",
+                    },
+                    "message": {
+                        "message_id": message_id,
+                        "date": int(time.time()),
+                        "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+                        "text": "alert",
+                    },
+                    "chat_instance": "1",
+                    "data": data,
+                }
+            }
+        )
+        return query_id
+
+    def _add_update(self, update: dict) -> int:
+        with self.updates_changed:
+            update_id = next(self.update_ids)
+            self.updates.append({"update_id": update_id, **update})
+            self.updates_changed.notify_all()
+        return update_id
+
+    # --- what the test reads ----------------------------------------------------------------
+
+    def calls_to(self, method: str, status: int | None = 200) -> list[Call]:
+        with self.lock:
+            return [
+                c
+                for c in self.calls
+                if c.method == method and (status is None or c.status == status)
+            ]
+
+    def sent(self, chat_id: int | None = None) -> list[Call]:
+        """Accepted sendMessage/sendPhoto calls, in order."""
+        with self.lock:
+            return [
+                c
+                for c in self.calls
+                if c.method in SEND_METHODS
+                and c.status == 200
+                and (chat_id is None or int(c.params["chat_id"]) == chat_id)
+            ]
+
+    def texts(self, chat_id: int | None = None) -> list[str]:
+        return [c.params.get("text", c.params.get("caption", "")) for c in self.sent(chat_id)]
+
+    def visible_texts(self, chat_id: int | None = None) -> list[str]:
+        result = []
+        for call in self.sent(chat_id):
+            text = call.params.get("text", call.params.get("caption", ""))
+            result.append(
+                parse_telegram_html(text) if call.params.get("parse_mode") == "HTML" else text
+            )
+        return result
+
+    def count_status(self, status: int) -> int:
+        with self.lock:
+            return sum(1 for c in self.calls if c.status == status)
+
+    # --- the Bot API ------------------------------------------------------------------------
+
+    def _flood_check(self, chat_id: int, now: float) -> float | None:
+        """None when allowed (and counted), else seconds to wait."""
+        if self.flood is None:
+            return None
+        windows = [(("all",), self.flood.overall), (("chat", chat_id), self.flood.per_chat)]
+        if chat_id < 0:
+            windows.append((("group", chat_id), self.flood.per_group))
+        wait = 0.0
+        for key, (limit, seconds) in windows:
+            stamps = self._stamps.setdefault(key, deque())
+            while stamps and stamps[0] <= now - seconds:
+                stamps.popleft()
+            if len(stamps) >= limit:
+                wait = max(wait, stamps[0] + seconds - now)
+        if wait > 0:
+            return wait
+        for key, _ in windows:
+            self._stamps[key].append(now)
+        return None
+
+    def handle(self, method: str, params: dict, files: dict) -> tuple[int, dict]:
+        now = time.monotonic()
+        with self.lock:
+            for failure in self.failures:
+                if failure.count <= 0:
+                    continue
+                if failure.method is not None and failure.method != method:
+                    continue
+                if failure.method is None and method not in SEND_METHODS:
+                    continue
+                if failure.predicate is not None and not failure.predicate(params):
+                    continue
+                failure.count -= 1
+                body = {
+                    "ok": False,
+                    "error_code": failure.status,
+                    "description": failure.description,
+                }
+                parameters = dict(failure.parameters or {})
+                if failure.retry_after is not None:
+                    parameters["retry_after"] = failure.retry_after
+                if parameters:
+                    body["parameters"] = parameters
+                return failure.status, body
+        if method == "getUpdates":
+            return self._get_updates(params)
+        if method in SEND_METHODS:
+            return self._send(method, params, files, now)
+        if method == "answerCallbackQuery":
+            if len(params.get("text", "")) > 200:
+                return _bad("Bad Request: text is too long")
+            return 200, {"ok": True, "result": True}
+        if method == "setMyCommands":
+            commands = json.loads(params.get("commands", "[]"))
+            for command in commands:
+                if (
+                    not re.fullmatch(r"[a-z0-9_]{1,32}", command["command"])
+                    or not 1 <= len(command["description"]) <= 256
+                ):
+                    return _bad("Bad Request: BOT_COMMAND_INVALID")
+            return 200, {"ok": True, "result": True}
+        if method in ("editMessageReplyMarkup", "editMessageText"):
+            if method == "editMessageText":
+                error = self._check_text(params, "text", 4096)
+                if error:
+                    return error
+            chat_id = int(params.get("chat_id", 0))
+            return 200, {
+                "ok": True,
+                "result": {
+                    "message_id": int(params.get("message_id", 0)),
+                    "date": int(time.time()),
+                    "chat": {"id": chat_id, "type": "private"},
+                    "text": params.get("text", ""),
+                },
+            }
+        if method == "getMe":
+            return 200, {"ok": True, "result": {"id": 1, "is_bot": True, "first_name": "rigwatch"}}
+        return 404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
+
+    def _check_text(
+        self, params: dict, key: str, limit: int, required: bool = True
+    ) -> tuple[int, dict] | None:
+        text = params.get(key, "")
+        visible = text
+        if params.get("parse_mode") == "HTML":
+            try:
+                visible = parse_telegram_html(text)
+            except EntityError as exc:
+                return _bad(f"Bad Request: can't parse entities: {exc}")
+        elif params.get("parse_mode"):
+            return _bad("Bad Request: unsupported parse_mode in this fake")
+        if required and not visible.strip():
+            return _bad("Bad Request: message text is empty")
+        if utf16_len(visible) > limit:
+            return _bad(
+                "Bad Request: message is too long"
+                if key == "text"
+                else "Bad Request: message caption is too long"
+            )
+        return None
+
+    def _send(self, method: str, params: dict, files: dict, now: float) -> tuple[int, dict]:
+        try:
+            chat_id = int(params["chat_id"])
+        except (KeyError, ValueError):
+            return _bad("Bad Request: chat not found")
+        with self.lock:
+            new_id = self.migrations.get(chat_id)
+        if new_id is not None:
+            return 400, {
+                "ok": False,
+                "error_code": 400,
+                "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                "parameters": {"migrate_to_chat_id": new_id},
+            }
+        if method == "sendMessage":
+            error = self._check_text(params, "text", 4096)
+        else:
+            if "photo" not in files or not files["photo"].startswith(b"\x89PNG"):
+                return _bad("Bad Request: there is no photo in the request")
+            error = self._check_text(params, "caption", 1024, required=False)
+        if error:
+            return error
+        if "reply_markup" in params:
+            markup = json.loads(params["reply_markup"])
+            for row in markup.get("inline_keyboard", []):
+                for button in row:
+                    data = button.get("callback_data")
+                    if data is not None and not 1 <= len(data.encode()) <= 64:
+                        return _bad("Bad Request: BUTTON_DATA_INVALID")
+        with self.lock:
+            wait = self._flood_check(chat_id, now)
+            if wait is not None:
+                retry = max(1, int(wait + 0.999))
+                return 429, {
+                    "ok": False,
+                    "error_code": 429,
+                    "description": f"Too Many Requests: retry after {retry}",
+                    "parameters": {"retry_after": retry},
+                }
+            message_id = next(self.message_ids)
+        result = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+        }
+        if method == "sendMessage":
+            result["text"] = params.get("text", "")
+        else:
+            result["photo"] = [
+                {
+                    "file_id": f"photo{message_id}",
+                    "file_unique_id": f"u{message_id}",
+                    "width": 800,
+                    "height": 400,
+                }
+            ]
+        return 200, {"ok": True, "result": result}
+
+    def _get_updates(self, params: dict) -> tuple[int, dict]:
+        offset = int(params.get("offset") or 0)
+        timeout = min(float(params.get("timeout") or 0), 5.0)
+        deadline = time.monotonic() + timeout
+        with self.updates_changed:
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            while not self.updates and time.monotonic() < deadline and self.thread is not None:
+                self.updates_changed.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            return 200, {"ok": True, "result": list(self.updates)}
+
+    # --- HTTP plumbing ----------------------------------------------------------------------
+
+    def _handler_class(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _serve(self) -> None:
+                if time.monotonic() < fake.down_until:
+                    self.close_connection = True
+                    with fake.lock:
+                        fake.calls.append(Call("(down)", {}, {}, time.time(), 0))
+                    return  # no answer at all: the client sees the connection drop
+                split = urllib.parse.urlsplit(self.path)
+                match = re.fullmatch(r"/bot([^/]+)/([A-Za-z]+)", split.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if not match:
+                    self._answer(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+                    return
+                token, method = match.groups()
+                params = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
+                files: dict[str, bytes] = {}
+                content_type = self.headers.get("Content-Type", "")
+                if content_type.startswith("multipart/form-data"):
+                    message = BytesParser(policy=HTTP).parsebytes(
+                        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+                    )
+                    for part in message.iter_parts():
+                        name = part.get_param("name", header="content-disposition")
+                        payload = part.get_payload(decode=True) or b""
+                        if part.get_filename():
+                            files[name] = payload
+                        else:
+                            params[name] = payload.decode()
+                elif content_type.startswith("application/json") and body:
+                    params.update(
+                        {
+                            k: v if isinstance(v, str) else json.dumps(v)
+                            for k, v in json.loads(body).items()
+                        }
+                    )
+                elif body:
+                    params.update(
+                        dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
+                    )
+                call = Call(method, params, files, time.time())
+                if token != fake.token:
+                    status, response = (
+                        401,
+                        {"ok": False, "error_code": 401, "description": "Unauthorized"},
+                    )
+                else:
+                    status, response = fake.handle(method, params, files)
+                call.status, call.response = status, response
+                with fake.lock:
+                    fake.calls.append(call)
+                self._answer(status, response)
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = _serve
+            do_POST = _serve
+
+        return Handler
+
+
+def _bad(description: str) -> tuple[int, dict]:
+    return 400, {"ok": False, "error_code": 400, "description": description}
