@@ -472,7 +472,7 @@ def test_hang_delays_only_the_named_call_on_its_device(scenario_file: Path, nvml
     value, slow_took, fast_max, still_hung = result
     assert value == 45
     assert slow_took >= 1.5
-    assert fast_max < 0.2
+    assert fast_max < 0.5
     assert still_hung, "the other calls should have finished while the hung call waited"
 
 
@@ -711,7 +711,7 @@ def test_event_wait_does_not_block_other_threads(scenario_file: Path, nvml: Nvml
         "''')"
     )
     took, code = result
-    assert took < 0.2
+    assert took < 0.5
     assert code == TIMEOUT
 
 
