@@ -33,6 +33,8 @@ UNAVAILABLE = frozenset({NOT_SUPPORTED, NO_PERMISSION, FUNCTION_NOT_FOUND})
 
 CLOCK_TYPES = (("graphics", 0), ("sm", 1), ("memory", 2), ("video", 3))
 RETRY_INITIAL_SECONDS = 1.0
+# Scrape work on NVML (every card's readings and processes) shares one lane thread; see scrape.py.
+NVML_LANE = "nvml"
 # How long a re-initialisation waits for in-flight reads before it tries again later; a read
 # stuck in a hung NVML call must not freeze every other card's reads behind it.
 WRITER_WAIT_SECONDS = 2.0

@@ -1,9 +1,12 @@
 """The scrape: runs every collector's work units against a deadline and renders the exposition.
 
-Each unit of work (one GPU, the host, ...) runs on its own long-lived worker thread. A scrape
-that finds a unit still running (another scrape started it, or an NVML call hangs) joins that
-run instead of starting a second one, so a hung call costs one stuck thread in total, never one
-per scrape, and only the series of that unit go missing.
+Units of work (one GPU's readings, the host, the filesystems, ...) run on a few long-lived
+"lane" threads, one unit after another, because many threads taking turns on the GIL around
+every short NVML call cost more than the calls themselves. When a unit stalls (a hung NVML
+call) its lane is abandoned to it and the units queued behind it move to a fresh lane, so a
+hung card costs only that card's series. A unit is never run twice at once: a scrape that
+finds it still running (another scrape started it, or it hangs) joins that run, so a call that
+stays hung costs one stuck thread in total, never one per scrape.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
+from exporter.exposition import render
 from exporter.families import build_families, specs
 
 LOG = logging.getLogger("rigwatch.exporter.scrape")
 
-WORKER_IDLE_EXIT_SECONDS = 300.0
+LANE_IDLE_EXIT_SECONDS = 300.0
+# A unit running longer than this is treated as stalled and its lane handed over.
+STALL_SECONDS = 0.25
+STALL_CHECK_SECONDS = 0.05
 
 SELF_FAMILIES = specs(
     ("rigwatch_exporter_build_info", "gauge", "rigwatch exporter version; always 1."),
@@ -41,6 +47,15 @@ SELF_FAMILIES = specs(
 )
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One piece of collection work. Units sharing a lane run one after another."""
+
+    key: str
+    fn: Callable[[], Any]
+    lane: str
+
+
 @dataclass
 class UnitOutcome:
     """What one unit produced for a scrape: done=False means it missed the deadline."""
@@ -55,8 +70,8 @@ class UnitOutcome:
 class Collector(Protocol):
     name: str
 
-    def plan(self) -> list[tuple[str, Callable[[], Any]]]:
-        """The units of work for this scrape: (key, function) pairs; keys are unique."""
+    def plan(self) -> list[Unit]:
+        """The units of work for this scrape; keys are unique across collectors."""
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
         """Families from the units' outcomes, and whether the collector fully succeeded."""
@@ -65,85 +80,111 @@ class Collector(Protocol):
 
 
 class _Run:
-    __slots__ = ("started", "finished", "value", "error", "done")
+    __slots__ = ("unit", "submitted", "started", "finished", "value", "error", "done")
 
-    def __init__(self) -> None:
-        self.started = time.monotonic()
+    def __init__(self, unit: Unit) -> None:
+        self.unit = unit
+        self.submitted = time.monotonic()
+        self.started = 0.0
         self.finished = 0.0
         self.value: Any = None
         self.error: BaseException | None = None
         self.done = threading.Event()
 
 
-class _Worker:
-    def __init__(self, key: str, runner: UnitRunner) -> None:
-        self.key = key
+class _Lane:
+    def __init__(self, name: str, runner: UnitRunner) -> None:
+        self.name = name
         self.runner = runner
+        self.inbox: queue.SimpleQueue[_Run] = queue.SimpleQueue()
         self.current: _Run | None = None
-        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._loop, name=f"unit:{key}", daemon=True)
+        self.abandoned = False
+        self.thread = threading.Thread(target=self._loop, name=f"lane:{name}", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
+        runner = self.runner
         while True:
             try:
-                run, fn = self.inbox.get(timeout=WORKER_IDLE_EXIT_SECONDS)
+                run = self.inbox.get(timeout=LANE_IDLE_EXIT_SECONDS)
             except queue.Empty:
-                if self.runner._retire(self):
+                if runner._retire(self):
                     return
                 continue
+            with runner._lock:
+                self.current = run
+                run.started = time.monotonic()
             try:
-                run.value = fn()
+                run.value = run.unit.fn()
             except BaseException as exc:  # noqa: BLE001 - reported through the outcome
                 run.error = exc
             run.finished = time.monotonic()
-            self.runner._finished(self)
+            with runner._lock:
+                self.current = None
+                runner._inflight.pop(run.unit.key, None)
+                abandoned = self.abandoned
+                if abandoned:
+                    runner._hand_over(self)
             run.done.set()
+            if abandoned:
+                return
 
 
 class UnitRunner:
-    """Single-flight execution of keyed work units on one worker thread per key."""
+    """Single-flight execution of keyed units on lane threads, with stall hand-over."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._workers: dict[str, _Worker] = {}
+        self._lanes: dict[str, _Lane] = {}
+        self._inflight: dict[str, _Run] = {}
 
-    def submit(self, key: str, fn: Callable[[], Any]) -> _Run:
-        """Start fn for key, or return the run already in flight for that key."""
+    def submit(self, unit: Unit) -> _Run:
+        """Queue unit on its lane, or return the run of the same key already in flight."""
         with self._lock:
-            worker = self._workers.get(key)
-            if worker is None:
-                worker = self._workers[key] = _Worker(key, self)
-            if worker.current is not None:
-                return worker.current
-            run = worker.current = _Run()
-            worker.inbox.put((run, fn))
+            run = self._inflight.get(unit.key)
+            if run is not None:
+                return run
+            run = self._inflight[unit.key] = _Run(unit)
+            self._lane(unit.lane).inbox.put(run)
             return run
 
-    def _finished(self, worker: _Worker) -> None:
+    def _lane(self, name: str) -> _Lane:
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = _Lane(name, self)
+        return lane
+
+    def _hand_over(self, lane: _Lane) -> None:
+        """Move what is queued on an abandoned lane to the live lane of that name (locked)."""
+        while True:
+            try:
+                run = lane.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._lane(lane.name).inbox.put(run)
+
+    def check_stalls(self, stall_seconds: float) -> None:
+        now = time.monotonic()
         with self._lock:
-            worker.current = None
+            for name, lane in list(self._lanes.items()):
+                current = lane.current
+                if current is not None and now - current.started > stall_seconds:
+                    LOG.debug("unit %s stalled; lane %s handed over", current.unit.key, name)
+                    lane.abandoned = True
+                    del self._lanes[name]
+                    self._hand_over(lane)
 
-    def _retire(self, worker: _Worker) -> bool:
+    def _retire(self, lane: _Lane) -> bool:
         with self._lock:
-            if worker.current is None and worker.inbox.empty():
-                del self._workers[worker.key]
-                return True
-            return False
+            if lane.current is not None or not lane.inbox.empty():
+                return False
+            if self._lanes.get(lane.name) is lane:
+                del self._lanes[lane.name]
+            return True
 
-    def stuck_units(self) -> int:
+    def threads(self) -> int:
         with self._lock:
-            return sum(1 for w in self._workers.values() if w.current is not None)
-
-
-class _Families:
-    """The object generate_latest() wants: something with collect()."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> list[Metric]:
-        return self._families
+            return len(self._lanes)
 
 
 class Scraper:
@@ -163,38 +204,55 @@ class Scraper:
             self._logged.add(key)
         LOG.warning(message, *args)
 
+    def _wait(self, run: _Run, start: float, deadline: float, stall: float) -> bool:
+        # A run queued longer than a whole scrape budget before this scrape began is stuck:
+        # do not spend this scrape's time waiting for it.
+        if run.submitted < start - (deadline - start):
+            return run.done.is_set()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return run.done.is_set()
+            if run.done.wait(min(remaining, STALL_CHECK_SECONDS)):
+                return True
+            self.runner.check_stalls(stall)
+
     def collect(self, timeout_seconds: float | None = None) -> list[Metric]:
+        """Fresh families from every enabled collector, answering by the deadline."""
         timeout = self.timeout_seconds if timeout_seconds is None else timeout_seconds
         start = time.monotonic()
         deadline = start + timeout
-        submitted: list[tuple[Collector, list[tuple[str, _Run]]]] = []
+        stall = min(STALL_SECONDS, timeout / 4)
+        submitted: list[tuple[Collector, list[_Run] | None]] = []
         for collector in self.collectors:
             try:
-                plan = collector.plan()
+                runs = [self.runner.submit(unit) for unit in collector.plan()]
             except Exception as exc:  # noqa: BLE001 - a broken collector costs only its series
                 self._log_once(
                     (collector.name, repr(exc)), "collector %s failed: %r", collector.name, exc
                 )
-                plan = None
-            runs = (
-                None if plan is None else [(key, self.runner.submit(key, fn)) for key, fn in plan]
-            )
+                runs = None
             submitted.append((collector, runs))
+
+        # Wait newest first: a lane runs its units in order, so once the last one is done the
+        # earlier ones are too, and this thread wakes once instead of once per unit.
+        finished: dict[int, bool] = {}
+        for _, runs in reversed(submitted):
+            for run in reversed(runs or ()):
+                finished[id(run)] = self._wait(run, start, deadline, stall)
 
         families: list[Metric] = []
         self_samples = [("rigwatch_exporter_build_info", {"version": __version__}, 1.0)]
         for collector, runs in submitted:
+            labels = {"collector": collector.name}
             if runs is None:
-                labels = {"collector": collector.name}
                 self_samples.append(("rigwatch_scrape_collector_duration_seconds", labels, 0.0))
                 self_samples.append(("rigwatch_scrape_collector_success", labels, 0.0))
                 continue
             outcomes = []
-            for key, run in runs:
-                # A run that was already going longer than a whole scrape budget when this
-                # scrape began is stuck: do not spend this scrape's time waiting for it.
-                fresh = run.started >= start - timeout
-                if fresh and run.done.wait(max(0.0, deadline - time.monotonic())):
+            for run in runs:
+                key = run.unit.key
+                if finished[id(run)]:
                     outcomes.append(
                         UnitOutcome(key, True, run.value, run.error, run.finished - run.started)
                     )
@@ -221,7 +279,6 @@ class Scraper:
             seconds = max((o.seconds for o in outcomes), default=0.0)
             seconds += time.monotonic() - build_start
             families.extend(built)
-            labels = {"collector": collector.name}
             self_samples.append(("rigwatch_scrape_collector_duration_seconds", labels, seconds))
             self_samples.append(("rigwatch_scrape_collector_success", labels, 1.0 if ok else 0.0))
         families.extend(build_families(SELF_FAMILIES, self_samples))
@@ -229,7 +286,7 @@ class Scraper:
 
     def render(self, timeout_seconds: float | None = None) -> bytes:
         """One scrape in Prometheus text format 0.0.4."""
-        return generate_latest(_Families(self.collect(timeout_seconds)))
+        return render(self.collect(timeout_seconds))
 
     def close(self) -> None:
         for collector in self.collectors:

@@ -12,10 +12,9 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
 from exporter import __version__
 from exporter.collectors import create_collectors, needs_nvml
+from exporter.exposition import CONTENT_TYPE
 from exporter.nvml import NvmlSession
 from exporter.scrape import Scraper
 from exporter.settings import Settings
@@ -72,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
                 LOG.exception("scrape failed")
                 self._send(500, b"scrape failed; see the exporter's log\n", "text/plain")
                 return
-            self._send(200, body, CONTENT_TYPE_LATEST)
+            self._send(200, body, CONTENT_TYPE)
         elif path == "/":
             self._send(200, self.exporter.landing, "text/html; charset=utf-8")
         elif path == "/healthz":

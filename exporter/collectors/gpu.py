@@ -6,14 +6,14 @@ series (and reads rigwatch_gpu_up 0) while the others keep reporting.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import Sample, build_families, specs
-from exporter.nvml import CLOCK_TYPES, Gpu, GpuLost, NvmlSession
-from exporter.scrape import UnitOutcome
+from exporter.nvml import CLOCK_TYPES, NVML_LANE, Gpu, GpuLost, NvmlSession
+from exporter.scrape import Unit, UnitOutcome
 from exporter.settings import Settings
 
 FAMILIES = specs(
@@ -247,10 +247,10 @@ class GpuCollector:
     def __init__(self, settings: Settings, session: NvmlSession) -> None:
         self.session = session
 
-    def plan(self) -> list[tuple[str, Callable[[], Any]]]:
+    def plan(self) -> list[Unit]:
         session = self.session
         return [
-            (f"gpu/{gpu.uuid}", lambda gpu=gpu: read_gpu(session, gpu))
+            Unit(f"gpu/{gpu.uuid}", partial(read_gpu, session, gpu), NVML_LANE)
             for gpu in session.gpus()
             if gpu.up
         ]

@@ -7,16 +7,18 @@ scrape, and a pid reused by another program is never given the old program's nam
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import Sample, build_families, specs
-from exporter.nvml import NOT_FOUND, Gpu, GpuLost, NvmlSession
-from exporter.scrape import UnitOutcome
+from exporter.nvml import NOT_FOUND, NVML_LANE, Gpu, GpuLost, NvmlSession
+from exporter.scrape import Unit, UnitOutcome
 from exporter.settings import Settings
 
 FAMILIES = specs(
@@ -42,19 +44,26 @@ class ProcessNames:
 
     def __init__(self, procfs: str) -> None:
         self.procfs = procfs
-        self._cache: dict[int, tuple[str, str, str]] = {}
+        self._cache: dict[int, tuple[bytes, str, str]] = {}
         self._lock = threading.Lock()
 
-    def _start_time(self, pid: int) -> str | None:
+    def _start_time(self, pid: int) -> bytes | None:
+        # os.open/os.read: this runs for every GPU process on every scrape, and the buffered
+        # file object costs several times the read itself.
         try:
-            with open(f"{self.procfs}/{pid}/stat", "rb") as stat:
-                data = stat.read()
+            fd = os.open(f"{self.procfs}/{pid}/stat", os.O_RDONLY)
         except OSError:
             return None
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
         # Field 22 (starttime) counted after the parenthesised command name, which may
         # itself contain spaces and parentheses.
-        fields = data[data.rfind(b")") + 2 :].split()
-        return fields[19].decode() if len(fields) > 19 else None
+        fields = data[data.rfind(b")") + 2 :].split(None, 20)
+        return fields[19] if len(fields) > 19 else None
 
     def lookup(self, pid: int) -> tuple[str, str]:
         """("", "") for a process that is gone or cannot be read: never raises."""
@@ -161,10 +170,10 @@ class GpuProcessCollector:
         self.session = session
         self.names = ProcessNames(settings.procfs.rstrip("/") or "/proc")
 
-    def plan(self) -> list[tuple[str, Callable[[], Any]]]:
+    def plan(self) -> list[Unit]:
         session, names = self.session, self.names
         return [
-            (f"gpu_process/{gpu.uuid}", lambda gpu=gpu: read_processes(session, names, gpu))
+            Unit(f"gpu_process/{gpu.uuid}", partial(read_processes, session, names, gpu), NVML_LANE)
             for gpu in session.gpus()
             if gpu.up
         ]

@@ -12,15 +12,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import Sample, build_families, specs
+from exporter.nvml import NVML_LANE
 from exporter.oncelog import OnceLog
-from exporter.scrape import UnitOutcome
+from exporter.scrape import Unit, UnitOutcome
 from exporter.settings import Settings, selected
 
 LOG = logging.getLogger("rigwatch.exporter.host")
@@ -178,8 +177,11 @@ class HostCollector:
         self._sensors_scanned = time.monotonic()
         self._scan_lock = threading.Lock()
 
-    def plan(self) -> list[tuple[str, Callable[[], Any]]]:
-        return [("host", self.read_host), ("host/filesystem", self.read_filesystems)]
+    def plan(self) -> list[Unit]:
+        return [
+            Unit("host", self.read_host, NVML_LANE),
+            Unit("host/filesystem", self.read_filesystems, NVML_LANE),
+        ]
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
         samples: list[Sample] = []

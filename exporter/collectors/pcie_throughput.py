@@ -6,14 +6,13 @@ run in parallel (one unit each), so a scrape pays that once, not once per card.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from functools import partial
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import Sample, build_families, specs
 from exporter.nvml import Gpu, GpuLost, NvmlSession
-from exporter.scrape import UnitOutcome
+from exporter.scrape import Unit, UnitOutcome
 from exporter.settings import Settings
 
 FAMILIES = specs(
@@ -55,10 +54,15 @@ class PcieThroughputCollector:
     def __init__(self, settings: Settings, session: NvmlSession) -> None:
         self.session = session
 
-    def plan(self) -> list[tuple[str, Callable[[], Any]]]:
+    def plan(self) -> list[Unit]:
         session = self.session
         return [
-            (f"pcie_throughput/{gpu.uuid}", lambda gpu=gpu: read_throughput(session, gpu))
+            Unit(
+                f"pcie_throughput/{gpu.uuid}",
+                partial(read_throughput, session, gpu),
+                # Its own lane per card: each call sleeps ~20 ms in NVML, so cards in parallel.
+                f"pcie_throughput/{gpu.uuid}",
+            )
             for gpu in session.gpus()
             if gpu.up
         ]

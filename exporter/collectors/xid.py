@@ -12,14 +12,13 @@ import contextlib
 import ctypes
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import Sample, build_families, specs
 from exporter.nvml import TIMEOUT, NvmlSession, error_name
-from exporter.scrape import UnitOutcome
+from exporter.scrape import Unit, UnitOutcome
 from exporter.settings import Settings
 
 LOG = logging.getLogger("rigwatch.exporter.xid")
@@ -164,7 +163,7 @@ class XidCollector:
         self.watcher = XidWatcher(session)
         self.watcher.start()
 
-    def plan(self) -> list[tuple[str, Callable[[], Any]]]:
+    def plan(self) -> list[Unit]:
         return []
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:

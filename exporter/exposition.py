@@ -1,0 +1,78 @@
+"""Prometheus text format 0.0.4 for the families a scrape built.
+
+prometheus_client's generate_latest() re-validates every label name with regular expressions
+on every sample; our label names are constants checked by the test suite, so this writer only
+escapes label values and formats numbers, several times faster on a 1000-sample scrape. The
+output is checked against prometheus_client's own parser and promtool in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from prometheus_client.metrics_core import Metric
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_headers: dict[tuple[str, str, str], str] = {}
+
+
+def _header(name: str, help_text: str, kind: str) -> str:
+    key = (name, help_text, kind)
+    text = _headers.get(key)
+    if text is None:
+        escaped = help_text.replace("\\", r"\\").replace("\n", r"\n")
+        text = _headers[key] = f"# HELP {name} {escaped}\n# TYPE {name} {kind}\n"
+    return text
+
+
+def _value(value: float) -> str:
+    if value.__class__ is int:
+        return str(value)
+    value = float(value)
+    if value != value:  # NaN never leaves the exporter, but a writer must not crash on it
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _label_value(text: str) -> str:
+    if "\\" in text or '"' in text or "\n" in text:
+        return text.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return text
+
+
+# Rendered "name{labels}" prefixes: the same series come back every scrape. Bounded, because
+# process series (pid labels) come and go.
+_SERIES_CACHE_LIMIT = 50_000
+_series: dict[tuple, str] = {}
+
+
+def _series_prefix(name: str, labels: dict[str, str]) -> str:
+    key = (name, *labels.values(), *labels)
+    text = _series.get(key)
+    if text is None:
+        if len(_series) >= _SERIES_CACHE_LIMIT:
+            _series.clear()
+        inner = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items())
+        text = _series[key] = f"{name}{{{inner}}} "
+    return text
+
+
+def render(families: Iterable[Metric]) -> bytes:
+    lines: list[str] = []
+    append = lines.append
+    for family in families:
+        name = family.name + "_total" if family.type == "counter" else family.name
+        append(_header(name, family.documentation, family.type))
+        for sample in family.samples:
+            labels = sample.labels
+            if labels:
+                append(_series_prefix(sample.name, labels) + _value(sample.value) + "\n")
+            else:
+                append(f"{sample.name} {_value(sample.value)}\n")
+    return "".join(lines).encode()
