@@ -269,7 +269,7 @@ class DeliveryWorker:
         if exc.kind == "rate_limited":
             retry_after = max(exc.retry_after or 1.0, 0.1)
             self.metrics.rate_limited.inc()
-            self.metrics.delivery_failures.labels("rate_limited").inc()
+            self.metrics.delivery_failures.labels("429").inc()
             self.limiter.block(chat_id, retry_after)
             self.store.defer([r.id for r in rows], now + retry_after, str(exc))
             log.warning(
@@ -282,7 +282,7 @@ class DeliveryWorker:
             )
             self.store.migrate_chat(chat_id, exc.migrate_to_chat_id, now)
             return
-        reason = "server_error" if (exc.status or 0) >= 500 else "network"
+        reason = "5xx" if (exc.status or 0) >= 500 else "network"
         self.metrics.delivery_failures.labels(reason).inc()
         failures = self._failures.get(chat_id, 0) + 1
         self._failures[chat_id] = failures
@@ -302,7 +302,7 @@ class DeliveryWorker:
         exc: TelegramError,
     ) -> bool:
         """Telegram refused the request itself (400): plain text once, then dead letters."""
-        self.metrics.delivery_failures.labels("bad_request").inc()
+        self.metrics.delivery_failures.labels("400").inc()
         log.warning("Telegram refused a message for chat %s: %s", chat_id, exc.description)
         try:
             message_id = self._send(
@@ -312,7 +312,7 @@ class DeliveryWorker:
             if plain_exc.kind != "permanent":
                 self._after_failure(chat_id, rows, plain_exc)
                 return False
-            self.metrics.delivery_failures.labels("bad_request").inc()
+            self.metrics.delivery_failures.labels("400").inc()
             if len(rows) > 1:
                 # Packed with others: retry one notification at a time to find the bad one.
                 self._solo.add(chat_id)

@@ -95,7 +95,7 @@ class BotMetrics:
             __version__
         ).set(1)
         r.register(_QueueCollector(queue_stats))
-        for reason in ("network", "server_error", "rate_limited", "bad_request"):
+        for reason in ("network", "5xx", "429", "400"):
             self.delivery_failures.labels(reason)
         for reason in ("unauthorized", "too_large", "bad_payload", "not_found"):
             self.rejected.labels(reason)

@@ -69,6 +69,8 @@ def _string(value: object, where: str, required: bool = True) -> str:
 
 def _time(value: object, where: str, required: bool = True) -> str:
     text = _string(value, where, required)
+    if required and not text:
+        raise PayloadError(f"{where} must not be empty")
     if text:
         try:
             parse_time(text)

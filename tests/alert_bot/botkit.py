@@ -207,7 +207,8 @@ def running_alertmanager(
     config_path = workdir / "alertmanager.yml"
     config_path.write_text(
         config
-        or "route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: none\n"
+        or "route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\n"
+        "receivers:\n  - name: none\n"
     )
     proc = ManagedProcess(
         [

@@ -67,7 +67,7 @@ def parse_telegram_html(text: str) -> str:
             if closing:
                 if not stack or stack[-1] != name:
                     raise EntityError(
-                        f'Unmatched end tag at byte offset {position}, expected "</{stack[-1] if stack else ""}>", found "</{name}>"'
+                        f"Unmatched end tag at byte offset {position}, found </{name}>"
                     )
                 stack.pop()
             else:
@@ -129,11 +129,12 @@ class FloodRules:
     overall: tuple[int, float] = (30, 1.0)
 
 
+DEFAULT_FLOOD = FloodRules()
 SEND_METHODS = {"sendMessage", "sendPhoto"}
 
 
 class FakeTelegram:
-    def __init__(self, token: str, flood: FloodRules | None = FloodRules()):
+    def __init__(self, token: str, flood: FloodRules | None = DEFAULT_FLOOD):
         self.token = token
         self.flood = flood
         self.calls: list[Call] = []

@@ -1,0 +1,247 @@
+"""The webhook: auth, size limit, payload validation, durable-before-2xx, HA duplicates, fuzz."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import string
+import urllib.request
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from alert_bot.webhook import parse_time
+from tests.alert_bot.botkit import (
+    CHAT,
+    alert,
+    bot_env,
+    metric_value,
+    notification,
+    post,
+    running_bot,
+)
+from tests.support import wait_until
+
+
+def test_wrong_or_missing_token_is_401_and_stores_nothing(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        payload = notification(alert())
+        assert post(base, payload, token=None)[0] == 401
+        assert post(base, payload, token="webhook-secreT")[0] == 401
+        assert post(base, payload, token="")[0] == 401
+        status, _ = post(base, json.dumps(payload).encode(), token="webhook-secret-and-more")
+        assert status == 401
+        assert app.store.count() == 0
+        assert (
+            metric_value(
+                base, "rigwatch_bot_notifications_rejected_total", {"reason": "unauthorized"}
+            )
+            == 4
+        )
+    assert telegram.sent() == []
+
+
+def test_body_over_the_limit_is_413(tmp_path, telegram):
+    env = bot_env(tmp_path, telegram.url, {"webhook": {"max_body_bytes": 4096}})
+    with running_bot(env, run_updates=False) as (app, base):
+        big = notification(alert(description="x" * 5000))
+        status, text = post(base, big)
+        assert status == 413
+        assert "4096" in text
+        assert app.store.count() == 0
+        assert post(base, notification(alert()))[0] == 200
+
+
+def test_malformed_payloads_are_400_with_a_reason(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        good = notification(alert())
+        cases = {
+            b"{not json": "not valid JSON",
+            b"[1, 2]": "JSON object",
+            json.dumps({**good, "version": "3"}).encode(): 'version must be "4"',
+            json.dumps({**good, "status": "burning"}).encode(): "status must be firing or resolved",
+            json.dumps({**good, "alerts": []}).encode(): "alerts must be a non-empty list",
+            json.dumps({**good, "groupKey": 5}).encode(): "groupKey must be a string",
+            json.dumps(
+                {**good, "alerts": [{**good["alerts"][0], "labels": {"alertname": "X", "n": 1}}]}
+            ).encode(): "alerts[0].labels.n must be a string",
+            json.dumps(
+                {**good, "alerts": [{**good["alerts"][0], "startsAt": "yesterday"}]}
+            ).encode(): "alerts[0].startsAt is not an RFC 3339 time",
+        }
+        for body, reason in cases.items():
+            status, text = post(base, body)
+            assert status == 400, body
+            assert reason in text, (reason, text)
+        assert app.store.count() == 0
+
+
+def test_a_2xx_means_the_notification_is_on_disk(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        telegram.go_down(30)  # nothing gets delivered: the row stays pending
+        assert post(base, notification(alert()))[0] == 200
+        # A separate connection to the file sees the committed row right after the answer.
+        db = sqlite3.connect(tmp_path / "bot.db")
+        rows = db.execute("SELECT chat_id, status, payload FROM notifications").fetchall()
+        db.close()
+        assert len(rows) == 1
+        assert rows[0][0] == CHAT
+        assert json.loads(rows[0][2])["alerts"][0]["labels"]["alertname"] == "GpuTooHot"
+        telegram.down_until = 0
+
+
+def test_store_failure_answers_5xx_and_alertmanager_retry_then_succeeds(tmp_path, telegram):
+    env = bot_env(tmp_path, telegram.url)
+    with running_bot(env, run_updates=False) as (app, base):
+        # Another process holding the database's write lock makes every write fail.
+        app.store._db.execute("PRAGMA busy_timeout=200")
+        blocker = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            status, text = post(base, notification(alert()))
+            assert status == 503
+            assert "retry" in text
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert app.store.count() == 0
+        assert metric_value(base, "rigwatch_bot_notifications_received_total") == 0
+        # Alertmanager's retry of the same notification now lands and is delivered.
+        assert post(base, notification(alert()))[0] == 200
+        wait_until(lambda: len(telegram.sent(CHAT)) == 1, what="delivery after retry")
+
+
+def test_duplicates_from_an_ha_pair_are_stored_once(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        first = notification(alert(gpu="0"), alert(gpu="1"))
+        # The peer's copy: same group, alerts and states; order and firing endsAt differ.
+        twin = json.loads(json.dumps(first))
+        twin["alerts"].reverse()
+        for item in twin["alerts"]:
+            item["endsAt"] = "2026-11-22T10:20:00Z"
+        assert post(base, first)[0] == 200
+        assert post(base, twin)[0] == 200
+        resolved = notification(
+            alert(gpu="0", status="resolved"), alert(gpu="1", status="resolved")
+        )
+        assert post(base, resolved)[0] == 200
+        assert post(base, resolved)[0] == 200
+        assert app.store.count() == 2
+        assert metric_value(base, "rigwatch_bot_notifications_duplicate_total") == 2
+        assert metric_value(base, "rigwatch_bot_notifications_received_total") == 2
+        wait_until(lambda: app.store.count("sent") == 2, what="both delivered")
+        texts = "\n".join(telegram.visible_texts(CHAT))
+        assert texts.count("FIRING") == 2  # two alerts of the one firing notification
+        assert texts.count("RESOLVED") == 2
+
+
+def test_healthz_metrics_and_landing_page(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        with urllib.request.urlopen(base + "/healthz") as response:
+            assert response.status == 200
+        with urllib.request.urlopen(base + "/") as response:
+            assert b"/alertmanager" in response.read()
+        assert metric_value(base, "rigwatch_bot_build_info") == 1
+        assert metric_value(base, "rigwatch_bot_queue_depth") == 0
+        assert post(base, notification(alert()), path="/elsewhere")[0] == 404
+
+
+# --- fuzz -----------------------------------------------------------------------------------
+
+label_text = st.text(alphabet=string.printable + "<>&ЖЁ🔥\u0000", max_size=12)
+json_scalar = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), label_text
+)
+json_any = st.recursive(
+    json_scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(label_text, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _is_time(value: object) -> bool:
+    try:
+        parse_time(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def _string_map(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+# For each field, values it must never accept; None means "leave the field out".
+NOT_VALID = {
+    "version": lambda v: v != "4",
+    "status": lambda v: v not in ("firing", "resolved"),
+    "groupKey": lambda v: not isinstance(v, str) or not v,
+    "alerts": lambda v: True,
+    "receiver": lambda v: v is not None and not isinstance(v, str),
+    "externalURL": lambda v: v is not None and not isinstance(v, str),
+    "groupLabels": lambda v: v is not None and not _string_map(v),
+    "commonLabels": lambda v: v is not None and not _string_map(v),
+    "commonAnnotations": lambda v: v is not None and not _string_map(v),
+    "truncatedAlerts": lambda v: not (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "alerts.0.status": lambda v: v not in ("firing", "resolved"),
+    "alerts.0.labels": lambda v: not (_string_map(v) and v.get("alertname")),
+    "alerts.0.annotations": lambda v: v is not None and not _string_map(v),
+    "alerts.0.startsAt": lambda v: not (isinstance(v, str) and _is_time(v)),
+    "alerts.0.endsAt": lambda v: (
+        v is not None and not (isinstance(v, str) and (not v or _is_time(v)))
+    ),
+    "alerts.0.generatorURL": lambda v: v is not None and not isinstance(v, str),
+    "alerts.0.fingerprint": lambda v: v is not None and not isinstance(v, str),
+}
+
+
+REQUIRED = {"version", "status", "groupKey", "alerts", "labels", "startsAt"}
+
+
+@st.composite
+def one_field_broken(draw):
+    payload = notification(alert(), alert(gpu="1"))
+    where = draw(st.sampled_from(sorted(NOT_VALID)))
+    replacement = draw(json_any.filter(NOT_VALID[where]))
+    target, key = payload, where
+    if where.startswith("alerts.0."):
+        target, key = payload["alerts"][draw(st.sampled_from([0, 1]))], where.split(".", 2)[2]
+    if replacement is None and key in REQUIRED and draw(st.booleans()):
+        target.pop(key)  # a required field left out rather than null
+    else:
+        target[key] = replacement
+    return json.dumps(payload).encode()
+
+
+def malformed_bodies():
+    return st.one_of(
+        one_field_broken(),
+        st.binary(max_size=64),
+        json_any.filter(lambda v: not isinstance(v, dict)).map(lambda v: json.dumps(v).encode()),
+    )
+
+
+def test_fuzzed_payloads_get_4xx_never_5xx_and_store_nothing(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        statuses: dict[int, int] = {}
+
+        @settings(
+            max_examples=2000,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        @given(malformed_bodies())
+        def check(body: bytes) -> None:
+            status, _ = post(base, body)
+            statuses[status] = statuses.get(status, 0) + 1
+            assert 400 <= status < 500, (status, body[:200])
+
+        check()
+        assert sum(statuses.values()) >= 2000
+        assert app.store.count() == 0
+        # The bot is still fine afterwards.
+        assert post(base, notification(alert()))[0] == 200
+        wait_until(lambda: telegram.sent(CHAT), what="a real notification after the fuzzing")
