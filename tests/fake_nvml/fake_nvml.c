@@ -164,7 +164,7 @@ static void check_field(int dev, const struct json *obj, const char *key, enum j
     const struct json *v = json_get(obj, key);
     if (json_is_null(v) || v->type == want || (want == JSON_NUMBER && v->type == JSON_BOOL))
         return;
-    log_line("scenario: device %d field \"%s\" is a %s, expected %s; its call answers "
+    log_line("scenario: device %d field \"%s\" has type %s, expected %s; its call answers "
              "NOT_SUPPORTED", dev, key, type_name(v->type), type_name(want));
 }
 
@@ -182,14 +182,14 @@ static void validate_scenario(const struct json *root)
     static const char *strings[] = {"name", "uuid", "pci_bus_id", "serial", NULL};
     const struct json *devices = json_get(root, "devices");
     if (!json_is_null(devices) && devices->type != JSON_ARRAY) {
-        log_line("scenario: \"devices\" is a %s, expected a list; no devices",
+        log_line("scenario: \"devices\" has type %s, expected array; no devices",
                  type_name(devices->type));
         return;
     }
     for (size_t i = 0; devices && i < devices->count; i++) {
         const struct json *dev = devices->items[i];
         if (dev->type != JSON_OBJECT) {
-            log_line("scenario: device %zu is a %s, expected an object", i, type_name(dev->type));
+            log_line("scenario: device %zu has type %s, expected object", i, type_name(dev->type));
             continue;
         }
         for (int k = 0; numbers[k]; k++)

@@ -761,3 +761,32 @@ def test_threads_hammering_during_reloads(scenario_file: Path, nvml: Nvml):
     assert all(c > 10 for c in counts), counts
     assert nvml.proc.poll() is None, "child crashed"
     assert flip > 50
+
+
+def test_example_scenario_loads_cleanly(tmp_path: Path, fake_nvml_dir: Path):
+    example = fake_nvml_dir / "scenarios" / "example.json"
+    child = Nvml(example, tmp_path / "child.stderr")
+    try:
+        child.ok("n.nvmlInit()")
+        assert child.ok("n.nvmlDeviceGetCount()") == 2
+        assert child.ok("n.nvmlDeviceGetName(h(0))") == "NVIDIA A100-SXM4-80GB"
+        assert child.ok("n.nvmlDeviceGetMaxPcieLinkWidth(h(1))") == 16
+        assert child.ok("n.nvmlDeviceGetCurrPcieLinkWidth(h(1))") == 1
+        assert child.error("n.nvmlDeviceGetSerial(h(1))") == NOT_SUPPORTED
+        assert child.ok("n.nvmlDeviceGetNumFans(h(0))") == 0
+        assert child.error("n.nvmlDeviceGetFanSpeed(h(0))") == NOT_SUPPORTED
+        assert child.stderr() == ""
+    finally:
+        child.close()
+
+
+def test_field_of_wrong_type_answers_not_supported_and_says_so(scenario_file: Path, nvml: Nvml):
+    dev = make_device(0, temperature_c="hot", pcie=[4, 16])
+    write_scenario(scenario_file, make_scenario(devices=[dev]))
+    nvml.ok("n.nvmlInit()")
+    assert nvml.error("n.nvmlDeviceGetTemperature(h(0), 0)") == NOT_SUPPORTED
+    assert nvml.error("n.nvmlDeviceGetCurrPcieLinkGeneration(h(0))") == NOT_SUPPORTED
+    assert nvml.ok("n.nvmlDeviceGetPowerUsage(h(0))") == 120000
+    log = nvml.stderr()
+    assert 'device 0 field "temperature_c" has type string, expected number' in log
+    assert 'device 0 field "pcie" has type array, expected object' in log
