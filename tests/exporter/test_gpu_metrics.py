@@ -1,0 +1,197 @@
+"""Every GPU family from the simulated NVML, with NVML's units turned into base units."""
+
+from __future__ import annotations
+
+import os
+
+from tests.exporter.scenarios import full_scenario
+from tests.exporter.scrapes import FAST_RETRY, UUID0, UUID1, log_lines, scrape
+from tests.support import make_scenario, running_exporter, wait_until, write_scenario
+
+
+def test_every_gpu_family_has_the_scenario_values_in_base_units(scenario_file):
+    me = os.getpid()
+    write_scenario(
+        scenario_file,
+        full_scenario(
+            processes=[{"pid": me, "used_memory_bytes": 1 << 30, "sm_util_percent": 42}]
+        ),
+    )
+    with running_exporter(scenario_file, FAST_RETRY, "--collector.pcie_throughput") as (_, base):
+        s = scrape(base)
+    g0 = {"gpu": "0", "uuid": UUID0}
+    g1 = {"gpu": "1", "uuid": UUID1}
+    assert s.value("rigwatch_nvml_up") == 1
+    assert s.value("rigwatch_driver_info", driver_version="550.54.14", cuda_version="12.4") == 1
+    assert (
+        s.value(
+            "rigwatch_gpu_info",
+            **g1,
+            name="NVIDIA GeForce RTX 4090",
+            pci_bus_id="00000000:02:00.0",
+        )
+        == 1
+    )
+    assert s.value("rigwatch_gpu_up", **g0) == 1
+    assert s.value("rigwatch_gpu_up", **g1) == 1
+    assert s.value("rigwatch_gpu_temperature_celsius", **g1) == 61
+    assert s.value("rigwatch_gpu_memory_temperature_celsius", **g1) == 71
+    assert s.value("rigwatch_gpu_temperature_slowdown_threshold_celsius", **g1) == 88
+    assert s.value("rigwatch_gpu_temperature_shutdown_threshold_celsius", **g1) == 93
+    assert s.value("rigwatch_gpu_fan_speed_ratio", **g1, fan="0") == 0.41
+    assert s.value("rigwatch_gpu_fan_speed_ratio", **g1, fan="1") == 0.55
+    assert s.value("rigwatch_gpu_power_watts", **g1) == 251.5
+    assert s.value("rigwatch_gpu_power_limit_watts", **g0) == 300
+    assert s.value("rigwatch_gpu_energy_joules_total", **g1) == 7200.001
+    assert s.value("rigwatch_gpu_utilization_ratio", **g0) == 0.97
+    assert s.value("rigwatch_gpu_memory_utilization_ratio", **g1) == 0.34
+    assert s.value("rigwatch_gpu_encoder_utilization_ratio", **g0) == 0.12
+    assert s.value("rigwatch_gpu_decoder_utilization_ratio", **g0) == 0.07
+    assert s.value("rigwatch_gpu_memory_total_bytes", **g0) == 25_757_220_864
+    assert s.value("rigwatch_gpu_memory_used_bytes", **g1) == 4_294_967_297
+    assert s.value("rigwatch_gpu_clock_hertz", **g0, clock="sm") == 2.52e9
+    assert s.value("rigwatch_gpu_clock_hertz", **g0, clock="memory") == 10.501e9
+    assert s.value("rigwatch_gpu_clock_max_hertz", **g0, clock="video") == 2.415e9
+    assert len(s.all("rigwatch_gpu_clock_hertz", **g0)) == 4
+    assert s.value("rigwatch_gpu_pstate", **g0) == 2
+    reasons = {
+        labels["reason"]: value for labels, value in s.all("rigwatch_gpu_throttle_reason_active", **g0)
+    }
+    assert reasons == {
+        "gpu_idle": 0,
+        "applications_clocks": 0,
+        "sw_power_cap": 1,
+        "hw_slowdown": 0,
+        "sync_boost": 0,
+        "sw_thermal": 1,
+        "hw_thermal": 0,
+        "hw_power_brake": 0,
+        "display_clocks": 0,
+    }
+    assert s.value("rigwatch_gpu_pcie_link_generation", **g1) == 2
+    assert s.value("rigwatch_gpu_pcie_link_max_generation", **g1) == 4
+    assert s.value("rigwatch_gpu_pcie_link_width", **g1) == 4
+    assert s.value("rigwatch_gpu_pcie_link_max_width", **g1) == 16
+    assert s.value("rigwatch_gpu_pcie_replay_errors_total", **g1) == 17
+    assert s.families["rigwatch_gpu_pcie_replay_errors"].type == "counter"
+    ecc = {
+        (labels["type"], labels["scope"]): value
+        for labels, value in s.all("rigwatch_gpu_ecc_errors_total", **g0)
+    }
+    assert ecc == {
+        ("corrected", "volatile"): 3,
+        ("uncorrected", "volatile"): 1,
+        ("corrected", "aggregate"): 30,
+        ("uncorrected", "aggregate"): 2,
+    }
+    assert s.value("rigwatch_gpu_remapped_rows", **g0, type="correctable") == 5
+    assert s.value("rigwatch_gpu_remapped_rows", **g0, type="uncorrectable") == 1
+    assert s.value("rigwatch_gpu_remapped_rows_pending", **g0) == 1
+    assert s.value("rigwatch_gpu_remapped_rows_failure", **g0) == 0
+    assert s.value(
+        "rigwatch_gpu_pcie_throughput_bytes_per_second", **g0, direction="tx"
+    ) == 1500 * 1024
+    assert s.value(
+        "rigwatch_gpu_pcie_throughput_bytes_per_second", **g1, direction="rx"
+    ) == 2500 * 1024
+    pid = str(me)
+    assert s.value("rigwatch_gpu_process_memory_bytes", **g0, pid=pid) == 1 << 30
+    assert s.value("rigwatch_gpu_process_sm_utilization_ratio", **g0, pid=pid) == 0.42
+    for collector in ("gpu", "gpu_process", "xid", "host", "pcie_throughput"):
+        assert s.value("rigwatch_scrape_collector_success", collector=collector) == 1
+        assert s.value("rigwatch_scrape_collector_duration_seconds", collector=collector) >= 0
+    assert s.value("rigwatch_exporter_build_info", version="0.1.0") == 1
+
+
+def test_pcie_throughput_is_off_by_default(scenario_file):
+    with running_exporter(scenario_file, FAST_RETRY) as (_, base):
+        s = scrape(base)
+    assert s.value("rigwatch_gpu_up", uuid=UUID0) == 1
+    assert not s.all("rigwatch_gpu_pcie_throughput_bytes_per_second")
+    assert s.value("rigwatch_scrape_collector_success", collector="pcie_throughput") is None
+
+
+def test_unsupported_fields_have_no_series_not_zero_or_nan(scenario_file):
+    scenario = make_scenario(2)
+    card = scenario["devices"][1]
+    for field in (
+        "temperature_c",
+        "memory_temperature_c",
+        "power_mw",
+        "energy_mj",
+        "encoder_percent",
+        "pstate",
+        "clock_event_reasons",
+        "ecc",
+        "remapped_rows",
+    ):
+        card[field] = None
+    card["fan_speeds_percent"] = [None, 70]
+    card["clocks_mhz"] = {"graphics": 1000, "sm": None, "memory": 5000, "video": None}
+    card["pcie"] = {"gen": None, "max_gen": 4, "width": 16, "max_width": None, "replay_counter": None}
+    card["errors"] = {"nvmlDeviceGetEnforcedPowerLimit": "NO_PERMISSION"}
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY) as (_, base):
+        s = scrape(base)
+    g1 = {"uuid": UUID1}
+    assert s.value("rigwatch_gpu_up", **g1) == 1
+    for name in (
+        "rigwatch_gpu_temperature_celsius",
+        "rigwatch_gpu_memory_temperature_celsius",
+        "rigwatch_gpu_power_watts",
+        "rigwatch_gpu_power_limit_watts",
+        "rigwatch_gpu_energy_joules_total",
+        "rigwatch_gpu_encoder_utilization_ratio",
+        "rigwatch_gpu_pstate",
+        "rigwatch_gpu_throttle_reason_active",
+        "rigwatch_gpu_ecc_errors_total",
+        "rigwatch_gpu_remapped_rows",
+        "rigwatch_gpu_remapped_rows_pending",
+        "rigwatch_gpu_pcie_link_generation",
+        "rigwatch_gpu_pcie_link_max_width",
+        "rigwatch_gpu_pcie_replay_errors_total",
+    ):
+        assert s.all(name, **g1) == [], name
+        # The other card still reports it (where its scenario supports it).
+    assert s.value("rigwatch_gpu_temperature_celsius", uuid=UUID0) == 45
+    assert [labels["fan"] for labels, _ in s.all("rigwatch_gpu_fan_speed_ratio", **g1)] == ["1"]
+    assert sorted(labels["clock"] for labels, _ in s.all("rigwatch_gpu_clock_hertz", **g1)) == [
+        "graphics",
+        "memory",
+    ]
+    assert s.value("rigwatch_gpu_decoder_utilization_ratio", **g1) == 0
+    assert s.value("rigwatch_gpu_pcie_link_width", **g1) == 16
+    assert s.value("rigwatch_scrape_collector_success", collector="gpu") == 1
+
+
+def test_unsupported_field_is_logged_once_per_card_and_field(scenario_file):
+    scenario = make_scenario(2)
+    for device in scenario["devices"]:
+        device["power_mw"] = None
+    scenario["devices"][1]["errors"] = {"nvmlDeviceGetPcieReplayCounter": "NO_PERMISSION"}
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY) as (proc, base):
+        for _ in range(5):
+            scrape(base)
+        output = proc.output()
+    power = log_lines(output, r"nvmlDeviceGetPowerUsage answers NOT_SUPPORTED")
+    assert len(power) == 2, output  # once per card, not per scrape
+    assert {UUID0 in line for line in power} == {True, False}
+    replay = log_lines(output, r"nvmlDeviceGetPcieReplayCounter answers NO_PERMISSION")
+    assert len(replay) == 1 and UUID1 in replay[0], output
+    # ECC, remapped rows and memory temperature are absent on this consumer card: one line each.
+    assert len(log_lines(output, UUID0 + r".*nvmlDeviceGetTotalEccErrors")) == 1, output
+
+
+def test_a_temperature_change_shows_on_the_next_scrape(scenario_file):
+    scenario = make_scenario(1)
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY) as (_, base):
+        assert scrape(base).value("rigwatch_gpu_temperature_celsius", uuid=UUID0) == 45
+        scenario["devices"][0]["temperature_c"] = 83
+        write_scenario(scenario_file, scenario)
+        wait_until(
+            lambda: scrape(base).value("rigwatch_gpu_temperature_celsius", uuid=UUID0) == 83,
+            timeout=5,
+            what="new temperature",
+        )

@@ -1,0 +1,143 @@
+"""NVML missing, not ready, empty, or losing cards: the exporter keeps serving and recovers."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from tests.exporter.scrapes import FAST_RETRY, UUID0, UUID1, log_lines, scrape
+from tests.support import (
+    FAKE_NVML_DIR,
+    make_scenario,
+    running_exporter,
+    wait_until,
+    write_scenario,
+)
+
+
+def _host_is_reported(s) -> None:
+    assert s.value("rigwatch_host_memory_total_bytes") > 0
+    assert s.value("rigwatch_scrape_collector_success", collector="host") == 1
+
+
+def _gpu_up(base: str, uuid: str) -> float | None:
+    return scrape(base).value("rigwatch_gpu_up", uuid=uuid)
+
+
+def test_no_nvml_library_serves_host_metrics_then_picks_the_library_up(tmp_path, fake_nvml_dir):
+    lib_dir = tmp_path / "lib"
+    lib_dir.mkdir()
+    scenario = tmp_path / "scenario.json"
+    write_scenario(scenario, make_scenario(2))
+    env = {"LD_LIBRARY_PATH": str(lib_dir), "FAKE_NVML_SCENARIO": str(scenario)}
+    with running_exporter(None, FAST_RETRY, env=env) as (proc, base):
+        s = scrape(base)
+        assert s.value("rigwatch_nvml_up") == 0
+        assert s.all("rigwatch_gpu_up") == []
+        assert s.value("rigwatch_scrape_collector_success", collector="gpu") == 1
+        _host_is_reported(s)
+        time.sleep(2)  # several retries at the 0.5 s cap
+        scrape(base)
+        reasons = log_lines(proc.output(), "NVML unavailable")
+        assert len(reasons) == 1, proc.output()
+        assert "LIBRARY_NOT_FOUND" in reasons[0]
+
+        # The "driver" gets installed while the exporter runs.
+        shutil.copy(FAKE_NVML_DIR / "libnvidia-ml.so.1", lib_dir / "libnvidia-ml.so.1")
+        wait_until(lambda: scrape(base).value("rigwatch_nvml_up") == 1, timeout=10, what="nvml up")
+        s = scrape(base)
+        assert s.value("rigwatch_gpu_up", uuid=UUID0) == 1
+        assert s.value("rigwatch_gpu_up", uuid=UUID1) == 1
+        assert s.value("rigwatch_gpu_temperature_celsius", uuid=UUID1) == 45
+
+
+def test_driver_not_loaded_then_loaded_without_restart(scenario_file):
+    scenario = make_scenario(2, init_error="DRIVER_NOT_LOADED")
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY) as (proc, base):
+        s = scrape(base)
+        assert s.value("rigwatch_nvml_up") == 0
+        assert s.all("rigwatch_driver_info") == []
+        _host_is_reported(s)
+        time.sleep(1.5)
+        scrape(base)
+        reasons = log_lines(proc.output(), "NVML unavailable")
+        assert len(reasons) == 1 and "DRIVER_NOT_LOADED" in reasons[0], proc.output()
+
+        scenario["init_error"] = None
+        write_scenario(scenario_file, scenario)
+        wait_until(lambda: _gpu_up(base, UUID1) == 1, timeout=10, what="gpu 1 up")
+        assert scrape(base).value("rigwatch_nvml_up") == 1
+        assert len(log_lines(proc.output(), "NVML initialised")) == 1
+
+
+def test_zero_gpus_reads_as_nvml_down_until_a_card_appears(scenario_file):
+    scenario = make_scenario(0)
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY) as (proc, base):
+        s = scrape(base)
+        assert s.value("rigwatch_nvml_up") == 0
+        assert s.all("rigwatch_gpu_info") == []
+        _host_is_reported(s)
+        assert len(log_lines(proc.output(), "no GPUs")) == 1
+
+        write_scenario(scenario_file, make_scenario(1))
+        wait_until(lambda: _gpu_up(base, UUID0) == 1, timeout=10, what="gpu 0 up")
+        assert scrape(base).value("rigwatch_nvml_up") == 1
+
+
+def test_card_lost_mid_run_reads_zero_keeps_identity_and_comes_back(scenario_file):
+    scenario = make_scenario(2)
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY) as (proc, base):
+        assert _gpu_up(base, UUID1) == 1
+        scenario["devices"][1]["lost"] = True
+        write_scenario(scenario_file, scenario)
+        wait_until(lambda: _gpu_up(base, UUID1) == 0, timeout=5, what="gpu 1 lost")
+        s = scrape(base)
+        # The lost card keeps its identity, loses its readings; the other card and host go on.
+        assert s.value("rigwatch_gpu_info", gpu="1", uuid=UUID1) == 1
+        assert s.all("rigwatch_gpu_temperature_celsius", uuid=UUID1) == []
+        assert s.value("rigwatch_gpu_up", uuid=UUID0) == 1
+        assert s.value("rigwatch_gpu_temperature_celsius", uuid=UUID0) == 45
+        assert s.value("rigwatch_nvml_up") == 1
+        assert s.value("rigwatch_scrape_collector_success", collector="gpu") == 1
+        _host_is_reported(s)
+        assert log_lines(proc.output(), UUID1 + r".*is lost")
+
+        # Still lost across re-initialisations while the card stays off the bus.
+        time.sleep(1.5)
+        assert _gpu_up(base, UUID1) == 0
+
+        scenario["devices"][1]["lost"] = False
+        write_scenario(scenario_file, scenario)
+        # NVML latches a lost card until re-initialisation: only the exporter's re-init brings
+        # it back, which is what this waits for.
+        wait_until(lambda: _gpu_up(base, UUID1) == 1, timeout=10, what="gpu 1 back")
+        s = scrape(base)
+        assert s.value("rigwatch_gpu_temperature_celsius", uuid=UUID1) == 45
+        assert s.value("rigwatch_gpu_info", gpu="1", uuid=UUID1) == 1
+
+
+def test_removed_card_keeps_its_series_at_zero_and_returns_when_plugged_back(scenario_file):
+    scenario = make_scenario(2)
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY) as (proc, base):
+        assert _gpu_up(base, UUID1) == 1
+        write_scenario(scenario_file, make_scenario(1))
+        # Scrapes find the card gone (GPU_IS_LOST), the re-initialisation no longer lists it.
+        wait_until(
+            lambda: scrape(base) and "no longer visible" in proc.output(),
+            timeout=10,
+            what="re-init without it",
+        )
+        s = scrape(base)
+        assert s.value("rigwatch_gpu_up", gpu="1", uuid=UUID1) == 0
+        assert s.value("rigwatch_gpu_info", gpu="1", uuid=UUID1) == 1
+        assert s.all("rigwatch_gpu_memory_used_bytes", uuid=UUID1) == []
+        assert s.value("rigwatch_gpu_up", uuid=UUID0) == 1
+        time.sleep(1.5)  # more re-initialisations: the card must not vanish
+        assert _gpu_up(base, UUID1) == 0
+
+        write_scenario(scenario_file, make_scenario(2))
+        wait_until(lambda: _gpu_up(base, UUID1) == 1, timeout=10, what="gpu 1 back")
