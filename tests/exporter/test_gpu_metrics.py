@@ -13,9 +13,7 @@ def test_every_gpu_family_has_the_scenario_values_in_base_units(scenario_file):
     me = os.getpid()
     write_scenario(
         scenario_file,
-        full_scenario(
-            processes=[{"pid": me, "used_memory_bytes": 1 << 30, "sm_util_percent": 42}]
-        ),
+        full_scenario(processes=[{"pid": me, "used_memory_bytes": 1 << 30, "sm_util_percent": 42}]),
     )
     with running_exporter(scenario_file, FAST_RETRY, "--collector.pcie_throughput") as (_, base):
         s = scrape(base)
@@ -55,7 +53,8 @@ def test_every_gpu_family_has_the_scenario_values_in_base_units(scenario_file):
     assert len(s.all("rigwatch_gpu_clock_hertz", **g0)) == 4
     assert s.value("rigwatch_gpu_pstate", **g0) == 2
     reasons = {
-        labels["reason"]: value for labels, value in s.all("rigwatch_gpu_throttle_reason_active", **g0)
+        labels["reason"]: value
+        for labels, value in s.all("rigwatch_gpu_throttle_reason_active", **g0)
     }
     assert reasons == {
         "gpu_idle": 0,
@@ -88,12 +87,14 @@ def test_every_gpu_family_has_the_scenario_values_in_base_units(scenario_file):
     assert s.value("rigwatch_gpu_remapped_rows", **g0, type="uncorrectable") == 1
     assert s.value("rigwatch_gpu_remapped_rows_pending", **g0) == 1
     assert s.value("rigwatch_gpu_remapped_rows_failure", **g0) == 0
-    assert s.value(
-        "rigwatch_gpu_pcie_throughput_bytes_per_second", **g0, direction="tx"
-    ) == 1500 * 1024
-    assert s.value(
-        "rigwatch_gpu_pcie_throughput_bytes_per_second", **g1, direction="rx"
-    ) == 2500 * 1024
+    assert (
+        s.value("rigwatch_gpu_pcie_throughput_bytes_per_second", **g0, direction="tx")
+        == 1500 * 1024
+    )
+    assert (
+        s.value("rigwatch_gpu_pcie_throughput_bytes_per_second", **g1, direction="rx")
+        == 2500 * 1024
+    )
     pid = str(me)
     assert s.value("rigwatch_gpu_process_memory_bytes", **g0, pid=pid) == 1 << 30
     assert s.value("rigwatch_gpu_process_sm_utilization_ratio", **g0, pid=pid) == 0.42
@@ -128,7 +129,13 @@ def test_unsupported_fields_have_no_series_not_zero_or_nan(scenario_file):
         card[field] = None
     card["fan_speeds_percent"] = [None, 70]
     card["clocks_mhz"] = {"graphics": 1000, "sm": None, "memory": 5000, "video": None}
-    card["pcie"] = {"gen": None, "max_gen": 4, "width": 16, "max_width": None, "replay_counter": None}
+    card["pcie"] = {
+        "gen": None,
+        "max_gen": 4,
+        "width": 16,
+        "max_width": None,
+        "replay_counter": None,
+    }
     card["errors"] = {"nvmlDeviceGetEnforcedPowerLimit": "NO_PERMISSION"}
     write_scenario(scenario_file, scenario)
     with running_exporter(scenario_file, FAST_RETRY) as (_, base):
