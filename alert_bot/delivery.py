@@ -157,14 +157,15 @@ class DeliveryWorker:
         blocks: list[Block] = []
         for row in rows:
             if row.kind == "notice":
-                blocks += blocks_for(
+                parts = blocks_for(
                     row.payload["html"], row.id, 0, budget, settings.max_parts_per_alert
                 )
+                blocks += parts[row.parts_done :]
                 continue
             for index in range(row.alerts_done, len(row.payload["alerts"])):
                 alert = row.payload["alerts"][index]
                 markup = self.renderer.render(alert, row.payload, compact, now)
-                blocks += blocks_for(
+                parts = blocks_for(
                     markup,
                     row.id,
                     index,
@@ -174,6 +175,8 @@ class DeliveryWorker:
                     row.payload,
                     title=alert["labels"].get("alertname", ""),
                 )
+                # Parts of a long alert that already went out are not sent again.
+                blocks += parts[row.parts_done :] if index == row.alerts_done else parts
             if len(blocks) > 400:  # more than enough for the next message
                 break
         messages = pack(blocks, budget)
@@ -239,22 +242,22 @@ class DeliveryWorker:
     ) -> None:
         now = self.now()
         by_id = {r.id: r for r in rows}
-        done = {r.id: r.alerts_done for r in rows}
+        done = {r.id: (r.alerts_done, r.parts_done) for r in rows}
         completed_alerts = 0
         for block in message.blocks:
             if block.completes_alert:
-                done[block.notification_id] = max(
-                    done[block.notification_id], block.alert_index + 1
-                )
+                done[block.notification_id] = (block.alert_index + 1, 0)
                 completed_alerts += block.alert is not None
+            else:
+                done[block.notification_id] = (block.alert_index, block.part_index + 1)
         progress = {}
-        for row_id, count in done.items():
+        for row_id, (count, parts) in done.items():
             total = len(by_id[row_id].payload.get("alerts", [None]))
-            progress[row_id] = (count, count >= total)
+            progress[row_id] = (count, parts, count >= total)
         self.store.record_progress(progress, now)
         self.metrics.messages_delivered.inc()
         self.metrics.alerts_delivered.inc(completed_alerts)
-        for row_id, (_, finished) in progress.items():
+        for row_id, (_, _, finished) in progress.items():
             if finished:
                 self.metrics.latency.observe(max(0.0, now - by_id[row_id].created_at))
         self._failures.pop(chat_id, None)

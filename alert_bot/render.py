@@ -379,6 +379,7 @@ class Block:
     completes_alert: bool
     alert: dict | None = None
     notification: dict | None = None
+    part_index: int = 0
 
 
 @dataclass
@@ -408,7 +409,7 @@ def blocks_for(
         return [Block(markup, length, notification_id, alert_index, True, alert, notification)]
     continued = f"<i>(continued: {html.escape(title)})</i>\n" if title else "<i>(continued)</i>\n"
     note = "\n" + TRUNCATED_NOTE
-    inner_budget = budget - max(visible_length(continued), utf16_len(note))
+    inner_budget = budget - visible_length(continued) - utf16_len(note)
     pieces = split_html(markup, inner_budget)
     if len(pieces) > max_parts:
         pieces = pieces[:max_parts]
@@ -425,6 +426,7 @@ def blocks_for(
                 number == len(pieces) - 1,
                 alert,
                 notification,
+                number,
             )
         )
     return blocks

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     alerts_done INTEGER NOT NULL DEFAULT 0,
+    parts_done INTEGER NOT NULL DEFAULT 0,
     sent_at REAL,
     last_error TEXT
 );
@@ -88,6 +89,7 @@ class PendingNotification:
     payload: dict
     attempts: int
     alerts_done: int
+    parts_done: int
 
 
 class Store:
@@ -190,19 +192,21 @@ class Store:
     def pending_for_chat(self, chat_id: int, limit: int) -> list[PendingNotification]:
         """The chat's pending notifications, oldest first."""
         rows = self._query(
-            "SELECT id, created_at, chat_id, thread_id, kind, payload, attempts, alerts_done"
-            " FROM notifications WHERE status = 'pending' AND chat_id = ? ORDER BY id LIMIT ?",
+            "SELECT id, created_at, chat_id, thread_id, kind, payload, attempts, alerts_done,"
+            " parts_done FROM notifications WHERE status = 'pending' AND chat_id = ?"
+            " ORDER BY id LIMIT ?",
             (chat_id, limit),
         )
         return [
-            PendingNotification(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+            PendingNotification(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8])
             for r in rows
         ]
 
-    def record_progress(self, progress: dict[int, tuple[int, bool]], now: float) -> None:
-        """After Telegram accepted a message: per notification id, (alerts done, finished)."""
+    def record_progress(self, progress: dict[int, tuple[int, int, bool]], now: float) -> None:
+        """After Telegram accepted a message: per notification id, (alerts done, parts of the
+        next alert done, finished)."""
         with self._transaction() as db:
-            for notification_id, (alerts_done, finished) in progress.items():
+            for notification_id, (alerts_done, parts_done, finished) in progress.items():
                 if finished:
                     db.execute(
                         "UPDATE notifications SET status = 'sent', sent_at = ?, alerts_done = ?,"
@@ -211,8 +215,8 @@ class Store:
                     )
                 else:
                     db.execute(
-                        "UPDATE notifications SET alerts_done = MAX(alerts_done, ?) WHERE id = ?",
-                        (alerts_done, notification_id),
+                        "UPDATE notifications SET alerts_done = ?, parts_done = ? WHERE id = ?",
+                        (alerts_done, parts_done, notification_id),
                     )
 
     def defer(self, ids: Iterable[int], next_attempt_at: float, error: str) -> None:

@@ -1,0 +1,314 @@
+"""Delivery to the fake Telegram: message content, escaping, long alerts, storms, outages,
+429/5xx/400 handling, dead letters, chat migration, routes and topics, user templates."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+
+from tests.alert_bot.botkit import (
+    CHAT,
+    GROUP,
+    alert,
+    bot_env,
+    metric_value,
+    notification,
+    post,
+    running_bot,
+)
+from tests.alert_bot.fake_telegram import parse_telegram_html, utf16_len
+from tests.support import wait_until
+
+
+def _all_visible(telegram, chat=CHAT) -> str:
+    return "\n".join(telegram.visible_texts(chat))
+
+
+def test_every_status_and_severity(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        severities = {"critical": "🔴", "warning": "🟠", "info": "🔵", "none": "⚪"}
+        for severity in severities:
+            one = alert(name=f"Test{severity.title()}", severity=severity, summary=f"s-{severity}")
+            assert post(base, notification(one, group_key=f"g-{severity}"))[0] == 200
+            wait_until(lambda: app.store.count("pending") == 0, what="delivered")
+            gone = alert(
+                name=f"Test{severity.title()}",
+                severity=severity,
+                status="resolved",
+                summary=f"s-{severity}",
+            )
+            assert post(base, notification(gone, group_key=f"g-{severity}"))[0] == 200
+            wait_until(lambda: app.store.count("pending") == 0, what="delivered")
+        sent = telegram.sent(CHAT)
+        assert len(sent) == 8
+        for number, (severity, marker) in enumerate(severities.items()):
+            firing, resolved = sent[2 * number], sent[2 * number + 1]
+            firing_text = parse_telegram_html(firing.params["text"])
+            assert firing_text.startswith(f"{marker} FIRING")
+            assert f"Test{severity.title()}" in firing_text
+            assert f"s-{severity}" in firing_text
+            assert "rig rig1 · GPU 0" in firing_text
+            assert "since 2026-11-22 10:00 UTC" in firing_text
+            assert "silence in Alertmanager" in firing_text
+            buttons = json.loads(firing.params["reply_markup"])["inline_keyboard"][0]
+            assert [b["text"] for b in buttons] == ["🔕 1h", "🔕 4h", "🔕 24h"]
+            resolved_text = parse_telegram_html(resolved.params["text"])
+            assert resolved_text.startswith("✅ RESOLVED")
+            assert "lasted 12m" in resolved_text
+            assert "reply_markup" not in resolved.params  # nothing to silence any more
+        # Links: Grafana's dashboard and Alertmanager's silence form for the alert's labels.
+        html_text = sent[0].params["text"]
+        assert (
+            'href="http://grafana.example:3000/d/rigwatch-gpu?var-rig=rig1&amp;var-gpu=0'
+            in html_text
+        )
+        assert "http://alertmanager.example:9093/#/silences/new?filter=" in html_text
+        assert metric_value(base, "rigwatch_bot_messages_delivered_total") == 8
+        assert metric_value(base, "rigwatch_bot_alerts_delivered_total") == 8
+        assert metric_value(base, "rigwatch_bot_delivery_latency_seconds_count") == 8
+
+
+def test_labels_full_of_markup_characters_emoji_and_cyrillic(tmp_path, telegram):
+    nasty = "<b>x</b> & <script>*bold* _it_ `code` [link](x) 🔥🧊 Привет, мир &amp; </i>"
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        one = alert(
+            name="Disk<&>_*Full",
+            rig="рига-1 <main> & co",
+            summary=nasty,
+            description="desc " + nasty,
+            mountpoint="/mnt/<data>&_*",
+        )
+        assert post(base, notification(one))[0] == 200
+        wait_until(lambda: telegram.sent(CHAT), what="delivery")
+        call = telegram.sent(CHAT)[0]
+        assert call.params["parse_mode"] == "HTML"
+        visible = parse_telegram_html(call.params["text"])  # what Telegram would show
+        assert "Disk<&>_*Full" in visible
+        assert "рига-1 <main> & co" in visible
+        assert nasty in visible
+        assert "desc " + nasty in visible
+        assert telegram.count_status(400) == 0
+
+
+def test_an_alert_longer_than_a_message_arrives_whole_in_several(tmp_path, telegram):
+    words = " ".join(f"word{i}<&>ё🔥" for i in range(1000))  # ~10000 characters
+    assert len(words) > 3 * 4096 // 2
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        assert post(base, notification(alert(severity="critical", description=words)))[0] == 200
+        wait_until(lambda: app.store.count("sent") == 1, timeout=30, what="delivery")
+        sent = telegram.sent(CHAT)
+        assert len(sent) >= 3
+        visible = [parse_telegram_html(c.params["text"]) for c in sent]
+        assert all(utf16_len(v) <= 4096 for v in visible)
+        assert telegram.count_status(400) == 0
+        joined = visible[0] + "".join(v.split("\n", 1)[1] for v in visible[1:])
+        assert words in joined  # every character, in order
+        assert all(v.startswith("(continued: GpuTooHot)") for v in visible[1:])
+
+
+def test_an_enormous_alert_is_cut_with_a_visible_note(tmp_path, telegram):
+    huge = "y" * 60000
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        assert post(base, notification(alert(description=huge)))[0] == 200
+        wait_until(lambda: app.store.count("sent") == 1, timeout=30, what="delivery")
+        visible = telegram.visible_texts(CHAT)
+        assert len(visible) == 4  # delivery.max_parts_per_alert
+        assert visible[-1].endswith("…(truncated)")
+        assert visible[0].startswith("🟠 FIRING")
+
+
+def test_a_storm_of_500_alerts_arrives_in_few_messages_without_429(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        started = time.monotonic()
+        for group in range(50):
+            alerts = [
+                alert(
+                    name="GpuTemperatureCritical",
+                    severity="critical",
+                    rig=f"rig{group}",
+                    gpu=str(card),
+                    summary=f"card-{group}-{card} is at 93 °C",
+                )
+                for card in range(10)
+            ]
+            body = notification(*alerts, group_key=f"storm-{group}")
+            assert post(base, body)[0] == 200
+        wait_until(
+            lambda: app.store.count("sent") == 50, timeout=90, interval=0.5, what="storm delivered"
+        )
+        elapsed = time.monotonic() - started
+        text = _all_visible(telegram)
+        missing = [
+            f"card-{g}-{c} " for g in range(50) for c in range(10) if f"card-{g}-{c} " not in text
+        ]
+        assert not missing
+        messages = len(telegram.sent(CHAT))
+        assert 5 <= messages <= 40, messages
+        assert telegram.count_status(429) == 0
+        assert elapsed < 60, elapsed
+        assert metric_value(base, "rigwatch_bot_alerts_delivered_total") == 500
+        assert metric_value(base, "rigwatch_bot_telegram_rate_limited_total") == 0
+
+
+def test_telegram_down_then_up_everything_arrives_once(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        telegram.go_down(6)  # "a minute", shortened; backoff_max is 2 s in tests
+        for number in range(12):
+            body = notification(alert(summary=f"outage-{number}-end"), group_key=f"o{number}")
+            assert post(base, body)[0] == 200
+        time.sleep(2)
+        assert telegram.sent() == []
+        assert metric_value(base, "rigwatch_bot_queue_depth") == 12
+        assert metric_value(base, "rigwatch_bot_queue_oldest_age_seconds") >= 1
+        wait_until(lambda: app.store.count("sent") == 12, timeout=30, what="after the outage")
+        text = _all_visible(telegram)
+        for number in range(12):
+            assert text.count(f"outage-{number}-end") == 1
+        assert (
+            metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "network"}) >= 2
+        )
+        assert metric_value(base, "rigwatch_bot_delivery_retries_total") >= 1
+        assert metric_value(base, "rigwatch_bot_queue_depth") == 0
+
+
+def test_429_holds_back_only_that_chat_and_5xx_is_retried(tmp_path, telegram):
+    routes = {
+        "routes": [
+            {"match": {"rig": "group-rig"}, "chat_id": GROUP, "message_thread_id": 7},
+        ]
+    }
+    with running_bot(bot_env(tmp_path, telegram.url, routes), run_updates=False) as (app, base):
+        telegram.fail(
+            429,
+            "Too Many Requests: retry after 3",
+            retry_after=3,
+            predicate=lambda p: p.get("chat_id") == str(GROUP),
+        )
+        assert post(base, notification(alert(rig="group-rig"), group_key="a"))[0] == 200
+        wait_until(lambda: telegram.count_status(429) == 1, what="the 429")
+        refused_at = time.time()
+        assert post(base, notification(alert(rig="home"), group_key="b"))[0] == 200
+        wait_until(lambda: telegram.sent(CHAT), timeout=5, what="other chat unaffected")
+        assert time.time() - refused_at < 2.5  # not held back by the group's retry_after
+        wait_until(lambda: telegram.sent(GROUP), timeout=10, what="group after retry_after")
+        group_call = telegram.sent(GROUP)[0]
+        assert group_call.at - refused_at >= 2.5
+        assert group_call.params["message_thread_id"] == "7"
+        assert metric_value(base, "rigwatch_bot_telegram_rate_limited_total") == 1
+
+        telegram.fail(500, "Internal Server Error", count=2)
+        assert post(base, notification(alert(summary="after-5xx"), group_key="c"))[0] == 200
+        wait_until(lambda: "after-5xx" in _all_visible(telegram), timeout=15, what="5xx retried")
+        assert metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "5xx"}) == 2
+        assert _all_visible(telegram).count("after-5xx") == 1
+
+
+def test_rejected_html_falls_back_to_plain_text(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        telegram.fail(
+            400,
+            "Bad Request: can't parse entities: unsupported start tag",
+            predicate=lambda p: p.get("parse_mode") == "HTML",
+        )
+        assert post(base, notification(alert(summary="plain <fallback> & ok")))[0] == 200
+        wait_until(lambda: telegram.sent(CHAT), what="plain text delivery")
+        call = telegram.sent(CHAT)[0]
+        assert "parse_mode" not in call.params
+        assert "plain <fallback> & ok" in call.params["text"]
+        assert "<b>" not in call.params["text"]
+        assert app.store.count("sent") == 1
+        assert metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "400"}) == 1
+
+
+def test_what_telegram_refuses_twice_is_dead_lettered_and_reported(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        telegram.fail(
+            400, "Bad Request: chat not writable", count=100, predicate=lambda p: "poison" in str(p)
+        )
+        telegram.go_down(1.0)  # both notifications wait, so they are packed into one message
+        assert post(base, notification(alert(summary="fine-one"), group_key="ok"))[0] == 200
+        body = notification(alert(name="PoisonAlert", summary="poison pill"), group_key="bad")
+        assert post(base, body)[0] == 200
+        wait_until(lambda: app.store.count("pending") == 0, timeout=20, what="queue drained")
+        assert app.store.count("dead") == 1
+        assert "fine-one" in _all_visible(telegram)
+        report = [t for t in telegram.visible_texts(CHAT) if "could not be delivered" in t]
+        assert len(report) == 1
+        assert "PoisonAlert" in report[0]
+        assert "chat not writable" in report[0]
+        letters = (
+            sqlite3.connect(tmp_path / "bot.db")
+            .execute("SELECT chat_id, text, error FROM dead_letters")
+            .fetchall()
+        )
+        assert len(letters) == 1
+        assert letters[0][0] == CHAT
+        assert "poison pill" in letters[0][1]
+        assert metric_value(base, "rigwatch_bot_dead_letters_total") == 1
+
+
+def test_a_group_upgraded_to_a_supergroup_is_followed(tmp_path, telegram):
+    old_group, new_group = -4242, -1004242
+    routes = {"routes": [{"match": {"rig": "shared"}, "chat_id": old_group}]}
+    with running_bot(bot_env(tmp_path, telegram.url, routes), run_updates=False) as (app, base):
+        telegram.migrate(old_group, new_group)
+        assert (
+            post(base, notification(alert(rig="shared", summary="first"), group_key="1"))[0] == 200
+        )
+        wait_until(lambda: telegram.sent(new_group), what="delivery to the supergroup")
+        assert (
+            post(base, notification(alert(rig="shared", summary="second"), group_key="2"))[0] == 200
+        )
+        wait_until(lambda: len(telegram.sent(new_group)) == 2, what="second delivery")
+        # The old id is asked once; afterwards the bot writes to the new id directly.
+        assert len(telegram.calls_to("sendMessage", status=400)) == 1
+        assert "first" in _all_visible(telegram, new_group)
+        assert "second" in _all_visible(telegram, new_group)
+
+
+def test_routes_split_one_notification_between_chats(tmp_path, telegram):
+    routes = {"routes": [{"match_re": {"severity": "crit.*"}, "chat_id": GROUP, "continue": True}]}
+    with running_bot(bot_env(tmp_path, telegram.url, routes), run_updates=False) as (app, base):
+        both = notification(
+            alert(severity="critical", gpu="0", summary="hot-0"),
+            alert(severity="warning", gpu="1", summary="warm-1"),
+        )
+        assert post(base, both)[0] == 200
+        wait_until(lambda: app.store.count("sent") == 2, what="both destinations")
+        assert "hot-0" in _all_visible(telegram, GROUP)
+        assert "warm-1" not in _all_visible(telegram, GROUP)
+        assert "warm-1" in _all_visible(telegram, CHAT)  # no route matched: default chat
+
+
+def test_user_template_is_autoescaped(tmp_path, telegram):
+    template = (
+        "{{ marker }} <b>{{ alertname }}</b> on {{ rig }}{% if gpu %} GPU {{ gpu }}{% endif %}:"
+        " {{ summary }} ({{ status }}, {{ labels.severity }})"
+    )
+    with running_bot(
+        bot_env(tmp_path, telegram.url, {"template": template}), run_updates=False
+    ) as (app, base):
+        assert post(base, notification(alert(summary="<i>too</i> hot & loud")))[0] == 200
+        wait_until(lambda: telegram.sent(CHAT), what="delivery")
+        text = telegram.sent(CHAT)[0].params["text"]
+        assert text == (
+            "🟠 <b>GpuTooHot</b> on rig1 GPU 0: &lt;i&gt;too&lt;/i&gt; hot &amp; loud"
+            " (firing, warning)"
+        )
+
+
+def test_messages_never_exceed_the_limit_when_packing(tmp_path, telegram):
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        telegram.go_down(1.5)
+        for number in range(20):
+            text = f"pack-{number}-" + "Ж🔥<&>" * (20 + 53 * number % 150)
+            body = notification(alert(summary=text), group_key=f"p{number}")
+            assert post(base, body)[0] == 200
+        wait_until(lambda: app.store.count("sent") == 20, timeout=40, what="all packed")
+        visible = telegram.visible_texts(CHAT)
+        assert len(visible) < 20
+        assert all(utf16_len(v) <= 4096 for v in visible)
+        assert all(re.search(rf"pack-{n}-", "\n".join(visible)) for n in range(20))
+        assert telegram.count_status(400) == 0
