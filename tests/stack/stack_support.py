@@ -1,0 +1,354 @@
+"""Helpers for the stack tests: the shipped files, test overlays of them, and the real
+Prometheus, Alertmanager and a webhook receiver (standing in for the alert bot) on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import yaml
+
+from tests.support import REPO, ManagedProcess, free_port, http_get, wait_until
+
+PROMETHEUS_DIR = REPO / "prometheus"
+RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
+RULE_TEST_FILES = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
+ALERTMANAGER_CONFIG = PROMETHEUS_DIR / "alertmanager.yml"
+GRAFANA_DIR = REPO / "grafana"
+DASHBOARD_FILES = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
+
+# Metrics of Prometheus and Alertmanager themselves that rules and dashboards may name.
+# The end-to-end test checks the real servers export each of them.
+SERVER_OWN_METRICS = {
+    "up",
+    "ALERTS",
+    "prometheus_rule_evaluation_failures_total",
+    "alertmanager_notifications_failed_total",
+}
+
+_METRIC_IN_DOC = re.compile(r"^\|\s*(rigwatch_[a-z0-9_]+)\s*\|\s*(\w+)\s*\|", re.MULTILINE)
+_METRIC_TOKEN = re.compile(
+    r"(?<![A-Za-z0-9_:])(rigwatch_[a-z0-9_]+|prometheus_[a-z0-9_]+|alertmanager_[a-z0-9_]+"
+    r"|ALERTS|up(?=\s*[{\[=]))"
+)
+
+
+def run_tool(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run promtool/amtool/docker-compose from the repository root, capturing text output."""
+    return subprocess.run(
+        list(args), cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def documented_metrics() -> set[str]:
+    """Every series name docs/metrics.md and docs/bot-metrics.md promise (histograms expanded)."""
+    names: set[str] = set()
+    for doc in ("metrics.md", "bot-metrics.md"):
+        for name, kind in _METRIC_IN_DOC.findall((REPO / "docs" / doc).read_text()):
+            names.add(name)
+            if kind == "histogram":
+                names.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+    return names
+
+
+def metric_names_in(text: str) -> set[str]:
+    """Metric names a PromQL expression (or a file of them) refers to."""
+    return set(_METRIC_TOKEN.findall(text))
+
+
+def load_rule_groups() -> list[dict]:
+    groups = []
+    for path in RULE_FILES:
+        groups.extend(yaml.safe_load(path.read_text())["groups"])
+    return groups
+
+
+def alerting_rules() -> list[dict]:
+    return [rule for group in load_rule_groups() for rule in group["rules"] if "alert" in rule]
+
+
+def recorded_names() -> set[str]:
+    return {rule["record"] for g in load_rule_groups() for rule in g["rules"] if "record" in rule}
+
+
+def dashboard_queries(dashboard: dict) -> list[tuple[str, str, bool]]:
+    """(panel title, expr, instant) for every query of every panel, rows included."""
+    found = []
+
+    def visit(panels: list[dict]) -> None:
+        for panel in panels:
+            for target in panel.get("targets", []):
+                found.append((panel.get("title", ""), target["expr"], bool(target.get("instant"))))
+            visit(panel.get("panels", []))
+
+    visit(dashboard["panels"])
+    return found
+
+
+def substitute_variables(expr: str, values: dict[str, str] | None = None) -> str:
+    """A dashboard query as Grafana would send it, with every variable at "All"."""
+    replacements = {
+        "$__rate_interval": "10s",
+        "$__range": "1m",
+        "$__interval": "1s",
+        "$job": ".*",
+        "$rig": ".*",
+        "$instance": ".*",
+        "$gpu": ".*",
+    }
+    replacements.update(values or {})
+    # Longest names first, so $__rate_interval is not read as $__range or $__interval.
+    for name in sorted(replacements, key=len, reverse=True):
+        expr = expr.replace(name, replacements[name])
+    assert "$" not in expr, f"unknown variable left in {expr!r}"
+    return expr
+
+
+# --- test overlays of the shipped configuration --------------------------------------------
+
+
+def write_short_rules(dest: Path, for_duration: str = "1s") -> list[Path]:
+    """The shipped rule files with every `for:` shortened; nothing else changes."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in RULE_FILES:
+        data = yaml.safe_load(path.read_text())
+        for group in data["groups"]:
+            for rule in group["rules"]:
+                if "for" in rule:
+                    rule["for"] = for_duration
+        out = dest / path.name
+        out.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        written.append(out)
+    return written
+
+
+def write_targets(path: Path, rigs: dict[str, str]) -> None:
+    """A file_sd targets file like prometheus/targets/rigs.yml: rig name → host:port."""
+    entries = [{"targets": [addr], "labels": {"rig": rig}} for rig, addr in rigs.items()]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(entries))
+    tmp.replace(path)
+
+
+def write_prometheus_overlay(
+    workdir: Path, prometheus_port: int, alertmanager_port: int | None
+) -> Path:
+    """prometheus/prometheus.yml with 1 s intervals, loopback addresses and short `for:`s."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"].update(
+        {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+    )
+    write_short_rules(workdir / "rules")
+    (workdir / "targets").mkdir(exist_ok=True)
+    config["rule_files"] = [str(workdir / "rules" / "*.yml")]
+    if alertmanager_port is None:
+        config.pop("alerting", None)
+    else:
+        config["alerting"]["alertmanagers"][0]["static_configs"] = [
+            {"targets": [f"127.0.0.1:{alertmanager_port}"]}
+        ]
+    jobs = []
+    for job in config["scrape_configs"]:
+        if job["job_name"] == "rigwatch":
+            job["file_sd_configs"] = [
+                {"files": [str(workdir / "targets" / "*.yml")], "refresh_interval": "1s"}
+            ]
+        elif job["job_name"] == "prometheus":
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{prometheus_port}"]}]
+        elif job["job_name"] == "alertmanager":
+            if alertmanager_port is None:
+                continue
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]
+        else:
+            # The alert bot is not part of these tests (the webhook receiver stands in).
+            continue
+        jobs.append(job)
+    config["scrape_configs"] = jobs
+    path = workdir / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def write_alertmanager_overlay(workdir: Path, webhook_url: str, token: str) -> Path:
+    """prometheus/alertmanager.yml with the receiver URL and token file swapped for the test's
+    and every wait shortened; routes, grouping and inhibit rules stay as shipped."""
+    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    token_file = workdir / "webhook_token"
+    token_file.write_text(token)
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = webhook_url
+            hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+
+    def shorten(route: dict) -> None:
+        for key, value in (("group_wait", "1s"), ("group_interval", "2s")):
+            if key in route:
+                route[key] = value
+        if "repeat_interval" in route:
+            route["repeat_interval"] = "4s" if route.get("receiver") == "bot-watchdog" else "1h"
+        for child in route.get("routes", []):
+            shorten(child)
+
+    shorten(config["route"])
+    path = workdir / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+# --- real servers ---------------------------------------------------------------------------
+
+
+def query(base: str, promql: str) -> list[dict]:
+    """Instant query; raises with Prometheus's error text when the query is rejected."""
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    status, body = http_get(url, timeout=10)
+    data = json.loads(body)
+    if status != 200 or data.get("status") != "success":
+        raise AssertionError(f"Prometheus rejected {promql!r}: {body}")
+    return data["data"]["result"]
+
+
+@contextlib.contextmanager
+def running_prometheus(workdir: Path, alertmanager_port: int | None) -> Iterator[str]:
+    """Debian's `prometheus` with the test overlay; yields its base URL."""
+    port = free_port()
+    config = write_prometheus_overlay(workdir, port, alertmanager_port)
+    proc = ManagedProcess(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ]
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_until(lambda: http_get(base + "/-/ready", timeout=2)[0] == 200, 30, 0.2)
+        except TimeoutError as exc:
+            raise RuntimeError(f"prometheus did not start:\n{proc.output()}") from exc
+        yield base
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def running_alertmanager(workdir: Path, webhook_url: str, token: str) -> Iterator[str]:
+    """Debian's `prometheus-alertmanager` with the shipped routing; yields its base URL."""
+    port = free_port()
+    config = write_alertmanager_overlay(workdir, webhook_url, token)
+    proc = ManagedProcess(
+        [
+            "prometheus-alertmanager",
+            f"--config.file={config}",
+            f"--storage.path={workdir / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ]
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_until(lambda: http_get(base + "/-/ready", timeout=2)[0] == 200, 30, 0.2)
+        except TimeoutError as exc:
+            raise RuntimeError(f"alertmanager did not start:\n{proc.output()}") from exc
+        yield base
+    finally:
+        proc.stop()
+
+
+class WebhookReceiver:
+    """A real HTTP server recording Alertmanager's webhook posts, in place of the alert bot."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.posts: list[dict] = []
+        self.rejected = 0
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                if self.headers.get("Authorization") != f"Bearer {receiver.token}":
+                    with receiver._lock:
+                        receiver.rejected += 1
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                with receiver._lock:
+                    receiver.posts.append({"path": self.path, "payload": json.loads(body)})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alertmanager"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def alerts(self, alertname: str, status: str | None = None) -> list[tuple[dict, dict]]:
+        """(payload, alert) pairs received so far for that alert name (and status)."""
+        with self._lock:
+            posts = list(self.posts)
+        found = []
+        for post in posts:
+            for alert in post["payload"]["alerts"]:
+                if alert["labels"].get("alertname") != alertname:
+                    continue
+                if status is None or alert["status"] == status:
+                    found.append((post["payload"], alert))
+        return found
+
+
+def fake_sysfs(root: Path) -> Path:
+    """A sysfs tree with one hwmon chip (a CPU package sensor with high and critical marks),
+    so host temperature queries have data on machines without sensors."""
+    chip = root / "class" / "hwmon" / "hwmon0"
+    chip.mkdir(parents=True, exist_ok=True)
+    for name, text in {
+        "name": "coretemp",
+        "temp1_label": "Package id 0",
+        "temp1_input": "52000",
+        "temp1_max": "90000",
+        "temp1_crit": "100000",
+    }.items():
+        (chip / name).write_text(text + "\n")
+    return root
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def post_alerts(alertmanager: str, alerts: list[dict]) -> None:
+    """Push alerts straight into Alertmanager through its v2 API (as Prometheus does)."""
+    request = urllib.request.Request(
+        alertmanager + "/api/v2/alerts",
+        data=json.dumps(alerts).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
