@@ -239,6 +239,17 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
             )
         codes.add(int(part))
 
+    # An include pattern says exactly what to report; the default exclude would only get in
+    # its way (--collector.netdev.device-include=^lo$ must report lo). An exclude the user
+    # set explicitly still applies.
+    if args.netdev_include and args.netdev_exclude == DEFAULT_NETDEV_EXCLUDE:
+        args.netdev_exclude = ""
+    if (
+        args.fs_mount_points_include
+        and args.fs_mount_points_exclude == DEFAULT_MOUNT_POINTS_EXCLUDE
+    ):
+        args.fs_mount_points_exclude = ""
+
     level = args.log_level.strip().lower()
     if level not in _LOG_LEVELS:
         parser.error(f"--log.level {args.log_level!r}: expected one of {', '.join(_LOG_LEVELS)}")
