@@ -145,10 +145,13 @@ class FakeTelegram:
         self.updates_changed = threading.Condition(self.lock)
         self.failures: list[Failure] = []
         self.down_until = 0.0
+        self.send_delay = 0.0  # seconds each send takes to answer, for mid-request crashes
         self.migrations: dict[int, int] = {}
         self._stamps: dict[tuple, deque] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
+        # A client killed mid-request (the crash test) is expected: no traceback on stderr.
+        self.server.handle_error = lambda request, address: None
         self.thread: threading.Thread | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -527,6 +530,8 @@ class FakeTelegram:
                         dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
                     )
                 call = Call(method, params, files, time.time())
+                if method in SEND_METHODS and fake.send_delay:
+                    time.sleep(fake.send_delay)
                 if token != fake.token:
                     status, response = (
                         401,
