@@ -2,7 +2,9 @@
 
 psutil reads /proc (its PROCFS_PATH follows --path.procfs). Temperatures and fans are read
 straight from hwmon under --path.sysfs, the same files psutil reads, because psutil has no
-way to point at another sysfs (a container's /host/sys). Filesystems are their own unit of
+way to point at another sysfs (a container's /host/sys). With --path.rootfs set (a container),
+mounts and network counters come from init's view of /proc (the host's namespaces; needs
+`--pid host`), not the container's own. Filesystems are their own unit of
 work: statvfs on a dead network mount can hang, and that must cost only filesystem series.
 """
 
@@ -168,6 +170,7 @@ class HostCollector:
         procfs = settings.procfs.rstrip("/") or "/proc"
         # Outside a container our own mount table is the host's; inside one, init's is.
         self.mounts_path = f"{procfs}/1/mounts" if rootfs else f"{procfs}/self/mounts"
+        self.net_dev_path = f"{procfs}/1/net/dev" if rootfs else f"{procfs}/net/dev"
         try:
             self.boot_time = psutil.boot_time()
         except (OSError, RuntimeError) as err:
@@ -231,20 +234,39 @@ class HostCollector:
             if busy is not None:
                 out.append(("rigwatch_host_disk_io_time_seconds_total", labels, busy / 1000))
 
-        for device, net in (psutil.net_io_counters(pernic=True) or {}).items():
+        for device, counters in self._read_net_dev():
             if not selected(device, settings.netdev_include, settings.netdev_exclude):
                 continue
             labels = {"device": device}
-            out.append(("rigwatch_host_network_receive_bytes_total", labels, net.bytes_recv))
-            out.append(("rigwatch_host_network_transmit_bytes_total", labels, net.bytes_sent))
-            out.append(("rigwatch_host_network_receive_packets_total", labels, net.packets_recv))
-            out.append(("rigwatch_host_network_transmit_packets_total", labels, net.packets_sent))
-            out.append(("rigwatch_host_network_receive_errors_total", labels, net.errin))
-            out.append(("rigwatch_host_network_transmit_errors_total", labels, net.errout))
+            rx_bytes, rx_packets, rx_errors, tx_bytes, tx_packets, tx_errors = counters
+            out.append(("rigwatch_host_network_receive_bytes_total", labels, rx_bytes))
+            out.append(("rigwatch_host_network_transmit_bytes_total", labels, tx_bytes))
+            out.append(("rigwatch_host_network_receive_packets_total", labels, rx_packets))
+            out.append(("rigwatch_host_network_transmit_packets_total", labels, tx_packets))
+            out.append(("rigwatch_host_network_receive_errors_total", labels, rx_errors))
+            out.append(("rigwatch_host_network_transmit_errors_total", labels, tx_errors))
 
         out.extend(self._read_sensors())
         if self.boot_time is not None:
             out.append(("rigwatch_host_boot_time_seconds", {}, self.boot_time))
+        return out
+
+    def _read_net_dev(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(device, (rx bytes, rx packets, rx errors, tx bytes, tx packets, tx errors)).
+
+        The same file psutil.net_io_counters() reads, but in a container it must be init's
+        (the host's network namespace), which psutil cannot be pointed at.
+        """
+        with open(self.net_dev_path) as handle:
+            lines = handle.read().splitlines()[2:]
+        out = []
+        for line in lines:
+            device, sep, rest = line.partition(":")
+            fields = rest.split()
+            if not sep or len(fields) < 11:
+                continue
+            numbers = tuple(int(fields[i]) for i in (0, 1, 2, 8, 9, 10))
+            out.append((device.strip(), numbers))
         return out
 
     def _read_sensors(self) -> list[Sample]:

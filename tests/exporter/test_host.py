@@ -218,3 +218,26 @@ def test_no_hwmon_means_no_sensor_series(host_exporter, tmp_path):
     assert s.all("rigwatch_host_temperature_celsius") == []
     assert s.all("rigwatch_host_fan_speed_rpm") == []
     assert s.value("rigwatch_scrape_collector_success", collector="host") == 1
+
+
+def test_container_layout_reads_the_host_root_under_path_rootfs(host_exporter, tmp_path):
+    # As in the Docker image: the host's / mounted at some path, mounts and network counters
+    # from init's /proc entries. Here the "host root" is a directory on the same filesystem.
+    host_root = tmp_path / "host"
+    host_root.mkdir()
+    s = scrape(host_exporter(f"--path.rootfs={host_root}"))
+    usage = os.statvfs(host_root)
+    assert s.value("rigwatch_host_filesystem_size_bytes", mountpoint="/") == (
+        usage.f_blocks * usage.f_frsize
+    )
+    mountpoints = {
+        labels["mountpoint"] for labels, _ in s.all("rigwatch_host_filesystem_size_bytes")
+    }
+    assert not any(m.startswith(str(host_root)) for m in mountpoints)  # reported without prefix
+    with open("/proc/1/net/dev") as handle:
+        init_devices = {line.split(":")[0].strip() for line in handle.read().splitlines()[2:]}
+    reported = {
+        labels["device"] for labels, _ in s.all("rigwatch_host_network_receive_bytes_total")
+    }
+    assert reported == init_devices - {"lo"}
+    assert s.value("rigwatch_scrape_collector_success", collector="host") == 1
