@@ -101,6 +101,12 @@ def keyboard(rows: list[list[Button]] | None) -> types.InlineKeyboardMarkup | No
     return markup
 
 
+def _reply(message_id: int | None) -> types.ReplyParameters | None:
+    if message_id is None:
+        return None
+    return types.ReplyParameters(message_id, allow_sending_without_reply=True)
+
+
 class TelegramClient:
     """Thin, typed wrapper over telebot.TeleBot; every method raises only TelegramError."""
 
@@ -179,8 +185,7 @@ class TelegramClient:
             parse_mode="HTML" if html else None,
             reply_markup=keyboard(buttons),
             message_thread_id=thread_id,
-            reply_to_message_id=reply_to,
-            allow_sending_without_reply=True if reply_to else None,
+            reply_parameters=_reply(reply_to),
             link_preview_options=types.LinkPreviewOptions(is_disabled=True),
         )
         return message.message_id
@@ -202,8 +207,7 @@ class TelegramClient:
             caption=caption or None,
             parse_mode="HTML" if html and caption else None,
             message_thread_id=thread_id,
-            reply_to_message_id=reply_to,
-            allow_sending_without_reply=True if reply_to else None,
+            reply_parameters=_reply(reply_to),
         )
         return message.message_id
 

@@ -1,0 +1,310 @@
+"""The chat side against real services: every command from an allowed chat and from a stranger
+(data from a real Prometheus scraping the real exporter on the simulated NVML), silence buttons
+creating and expiring real silences in a real Alertmanager, and the chart of a critical alert."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.alert_bot.botkit import (
+    CHAT,
+    STRANGER,
+    alert,
+    bot_env,
+    have_binary,
+    metric_value,
+    notification,
+    post,
+    running_alertmanager,
+    running_bot,
+    running_prometheus,
+    wait_prometheus_has,
+)
+from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
+from tests.support import build_fake_nvml, make_device, make_scenario, running_exporter, wait_until
+
+pytestmark = pytest.mark.skipif(
+    not (have_binary("prometheus") and have_binary("prometheus-alertmanager")),
+    reason="tests/run.sh installs Debian's prometheus and prometheus-alertmanager",
+)
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory) -> Iterator[dict]:
+    """Exporter (two simulated cards, one hot) → Prometheus; and an Alertmanager."""
+    build_fake_nvml()
+    tmp = tmp_path_factory.mktemp("chat")
+    scenario = tmp / "scenario.json"
+    scenario.write_text(
+        json.dumps(
+            make_scenario(
+                devices=[make_device(0, temperature_c=83), make_device(1, temperature_c=41)]
+            )
+        )
+    )
+    with running_exporter(scenario) as (_, exporter_url):
+        target = exporter_url.removeprefix("http://")
+        config = (
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
+            f"      - targets: ['{target}']\n        labels: {{rig: rig1}}\n"
+        )
+        with running_prometheus(tmp, config) as prometheus, running_alertmanager(tmp) as am:
+            wait_prometheus_has(prometheus, "rigwatch_gpu_temperature_celsius")
+            wait_prometheus_has(
+                prometheus,
+                'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[2m])',
+            )
+            yield {"prometheus": prometheus, "alertmanager": am}
+
+
+@pytest.fixture
+def bot(tmp_path: Path, telegram, services):
+    # Conversations here are short and many; a faster chat limit on both sides keeps it quick.
+    telegram.flood = FloodRules(per_chat=(20, 1.0))
+    env = bot_env(
+        tmp_path,
+        telegram.url,
+        {"rate_limits": {"per_chat_messages": 20, "per_chat_window": "1s"}},
+        prometheus=services["prometheus"],
+        alertmanager=services["alertmanager"],
+    )
+    with running_bot(env) as (app, base):
+        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+        yield app, base
+
+
+def _ask(telegram, chat: int, text: str, user: int | None = None, replies: int = 1) -> list:
+    before = len(telegram.sent(chat))
+    telegram.inject_message(chat, text, user_id=user)
+    wait_until(lambda: len(telegram.sent(chat)) >= before + replies, timeout=15, what=text)
+    time.sleep(0.1)
+    return telegram.sent(chat)[before:]
+
+
+def _visible(call) -> str:
+    text = call.params.get("text", call.params.get("caption", ""))
+    return parse_telegram_html(text)
+
+
+def _am(services, path: str, body: object | None = None, method: str = "GET"):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        services["alertmanager"] + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = response.read()
+        return json.loads(raw) if raw else None
+
+
+def test_command_menu_and_start_help(bot, telegram):
+    commands = json.loads(telegram.calls_to("setMyCommands")[0].params["commands"])
+    assert {c["command"] for c in commands} == {
+        "start",
+        "help",
+        "status",
+        "gpu",
+        "cpu",
+        "alerts",
+        "silences",
+        "graph",
+    }
+    mine = _visible(_ask(telegram, CHAT, "/start")[0])
+    assert str(CHAT) in mine and "is allowed" in mine
+    theirs = _visible(_ask(telegram, STRANGER, "/start")[0])
+    assert str(STRANGER) in theirs and "not allowed" in theirs
+    assert f"TELEGRAM_CHAT_ID={STRANGER}" in theirs
+    help_text = _visible(_ask(telegram, CHAT, "/help@rigwatch_bot")[0])
+    for name in ("/status", "/gpu", "/cpu", "/alerts", "/silences", "/graph"):
+        assert name in help_text
+
+
+def test_gpu_cpu_status_from_prometheus(bot, telegram, services):
+    app, base = bot
+    for ask in ("/gpu", "gpu", "/gpu rig1", "GPU"):
+        text = _visible(_ask(telegram, CHAT, ask)[0])
+        assert "rig1" in text
+        assert "GPU 0 · NVIDIA GeForce RTX 4090: 🌡 83 °C" in text, text
+        assert "GPU 1 · NVIDIA GeForce RTX 4090: 🌡 41 °C" in text
+        assert "util 10%" in text and "120/450 W" in text and "fan 30%" in text
+        assert "mem 1.0/24.0 GiB" in text
+    assert "No data" in _visible(_ask(telegram, CHAT, "/gpu nosuchrig")[0])
+    for ask in ("/cpu", "cpu"):
+        text = _visible(_ask(telegram, CHAT, ask)[0])
+        assert text.startswith("🖥 rig1:")
+        assert "load " in text and "mem " in text and "disk / " in text and "busy " in text
+    _am(services, "/api/v2/alerts", [{"labels": {"alertname": "HostHot", "rig": "rig1"}}], "POST")
+    wait_until(lambda: _am(services, "/api/v2/alerts"), what="alert in Alertmanager")
+    status = _visible(_ask(telegram, CHAT, "/status")[0])
+    assert "rig1" in status and "GPU 0" in status and "load " in status
+    assert "HostHot" in status
+    assert metric_value(base, "rigwatch_bot_commands_total", {"command": "gpu"}) == 5
+    assert metric_value(base, "rigwatch_bot_commands_total", {"command": "status"}) == 1
+
+
+def test_strangers_get_no_data(bot, telegram):
+    app, base = bot
+    for ask in ("/status", "/gpu", "gpu", "/cpu", "cpu", "/alerts", "/silences", "/graph gpu"):
+        replies = _ask(telegram, STRANGER, ask)
+        assert len(replies) == 1
+        text = _visible(replies[0])
+        assert "not allowed" in text, (ask, text)
+        assert "°C" not in text and "rig1" not in text
+    assert telegram.calls_to("sendPhoto") == []
+    # Someone else in the allowed chat, when a user list is configured, is a stranger too.
+    assert metric_value(base, "rigwatch_bot_commands_total", {"command": "refused"}) == 8
+
+
+def test_graph_sends_png_charts(bot, telegram):
+    for ask, title in (
+        ("/graph gpu", "GPU temperature"),
+        ("/graph mem 6h", "memory used"),
+        ("/graph cpu 24h", "CPU busy"),
+        ("/graph disk 7d", "root filesystem"),
+        ("/graph max(rigwatch_host_load1) 1h", "max(rigwatch_host_load1)"),
+    ):
+        reply = _ask(telegram, CHAT, ask)[0]
+        assert reply.method == "sendPhoto", _visible(reply)
+        assert reply.files["photo"].startswith(b"\x89PNG")
+        assert len(reply.files["photo"]) > 5000
+        assert title in _visible(reply)
+    assert "No data" in _visible(_ask(telegram, CHAT, "/graph no_such_metric_anywhere")[0])
+    assert "Prometheus" in _visible(_ask(telegram, CHAT, "/graph rate(oops[")[0])
+    assert "Usage" in _visible(_ask(telegram, CHAT, "/graph")[0])
+
+
+def test_silence_buttons_create_and_expire_real_silences(bot, telegram, services):
+    app, base = bot
+    labels = {"alertname": "GpuHotForButtons", "rig": "rig1", "gpu": "0", "severity": "warning"}
+    _am(services, "/api/v2/alerts", [{"labels": labels}], "POST")
+    wait_until(
+        lambda: any(
+            a["labels"].get("alertname") == "GpuHotForButtons"
+            for a in _am(services, "/api/v2/alerts")
+        ),
+        what="alert in Alertmanager",
+    )
+    one = alert(name="GpuHotForButtons", gpu="0", severity="warning")
+    assert post(base, notification(one))[0] == 200
+    wait_until(lambda: telegram.sent(CHAT), what="notification")
+    message = telegram.sent(CHAT)[-1]
+    buttons = json.loads(message.params["reply_markup"])["inline_keyboard"][0]
+    four_hours = next(b["callback_data"] for b in buttons if b["text"].endswith("4h"))
+    assert len(four_hours.encode()) <= 64
+
+    def active_silences():
+        return [s for s in _am(services, "/api/v2/silences") if s["status"]["state"] == "active"]
+
+    # A stranger pressing it is refused, politely, and nothing changes.
+    telegram.inject_callback(STRANGER, four_hours)
+    wait_until(lambda: telegram.calls_to("answerCallbackQuery"), what="refusal")
+    refusal = telegram.calls_to("answerCallbackQuery")[-1].params
+    assert "Sorry" in refusal["text"] and refusal["show_alert"] == "True"
+    assert active_silences() == []
+
+    # Someone in the allowed chat creates the silence.
+    sent_before = len(telegram.sent(CHAT))
+    telegram.inject_callback(CHAT, four_hours, message_id=message.response["result"]["message_id"])
+    wait_until(lambda: active_silences(), what="silence created")
+    silence = active_silences()[0]
+    matchers = {m["name"]: m["value"] for m in silence["matchers"]}
+    assert matchers["alertname"] == "GpuHotForButtons" and matchers["gpu"] == "0"
+    assert silence["createdBy"] == f"telegram:user{CHAT}"
+    assert "4h" in silence["comment"]
+    wait_until(lambda: len(telegram.sent(CHAT)) > sent_before, what="confirmation")
+    confirmation = telegram.sent(CHAT)[-1]
+    assert "silenced for 4h" in _visible(confirmation)
+    unsilence = json.loads(confirmation.params["reply_markup"])["inline_keyboard"][0][0]
+    assert unsilence["callback_data"] == f"u:{silence['id']}"
+    wait_until(
+        lambda: (
+            not any(
+                a["labels"].get("alertname") == "GpuHotForButtons"
+                for a in _am(services, "/api/v2/alerts?silenced=false")
+            )
+        ),
+        what="alert silenced in Alertmanager",
+    )
+
+    # /silences lists it; a stranger's unsilence is refused; the allowed user's expires it.
+    listing = _visible(_ask(telegram, CHAT, "/silences")[0])
+    assert "alertname=GpuHotForButtons" in listing
+    telegram.inject_callback(STRANGER, unsilence["callback_data"])
+    time.sleep(0.5)
+    assert [s["id"] for s in active_silences()] == [silence["id"]]
+    telegram.inject_callback(
+        CHAT, unsilence["callback_data"], message_id=confirmation.response["result"]["message_id"]
+    )
+    wait_until(lambda: not active_silences(), what="silence expired")
+    expired = [s for s in _am(services, "/api/v2/silences") if s["id"] == silence["id"]][0]
+    assert expired["status"]["state"] == "expired"
+    answers = [c.params["text"] for c in telegram.calls_to("answerCallbackQuery")]
+    assert "Silenced for 4h." in answers and "Silence removed." in answers
+    wait_until(lambda: telegram.calls_to("editMessageReplyMarkup"), what="button removed")
+    wait_until(lambda: "Silence removed by" in _visible(telegram.sent(CHAT)[-1]), what="notice")
+    assert "No active silences" in _visible(_ask(telegram, CHAT, "/silences")[0])
+
+
+def test_alerts_command_lists_firing_alerts_with_buttons(bot, telegram, services):
+    _am(
+        services,
+        "/api/v2/alerts",
+        [{"labels": {"alertname": "ListedAlert", "rig": "rig1", "severity": "critical"}}],
+        "POST",
+    )
+    wait_until(
+        lambda: any(
+            a["labels"]["alertname"] == "ListedAlert" for a in _am(services, "/api/v2/alerts")
+        ),
+        what="alert in Alertmanager",
+    )
+    reply = _ask(telegram, CHAT, "/alerts")[0]
+    text = _visible(reply)
+    assert "firing alert" in text and "ListedAlert" in text
+    keyboard = json.loads(reply.params["reply_markup"])["inline_keyboard"]
+    assert keyboard and all(len(b["callback_data"].encode()) <= 64 for row in keyboard for b in row)
+    # Pressing the first row's 1h button silences that alert in Alertmanager.
+    before = len(_am(services, "/api/v2/silences"))
+    telegram.inject_callback(CHAT, keyboard[0][0]["callback_data"])
+    wait_until(lambda: len(_am(services, "/api/v2/silences")) > before, what="silence")
+
+
+def test_a_critical_alert_comes_with_a_chart_of_its_expression(bot, telegram, services):
+    app, base = bot
+    expr = "rigwatch_gpu_temperature_celsius > 80"
+    generator = (
+        services["prometheus"]
+        + "/graph?"
+        + urllib.parse.urlencode({"g0.expr": expr, "g0.tab": "1"})
+    )
+    hot = alert(name="GpuTemperatureCritical", severity="critical", gpu="0", generator=generator)
+    assert post(base, notification(hot))[0] == 200
+    wait_until(lambda: telegram.calls_to("sendPhoto"), timeout=20, what="chart")
+    text_call = telegram.calls_to("sendMessage")[-1]
+    photo = telegram.calls_to("sendPhoto")[-1]
+    assert photo.files["photo"].startswith(b"\x89PNG")
+    assert "GpuTemperatureCritical" in _visible(photo)
+    replied_to = json.loads(photo.params["reply_parameters"])["message_id"]
+    assert replied_to == text_call.response["result"]["message_id"]
+    # A chart that cannot be drawn costs only the chart: the text still goes.
+    broken = alert(
+        name="GpuLost",
+        severity="critical",
+        gpu="1",
+        generator="http://x/graph?g0.expr=" + urllib.parse.quote("absent_metric_xyz > 1"),
+    )
+    photos = len(telegram.calls_to("sendPhoto"))
+    assert post(base, notification(broken, group_key="lost"))[0] == 200
+    wait_until(lambda: "GpuLost" in _visible(telegram.calls_to("sendMessage")[-1]), what="text")
+    time.sleep(0.5)
+    assert len(telegram.calls_to("sendPhoto")) == photos
