@@ -255,6 +255,9 @@ class NvmlSession:
             return False
         try:
             self._init_locked()
+        except Exception as exc:  # noqa: BLE001 - the supervisor must outlive any surprise
+            LOG.exception("NVML initialisation failed unexpectedly")
+            self._fail(f"unexpected error: {exc!r}")
         finally:
             self._lock.release_write()
         return True

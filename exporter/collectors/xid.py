@@ -61,6 +61,17 @@ class XidWatcher:
             return dict(self.counts)
 
     def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._watch()
+            except Exception as exc:  # noqa: BLE001 - keep counting after a surprise
+                self.healthy = False
+                self.session.once.log(
+                    logging.ERROR, ("xid-crash", repr(exc)), "Xid watcher failed: %r", exc
+                )
+                self._stop.wait(1.0)
+
+    def _watch(self) -> None:
         session = self.session
         event_set = None
         generation = -1

@@ -66,3 +66,18 @@ def test_critical_codes_follow_the_flag(scenario_file):
         wait_until(lambda: "79" in _xids(base, UUID0), timeout=5, what="xid 79")
         counts = _xids(base, UUID0)
         assert counts == {"13": ("true", 1), "31": ("true", 0), "79": ("false", 1)}
+
+
+def test_event_api_failure_marks_only_the_xid_collector(scenario_file):
+    scenario = make_scenario(1, errors={"nvmlEventSetCreate": "UNKNOWN"})
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY) as (proc, base):
+        wait_until(
+            lambda: scrape(base).value("rigwatch_scrape_collector_success", collector="xid") == 0,
+            timeout=5,
+            what="xid collector unsuccessful",
+        )
+        s = scrape(base)
+        assert s.value("rigwatch_scrape_collector_success", collector="gpu") == 1
+        assert s.value("rigwatch_gpu_up", uuid=UUID0) == 1
+        assert "cannot create an NVML event set" in proc.output()
