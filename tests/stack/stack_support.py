@@ -229,7 +229,9 @@ def running_prometheus(workdir: Path, alertmanager_port: int | None) -> Iterator
             f"--config.file={config}",
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-lifecycle",
+            # Alerts evaluated before Alertmanager is discovered are dropped and only resent
+            # after this delay (1 m by default): keep it at the evaluation interval.
+            "--rules.alert.resend-delay=1s",
         ]
     )
     base = f"http://127.0.0.1:{port}"

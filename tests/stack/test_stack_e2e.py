@@ -1,0 +1,332 @@
+"""End to end with the real servers: the exporter on the simulated NVML → Debian's Prometheus
+with the shipped rules (1 s intervals, `for:` shortened by an overlay) → Debian's Alertmanager
+with the shipped routing → a webhook receiver standing in for the alert bot. Also 20 simulated
+rigs through file-based discovery, with every dashboard query run against them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.stack.stack_support import (
+    DASHBOARD_FILES,
+    SERVER_OWN_METRICS,
+    WebhookReceiver,
+    dashboard_queries,
+    fake_sysfs,
+    post_alerts,
+    query,
+    remove_tree,
+    running_alertmanager,
+    running_prometheus,
+    substitute_variables,
+    write_targets,
+)
+from tests.support import (
+    http_get,
+    make_device,
+    make_scenario,
+    running_exporter,
+    wait_until,
+    write_scenario,
+)
+
+TOKEN = "e2e-webhook-token"
+CARD_NAME = "NVIDIA GeForce RTX 4090"
+
+
+class Pipeline:
+    """The running pieces of one end-to-end setup."""
+
+    def __init__(self, scenario_path: Path, scenario: dict, exporter: str, prometheus: str,
+                 alertmanager: str, webhook: WebhookReceiver) -> None:  # fmt: skip
+        self.scenario_path = scenario_path
+        self.scenario = scenario
+        self.exporter = exporter
+        self.instance = exporter.removeprefix("http://")
+        self.prometheus = prometheus
+        self.alertmanager = alertmanager
+        self.webhook = webhook
+
+    def set_card(self, index: int, **fields) -> None:
+        self.scenario["devices"][index].update(fields)
+        write_scenario(self.scenario_path, self.scenario)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, fake_nvml_dir):
+    workdir = tmp_path_factory.mktemp("stack-e2e")
+    try:
+        scenario = make_scenario(2)
+        scenario_path = workdir / "scenario.json"
+        write_scenario(scenario_path, scenario)
+        sysfs = fake_sysfs(workdir / "sys")
+        with contextlib.ExitStack() as stack:
+            webhook = stack.enter_context(WebhookReceiver(TOKEN))
+            _, exporter = stack.enter_context(
+                running_exporter(scenario_path, f"--path.sysfs={sysfs}")
+            )
+            alertmanager = stack.enter_context(running_alertmanager(workdir, webhook.url, TOKEN))
+            am_port = int(alertmanager.rsplit(":", 1)[1])
+            prometheus = stack.enter_context(running_prometheus(workdir, am_port))
+            write_targets(workdir / "targets" / "rigs.yml", {"rig1": exporter[len("http://") :]})
+            wait_until(
+                lambda: query(prometheus, 'rigwatch_gpu_up{rig="rig1"}'),
+                timeout=30,
+                what="the exporter's first scrape",
+            )
+            yield Pipeline(scenario_path, scenario, exporter, prometheus, alertmanager, webhook)
+    finally:
+        remove_tree(workdir)
+
+
+def test_watchdog_arrives_on_its_own_route(pipeline):
+    (payload, alert), *_ = wait_until(
+        lambda: pipeline.webhook.alerts("Watchdog", "firing"), timeout=30, what="Watchdog"
+    )
+    assert payload["version"] == "4"
+    assert payload["receiver"] == "bot-watchdog"
+    assert alert["labels"] == {"alertname": "Watchdog", "severity": "none"}
+    assert alert["annotations"]["summary"] == "The alerting pipeline is working (heartbeat)"
+    # It repeats, so the bot can tell a silent pipeline from a quiet one.
+    wait_until(
+        lambda: len(pipeline.webhook.alerts("Watchdog")) >= 2, timeout=30, what="a 2nd Watchdog"
+    )
+    assert pipeline.webhook.rejected == 0
+
+
+def test_heated_card_pages_and_cooling_resolves(pipeline):
+    try:
+        pipeline.set_card(0, temperature_c=93)
+        (payload, alert), *_ = wait_until(
+            lambda: pipeline.webhook.alerts("GpuTemperatureCritical", "firing"),
+            timeout=60,
+            what="GpuTemperatureCritical at the webhook",
+        )
+        assert payload["receiver"] == "bot-critical"
+        assert payload["groupLabels"] == {"alertname": "GpuTemperatureCritical", "rig": "rig1"}
+        labels = alert["labels"]
+        assert labels["severity"] == "critical"
+        assert labels["rig"] == "rig1"
+        assert labels["gpu"] == "0"
+        assert labels["name"] == CARD_NAME
+        assert labels["instance"] == pipeline.instance
+        assert labels["job"] == "rigwatch"
+        assert alert["annotations"]["summary"] == (
+            f"GPU 0 ({CARD_NAME}) on rig1 is at 93 °C, past its slowdown at 90 °C "
+            "(shutdown at 95 °C)"
+        )
+        assert "nvidia-smi -i 0 -pl WATTS" in alert["annotations"]["description"]
+        assert alert["annotations"]["dashboard"] == "/d/rigwatch-gpu?var-rig=rig1&var-gpu=0"
+        assert "g0.expr=" in alert["generatorURL"]
+
+        pipeline.set_card(0, temperature_c=45)
+        (_, resolved), *_ = wait_until(
+            lambda: pipeline.webhook.alerts("GpuTemperatureCritical", "resolved"),
+            timeout=60,
+            what="the resolved notice",
+        )
+        assert resolved["labels"] == labels
+        assert resolved["endsAt"] > resolved["startsAt"]
+        # The warning for the same card fired alongside but was inhibited by the critical one.
+        assert pipeline.webhook.alerts("GpuTemperatureNearSlowdown", "firing") == []
+        # The cool card never paged.
+        assert all(
+            a["labels"]["gpu"] == "0" for _, a in pipeline.webhook.alerts("GpuTemperatureCritical")
+        )
+    finally:
+        pipeline.set_card(0, temperature_c=45)
+
+
+def test_lost_card_pages(pipeline):
+    try:
+        pipeline.set_card(1, lost=True)
+        (payload, alert), *_ = wait_until(
+            lambda: pipeline.webhook.alerts("GpuLost", "firing"), timeout=60, what="GpuLost"
+        )
+        assert payload["receiver"] == "bot-critical"
+        assert alert["labels"]["gpu"] == "1"
+        assert alert["labels"]["rig"] == "rig1"
+        assert alert["labels"]["severity"] == "critical"
+        assert alert["annotations"]["summary"] == (
+            f"GPU 1 ({CARD_NAME}) on rig1 is lost: the driver cannot reach it"
+        )
+    finally:
+        pipeline.set_card(1, lost=False)
+
+
+def test_every_rule_evaluates_cleanly_on_real_data(pipeline):
+    # A few evaluations after the first scrape, every rule has run on the exporter's output.
+    time.sleep(3)
+    status, body = http_get(pipeline.prometheus + "/api/v1/rules")
+    assert status == 200
+    groups = json.loads(body)["data"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) >= 30
+    broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
+    assert broken == {}
+    status, body = http_get(pipeline.prometheus + "/api/v1/alerts")
+    for alert in json.loads(body)["data"]["alerts"]:
+        for text in alert["annotations"].values():
+            assert "error expanding template" not in text, text
+
+
+def test_server_metrics_named_by_rules_exist(pipeline):
+    def names() -> set[str]:
+        status, body = http_get(pipeline.prometheus + "/api/v1/label/__name__/values")
+        return set(json.loads(body)["data"])
+
+    found = wait_until(
+        lambda: names() >= SERVER_OWN_METRICS and names(),
+        timeout=30,
+        what="Prometheus and Alertmanager's own metrics",
+    )
+    assert found >= SERVER_OWN_METRICS
+
+
+def test_critical_inhibits_warning_for_the_same_card_only(pipeline):
+    """Shipped inhibit rules, real Alertmanager: alerts pushed as Prometheus would."""
+    base = {"rig": "inhibit-rig", "instance": "inhibit-rig:10735", "job": "rigwatch"}
+    post_alerts(
+        pipeline.alertmanager,
+        [
+            {"labels": {**base, "alertname": "InhibitProbeCritical", "severity": "critical",
+                        "gpu": "0"}},
+            {"labels": {**base, "alertname": "InhibitProbeWarning", "severity": "warning",
+                        "gpu": "0"}},
+            {"labels": {**base, "alertname": "InhibitProbeWarning", "severity": "warning",
+                        "gpu": "1"}},
+        ],
+    )  # fmt: skip
+    wait_until(
+        lambda: (
+            pipeline.webhook.alerts("InhibitProbeCritical")
+            and pipeline.webhook.alerts("InhibitProbeWarning")
+        ),
+        timeout=30,
+        what="the probe alerts",
+    )
+    time.sleep(4)  # two more group intervals: the muted one would have come by now
+    warned_cards = {a["labels"]["gpu"] for _, a in pipeline.webhook.alerts("InhibitProbeWarning")}
+    assert warned_cards == {"1"}
+
+
+# --- 20 rigs through file-based discovery ----------------------------------------------------
+
+RIGS = 20
+
+
+def _rich_scenario() -> dict:
+    """Card 0 reports everything (datacenter-like); card 1 is a consumer card lacking
+    memory temperature, ECC and row remapping."""
+    scenario = make_scenario(2)
+    scenario["devices"][0] = make_device(
+        0,
+        name="NVIDIA A100-SXM4-40GB",
+        memory_temperature_c=60,
+        ecc={
+            "corrected_volatile": 3,
+            "uncorrected_volatile": 0,
+            "corrected_aggregate": 10,
+            "uncorrected_aggregate": 0,
+        },
+        remapped_rows={"correctable": 1, "uncorrectable": 0, "pending": 0, "failure": 0},
+        processes=[
+            {"pid": os.getpid(), "used_memory_bytes": 2147483648, "sm_util_percent": 40},
+        ],
+        xid_events=[13],
+        clock_event_reasons=0x4,
+    )
+    return scenario
+
+
+@pytest.fixture(scope="module")
+def twenty_rigs(tmp_path_factory, fake_nvml_dir):
+    workdir = tmp_path_factory.mktemp("stack-20-rigs")
+    try:
+        scenario_path = workdir / "scenario.json"
+        write_scenario(scenario_path, _rich_scenario())
+        sysfs = fake_sysfs(workdir / "sys")
+        (sysfs / "class" / "hwmon" / "hwmon0" / "fan1_input").write_text("1200\n")
+        with contextlib.ExitStack() as stack:
+            rigs = {}
+            for number in range(1, RIGS + 1):
+                _, base = stack.enter_context(
+                    running_exporter(
+                        scenario_path, f"--path.sysfs={sysfs}", "--collector.pcie_throughput"
+                    )
+                )
+                rigs[f"rig{number:02d}"] = base.removeprefix("http://")
+            prometheus = stack.enter_context(running_prometheus(workdir, None))
+            write_targets(workdir / "targets" / "rigs.yml", rigs)
+
+            def rigs_with_rates() -> bool:
+                rate = 'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[10s])'
+                result = query(prometheus, f"count(count by (rig) ({rate}))")
+                return bool(result) and result[0]["value"][1] == str(RIGS)
+
+            wait_until(rigs_with_rates, timeout=60, interval=0.5, what="20 rigs scraped")
+            yield prometheus, set(rigs)
+    finally:
+        remove_tree(workdir)
+
+
+def _dashboard(name: str) -> dict:
+    path = next(p for p in DASHBOARD_FILES if p.name == name)
+    return json.loads(path.read_text())
+
+
+def test_overview_queries_answer_for_all_twenty_rigs(twenty_rigs):
+    prometheus, rigs = twenty_rigs
+    checked = 0
+    for title, expr, _ in dashboard_queries(_dashboard("rig-overview.json")):
+        result = query(prometheus, substitute_variables(expr))
+        if "ALERTS" in expr:
+            continue  # which alerts fire is not the point here; the query was accepted
+        answered = {series["metric"].get("rig") for series in result}
+        assert answered == rigs, f"{title}: {expr} answered for {sorted(map(str, answered))}"
+        checked += 1
+    assert checked >= 15
+
+
+def test_overview_filters_by_rig(twenty_rigs):
+    prometheus, _ = twenty_rigs
+    for title, expr, _ in dashboard_queries(_dashboard("rig-overview.json")):
+        if "ALERTS" in expr:
+            continue
+        result = query(prometheus, substitute_variables(expr, {"$rig": "rig07"}))
+        assert {s["metric"].get("rig") for s in result} == {"rig07"}, title
+
+
+def test_not_supported_is_apart_from_no_data(twenty_rigs):
+    """A consumer card answers NaN (shown "not supported on this card"); a rig that does not
+    exist answers nothing (shown "no data")."""
+    prometheus, _ = twenty_rigs
+    gpu = {title: expr for title, expr, _ in dashboard_queries(_dashboard("gpu-detail.json"))}
+    expr = gpu["Memory temperature"]
+    result = query(prometheus, substitute_variables(expr, {"$rig": "rig03"}))
+    values = {s["metric"]["gpu"]: s["value"][1] for s in result}
+    assert values == {"0": "60", "1": "NaN"}
+    assert query(prometheus, substitute_variables(expr, {"$rig": "no-such-rig"})) == []
+
+
+@pytest.mark.parametrize("name", ["rig-overview.json", "gpu-detail.json", "host-detail.json"])
+def test_every_dashboard_query_is_accepted_and_has_data(twenty_rigs, name):
+    prometheus, _ = twenty_rigs
+    dashboard = _dashboard(name)
+    for title, expr, _ in dashboard_queries(dashboard):
+        result = query(prometheus, substitute_variables(expr))
+        if "ALERTS" not in expr:
+            assert result, f"{name} / {title}: no data for {expr}"
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        definition = substitute_variables(variable["definition"])
+        selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(",", 1)
+        result = query(prometheus, f"group by ({label.strip()}) ({selector})")
+        assert result, f"variable {variable['name']} has no values"
