@@ -238,10 +238,13 @@ class NvmlSession:
                     backoff = RETRY_INITIAL_SECONDS
                     continue
                 # A lost card wakes the supervisor at once for the first attempt; further
-                # attempts back off so a card that stays gone costs little.
-                self._stop.wait(backoff if attempted else RETRY_INITIAL_SECONDS)
-                if attempted:
-                    backoff = min(backoff * 2, self.retry_max_seconds)
+                # attempts back off so a card that stays gone costs little. An attempt that
+                # could not start (reads stuck in a hung call) backs off too: while it waits
+                # for them it holds every other read back.
+                if not attempted:
+                    LOG.debug("NVML re-initialisation postponed: reads still in flight")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.retry_max_seconds)
                 self._wake.clear()
             else:
                 self._first_attempt.set()
@@ -251,7 +254,6 @@ class NvmlSession:
     def _reinitialise(self) -> bool:
         """Shut NVML down (if it was up) and initialise it again; False if it could not run."""
         if not self._lock.acquire_write(WRITER_WAIT_SECONDS):
-            LOG.debug("NVML re-initialisation postponed: reads still in flight")
             return False
         try:
             self._init_locked()

@@ -11,6 +11,7 @@ work: statvfs on a dead network mount can hang, and that must cost only filesyst
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -85,9 +86,10 @@ def _read_number(path: str) -> float | None:
     if text is None:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None  # never export NaN or Inf
 
 
 def scan_hwmon(sysfs: str) -> list[Sensor]:

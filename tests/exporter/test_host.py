@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.exporter.scrapes import scrape
+from tests.exporter.scrapes import assert_no_nan, scrape
 from tests.support import ManagedProcess, free_port, wait_for_http
 
 HOST_ONLY = ("--no-collector.gpu", "--no-collector.gpu_process", "--no-collector.xid")
@@ -211,6 +211,10 @@ def test_hwmon_temperatures_with_thresholds_and_fans(host_exporter, tmp_path):
     # A sensor whose driver answers an error has no series, never a stale or zero value.
     (hwmon / "hwmon0" / "temp2_input").write_text("not a number\n")
     assert scrape(base).all("rigwatch_host_temperature_celsius", **core) == []
+    (hwmon / "hwmon0" / "temp2_input").write_text("nan\n")
+    text = scrape(base).text
+    assert_no_nan(text)
+    assert 'sensor="Core 0"' not in text
 
 
 def test_no_hwmon_means_no_sensor_series(host_exporter, tmp_path):
