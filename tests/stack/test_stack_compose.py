@@ -96,6 +96,14 @@ def test_every_mounted_repository_path_exists():
     assert mounts >= 6
 
 
+def test_built_services_have_their_dockerfiles():
+    built = {n: s["build"] for n, s in _compose()["services"].items() if "build" in s}
+    assert set(built) == {"exporter", "alert-bot"}
+    for name, build in built.items():
+        dockerfile = REPO / build["context"] / build["dockerfile"]
+        assert dockerfile.is_file(), f"{name} builds from {dockerfile}, which is missing"
+
+
 def test_images_are_pinned():
     for name, service in _compose()["services"].items():
         image = service["image"]
