@@ -31,6 +31,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -825,6 +826,11 @@ def render(results: Results, args: argparse.Namespace, versions: dict[str, str])
     return "\n".join(lines)
 
 
+def first_version(text: str) -> str:
+    match = re.search(r"\d+(\.\d+)+", text)
+    return match.group(0) if match else text
+
+
 def load_average() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -845,6 +851,113 @@ def rigwatch_version() -> str:
     return "unknown"
 
 
+# --- profile mode -------------------------------------------------------------------------
+
+
+def profile_worker(scrapes: int) -> None:
+    """Runs inside a child that has the simulated library: rigwatch's scrape in-process.
+
+    Times Scraper.render() as the server calls it (lane threads), then the same work unit by
+    unit in one thread (which cProfile can see whole), and prints where the time goes.
+    """
+    import cProfile
+    import io
+    import pstats
+
+    from exporter.cli import parse_settings
+    from exporter.collectors import create_collectors
+    from exporter.exposition import render as render_exposition
+    from exporter.nvml import NvmlSession
+    from exporter.scrape import Scraper, UnitOutcome
+
+    settings = parse_settings([f"--web.listen-address=127.0.0.1:{free_port()}"])
+    session = NvmlSession(settings.nvml_retry_max_seconds)
+    session.start()
+    scraper = Scraper(create_collectors(settings, session), settings.scrape_timeout_seconds)
+
+    def serial(parts: dict[str, float]) -> bytes:
+        families = []
+        for collector in scraper.collectors:
+            outcomes = []
+            for unit in collector.plan():
+                start = time.perf_counter()
+                value = unit.fn()
+                took = time.perf_counter() - start
+                part = f"{collector.name}: unit {unit.key.split('/')[0]}"
+                if unit.key.count("/") and not unit.key.startswith("gpu"):
+                    part = f"{collector.name}: unit {unit.key}"
+                parts[part] = parts.get(part, 0.0) + took
+                outcomes.append(UnitOutcome(unit.key, True, value, None, took))
+            start = time.perf_counter()
+            built, _ = collector.build(outcomes)
+            part = f"{collector.name}: build families"
+            parts[part] = parts.get(part, 0.0) + time.perf_counter() - start
+            families.extend(built)
+        start = time.perf_counter()
+        body = render_exposition(families)
+        parts["render text"] = parts.get("render text", 0.0) + time.perf_counter() - start
+        return body
+
+    for _ in range(WARMUP_SCRAPES):
+        scraper.render()
+        serial({})
+    threaded = []
+    for _ in range(scrapes):
+        start = time.perf_counter()
+        scraper.render()
+        threaded.append(time.perf_counter() - start)
+    parts: dict[str, float] = {}
+    whole = []
+    for _ in range(scrapes):
+        start = time.perf_counter()
+        serial(parts)
+        whole.append(time.perf_counter() - start)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(scrapes):
+        serial({})
+    profiler.disable()
+
+    print(
+        f"Scraper.render() in-process, lane threads: p50 {percentile(threaded, 0.5) * 1000:.2f}"
+        f" ms, p99 {percentile(threaded, 0.99) * 1000:.2f} ms ({scrapes} scrapes, no HTTP)"
+    )
+    print(f"the same work in one thread: p50 {percentile(whole, 0.5) * 1000:.2f} ms\n")
+    total = sum(parts.values())
+    print("| part of a scrape (one thread) | ms per scrape | share |\n|---|---|---|")
+    for part, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"| {part} | {seconds / scrapes * 1000:.3f} | {seconds / total * 100:.0f}% |")
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:20]  # by own time
+    print("\n| function (cProfile, by own time) | calls per scrape | own ms | cumulative ms |")
+    print("|---|---|---|---|")
+    for (filename, line, name), (_, ncalls, own, cumulative, _) in rows:
+        where = filename.replace(str(REPO) + "/", "").replace(sys.prefix, "<py>")
+        print(
+            f"| {name} ({where}:{line}) | {ncalls / scrapes:.0f} | "
+            f"{own / scrapes * 1000:.3f} | {cumulative / scrapes * 1000:.3f} |"
+        )
+    sys.stdout.flush()
+    # The session's supervisor and the xid thread are daemons; nothing to flush or save.
+    os._exit(0)
+
+
+def run_profile(scrapes: int) -> int:
+    with (
+        tempfile.TemporaryDirectory(prefix="rigwatch-bench-") as tmp,
+        gpu_process_stand_ins(NUM_GPUS * PROCESSES_PER_GPU) as pids,
+    ):
+        scenario_path = Path(tmp) / "scenario.json"
+        write_scenario(scenario_path, bench_scenario(pids))
+        done = subprocess.run(
+            [sys.executable, __file__, "--profile-worker", f"--scrapes={scrapes}"],
+            env={**os.environ, **fake_nvml_env(scenario_path)},
+            cwd=REPO,
+            timeout=300,
+        )
+    return done.returncode
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scrapes", type=int, default=300, help="scrapes per exporter")
@@ -857,6 +970,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-peers", action="store_true", help="measure rigwatch and the floor only"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the benchmark: where a rigwatch scrape spends its time (cProfile)",
+    )
+    parser.add_argument("--profile-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 20 <= args.scrapes <= 10_000:
         parser.error("--scrapes must be between 20 and 10000")
@@ -867,6 +986,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile_worker:
+        profile_worker(args.scrapes)
+    if args.profile:
+        build_fake_nvml()
+        return run_profile(args.scrapes)
     args.load_before = load_average()
     began = time.monotonic()
     log("building the simulated NVML library")
@@ -934,7 +1058,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.nvitop_window,
             )
             if results.nvitop:
-                versions["nvitop"] = results.nvitop.version.split()[-1]
+                versions["nvitop"] = first_version(results.nvitop.version)
             with contextlib.suppress(Exception):
                 versions["node"] = node_exporter_version()
             results.node = attempt(results, "node_exporter", measure_node_exporter, args.scrapes)
