@@ -236,7 +236,8 @@ def query_variable(name: str, label: str, query: str, multi: bool = True) -> dic
         "name": name,
         "label": label,
         "datasource": DATASOURCE,
-        "query": {"query": query, "refId": f"{name}-values"},
+        # A plain string: the form every Grafana version reads for Prometheus variables.
+        "query": query,
         "definition": query,
         "refresh": 2,
         "sort": 3,
@@ -314,6 +315,14 @@ TEMPERATURE_STEPS = [
     {"color": "orange", "value": 0},
     {"color": "green", "value": 5},
 ]
+# NVML's P-states: 0 (fastest) to 15, 32 when unknown.
+PSTATE_MAPPING = {
+    "type": "value",
+    "options": {
+        **{str(n): {"text": f"P{n}", "index": n} for n in range(16)},
+        "32": {"text": "unknown", "index": 16},
+    },
+}
 COUNT_STEPS = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
 GPU_LINK = [
     {
@@ -721,12 +730,7 @@ def gpu_detail() -> dict:
                 "P-state",
                 "none",
                 [(per_card(f"rigwatch_gpu_pstate{{{GPU}}}"), "{{rig}} GPU {{gpu}}")],
-                mappings=[
-                    {
-                        "type": "range",
-                        "options": {"from": 0, "to": 15, "result": {"text": "P${__value.raw}"}},
-                    }
-                ],
+                mappings=[PSTATE_MAPPING],
             ),
             6,
             4,
