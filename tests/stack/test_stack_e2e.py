@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,10 +29,14 @@ from tests.stack.stack_support import (
     write_targets,
 )
 from tests.support import (
+    ManagedProcess,
+    fake_nvml_env,
+    free_port,
     http_get,
     make_device,
     make_scenario,
     running_exporter,
+    wait_for_http,
     wait_until,
     write_scenario,
 )
@@ -330,3 +335,57 @@ def test_every_dashboard_query_is_accepted_and_has_data(twenty_rigs, name):
         selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(",", 1)
         result = query(prometheus, f"group by ({label.strip()}) ({selector})")
         assert result, f"variable {variable['name']} has no values"
+
+
+# --- a card missing after the exporter restarts ----------------------------------------------
+
+
+def _start_exporter(port: int, scenario_path: Path) -> ManagedProcess:
+    proc = ManagedProcess(
+        [sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{port}"],
+        env=fake_nvml_env(scenario_path),
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=30)
+    except TimeoutError as exc:
+        proc.stop()
+        raise RuntimeError("exporter did not start") from exc
+    return proc
+
+
+def test_card_missing_after_exporter_restart_is_noticed(tmp_path, fake_nvml_dir):
+    """The rig comes back from a restart with one card fewer: no series says "lost", only the
+    count against the last hours does."""
+    scenario_path = tmp_path / "scenario.json"
+    write_scenario(scenario_path, make_scenario(2))
+    port = free_port()
+    exporter = _start_exporter(port, scenario_path)
+    try:
+        with running_prometheus(tmp_path, None) as prometheus:
+            write_targets(tmp_path / "targets" / "rigs.yml", {"rigm": f"127.0.0.1:{port}"})
+            wait_until(
+                lambda: query(prometheus, 'instance:rigwatch_gpus:count{rig="rigm"} == 2'),
+                timeout=30,
+                what="two cards counted",
+            )
+            exporter.stop()
+            write_scenario(scenario_path, make_scenario(1))
+            exporter = _start_exporter(port, scenario_path)
+
+            def missing_alert() -> list[dict]:
+                body = json.loads(http_get(prometheus + "/api/v1/alerts")[1])
+                return [
+                    a
+                    for a in body["data"]["alerts"]
+                    if a["labels"]["alertname"] == "GpuMissing" and a["state"] == "firing"
+                ]
+
+            (alert,) = wait_until(missing_alert, timeout=30, what="GpuMissing firing")
+            assert alert["labels"]["rig"] == "rigm"
+            assert alert["labels"]["severity"] == "critical"
+            assert alert["annotations"]["summary"] == (
+                "rigm shows only 1 of the 2 GPUs it had in the last 6 hours"
+            )
+    finally:
+        exporter.stop()
+        remove_tree(tmp_path / "data")
