@@ -182,10 +182,6 @@ class UnitRunner:
                 del self._lanes[lane.name]
             return True
 
-    def threads(self) -> int:
-        with self._lock:
-            return len(self._lanes)
-
 
 class Scraper:
     """Runs the enabled collectors for one scrape and renders text exposition format."""

@@ -87,3 +87,41 @@ def test_concurrent_scrapes_all_succeed_and_agree(scenario_file):
         assert gpu_view(s) == first
         for collector in ("gpu", "gpu_process", "xid", "host"):
             assert s.value("rigwatch_scrape_collector_success", collector=collector) == 1
+
+
+def test_text_writer_matches_prometheus_client_on_awkward_values():
+    # The exporter writes the text format itself (for speed); prometheus_client's own writer is
+    # the reference: both must parse to the same samples, awkward label values included.
+    from prometheus_client.exposition import generate_latest
+
+    from exporter.exposition import render
+    from exporter.families import build_families, specs
+
+    table = specs(
+        ("rigwatch_test_reading", "gauge", 'Help with "quotes", a \\ backslash\nand a newline.'),
+        ("rigwatch_test_events_total", "counter", "A counter."),
+    )
+    samples = [
+        ("rigwatch_test_reading", {"process": 'py"thon\\ \n', "user": "jöé"}, 1.0),
+        ("rigwatch_test_reading", {"process": "big", "user": ""}, 25_757_220_864),
+        ("rigwatch_test_reading", {"process": "small", "user": "x"}, 1e-7),
+        ("rigwatch_test_reading", {"process": "ratio", "user": "x"}, 0.41),
+        ("rigwatch_test_reading", {"process": "huge", "user": "x"}, 1.8446744073709552e19),
+        ("rigwatch_test_reading", {"process": "negative", "user": "x"}, -3.5),
+        ("rigwatch_test_events_total", {}, 7),
+    ]
+
+    class Registry:
+        def collect(self):
+            return build_families(table, samples)
+
+    ours = parse(render(build_families(table, samples)).decode())
+    reference = parse(generate_latest(Registry()).decode())
+    assert ours.samples == reference.samples
+    assert {n: f.type for n, f in ours.families.items()} == {
+        n: f.type for n, f in reference.families.items()
+    }
+    assert {n: f.documentation for n, f in ours.families.items()} == {
+        n: f.documentation for n, f in reference.families.items()
+    }
+    assert _promtool_check(render(build_families(table, samples)).decode()) == ""
