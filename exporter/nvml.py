@@ -163,9 +163,6 @@ class NvmlSession:
     def gpus(self) -> list[Gpu]:
         return list(self._gpus.values())
 
-    def gpu(self, uuid: str) -> Gpu | None:
-        return self._gpus.get(uuid)
-
     @contextmanager
     def reading(self) -> Iterator[None]:
         """Hold off re-initialisation while handles are in use."""

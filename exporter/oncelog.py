@@ -23,8 +23,3 @@ class OnceLog:
             self._seen.add(key)
         self._logger.log(level, message, *args)
         return True
-
-    def forget(self, key: Hashable) -> None:
-        """Allow key to be logged again (the condition cleared and may come back)."""
-        with self._lock:
-            self._seen.discard(key)
