@@ -8,7 +8,6 @@ output is checked against prometheus_client's own parser and promtool in the tes
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 from prometheus_client.metrics_core import Metric
@@ -31,12 +30,10 @@ def _value(value: float) -> str:
     if value.__class__ is int:
         return str(value)
     value = float(value)
-    if value != value:  # NaN never leaves the exporter, but a writer must not crash on it
-        return "NaN"
-    if math.isinf(value):
+    if value - value != 0:  # NaN or ±Inf; never produced by the collectors, still well-formed
+        if value != value:
+            return "NaN"
         return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
     return repr(value)
 
 
@@ -48,12 +45,14 @@ def _label_value(text: str) -> str:
 
 # Rendered "name{labels}" prefixes: the same series come back every scrape. Bounded, because
 # process series (pid labels) come and go.
-_SERIES_CACHE_LIMIT = 50_000
+_SERIES_CACHE_LIMIT = 20_000
 _series: dict[tuple, str] = {}
 
 
 def _series_prefix(name: str, labels: dict[str, str]) -> str:
-    key = (name, *labels.values(), *labels)
+    # Keyed by values only: every family builds its label dicts with the same names in the same
+    # order (the metrics-doc test checks the label names per family).
+    key = (name, *labels.values())
     text = _series.get(key)
     if text is None:
         if len(_series) >= _SERIES_CACHE_LIMIT:
