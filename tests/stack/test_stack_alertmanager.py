@@ -74,6 +74,8 @@ def test_every_receiver_is_the_bot_webhook_with_a_token_file():
         hook = hooks[0]
         assert hook["url"] == "http://alert-bot:10736/alertmanager"
         assert hook["send_resolved"] is True
+        # ~2.5 kB per alert with annotations: 200 stay far under the bot's 1 MiB body limit.
+        assert 0 < hook["max_alerts"] <= 200
         auth = hook["http_config"]["authorization"]
         assert auth["type"] == "Bearer"
         assert auth["credentials_file"] and "credentials" not in auth
