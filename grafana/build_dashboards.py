@@ -188,7 +188,8 @@ def table(
     for field, (name, col_unit) in columns.items():
         renames[field] = name
         props = [{"id": "unit", "value": col_unit}]
-        overrides.append({"matcher": {"id": "byName", "options": field}, "properties": props})
+        # Overrides apply after the organize transformation, so they match the new name.
+        overrides.append({"matcher": {"id": "byName", "options": name}, "properties": props})
     excluded = {"Time": True, "__name__": True, "job": True, "uuid": True}
     excluded.update({h: True for h in hide})
     config = field_config(unit, overrides=overrides, **kw)
