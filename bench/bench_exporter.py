@@ -32,6 +32,7 @@ import math
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -239,6 +240,15 @@ def started(args: list[str], env: dict[str, str] | None = None):
 # --- the scenario -------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In a stand-in child before exec: the kernel kills it if the bench itself is killed."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def gpu_process_stand_ins(count: int):
     """`count` real, idle processes whose pids the simulated GPUs report as their users."""
@@ -251,6 +261,7 @@ def gpu_process_stand_ins(count: int):
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent,
                 )
             )
         yield [child.pid for child in children]
@@ -984,7 +995,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # SystemExit unwinds through the finally blocks, so every child is still stopped.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     if args.profile_worker:
         profile_worker(args.scrapes)
