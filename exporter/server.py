@@ -55,6 +55,9 @@ def landing_page(settings: Settings) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     server_version = f"rigwatch-exporter/{__version__}"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as separate writes; with Nagle's algorithm on a kept-alive
+    # connection the last segment would wait for the client's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
     exporter: ExporterServer  # set on the per-server subclass
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
