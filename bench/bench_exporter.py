@@ -5,7 +5,12 @@ against the same simulated NVML scenario (8 GPUs, 64 GPU processes whose pids ar
 children of this script, so psutil lookups do real work) and is scraped over HTTP on a free
 127.0.0.1 port by a client inside this process, with the headers Prometheus sends.
 
-    python3 bench/bench_exporter.py [--scrapes N]
+    python3 bench/bench_exporter.py [--scrapes N]      # the benchmark
+    python3 bench/bench_exporter.py --profile          # where a rigwatch scrape spends its time
+
+Scrapes go over one kept-alive connection per target, as Prometheus's do, so a server that
+stalls kept-alive responses (Nagle's algorithm against the client's delayed ACK) shows here;
+a third of rigwatch's scrapes are repeated on a new connection each, for comparison.
 
 Measured:
 - rigwatch, all default collectors: scrape latency p50/p99, CPU seconds per scrape (the exporter
@@ -565,6 +570,10 @@ def measure_nvitop(
         if cpu_per_refresh > 0.8 * interval:
             log(f"nvitop-exporter refresh takes ~{cpu_per_refresh:.2f}s of a {interval}s interval")
         stats = scrape_loop(proc.pid, port, scrapes, PROMETHEUS_HEADERS)
+        body = scrape(port, {}).body.decode(errors="replace")
+        processes = sum(1 for line in body.splitlines() if line.startswith("process_gpu_memory"))
+        if processes != NUM_GPUS * PROCESSES_PER_GPU:
+            raise RuntimeError(f"nvitop-exporter served {processes} GPU processes")
         return NvitopStats(cpu_per_refresh * 1000, refreshes, stats, version)
 
 
