@@ -219,6 +219,21 @@ class NvmlSession:
                 error_name(self.nvml, code),
             )
             return None
+        except Exception as err:
+            # pynvml raises this (not an NVMLError) when a driver older than the binding lacks
+            # a function's current version: the field is as unavailable as NOT_SUPPORTED.
+            if err.__class__.__name__ != "NVMLLibraryMismatchError":
+                raise
+            gpu.unavailable.add(what)
+            self.once.log(
+                logging.INFO,
+                ("unavailable", gpu.uuid, what),
+                "GPU %s (%s): %s is missing from this driver; its series are left out",
+                gpu.index,
+                gpu.uuid,
+                what,
+            )
+            return None
 
     # --- supervisor -----------------------------------------------------------------------
 
