@@ -571,7 +571,9 @@ def measure_nvitop(
             log(f"nvitop-exporter refresh takes ~{cpu_per_refresh:.2f}s of a {interval}s interval")
         stats = scrape_loop(proc.pid, port, scrapes, PROMETHEUS_HEADERS)
         body = scrape(port, {}).body.decode(errors="replace")
-        processes = sum(1 for line in body.splitlines() if line.startswith("process_gpu_memory"))
+        processes = sum(
+            1 for line in body.splitlines() if line.startswith("process_gpu_memory_MiB{")
+        )
         if processes != NUM_GPUS * PROCESSES_PER_GPU:
             raise RuntimeError(f"nvitop-exporter served {processes} GPU processes")
         return NvitopStats(cpu_per_refresh * 1000, refreshes, stats, version)
