@@ -141,7 +141,10 @@ def write_targets(path: Path, rigs: dict[str, str]) -> None:
 
 
 def write_prometheus_overlay(
-    workdir: Path, prometheus_port: int, alertmanager_port: int | None
+    workdir: Path,
+    prometheus_port: int,
+    alertmanager_port: int | None,
+    bot_address: str | None = None,
 ) -> Path:
     """prometheus/prometheus.yml with 1 s intervals, loopback addresses and short `for:`s."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
@@ -169,9 +172,10 @@ def write_prometheus_overlay(
             if alertmanager_port is None:
                 continue
             job["static_configs"] = [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]
-        else:
-            # The alert bot is not part of these tests (the webhook receiver stands in).
-            continue
+        elif job["job_name"] == "alert-bot":
+            if bot_address is None:
+                continue  # the webhook receiver stands in for the bot and has no metrics
+            job["static_configs"] = [{"targets": [bot_address]}]
         jobs.append(job)
     config["scrape_configs"] = jobs
     path = workdir / "prometheus.yml"
@@ -219,10 +223,12 @@ def query(base: str, promql: str) -> list[dict]:
 
 
 @contextlib.contextmanager
-def running_prometheus(workdir: Path, alertmanager_port: int | None) -> Iterator[str]:
+def running_prometheus(
+    workdir: Path, alertmanager_port: int | None, bot_address: str | None = None
+) -> Iterator[str]:
     """Debian's `prometheus` with the test overlay; yields its base URL."""
     port = free_port()
-    config = write_prometheus_overlay(workdir, port, alertmanager_port)
+    config = write_prometheus_overlay(workdir, port, alertmanager_port, bot_address)
     proc = ManagedProcess(
         [
             "prometheus",

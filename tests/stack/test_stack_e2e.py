@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -398,4 +399,85 @@ def test_card_missing_after_exporter_restart_is_noticed(tmp_path, fake_nvml_dir)
             )
     finally:
         exporter.stop()
+        remove_tree(tmp_path / "data")
+
+
+# --- the alert bot's own health, from the real bot ---------------------------------------------
+
+
+def _firing(prometheus: str, alertname: str) -> list[dict]:
+    body = json.loads(http_get(prometheus + "/api/v1/alerts")[1])
+    return [
+        a
+        for a in body["data"]["alerts"]
+        if a["labels"]["alertname"] == alertname and a["state"] == "firing"
+    ]
+
+
+def test_bot_that_cannot_reach_telegram_raises_delivery_failing(tmp_path):
+    """The real alert bot with Telegram unreachable: its own metrics, scraped by the real
+    Prometheus, make the shipped AlertBotDeliveryFailing rule fire."""
+    bot_port = free_port()
+    bot = ManagedProcess(
+        [sys.executable, "-m", "alert_bot"],
+        env={
+            "TELEGRAM_BOT_TOKEN": "123456:stack-test-token",
+            "TELEGRAM_CHAT_ID": "1",
+            "TELEGRAM_API_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+            "ALERT_BOT_WEBHOOK_TOKEN": TOKEN,
+            "ALERT_BOT_LISTEN": f"127.0.0.1:{bot_port}",
+            "ALERT_BOT_DB": str(tmp_path / "bot.db"),
+        },
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{bot_port}/healthz", timeout=30)
+        notification = {
+            "version": "4",
+            "status": "firing",
+            "receiver": "bot-critical",
+            "groupKey": '{}:{alertname="GpuLost", rig="rig1"}',
+            "groupLabels": {"alertname": "GpuLost", "rig": "rig1"},
+            "commonLabels": {"alertname": "GpuLost", "rig": "rig1", "severity": "critical"},
+            "commonAnnotations": {"summary": "GPU 1 on rig1 is lost"},
+            "externalURL": "http://127.0.0.1:9093",
+            "truncatedAlerts": 0,
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"alertname": "GpuLost", "rig": "rig1", "severity": "critical"},
+                    "annotations": {"summary": "GPU 1 on rig1 is lost"},
+                    "startsAt": "2026-01-01T00:00:00Z",
+                    "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=rigwatch_gpu_up",
+                    "fingerprint": "0123456789abcdef",
+                }
+            ],
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{bot_port}/alertmanager",
+            data=json.dumps(notification).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert 200 <= response.status < 300
+        with running_prometheus(tmp_path, None, bot_address=f"127.0.0.1:{bot_port}") as prom:
+            (alert,) = wait_until(
+                lambda: _firing(prom, "AlertBotDeliveryFailing"),
+                timeout=90,
+                interval=0.5,
+                what="AlertBotDeliveryFailing from the bot's own metrics",
+            )
+            assert alert["labels"]["severity"] == "critical"
+            assert alert["labels"]["job"] == "alert-bot"
+            assert alert["annotations"]["summary"].startswith(
+                f"The alert bot at 127.0.0.1:{bot_port} has failed "
+            )
+            assert alert["annotations"]["summary"].endswith(
+                "times to send to Telegram in 15 minutes and delivered nothing"
+            )
+            depth = query(prom, "rigwatch_bot_queue_depth")
+            assert depth and float(depth[0]["value"][1]) >= 1
+    finally:
+        bot.stop()
         remove_tree(tmp_path / "data")
