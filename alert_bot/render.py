@@ -164,7 +164,9 @@ def split_html(markup: str, budget: int) -> list[str]:
                     flush()
                     room = budget
                 chunk = _take_prefix(text, room)
-                if not chunk:
+                if not chunk and current_len == 0:
+                    chunk = text[0]  # a character wider than the whole budget: it must go
+                elif not chunk:
                     flush()
                     continue
                 current.append(html.escape(chunk, quote=False))
