@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.stack.stack_support import (
     DASHBOARD_FILES,
@@ -27,9 +29,11 @@ from tests.stack.stack_support import (
     running_alertmanager,
     running_prometheus,
     substitute_variables,
+    write_alertmanager_overlay,
     write_targets,
 )
 from tests.support import (
+    REPO,
     ManagedProcess,
     fake_nvml_env,
     free_port,
@@ -481,3 +485,56 @@ def test_bot_that_cannot_reach_telegram_raises_delivery_failing(tmp_path):
     finally:
         bot.stop()
         remove_tree(tmp_path / "data")
+
+
+# --- the compose file's Alertmanager entrypoint ----------------------------------------------
+
+
+def test_compose_alertmanager_entrypoint_writes_the_token_and_uses_it(tmp_path):
+    """The shell line docker-compose.yml runs in the Alertmanager container, run here with
+    Debian's binary and local paths: it writes the token from the environment to the file the
+    shipped config reads (owner-only), and Alertmanager then authenticates with it."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    service = compose["services"]["alertmanager"]
+    assert service["entrypoint"] == ["/bin/sh", "-c"]
+    token_file = tmp_path / "webhook_token"
+    port = free_port()
+    with WebhookReceiver("s3cret from .env") as webhook:
+        config = write_alertmanager_overlay(tmp_path, webhook.url, "placeholder")
+        config.write_text(
+            config.read_text().replace(str(tmp_path / "webhook_token"), str(token_file))
+        )
+        token_file.unlink()
+        # What the container's shell receives: compose turns $$ into $.
+        script = service["command"][0].replace("$$", "$")
+        for container_path, local in {
+            "/alertmanager/webhook_token": str(token_file),
+            "/bin/alertmanager": shutil.which("prometheus-alertmanager"),
+            "--config.file=/etc/alertmanager/alertmanager.yml": f"--config.file={config}",
+            "--storage.path=/alertmanager": f"--storage.path={tmp_path / 'data'}",
+            "--web.listen-address=:9093": f"--web.listen-address=127.0.0.1:{port}",
+        }.items():
+            assert container_path in script
+            script = script.replace(container_path, local)
+        alertmanager = ManagedProcess(
+            ["/bin/sh", "-c", script],
+            env={
+                "ALERT_BOT_WEBHOOK_TOKEN": "s3cret from .env",
+                "ALERTMANAGER_EXTERNAL_URL": "http://rig.example:9093",
+            },
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda: http_get(base + "/-/ready", timeout=2)[0] == 200, 30, 0.2)
+            assert token_file.read_text() == "s3cret from .env"
+            assert token_file.stat().st_mode & 0o077 == 0
+            post_alerts(
+                base, [{"labels": {"alertname": "EntrypointProbe", "severity": "critical"}}]
+            )
+            (payload, _), *_ = wait_until(
+                lambda: webhook.alerts("EntrypointProbe"), timeout=30, what="the probe alert"
+            )
+            assert payload["externalURL"] == "http://rig.example:9093"
+            assert webhook.rejected == 0
+        finally:
+            alertmanager.stop()
