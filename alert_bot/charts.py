@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import re
+import textwrap
 import threading
 import urllib.parse
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import matplotlib
@@ -16,12 +18,24 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.dates import DateFormatter  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from alert_bot.upstream import PrometheusClient  # noqa: E402
+from alert_bot.upstream import PrometheusClient, UpstreamError  # noqa: E402
 
 MAX_SERIES = 12
 _render_lock = threading.Lock()  # matplotlib's font cache and text layout are not thread-safe
-_COMPARISON = re.compile(r"(>=|<=|==|!=|>|<)\s*(?:bool\s+)?(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*$")
+_NUMBER = re.compile(r"^\s*\(?\s*(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*\)?\s*$", re.IGNORECASE)
+_MODIFIERS = re.compile(
+    r"^\s*(?:bool\b\s*)?(?:(?:on|ignoring)\s*\([^)]*\)\s*)?(?:group_(?:left|right)\s*(?:\([^)]*\))?\s*)?",
+)
+_OPERATORS = (">=", "<=", "==", "!=", ">", "<")
+_SET_OPERATOR = re.compile(r"\s+(?:and|or|unless)\s+(?:(?:on|ignoring)\s*\([^)]*\)\s*)?")
 _LEGEND_LABELS = ("rig", "instance", "gpu", "name", "mountpoint", "chip", "sensor", "device")
+
+
+@dataclass
+class Series:
+    label: str
+    points: list[tuple[float, float]]
+    dashed: bool = False
 
 
 def expression_from_generator_url(url: str) -> str | None:
@@ -33,21 +47,80 @@ def expression_from_generator_url(url: str) -> str | None:
     return values[0] if values and values[0].strip() else None
 
 
-def split_threshold(expr: str) -> tuple[str, float | None]:
-    """ "x > 85" → ("x", 85.0): plot the value and draw the threshold, rather than plotting only
-    the samples that passed the filter. Only a comparison with a number at the outermost level
-    counts; anything else is plotted as written."""
-    match = _COMPARISON.search(expr)
-    if not match:
-        return expr, None
-    left = expr[: match.start()]
+def comparison_sides(expr: str) -> tuple[str, str] | None:
+    """For "value >= on(...) group_left() threshold" (at the outermost comparison, wherever
+    it is nested): ("value", "threshold"). An alert's expression filters to the samples past
+    the threshold; the chart should show the value and the threshold, not only the filter."""
     depth = 0
-    for char in left:
-        depth += char in "([{"
-        depth -= char in ")]}"
-    if depth != 0 or left.count('"') % 2:
-        return expr, None
-    return left.strip(), float(match.group(2))
+    quote = ""
+    in_braces = 0
+    best: tuple[int, int, str] | None = None  # (depth, position, operator)
+    opened: list[int] = []
+    group_start: dict[int, int] = {}
+    index = 0
+    while index < len(expr):
+        char = expr[index]
+        if quote:
+            if char == "\\":
+                index += 2
+                continue
+            if char == quote:
+                quote = ""
+        elif char in "\"'`":
+            quote = char
+        elif char in "{[":
+            in_braces += 1
+        elif char in "}]":
+            in_braces -= 1
+        elif in_braces == 0 and char == "(":
+            opened.append(index)
+            depth += 1
+        elif in_braces == 0 and char == ")":
+            depth -= 1
+            if opened:
+                opened.pop()
+        elif in_braces == 0:
+            # Two-character operators come first in _OPERATORS, so ">=" is never read as ">".
+            operator = next((op for op in _OPERATORS if expr.startswith(op, index)), None)
+            if operator is not None:
+                if best is None or depth < best[0]:
+                    best = (depth, index, operator)
+                    group_start[index] = opened[-1] + 1 if opened else 0
+                index += len(operator)
+                continue
+        index += 1
+    if best is None:
+        return None
+    depth, position, operator = best
+    start = group_start[position]
+    # The end of the group: the parenthesis closing the one that opened it.
+    level = 0
+    end = len(expr)
+    for index in range(position, len(expr)):
+        if expr[index] == "(":
+            level += 1
+        elif expr[index] == ")":
+            if level == 0:
+                end = index
+                break
+            level -= 1
+    left = expr[start:position].strip()
+    right = expr[position + len(operator) : end]
+    right = _MODIFIERS.sub("", right, count=1).strip()
+    # Set operators bind looser than comparisons: "a < 0 and b < 1" compares a with 0.
+    left_parts = _SET_OPERATOR.split(left)
+    if len(left_parts) > 1 and _balanced(left_parts[-1]):
+        left = left_parts[-1].strip()
+    right_parts = _SET_OPERATOR.split(right, maxsplit=1)
+    if len(right_parts) > 1 and _balanced(right_parts[0]):
+        right = right_parts[0].strip()
+    if not left or not right:
+        return None
+    return left, right
+
+
+def _balanced(text: str) -> bool:
+    return text.count("(") == text.count(")")
 
 
 def series_label(metric: dict[str, str]) -> str:
@@ -58,21 +131,30 @@ def series_label(metric: dict[str, str]) -> str:
 
 
 def render_png(
-    series: list[tuple[str, list[tuple[float, float]]]],
+    series: list[Series],
     title: str,
+    start: float,
+    end: float,
     threshold: float | None = None,
 ) -> bytes:
     """A line chart of up to MAX_SERIES series; raises ValueError when there is nothing to plot."""
-    series = [(label, points) for label, points in series if points][:MAX_SERIES]
+    series = [s for s in series if s.points][:MAX_SERIES]
     if not series:
         raise ValueError("no data to plot")
     with _render_lock:
         figure = Figure(figsize=(8, 4), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot(1, 1, 1)
-        for label, points in series:
-            times = [datetime.fromtimestamp(t, timezone.utc) for t, _ in points]
-            axes.plot(times, [v for _, v in points], label=label, linewidth=1.5)
+        for item in series:
+            times = [datetime.fromtimestamp(t, timezone.utc) for t, _ in item.points]
+            axes.plot(
+                times,
+                [v for _, v in item.points],
+                label=item.label,
+                linewidth=1.2 if item.dashed else 1.8,
+                linestyle="--" if item.dashed else "-",
+                marker="." if len(item.points) < 30 else None,
+            )
         if threshold is not None:
             axes.axhline(
                 threshold,
@@ -81,9 +163,13 @@ def render_png(
                 linewidth=1,
                 label=f"threshold {threshold:g}",
             )
-        axes.set_title(title[:120], fontsize=10)
+        axes.set_xlim(
+            datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc)
+        )
+        axes.set_title("\n".join(textwrap.wrap(title, 90)[:2]), fontsize=9)
         axes.grid(True, alpha=0.3)
-        axes.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=timezone.utc))
+        time_format = "%H:%M" if end - start <= 86400 else "%m-%d %H:%M"
+        axes.xaxis.set_major_formatter(DateFormatter(time_format, tz=timezone.utc))
         axes.set_xlabel("UTC")
         axes.legend(fontsize=7, loc="best")
         figure.tight_layout()
@@ -92,36 +178,69 @@ def render_png(
         return buffer.getvalue()
 
 
+def _focused(result: list[dict], focus: dict[str, str] | None) -> list[dict]:
+    """Only the series agreeing with the focus labels (when any do), so an alert's chart shows
+    its own card rather than every card on every rig."""
+    if not focus:
+        return result
+    matching = [
+        r
+        for r in result
+        if all(focus[k] == v for k, v in r["metric"].items() if k in focus and k != "__name__")
+    ]
+    return matching or result
+
+
+def _step(seconds: float) -> float:
+    return max(1.0, round(seconds / 240))
+
+
 def query_chart(
     prometheus: PrometheusClient,
     expr: str,
     seconds: float,
     now: float,
     title: str,
-    threshold: float | None = None,
     focus: dict[str, str] | None = None,
 ) -> bytes:
-    """Query a range and draw it. focus: keep only series agreeing with these labels (when any
-    do), so an alert's chart shows its own card rather than every card on every rig."""
-    step = max(1.0, round(seconds / 240))
-    result = prometheus.query_range(expr, now - seconds, now, step)
-    if focus:
-        matching = [
-            r
-            for r in result
-            if all(focus[k] == v for k, v in r["metric"].items() if k in focus and k != "__name__")
-        ]
-        result = matching or result
-    return render_png([(series_label(r["metric"]), r["values"]) for r in result], title, threshold)
+    """Query a range and draw it."""
+    result = prometheus.query_range(expr, now - seconds, now, _step(seconds))
+    series = [Series(series_label(r["metric"]), r["values"]) for r in _focused(result, focus)]
+    return render_png(series, title, now - seconds, now)
 
 
 def alert_chart(
     prometheus: PrometheusClient, alert: dict, seconds: float, now: float
 ) -> bytes | None:
-    """The chart for a firing alert's own expression, or None when it has none."""
+    """The chart for a firing alert's own expression (value and threshold when it compares
+    one with the other), or None when the alert carries no expression."""
     expr = expression_from_generator_url(alert.get("generatorURL", ""))
     if expr is None:
         return None
-    plotted, threshold = split_threshold(expr)
-    title = f"{alert['labels'].get('alertname', 'alert')}: {plotted}"
-    return query_chart(prometheus, plotted, seconds, now, title, threshold, alert["labels"])
+    name = alert["labels"].get("alertname", "alert")
+    labels = alert["labels"]
+    sides = comparison_sides(expr)
+    if sides is not None:
+        value_expr, threshold_expr = sides
+        start, step = now - seconds, _step(seconds)
+        try:
+            values = _focused(prometheus.query_range(value_expr, start, now, step), labels)
+        except UpstreamError:
+            values = []
+        if values:
+            series = [Series(series_label(r["metric"]), r["values"]) for r in values]
+            threshold = None
+            number = _NUMBER.match(threshold_expr)
+            if number:
+                threshold = float(number.group(1))
+            else:
+                try:
+                    limits = prometheus.query_range(threshold_expr, start, now, step)
+                except UpstreamError:
+                    limits = []
+                for r in _focused(limits, labels)[:3]:
+                    series.append(
+                        Series("threshold " + series_label(r["metric"]), r["values"], True)
+                    )
+            return render_png(series, f"{name}: {value_expr}", start, now, threshold)
+    return query_chart(prometheus, expr, seconds, now, f"{name}: {expr}", labels)

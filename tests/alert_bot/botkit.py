@@ -232,9 +232,11 @@ def running_alertmanager(
 
 
 @contextlib.contextmanager
-def running_prometheus(tmp_path: Path, config: str, extra_args: tuple = ()) -> Iterator[str]:
+def running_prometheus(
+    tmp_path: Path, config: str, extra_args: tuple = (), port: int | None = None
+) -> Iterator[str]:
     """A real Prometheus with its TSDB in tmp_path, configured by the YAML text given."""
-    port = free_port()
+    port = port or free_port()
     workdir = tmp_path / f"prometheus-{port}"
     workdir.mkdir()
     config_path = workdir / "prometheus.yml"
