@@ -164,6 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _BotHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "rigwatch-bot"
+    # Headers and body go out in two writes; with Nagle on, the second waits for the client's
+    # delayed ACK (~40 ms) on every kept-alive request.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s %s", self.address_string(), format % args)

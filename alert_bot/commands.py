@@ -191,7 +191,8 @@ class ChatCommands:
         args = words[1:]
         known = {name for name, _ in COMMANDS}
         if command not in known:
-            self.reply(message, "Unknown command. /help lists what I can do.")
+            if "@" not in first:  # "/x@other_bot" in a group is another bot's business
+                self.reply(message, "Unknown command. /help lists what I can do.")
             return
         user_id = (message.get("from") or {}).get("id")
         if command not in PUBLIC_COMMANDS and not self.config.may_use(chat_id, user_id):

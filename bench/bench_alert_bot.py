@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.alert_bot.botkit import (  # noqa: E402
     BOT_TOKEN,
-    WEBHOOK_TOKEN,
+    Poster,
     alert,
     bot_env,
     bot_process,
@@ -68,31 +68,6 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-class Poster:
-    """POSTs to a webhook over one kept-alive connection."""
-
-    def __init__(self, base: str, token: str | None = WEBHOOK_TOKEN, path: str = "/alertmanager"):
-        parts = urllib.parse.urlsplit(base)
-        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
-        self.path = path
-        self.headers = {"Content-Type": "application/json"}
-        if token:
-            self.headers["Authorization"] = f"Bearer {token}"
-
-    def post(self, body: dict) -> int:
-        data = json.dumps(body).encode()
-        try:
-            self.connection.request("POST", self.path, data, self.headers)
-            response = self.connection.getresponse()
-        except (ConnectionError, http.client.HTTPException):
-            self.connection.close()
-            self.connection.connect()
-            self.connection.request("POST", self.path, data, self.headers)
-            response = self.connection.getresponse()
-        response.read()
-        return response.status
-
-
 def rss_kib(pid: int) -> tuple[int, int]:
     status = Path(f"/proc/{pid}/status").read_text()
     current = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
@@ -110,6 +85,7 @@ def storm_notifications(tag: str) -> list[dict]:
                 rig=f"rig{group}",
                 gpu=str(card),
                 summary=f"{tag}-{group}-{card} is at 93 °C, past its slowdown at 90 °C",
+                bench_storm="1",
             )
             for card in range(10)
         ]
@@ -225,7 +201,7 @@ def main() -> int:
         tmp = Path(tmp_dir)
         telegram = FakeTelegram(BOT_TOKEN, FloodRules()).start()
         routes = [{"match": {"bench_chat": str(n)}, "chat_id": 5000 + n} for n in range(50)]
-        routes.append({"match": {"rig": "storm"}, "chat_id": STORM_CHAT})
+        routes.append({"match": {"bench_storm": "1"}, "chat_id": STORM_CHAT})
         settings = {"routes": routes, "telegram": {"long_poll_timeout": 25}}
         env = bot_env(tmp, telegram.url, settings, port=free_port())
         env["ALERT_BOT_LOG_LEVEL"] = "ERROR"
@@ -245,7 +221,7 @@ def main() -> int:
                     poster = Poster(base)
                     for body in chunk:
                         began = time.perf_counter()
-                        status = poster.post(body)
+                        status, _ = poster.post(body)
                         took = time.perf_counter() - began
                         assert status == 200, status
                         with lock:
@@ -278,7 +254,7 @@ def main() -> int:
                         alert(summary=marker, rig="lat", bench_chat=str(n % 50)), group_key=marker
                     )
                     sent_at = time.time()
-                    assert poster.post(body) == 200
+                    assert poster.post(body)[0] == 200
                     deadline = time.monotonic() + 10
                     while time.monotonic() < deadline:
                         hits = [

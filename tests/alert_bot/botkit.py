@@ -4,6 +4,7 @@ in-process or as a real process, and real Prometheus / Alertmanager processes on
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import shutil
 import sys
@@ -105,6 +106,38 @@ def post(
             return response.status, response.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
+
+
+class Poster:
+    """POSTs to the webhook over one kept-alive connection (reconnecting when the bot closes
+    it, as it does after a refusal)."""
+
+    def __init__(self, base: str, token: str | None = WEBHOOK_TOKEN, path: str = "/alertmanager"):
+        parts = urllib.parse.urlsplit(base)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
+        self.path = path
+        self.headers = {"Content-Type": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+
+    def post(self, body: bytes | dict) -> tuple[int, str]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        for attempt in range(2):
+            try:
+                self.connection.request("POST", self.path, data, self.headers)
+                response = self.connection.getresponse()
+                text = response.read().decode()
+                if response.getheader("Connection", "").lower() == "close":
+                    self.connection.close()
+                return response.status, text
+            except (ConnectionError, http.client.HTTPException):
+                self.connection.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def bot_env(

@@ -225,9 +225,10 @@ class FakeTelegram:
                 "first_name": f"user{user_id}",
                 "username": f"user{user_id}",
             },
-            "text": text,
             **extra,
         }
+        if text:  # service messages (a migration, say) have no text
+            message["text"] = text
         if text.startswith("/"):
             message["entities"] = [
                 {"type": "bot_command", "offset": 0, "length": len(text.split()[0])}
@@ -486,6 +487,7 @@ class FakeTelegram:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def log_message(self, *args) -> None:
                 pass

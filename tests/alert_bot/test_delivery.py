@@ -268,6 +268,18 @@ def test_a_group_upgraded_to_a_supergroup_is_followed(tmp_path, telegram):
         assert "second" in _all_visible(telegram, new_group)
 
 
+def test_a_migration_announced_in_an_update_is_followed(tmp_path, telegram):
+    old_group, new_group = -777, -100777
+    routes = {"routes": [{"match": {"rig": "moved"}, "chat_id": old_group}]}
+    with running_bot(bot_env(tmp_path, telegram.url, routes)) as (app, base):
+        telegram.inject_message(old_group, "", migrate_to_chat_id=new_group)
+        wait_until(lambda: app.store.resolve_chat(old_group) == new_group, what="migration")
+        assert post(base, notification(alert(rig="moved", summary="after-move")))[0] == 200
+        wait_until(lambda: telegram.sent(new_group), what="delivery to the new id")
+        assert telegram.calls_to("sendMessage", status=400) == []
+        assert telegram.sent(old_group) == []
+
+
 def test_routes_split_one_notification_between_chats(tmp_path, telegram):
     routes = {"routes": [{"match_re": {"severity": "crit.*"}, "chat_id": GROUP, "continue": True}]}
     with running_bot(bot_env(tmp_path, telegram.url, routes), run_updates=False) as (app, base):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from alert_bot.webhook import parse_time
 from tests.alert_bot.botkit import (
     CHAT,
+    Poster,
     alert,
     bot_env,
     metric_value,
@@ -226,6 +227,7 @@ def malformed_bodies():
 def test_fuzzed_payloads_get_4xx_never_5xx_and_store_nothing(tmp_path, telegram):
     with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
         statuses: dict[int, int] = {}
+        poster = Poster(base)
 
         @settings(
             max_examples=2000,
@@ -235,11 +237,12 @@ def test_fuzzed_payloads_get_4xx_never_5xx_and_store_nothing(tmp_path, telegram)
         )
         @given(malformed_bodies())
         def check(body: bytes) -> None:
-            status, _ = post(base, body)
+            status, _ = poster.post(body)
             statuses[status] = statuses.get(status, 0) + 1
             assert 400 <= status < 500, (status, body[:200])
 
         check()
+        poster.close()
         assert sum(statuses.values()) >= 2000
         assert app.store.count() == 0
         # The bot is still fine afterwards.
