@@ -111,6 +111,7 @@ class Gpu:
     lost: bool = False
     slowdown_celsius: float | None = None
     shutdown_celsius: float | None = None
+    memory_max_celsius: float | None = None
     max_clocks_hertz: dict[str, float] = field(default_factory=dict)
     max_pcie_generation: int | None = None
     max_pcie_width: int | None = None
@@ -344,6 +345,7 @@ class NvmlSession:
                     "handle",
                     "slowdown_celsius",
                     "shutdown_celsius",
+                    "memory_max_celsius",
                     "max_clocks_hertz",
                     "max_pcie_generation",
                     "max_pcie_width",
@@ -402,6 +404,12 @@ class NvmlSession:
                 "nvmlDeviceGetTemperatureThreshold(SLOWDOWN)",
                 nv.nvmlDeviceGetTemperatureThreshold,
                 nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN,
+            )
+            gpu.memory_max_celsius = self.call(
+                gpu,
+                "nvmlDeviceGetTemperatureThreshold(MEM_MAX)",
+                nv.nvmlDeviceGetTemperatureThreshold,
+                nv.NVML_TEMPERATURE_THRESHOLD_MEM_MAX,
             )
             for clock, clock_type in CLOCK_TYPES:
                 mhz = self.call(

@@ -33,6 +33,11 @@ FAMILIES = specs(
         "gauge",
         "Temperature at which the card shuts down.",
     ),
+    (
+        "rigwatch_gpu_memory_temperature_threshold_celsius",
+        "gauge",
+        "Highest memory temperature the card allows before it slows down.",
+    ),
     ("rigwatch_gpu_fan_speed_ratio", "gauge", "Fan speed as a fraction of its maximum (0-1)."),
     ("rigwatch_gpu_power_watts", "gauge", "Power draw."),
     ("rigwatch_gpu_power_limit_watts", "gauge", "Enforced power limit."),
@@ -114,6 +119,7 @@ def _read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample]:
     add("rigwatch_gpu_memory_temperature_celsius", _memory_temperature(session, gpu))
     add("rigwatch_gpu_temperature_slowdown_threshold_celsius", gpu.slowdown_celsius)
     add("rigwatch_gpu_temperature_shutdown_threshold_celsius", gpu.shutdown_celsius)
+    add("rigwatch_gpu_memory_temperature_threshold_celsius", gpu.memory_max_celsius)
 
     if gpu.fan_count is None:
         percent = call(gpu, "nvmlDeviceGetFanSpeed", nv.nvmlDeviceGetFanSpeed)

@@ -14,6 +14,7 @@ def full_scenario(processes: list[dict] | None = None) -> dict:
             temperature_c=60 + index,
             temperature_slowdown_c=87 + index,
             temperature_shutdown_c=92 + index,
+            temperature_memory_max_c=95 + index,
             memory_temperature_c=70 + index,
             fan_speeds_percent=[40 + index, 55],
             power_mw=250_500 + index * 1000,

@@ -36,6 +36,8 @@ def test_every_gpu_family_has_the_scenario_values_in_base_units(scenario_file):
     assert s.value("rigwatch_gpu_memory_temperature_celsius", **g1) == 71
     assert s.value("rigwatch_gpu_temperature_slowdown_threshold_celsius", **g1) == 88
     assert s.value("rigwatch_gpu_temperature_shutdown_threshold_celsius", **g1) == 93
+    assert s.value("rigwatch_gpu_memory_temperature_threshold_celsius", **g0) == 95
+    assert s.value("rigwatch_gpu_memory_temperature_threshold_celsius", **g1) == 96
     assert s.value("rigwatch_gpu_fan_speed_ratio", **g1, fan="0") == 0.41
     assert s.value("rigwatch_gpu_fan_speed_ratio", **g1, fan="1") == 0.55
     assert s.value("rigwatch_gpu_power_watts", **g1) == 251.5
@@ -145,6 +147,7 @@ def test_unsupported_fields_have_no_series_not_zero_or_nan(scenario_file):
     for name in (
         "rigwatch_gpu_temperature_celsius",
         "rigwatch_gpu_memory_temperature_celsius",
+        "rigwatch_gpu_memory_temperature_threshold_celsius",
         "rigwatch_gpu_power_watts",
         "rigwatch_gpu_power_limit_watts",
         "rigwatch_gpu_energy_joules_total",
@@ -202,3 +205,40 @@ def test_a_temperature_change_shows_on_the_next_scrape(scenario_file):
             timeout=5,
             what="new temperature",
         )
+
+
+def test_static_card_facts_are_read_at_start_not_on_every_scrape(scenario_file):
+    # Thresholds, maximum clocks and the maximum link never change while the driver is loaded;
+    # once read at initialisation, the scrape must not call NVML for them again. After start
+    # every such call fails: the series stay, with the values read at start.
+    scenario = full_scenario()
+    write_scenario(scenario_file, scenario)
+    g0 = {"gpu": "0", "uuid": UUID0}
+    with running_exporter(scenario_file, FAST_RETRY) as (_, base):
+        assert scrape(base).value("rigwatch_gpu_memory_temperature_threshold_celsius", **g0) == 95
+        scenario["devices"][0]["errors"] = {
+            name: "UNKNOWN"
+            for name in (
+                "nvmlDeviceGetTemperatureThreshold",
+                "nvmlDeviceGetMaxClockInfo",
+                "nvmlDeviceGetMaxPcieLinkGeneration",
+                "nvmlDeviceGetMaxPcieLinkWidth",
+                "nvmlDeviceGetNumFans",
+            )
+        }
+        # A per-scrape reading changes at the same time, to know the edit has been seen.
+        scenario["devices"][0]["temperature_c"] = 77
+        write_scenario(scenario_file, scenario)
+        wait_until(
+            lambda: scrape(base).value("rigwatch_gpu_temperature_celsius", **g0) == 77,
+            timeout=5,
+            what="the edited scenario",
+        )
+        s = scrape(base)
+    assert s.value("rigwatch_gpu_temperature_slowdown_threshold_celsius", **g0) == 87
+    assert s.value("rigwatch_gpu_temperature_shutdown_threshold_celsius", **g0) == 92
+    assert s.value("rigwatch_gpu_memory_temperature_threshold_celsius", **g0) == 95
+    assert s.value("rigwatch_gpu_clock_max_hertz", **g0, clock="graphics") == 3.105e9
+    assert s.value("rigwatch_gpu_pcie_link_max_generation", **g0) == 4
+    assert s.value("rigwatch_gpu_pcie_link_max_width", **g0) == 16
+    assert len(s.all("rigwatch_gpu_fan_speed_ratio", **g0)) == 2
