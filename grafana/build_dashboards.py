@@ -754,6 +754,10 @@ def gpu_detail() -> dict:
                         f"rigwatch_gpu_temperature_shutdown_threshold_celsius{{{GPU}}}",
                         "GPU {{gpu}} shutdown",
                     ),
+                    (
+                        f"rigwatch_gpu_memory_temperature_threshold_celsius{{{GPU}}}",
+                        "GPU {{gpu}} memory limit",
+                    ),
                 ],
             ),
             12,
