@@ -249,6 +249,7 @@ def _rich_scenario() -> dict:
         0,
         name="NVIDIA A100-SXM4-40GB",
         memory_temperature_c=60,
+        temperature_memory_max_c=95,
         ecc={
             "corrected_volatile": 3,
             "uncorrected_volatile": 0,
