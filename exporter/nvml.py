@@ -31,6 +31,15 @@ NOT_FOUND = 6
 # A field answering one of these is simply not available on this card (or to this user).
 UNAVAILABLE = frozenset({NOT_SUPPORTED, NO_PERMISSION, FUNCTION_NOT_FOUND})
 
+# What NVML writes into an unsigned field it cannot fill (NVML_VALUE_NOT_AVAILABLE as uint and
+# unsigned long long, and the signed -1 seen through a 32-bit int). Exporting them would put
+# 4294967295 °C or 1.8e19 bytes on a dashboard; readings equal to them are left out instead.
+NOT_AVAILABLE_VALUES = frozenset({0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0x7FFFFFFF})
+# nvmlPstates_t: 0..15 are P0..P15; NVML_PSTATE_UNKNOWN (32) means no P-state.
+PSTATE_MAX = 15
+# The most fans one card has; a larger count is a bad answer, not a card with 4e9 fans.
+FAN_COUNT_MAX = 16
+
 CLOCK_TYPES = (("graphics", 0), ("sm", 1), ("memory", 2), ("video", 3))
 RETRY_INITIAL_SECONDS = 1.0
 # Scrape work on NVML (every card's readings and processes) shares one lane thread; see scrape.py.
@@ -42,6 +51,11 @@ WRITER_WAIT_SECONDS = 2.0
 
 class GpuLost(Exception):
     """A call on the card answered GPU_IS_LOST."""
+
+
+def plausible(value: Any) -> bool:
+    """False for NVML's "not available" values and for negative numbers (unsigned fields)."""
+    return value >= 0 and value not in NOT_AVAILABLE_VALUES
 
 
 def error_name(nvml: Any, code: int) -> str:
@@ -418,7 +432,7 @@ class NvmlSession:
                     nv.nvmlDeviceGetMaxClockInfo,
                     clock_type,
                 )
-                if mhz is not None:
+                if self._static_ok(gpu, f"nvmlDeviceGetMaxClockInfo({clock})", mhz):
                     gpu.max_clocks_hertz[clock] = mhz * 1e6
             gpu.max_pcie_generation = self.call(
                 gpu, "nvmlDeviceGetMaxPcieLinkGeneration", nv.nvmlDeviceGetMaxPcieLinkGeneration
@@ -429,7 +443,41 @@ class NvmlSession:
             gpu.fan_count = self.call(gpu, "nvmlDeviceGetNumFans", nv.nvmlDeviceGetNumFans)
         except GpuLost:
             gpu.lost = True
+        # A threshold, maximum or count of 0 is a card that does not really report it: a 0 °C
+        # slowdown threshold would make every temperature alert fire.
+        for attribute, what in (
+            ("slowdown_celsius", "nvmlDeviceGetTemperatureThreshold(SLOWDOWN)"),
+            ("shutdown_celsius", "nvmlDeviceGetTemperatureThreshold(SHUTDOWN)"),
+            ("memory_max_celsius", "nvmlDeviceGetTemperatureThreshold(MEM_MAX)"),
+            ("max_pcie_generation", "nvmlDeviceGetMaxPcieLinkGeneration"),
+            ("max_pcie_width", "nvmlDeviceGetMaxPcieLinkWidth"),
+        ):
+            if not self._static_ok(gpu, what, getattr(gpu, attribute)):
+                setattr(gpu, attribute, None)
+        if gpu.fan_count is not None and not 0 <= gpu.fan_count <= FAN_COUNT_MAX:
+            self.log_implausible(gpu, "nvmlDeviceGetNumFans", gpu.fan_count)
+            gpu.fan_count = None
         return gpu
+
+    def _static_ok(self, gpu: Gpu, what: str, value: Any) -> bool:
+        """Whether a static fact read at init is usable (present, positive, not a sentinel)."""
+        if value is None:
+            return False
+        if value > 0 and plausible(value):
+            return True
+        self.log_implausible(gpu, what, value)
+        return False
+
+    def log_implausible(self, gpu: Gpu, what: str, value: Any) -> None:
+        self.once.log(
+            logging.INFO,
+            ("implausible", gpu.uuid, what),
+            "GPU %s (%s): %s read %r, NVML's value for not available; series left out",
+            gpu.index,
+            gpu.uuid,
+            what,
+            value,
+        )
 
 
 def _text(value: Any) -> str:

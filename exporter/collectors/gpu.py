@@ -12,7 +12,15 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import Sample, build_families, specs
-from exporter.nvml import CLOCK_TYPES, NVML_LANE, Gpu, GpuLost, NvmlSession
+from exporter.nvml import (
+    CLOCK_TYPES,
+    NVML_LANE,
+    PSTATE_MAX,
+    Gpu,
+    GpuLost,
+    NvmlSession,
+    plausible,
+)
 from exporter.scrape import Unit, UnitOutcome
 from exporter.settings import Settings
 
@@ -108,9 +116,18 @@ def _read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample]:
     base = gpu.labels
     out: list[Sample] = []
 
-    def add(name: str, value: float | None, **extra: str) -> None:
-        if value is not None:
-            out.append((name, {**base, **extra} if extra else base, value))
+    def add(name: str, raw: float | None, per: float = 1, times: float = 1, **extra: str) -> None:
+        # raw is NVML's own number (milliwatts, percent, MHz): its "not available" values are
+        # recognised before the conversion to base units and never become a sample.
+        if raw is None:
+            return
+        if not plausible(raw):
+            session.log_implausible(gpu, name, raw)
+            return
+        value = raw / per if per != 1 else raw
+        if times != 1:
+            value *= times
+        out.append((name, {**base, **extra} if extra else base, value))
 
     add(
         "rigwatch_gpu_temperature_celsius",
@@ -124,34 +141,34 @@ def _read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample]:
     if gpu.fan_count is None:
         percent = call(gpu, "nvmlDeviceGetFanSpeed", nv.nvmlDeviceGetFanSpeed)
         if percent is not None:
-            add("rigwatch_gpu_fan_speed_ratio", percent / 100, fan="0")
+            add("rigwatch_gpu_fan_speed_ratio", percent, 100, fan="0")
     else:
         for fan in range(gpu.fan_count):
             percent = call(
                 gpu, f"nvmlDeviceGetFanSpeed_v2({fan})", nv.nvmlDeviceGetFanSpeed_v2, fan
             )
             if percent is not None:
-                add("rigwatch_gpu_fan_speed_ratio", percent / 100, fan=str(fan))
+                add("rigwatch_gpu_fan_speed_ratio", percent, 100, fan=str(fan))
 
     milliwatts = call(gpu, "nvmlDeviceGetPowerUsage", nv.nvmlDeviceGetPowerUsage)
-    add("rigwatch_gpu_power_watts", None if milliwatts is None else milliwatts / 1000)
+    add("rigwatch_gpu_power_watts", milliwatts, 1000)
     milliwatts = call(gpu, "nvmlDeviceGetEnforcedPowerLimit", nv.nvmlDeviceGetEnforcedPowerLimit)
-    add("rigwatch_gpu_power_limit_watts", None if milliwatts is None else milliwatts / 1000)
+    add("rigwatch_gpu_power_limit_watts", milliwatts, 1000)
     millijoules = call(
         gpu, "nvmlDeviceGetTotalEnergyConsumption", nv.nvmlDeviceGetTotalEnergyConsumption
     )
-    add("rigwatch_gpu_energy_joules_total", None if millijoules is None else millijoules / 1000)
+    add("rigwatch_gpu_energy_joules_total", millijoules, 1000)
 
     rates = call(gpu, "nvmlDeviceGetUtilizationRates", nv.nvmlDeviceGetUtilizationRates)
     if rates is not None:
-        add("rigwatch_gpu_utilization_ratio", rates.gpu / 100)
-        add("rigwatch_gpu_memory_utilization_ratio", rates.memory / 100)
+        add("rigwatch_gpu_utilization_ratio", rates.gpu, 100)
+        add("rigwatch_gpu_memory_utilization_ratio", rates.memory, 100)
     encoder = call(gpu, "nvmlDeviceGetEncoderUtilization", nv.nvmlDeviceGetEncoderUtilization)
     if encoder is not None:
-        add("rigwatch_gpu_encoder_utilization_ratio", encoder[0] / 100)
+        add("rigwatch_gpu_encoder_utilization_ratio", encoder[0], 100)
     decoder = call(gpu, "nvmlDeviceGetDecoderUtilization", nv.nvmlDeviceGetDecoderUtilization)
     if decoder is not None:
-        add("rigwatch_gpu_decoder_utilization_ratio", decoder[0] / 100)
+        add("rigwatch_gpu_decoder_utilization_ratio", decoder[0], 100)
 
     memory = call(gpu, "nvmlDeviceGetMemoryInfo", nv.nvmlDeviceGetMemoryInfo)
     if memory is not None:
@@ -161,14 +178,15 @@ def _read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample]:
     for clock, clock_type in CLOCK_TYPES:
         mhz = call(gpu, f"nvmlDeviceGetClockInfo({clock})", nv.nvmlDeviceGetClockInfo, clock_type)
         if mhz is not None:
-            add("rigwatch_gpu_clock_hertz", mhz * 1e6, clock=clock)
+            add("rigwatch_gpu_clock_hertz", mhz, times=1e6, clock=clock)
     for clock, hertz in gpu.max_clocks_hertz.items():
         add("rigwatch_gpu_clock_max_hertz", hertz, clock=clock)
 
-    add(
-        "rigwatch_gpu_pstate",
-        call(gpu, "nvmlDeviceGetPerformanceState", nv.nvmlDeviceGetPerformanceState),
-    )
+    pstate = call(gpu, "nvmlDeviceGetPerformanceState", nv.nvmlDeviceGetPerformanceState)
+    if pstate is not None and pstate > PSTATE_MAX:  # NVML_PSTATE_UNKNOWN
+        session.log_implausible(gpu, "rigwatch_gpu_pstate", pstate)
+        pstate = None
+    add("rigwatch_gpu_pstate", pstate)
 
     reasons = call(
         gpu, "nvmlDeviceGetCurrentClocksEventReasons", nv.nvmlDeviceGetCurrentClocksEventReasons

@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import Sample, build_families, specs
-from exporter.nvml import NOT_FOUND, NVML_LANE, Gpu, GpuLost, NvmlSession
+from exporter.nvml import NOT_FOUND, NVML_LANE, Gpu, GpuLost, NvmlSession, plausible
 from exporter.scrape import Unit, UnitOutcome
 from exporter.settings import Settings
 
@@ -138,6 +138,8 @@ def _read_processes(session: NvmlSession, names: ProcessNames, gpu: Gpu) -> list
             else:
                 samples = session.call(gpu, "nvmlDeviceGetProcessUtilization", _raiser(err)) or []
         for sample in samples:
+            if not plausible(sample.smUtil):
+                continue
             latest = sm_by_pid.get(sample.pid)
             if latest is None or sample.timeStamp >= latest[0]:
                 sm_by_pid[sample.pid] = (sample.timeStamp, sample.smUtil)

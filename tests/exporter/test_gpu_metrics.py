@@ -242,3 +242,74 @@ def test_static_card_facts_are_read_at_start_not_on_every_scrape(scenario_file):
     assert s.value("rigwatch_gpu_pcie_link_max_generation", **g0) == 4
     assert s.value("rigwatch_gpu_pcie_link_max_width", **g0) == 16
     assert len(s.all("rigwatch_gpu_fan_speed_ratio", **g0)) == 2
+
+
+NOT_AVAILABLE = 0xFFFFFFFF
+
+
+def test_nvml_not_available_values_and_zero_thresholds_never_become_samples(scenario_file):
+    # NVML fills an unsigned field it cannot read with 0xFFFFFFFF, answers P-state 32 when it
+    # has none, and some cards report a 0 °C threshold they do not have. None of these may
+    # reach /metrics: 4294967295 °C on a dashboard, or a 0 °C slowdown threshold that makes
+    # every temperature alert fire.
+    scenario = full_scenario()
+    card = scenario["devices"][1]
+    card.update(
+        temperature_c=NOT_AVAILABLE,
+        temperature_slowdown_c=0,
+        temperature_memory_max_c=NOT_AVAILABLE,
+        power_mw=NOT_AVAILABLE,
+        utilization_gpu_percent=NOT_AVAILABLE,
+        pstate=32,
+        fan_speeds_percent=[NOT_AVAILABLE, 55],
+        clocks_mhz={"graphics": NOT_AVAILABLE, "sm": 2520, "memory": 10501, "video": 1965},
+        max_clocks_mhz={"graphics": NOT_AVAILABLE, "sm": 3105, "memory": 10501, "video": 2415},
+    )
+    card["pcie"].update(width=NOT_AVAILABLE, max_width=0)
+    card["processes"] = [
+        {"pid": os.getpid(), "used_memory_bytes": 1 << 20, "sm_util_percent": NOT_AVAILABLE}
+    ]
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY) as (proc, base):
+        for _ in range(3):
+            s = scrape(base)
+        output = proc.output()
+    g1 = {"gpu": "1", "uuid": UUID1}
+    assert s.value("rigwatch_gpu_up", **g1) == 1
+    for name in (
+        "rigwatch_gpu_temperature_celsius",
+        "rigwatch_gpu_temperature_slowdown_threshold_celsius",
+        "rigwatch_gpu_memory_temperature_threshold_celsius",
+        "rigwatch_gpu_power_watts",
+        "rigwatch_gpu_utilization_ratio",
+        "rigwatch_gpu_pstate",
+        "rigwatch_gpu_pcie_link_width",
+        "rigwatch_gpu_pcie_link_max_width",
+    ):
+        assert s.all(name, **g1) == [], name
+    assert [labels["fan"] for labels, _ in s.all("rigwatch_gpu_fan_speed_ratio", **g1)] == ["1"]
+    assert {labels["clock"] for labels, _ in s.all("rigwatch_gpu_clock_hertz", **g1)} == {
+        "sm",
+        "memory",
+        "video",
+    }
+    assert {labels["clock"] for labels, _ in s.all("rigwatch_gpu_clock_max_hertz", **g1)} == {
+        "sm",
+        "memory",
+        "video",
+    }
+    assert s.value("rigwatch_gpu_process_memory_bytes", **g1, pid=str(os.getpid())) == 1 << 20
+    assert s.all("rigwatch_gpu_process_sm_utilization_ratio", **g1) == []
+    # What the card does report is still there, and the other card is untouched.
+    assert s.value("rigwatch_gpu_temperature_shutdown_threshold_celsius", **g1) == 93
+    assert s.value("rigwatch_gpu_memory_utilization_ratio", **g1) == 0.34
+    assert s.value("rigwatch_gpu_temperature_celsius", uuid=UUID0) == 60
+    assert s.value("rigwatch_gpu_pstate", uuid=UUID0) == 2
+    assert s.value("rigwatch_gpu_pcie_link_max_width", uuid=UUID0) == 16
+    # Nor does the sentinel hide behind a unit conversion (/1000, /100, ×1e6).
+    leaked = {NOT_AVAILABLE, NOT_AVAILABLE / 1000, NOT_AVAILABLE / 100, NOT_AVAILABLE * 1e6}
+    assert not leaked & set(s.samples.values())
+    # Logged once per card and field, not once per scrape.
+    lines = log_lines(output, UUID1 + r".*not available")
+    assert len(lines) == len(set(lines)) >= 10, output
+    assert len(log_lines(output, UUID1 + r".*rigwatch_gpu_temperature_celsius read")) == 1, output
