@@ -184,6 +184,17 @@ class NvmlSession:
         with self._lock.reading():
             yield
 
+    def read_card(self, gpu: Gpu, read: Callable[..., Any], *args: Any) -> Any:
+        """read(*args) while holding off re-initialisation; None when the card is not up or
+        turns out to be lost during the read (its rigwatch_gpu_up then reads 0)."""
+        with self._lock.reading():
+            if not gpu.up:
+                return None
+            try:
+                return read(*args)
+            except GpuLost:
+                return None
+
     def report_lost(self, gpu: Gpu) -> None:
         """A call on gpu answered GPU_IS_LOST: mark it and ask for a re-initialisation."""
         if not gpu.lost:

@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
 from exporter.exposition import render
-from exporter.families import build_families, specs
+from exporter.families import FamilySpec, Sample, build_families, specs
 
 LOG = logging.getLogger("rigwatch.exporter.scrape")
 
@@ -65,6 +65,17 @@ class UnitOutcome:
     value: Any = None
     error: BaseException | None = None
     seconds: float = 0.0
+
+
+def families_from_outcomes(
+    spec_table: dict[str, FamilySpec], outcomes: list[UnitOutcome]
+) -> list[Metric]:
+    """Families from the samples of every unit that finished; a late or failed unit adds none."""
+    samples: list[Sample] = []
+    for outcome in outcomes:
+        if outcome.done and outcome.value:
+            samples.extend(outcome.value)
+    return build_families(spec_table, samples)
 
 
 class Collector(Protocol):

@@ -17,7 +17,6 @@ from exporter.nvml import (
     NVML_LANE,
     PSTATE_MAX,
     Gpu,
-    GpuLost,
     NvmlSession,
     plausible,
 )
@@ -99,18 +98,8 @@ THROTTLE_REASONS = (
 _FIELD_VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}
 
 
-def read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample] | None:
-    """Every per-scrape reading of one card; None when the card turned out to be lost."""
-    with session.reading():
-        if not gpu.up:
-            return None
-        try:
-            return _read_gpu(session, gpu)
-        except GpuLost:
-            return None
-
-
-def _read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample]:
+def read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample]:
+    """Every per-scrape reading of one card (run through NvmlSession.read_card)."""
     nv = session.nvml
     call = session.call
     base = gpu.labels
@@ -274,7 +263,11 @@ class GpuCollector:
     def plan(self) -> list[Unit]:
         session = self.session
         return [
-            Unit(f"gpu/{gpu.uuid}", partial(read_gpu, session, gpu), NVML_LANE)
+            Unit(
+                f"gpu/{gpu.uuid}",
+                partial(session.read_card, gpu, read_gpu, session, gpu),
+                NVML_LANE,
+            )
             for gpu in session.gpus()
             if gpu.up
         ]

@@ -16,9 +16,9 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.families import Sample, build_families, specs
-from exporter.nvml import NOT_FOUND, NVML_LANE, Gpu, GpuLost, NvmlSession, plausible
-from exporter.scrape import Unit, UnitOutcome
+from exporter.families import Sample, specs
+from exporter.nvml import NOT_FOUND, NVML_LANE, Gpu, NvmlSession, plausible
+from exporter.scrape import Unit, UnitOutcome, families_from_outcomes
 from exporter.settings import Settings
 
 FAMILIES = specs(
@@ -101,17 +101,8 @@ def _describe(pid: int) -> tuple[str, str]:
     return name, user
 
 
-def read_processes(session: NvmlSession, names: ProcessNames, gpu: Gpu) -> list[Sample] | None:
-    with session.reading():
-        if not gpu.up:
-            return None
-        try:
-            return _read_processes(session, names, gpu)
-        except GpuLost:
-            return None
-
-
-def _read_processes(session: NvmlSession, names: ProcessNames, gpu: Gpu) -> list[Sample]:
+def read_processes(session: NvmlSession, names: ProcessNames, gpu: Gpu) -> list[Sample]:
+    """One series per process on the card (run through NvmlSession.read_card)."""
     nv = session.nvml
     memory_by_pid: dict[int, int] = {}
     for what, fn in (
@@ -175,17 +166,17 @@ class GpuProcessCollector:
     def plan(self) -> list[Unit]:
         session, names = self.session, self.names
         return [
-            Unit(f"gpu_process/{gpu.uuid}", partial(read_processes, session, names, gpu), NVML_LANE)
+            Unit(
+                f"gpu_process/{gpu.uuid}",
+                partial(session.read_card, gpu, read_processes, session, names, gpu),
+                NVML_LANE,
+            )
             for gpu in session.gpus()
             if gpu.up
         ]
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
-        samples: list[Sample] = []
-        for outcome in outcomes:
-            if outcome.done and outcome.value:
-                samples.extend(outcome.value)
-        return build_families(FAMILIES, samples), True
+        return families_from_outcomes(FAMILIES, outcomes), True
 
     def close(self) -> None:
         pass

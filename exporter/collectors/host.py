@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.families import Sample, build_families, specs
+from exporter.families import Sample, specs
 from exporter.nvml import NVML_LANE
 from exporter.oncelog import OnceLog
-from exporter.scrape import Unit, UnitOutcome
+from exporter.scrape import Unit, UnitOutcome, families_from_outcomes
 from exporter.settings import Settings, selected
 
 LOG = logging.getLogger("rigwatch.exporter.host")
@@ -189,11 +189,7 @@ class HostCollector:
         ]
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
-        samples: list[Sample] = []
-        for outcome in outcomes:
-            if outcome.done and outcome.value:
-                samples.extend(outcome.value)
-        return build_families(FAMILIES, samples), True
+        return families_from_outcomes(FAMILIES, outcomes), True
 
     def close(self) -> None:
         pass

@@ -10,9 +10,9 @@ from functools import partial
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.families import Sample, build_families, specs
-from exporter.nvml import Gpu, GpuLost, NvmlSession
-from exporter.scrape import Unit, UnitOutcome
+from exporter.families import Sample, specs
+from exporter.nvml import Gpu, NvmlSession, plausible
+from exporter.scrape import Unit, UnitOutcome, families_from_outcomes
 from exporter.settings import Settings
 
 FAMILIES = specs(
@@ -24,28 +24,25 @@ FAMILIES = specs(
 )
 
 
-def read_throughput(session: NvmlSession, gpu: Gpu) -> list[Sample] | None:
-    with session.reading():
-        if not gpu.up:
-            return None
-        nv = session.nvml
-        out: list[Sample] = []
-        try:
-            for direction, counter in (
-                ("tx", nv.NVML_PCIE_UTIL_TX_BYTES),
-                ("rx", nv.NVML_PCIE_UTIL_RX_BYTES),
-            ):
-                kilobytes = session.call(
-                    gpu, "nvmlDeviceGetPcieThroughput", nv.nvmlDeviceGetPcieThroughput, counter
-                )
-                if kilobytes is not None:
-                    labels = {**gpu.labels, "direction": direction}
-                    out.append(
-                        ("rigwatch_gpu_pcie_throughput_bytes_per_second", labels, kilobytes * 1024)
-                    )
-        except GpuLost:
-            return None
-        return out
+def read_throughput(session: NvmlSession, gpu: Gpu) -> list[Sample]:
+    """Both directions of one card (run through NvmlSession.read_card)."""
+    nv = session.nvml
+    out: list[Sample] = []
+    for direction, counter in (
+        ("tx", nv.NVML_PCIE_UTIL_TX_BYTES),
+        ("rx", nv.NVML_PCIE_UTIL_RX_BYTES),
+    ):
+        kilobytes = session.call(
+            gpu, "nvmlDeviceGetPcieThroughput", nv.nvmlDeviceGetPcieThroughput, counter
+        )
+        if kilobytes is None:
+            continue
+        if not plausible(kilobytes):
+            session.log_implausible(gpu, "nvmlDeviceGetPcieThroughput", kilobytes)
+            continue
+        labels = {**gpu.labels, "direction": direction}
+        out.append(("rigwatch_gpu_pcie_throughput_bytes_per_second", labels, kilobytes * 1024))
+    return out
 
 
 class PcieThroughputCollector:
@@ -59,7 +56,7 @@ class PcieThroughputCollector:
         return [
             Unit(
                 f"pcie_throughput/{gpu.uuid}",
-                partial(read_throughput, session, gpu),
+                partial(session.read_card, gpu, read_throughput, session, gpu),
                 # Its own lane per card: each call sleeps ~20 ms in NVML, so cards in parallel.
                 f"pcie_throughput/{gpu.uuid}",
             )
@@ -68,11 +65,7 @@ class PcieThroughputCollector:
         ]
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
-        samples: list[Sample] = []
-        for outcome in outcomes:
-            if outcome.done and outcome.value:
-                samples.extend(outcome.value)
-        return build_families(FAMILIES, samples), True
+        return families_from_outcomes(FAMILIES, outcomes), True
 
     def close(self) -> None:
         pass

@@ -265,12 +265,12 @@ def test_nvml_not_available_values_and_zero_thresholds_never_become_samples(scen
         clocks_mhz={"graphics": NOT_AVAILABLE, "sm": 2520, "memory": 10501, "video": 1965},
         max_clocks_mhz={"graphics": NOT_AVAILABLE, "sm": 3105, "memory": 10501, "video": 2415},
     )
-    card["pcie"].update(width=NOT_AVAILABLE, max_width=0)
+    card["pcie"].update(width=NOT_AVAILABLE, max_width=0, tx_kbps=NOT_AVAILABLE)
     card["processes"] = [
         {"pid": os.getpid(), "used_memory_bytes": 1 << 20, "sm_util_percent": NOT_AVAILABLE}
     ]
     write_scenario(scenario_file, scenario)
-    with running_exporter(scenario_file, FAST_RETRY) as (proc, base):
+    with running_exporter(scenario_file, FAST_RETRY, "--collector.pcie_throughput") as (proc, base):
         for _ in range(3):
             s = scrape(base)
         output = proc.output()
@@ -300,6 +300,8 @@ def test_nvml_not_available_values_and_zero_thresholds_never_become_samples(scen
     }
     assert s.value("rigwatch_gpu_process_memory_bytes", **g1, pid=str(os.getpid())) == 1 << 20
     assert s.all("rigwatch_gpu_process_sm_utilization_ratio", **g1) == []
+    throughput = s.all("rigwatch_gpu_pcie_throughput_bytes_per_second", **g1)
+    assert [labels["direction"] for labels, _ in throughput] == ["rx"]
     # What the card does report is still there, and the other card is untouched.
     assert s.value("rigwatch_gpu_temperature_shutdown_threshold_celsius", **g1) == 93
     assert s.value("rigwatch_gpu_memory_utilization_ratio", **g1) == 0.34
