@@ -209,3 +209,19 @@ def test_systemd_analyze_finds_nothing_but_the_missing_install():
         if line.strip() and "/opt/rigwatch/bin/" not in line
     ]
     assert problems == []
+
+
+def test_install_instructions_install_from_the_checkout_not_from_pypi():
+    # rigwatch is not published: `pip install rigwatch` would fetch whatever a stranger
+    # uploaded under that name and run it as a service.
+    documents = [REPO / "docs" / "stack.md", REPO / "docs" / "exporter.md"]
+    documents += sorted((REPO / "deploy" / "systemd").glob("*.service"))
+    installs = []
+    for path in documents:
+        for line in path.read_text().splitlines():
+            if "pip install" in line:
+                target = line.split("pip install", 1)[1].split()[0].strip("'\"")
+                installs.append((path.name, target))
+    assert len(installs) >= 4, installs
+    for name, target in installs:
+        assert target.startswith((".", "/")), f"{name}: pip install {target}"
