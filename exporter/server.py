@@ -6,6 +6,7 @@ servers scraping at once each get a full scrape; the collectors share in-flight 
 
 from __future__ import annotations
 
+import gzip
 import html
 import logging
 import socket
@@ -41,6 +42,35 @@ def scrape_deadline(configured: float, header: str | None) -> float:
     return max(MIN_DEADLINE_SECONDS, min(configured, prometheus_timeout - margin))
 
 
+# Prometheus sends Accept-Encoding: gzip. Level 1 shrinks a full 8-GPU scrape about tenfold
+# (71 kB to 7 kB) for about 0.3 ms of CPU; higher levels save a few hundred bytes more for
+# three times the CPU. Bodies this small are not worth a gzip header.
+GZIP_LEVEL = 1
+GZIP_MIN_BYTES = 1024
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an Accept-Encoding header allows gzip (named, or `*`, with a q above 0)."""
+    if not header:
+        return False
+    for part in header.split(","):
+        coding, _, params = part.partition(";")
+        coding = coding.strip().lower()
+        if coding not in ("gzip", "x-gzip", "*"):
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            return True
+    return False
+
+
 def landing_page(settings: Settings) -> bytes:
     collectors = "".join(f"<li>{html.escape(name)}</li>" for name in sorted(settings.collectors))
     return (
@@ -74,7 +104,11 @@ class _Handler(BaseHTTPRequestHandler):
                 LOG.exception("scrape failed")
                 self._send(500, b"scrape failed; see the exporter's log\n", "text/plain")
                 return
-            self._send(200, body, CONTENT_TYPE)
+            headers = {"Vary": "Accept-Encoding"}
+            if len(body) >= GZIP_MIN_BYTES and accepts_gzip(self.headers.get("Accept-Encoding")):
+                body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+                headers["Content-Encoding"] = "gzip"
+            self._send(200, body, CONTENT_TYPE, headers)
         elif path == "/":
             self._send(200, self.exporter.landing, "text/html; charset=utf-8")
         elif path == "/healthz":
@@ -85,10 +119,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)

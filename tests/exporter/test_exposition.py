@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import subprocess
 import threading
+import urllib.request
 
 from tests.exporter.scenarios import full_scenario
 from tests.exporter.scrapes import FAST_RETRY, assert_no_nan, parse, scrape
-from tests.support import http_get, running_exporter, write_scenario
+from tests.support import http_get, make_scenario, running_exporter, write_scenario
 
 
 def _promtool_check(text: str) -> str:
@@ -125,3 +127,34 @@ def test_text_writer_matches_prometheus_client_on_awkward_values():
         n: f.documentation for n, f in reference.families.items()
     }
     assert _promtool_check(render(build_families(table, samples)).decode()) == ""
+
+
+def _raw_get(base: str, accept_encoding: str | None) -> tuple[dict, bytes]:
+    headers = {} if accept_encoding is None else {"Accept-Encoding": accept_encoding}
+    request = urllib.request.Request(base + "/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=15) as response:
+        return {k.lower(): v for k, v in response.getheaders()}, response.read()
+
+
+def test_gzip_when_prometheus_asks_for_it_and_only_then(scenario_file):
+    write_scenario(scenario_file, make_scenario(2))
+    with running_exporter(scenario_file, FAST_RETRY) as (_, base):
+        zipped_headers, zipped = _raw_get(base, "gzip")
+        plain_headers, plain = _raw_get(base, None)
+        refused_headers, refused = _raw_get(base, "gzip;q=0, identity")
+        wildcard_headers, _ = _raw_get(base, "br;q=1.0, *;q=0.5")
+    assert zipped_headers.get("content-encoding") == "gzip"
+    assert int(zipped_headers["content-length"]) == len(zipped)
+    assert zipped_headers["vary"] == "Accept-Encoding"
+    unzipped = gzip.decompress(zipped).decode()
+    assert len(zipped) * 4 < len(unzipped)
+    for headers in (plain_headers, refused_headers):
+        assert "content-encoding" not in headers
+    assert wildcard_headers.get("content-encoding") == "gzip"
+    # The same scrape either way (only the timing self-metrics differ between scrapes).
+    timing = "rigwatch_scrape_collector_duration_seconds"
+    for body in (plain.decode(), refused.decode()):
+        assert parse(body).value("rigwatch_gpu_up", gpu="1") == 1
+        assert {k for k in parse(body).samples if k[0] != timing} == {
+            k for k in parse(unzipped).samples if k[0] != timing
+        }
