@@ -223,6 +223,20 @@ def query(base: str, promql: str) -> list[dict]:
 
 
 @contextlib.contextmanager
+def _stopped_after(proc: ManagedProcess, base: str, what: str) -> Iterator[None]:
+    """Wait until the server at base answers /-/ready, then run the block; stop proc however
+    the block ends."""
+    try:
+        try:
+            wait_until(lambda: http_get(base + "/-/ready", timeout=2)[0] == 200, 30, 0.2)
+        except TimeoutError as exc:
+            raise RuntimeError(f"{what} did not start:\n{proc.output()}") from exc
+        yield
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
 def running_prometheus(
     workdir: Path, alertmanager_port: int | None, bot_address: str | None = None
 ) -> Iterator[str]:
@@ -241,14 +255,8 @@ def running_prometheus(
         ]
     )
     base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until(lambda: http_get(base + "/-/ready", timeout=2)[0] == 200, 30, 0.2)
-        except TimeoutError as exc:
-            raise RuntimeError(f"prometheus did not start:\n{proc.output()}") from exc
+    with _stopped_after(proc, base, "prometheus"):
         yield base
-    finally:
-        proc.stop()
 
 
 @contextlib.contextmanager
@@ -266,14 +274,8 @@ def running_alertmanager(workdir: Path, webhook_url: str, token: str) -> Iterato
         ]
     )
     base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until(lambda: http_get(base + "/-/ready", timeout=2)[0] == 200, 30, 0.2)
-        except TimeoutError as exc:
-            raise RuntimeError(f"alertmanager did not start:\n{proc.output()}") from exc
+    with _stopped_after(proc, base, "alertmanager"):
         yield base
-    finally:
-        proc.stop()
 
 
 class WebhookReceiver:
