@@ -202,7 +202,12 @@ def main() -> int:
         telegram = FakeTelegram(BOT_TOKEN, FloodRules()).start()
         routes = [{"match": {"bench_chat": str(n)}, "chat_id": 5000 + n} for n in range(50)]
         routes.append({"match": {"bench_storm": "1"}, "chat_id": STORM_CHAT})
-        settings = {"routes": routes, "telegram": {"long_poll_timeout": 25}}
+        # Production timings (the tests' short backoff would make the outage busier).
+        settings = {
+            "routes": routes,
+            "telegram": {"long_poll_timeout": 25},
+            "delivery": {"backoff_initial": "1s", "backoff_max": "60s"},
+        }
         env = bot_env(tmp, telegram.url, settings, port=free_port())
         env["ALERT_BOT_LOG_LEVEL"] = "ERROR"
         try:
