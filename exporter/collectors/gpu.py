@@ -45,7 +45,11 @@ FAMILIES = specs(
         "gauge",
         "Highest memory temperature the card allows before it slows down.",
     ),
-    ("rigwatch_gpu_fan_speed_ratio", "gauge", "Fan speed as a fraction of its maximum (0-1)."),
+    (
+        "rigwatch_gpu_fan_speed_ratio",
+        "gauge",
+        "Fan speed the card asks for, as a fraction of its rated maximum (can exceed 1).",
+    ),
     ("rigwatch_gpu_power_watts", "gauge", "Power draw."),
     ("rigwatch_gpu_power_limit_watts", "gauge", "Enforced power limit."),
     ("rigwatch_gpu_energy_joules_total", "counter", "Energy used since the driver was loaded."),
