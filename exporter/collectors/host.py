@@ -92,6 +92,13 @@ def _read_number(path: str) -> float | None:
     return value if math.isfinite(value) else None  # never export NaN or Inf
 
 
+def _threshold(path: str) -> float | None:
+    """A hwmon temperature limit in millidegrees; drivers write 0 (or less) for "none set",
+    and a 0 °C limit would read as a sensor always past its mark."""
+    value = _read_number(path)
+    return value if value is not None and value > 0 else None
+
+
 def scan_hwmon(sysfs: str) -> list[Sensor]:
     """Every temperature and fan input under <sysfs>/class/hwmon, with static thresholds."""
     root = os.path.join(sysfs, "class", "hwmon")
@@ -130,8 +137,8 @@ def scan_hwmon(sysfs: str) -> list[Sensor]:
                 used.add(label)
                 high = crit = None
                 if kind == "temp":
-                    high = _read_number(os.path.join(path, stem + "_max"))
-                    crit = _read_number(os.path.join(path, stem + "_crit"))
+                    high = _threshold(os.path.join(path, stem + "_max"))
+                    crit = _threshold(os.path.join(path, stem + "_crit"))
                 sensors.append(
                     Sensor(
                         kind,

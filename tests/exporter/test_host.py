@@ -180,6 +180,7 @@ def test_hwmon_temperatures_with_thresholds_and_fans(host_exporter, tmp_path):
     _write(hwmon / "hwmon0" / "temp1_crit", "100000")
     _write(hwmon / "hwmon0" / "temp2_input", "47500")
     _write(hwmon / "hwmon0" / "temp2_label", "Core 0")
+    _write(hwmon / "hwmon0" / "temp2_crit", "0")  # drivers write 0 for "no limit"
     _write(hwmon / "hwmon1" / "name", "nct6798")
     _write(hwmon / "hwmon1" / "fan1_input", "1180")
     _write(hwmon / "hwmon1" / "fan2_input", "0")
@@ -200,6 +201,7 @@ def test_hwmon_temperatures_with_thresholds_and_fans(host_exporter, tmp_path):
     core = {"chip": "coretemp", "sensor": "Core 0"}
     assert s.value("rigwatch_host_temperature_celsius", **core) == 47.5
     assert s.all("rigwatch_host_temperature_high_celsius", **core) == []  # no threshold file
+    assert s.all("rigwatch_host_temperature_critical_celsius", **core) == []  # a 0 limit
     assert s.value("rigwatch_host_fan_speed_rpm", chip="nct6798", sensor="fan1") == 1180
     assert s.value("rigwatch_host_fan_speed_rpm", chip="nct6798", sensor="CPU_OPT") == 0
     assert s.value("rigwatch_host_temperature_celsius", chip="nvme_0", sensor="Composite") == 38.85
