@@ -202,15 +202,20 @@ def query_chart(
     now: float,
     title: str,
     focus: dict[str, str] | None = None,
+    timeout: float | None = None,
 ) -> bytes:
     """Query a range and draw it."""
-    result = prometheus.query_range(expr, now - seconds, now, _step(seconds))
+    result = prometheus.query_range(expr, now - seconds, now, _step(seconds), timeout)
     series = [Series(series_label(r["metric"]), r["values"]) for r in _focused(result, focus)]
     return render_png(series, title, now - seconds, now)
 
 
 def alert_chart(
-    prometheus: PrometheusClient, alert: dict, seconds: float, now: float
+    prometheus: PrometheusClient,
+    alert: dict,
+    seconds: float,
+    now: float,
+    timeout: float | None = None,
 ) -> bytes | None:
     """The chart for a firing alert's own expression (value and threshold when it compares
     one with the other), or None when the alert carries no expression."""
@@ -224,7 +229,7 @@ def alert_chart(
         value_expr, threshold_expr = sides
         start, step = now - seconds, _step(seconds)
         try:
-            values = _focused(prometheus.query_range(value_expr, start, now, step), labels)
+            values = _focused(prometheus.query_range(value_expr, start, now, step, timeout), labels)
         except UpstreamError:
             values = []
         if values:
@@ -235,7 +240,7 @@ def alert_chart(
                 threshold = float(number.group(1))
             else:
                 try:
-                    limits = prometheus.query_range(threshold_expr, start, now, step)
+                    limits = prometheus.query_range(threshold_expr, start, now, step, timeout)
                 except UpstreamError:
                     limits = []
                 for r in _focused(limits, labels)[:3]:
@@ -243,4 +248,4 @@ def alert_chart(
                         Series("threshold " + series_label(r["metric"]), r["values"], True)
                     )
             return render_png(series, f"{name}: {value_expr}", start, now, threshold)
-    return query_chart(prometheus, expr, seconds, now, f"{name}: {expr}", labels)
+    return query_chart(prometheus, expr, seconds, now, f"{name}: {expr}", labels, timeout)

@@ -285,7 +285,8 @@ class DeliveryWorker:
             )
             self.store.migrate_chat(chat_id, exc.migrate_to_chat_id, now)
             return
-        reason = "5xx" if (exc.status or 0) >= 500 else "network"
+        status = exc.status or 0
+        reason = "5xx" if status >= 500 else ("network" if status == 0 else str(status))
         self.metrics.delivery_failures.labels(reason).inc()
         failures = self._failures.get(chat_id, 0) + 1
         self._failures[chat_id] = failures
@@ -369,7 +370,9 @@ class DeliveryWorker:
         ][: charts.max_per_message]
         for alert in candidates:
             try:
-                png = alert_chart(self.prometheus, alert, charts.range_seconds, self.now())
+                png = alert_chart(
+                    self.prometheus, alert, charts.range_seconds, self.now(), charts.timeout
+                )
             except Exception as exc:  # noqa: BLE001 - a chart never holds back the text
                 log.warning("no chart for %s: %s", alert["labels"].get("alertname"), exc)
                 continue

@@ -23,8 +23,8 @@ class TelegramError(Exception):
     """A failed Bot API call, classified.
 
     kind is one of: "rate_limited" (429; retry_after says for how long), "transient"
-    (network error or 5xx: retry with backoff), "permanent" (4xx: retrying the same request
-    cannot help), "migrated" (the group became a supergroup; migrate_to_chat_id says where).
+    (network error, 5xx, 401/403/404: retry with backoff), "permanent" (400: retrying the same
+    request cannot help), "migrated" (the group became a supergroup; migrate_to_chat_id says where).
     """
 
     def __init__(
@@ -134,7 +134,7 @@ class TelegramClient:
                 body = exc.result.json()
             if isinstance(body, dict) and "error_code" in body:
                 raise self._classify(status, body) from None
-            kind = "transient" if status >= 500 or status in (0, 408) else "permanent"
+            kind = "permanent" if status == 400 else "transient"
             if status == 429:
                 kind = "rate_limited"
             raise TelegramError(kind, f"HTTP {status}", status=status) from None
@@ -164,9 +164,11 @@ class TelegramClient:
                 migrate_to_chat_id=int(parameters["migrate_to_chat_id"]),
                 status=status,
             )
-        if status >= 500:
-            return TelegramError("transient", description, status=status)
-        return TelegramError("permanent", description, status=status)
+        if status == 400:
+            return TelegramError("permanent", description, status=status)
+        # 401 (token revoked), 403 (bot blocked or removed from the chat), 404 (wrong API URL)
+        # and 5xx: nothing wrong with the message itself; keep it and retry until fixed.
+        return TelegramError("transient", description, status=status)
 
     def send_message(
         self,

@@ -23,9 +23,11 @@ class PrometheusClient:
         self.timeout = timeout
         self.session = requests.Session()
 
-    def _get(self, path: str, params: dict) -> Any:
+    def _get(self, path: str, params: dict, timeout: float | None = None) -> Any:
         try:
-            response = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+            response = self.session.get(
+                self.base_url + path, params=params, timeout=timeout or self.timeout
+            )
         except requests.RequestException as exc:
             raise UpstreamError(f"Prometheus unreachable ({type(exc).__name__})") from None
         try:
@@ -45,11 +47,14 @@ class PrometheusClient:
             raise UpstreamError("Prometheus: expected an instant vector")
         return [{"metric": r["metric"], "value": float(r["value"][1])} for r in data["result"]]
 
-    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+    def query_range(
+        self, expr: str, start: float, end: float, step: float, timeout: float | None = None
+    ) -> list[dict]:
         """Range matrix: [{"metric": {...}, "values": [(t, v), ...]}]."""
         data = self._get(
             "/api/v1/query_range",
             {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},
+            timeout,
         )
         if data.get("resultType") != "matrix":
             raise UpstreamError("Prometheus: expected a range vector")

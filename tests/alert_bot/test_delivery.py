@@ -198,6 +198,13 @@ def test_429_holds_back_only_that_chat_and_5xx_is_retried(tmp_path, telegram):
         assert group_call.params["message_thread_id"] == "7"
         assert metric_value(base, "rigwatch_bot_telegram_rate_limited_total") == 1
 
+        # The bot blocked for a while (403) is not the message's fault: kept and retried.
+        telegram.fail(403, "Forbidden: bot was blocked by the user", count=2)
+        assert post(base, notification(alert(summary="after-403"), group_key="d"))[0] == 200
+        wait_until(lambda: "after-403" in _all_visible(telegram), timeout=15, what="403 retried")
+        assert metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "403"}) == 2
+        assert app.store.count("dead") == 0
+
         telegram.fail(500, "Internal Server Error", count=2)
         assert post(base, notification(alert(summary="after-5xx"), group_key="c"))[0] == 200
         wait_until(lambda: "after-5xx" in _all_visible(telegram), timeout=15, what="5xx retried")
