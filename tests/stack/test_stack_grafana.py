@@ -155,3 +155,67 @@ def test_dashboard_provider_reads_where_compose_mounts_the_dashboards():
     mounts = compose["services"]["grafana"]["volumes"]
     assert f"./grafana/dashboards:{provider['options']['path']}:ro" in mounts
     assert provider["type"] == "file"
+
+
+def _exprs(panel: dict) -> str:
+    return "\n".join(target["expr"] for target in panel["targets"])
+
+
+def test_dashboards_show_what_the_stack_needs_on_each():
+    """The panels a rig owner looks for, by what they query and how they draw it."""
+    overview = _panels(_load(GRAFANA_DIR / "dashboards" / "rig-overview.json"))
+    gpu = _panels(_load(GRAFANA_DIR / "dashboards" / "gpu-detail.json"))
+    host = _panels(_load(GRAFANA_DIR / "dashboards" / "host-detail.json"))
+
+    def queried(panels: list[dict], metric: str, kind: str | None = None) -> list[dict]:
+        return [p for p in panels if metric in _exprs(p) and (kind is None or p["type"] == kind)]
+
+    # Rig overview: each card against its own threshold and limits, health, hosts, alerts.
+    for metric in (
+        "rigwatch_gpu_temperature_slowdown_threshold_celsius",
+        "rigwatch_gpu_utilization_ratio",
+        "rigwatch_gpu_memory_used_bytes",
+        "rigwatch_gpu_power_limit_watts",
+        "rigwatch_gpu_fan_speed_ratio",
+        "rigwatch_gpu_throttle_reason_active",
+        "rigwatch_gpu_xid_errors_total",
+        "rigwatch_gpu_ecc_errors_total",
+        "rigwatch_gpu_pcie_link_width",
+        "rigwatch_host_cpu_seconds_total",
+        "rigwatch_host_memory_available_bytes",
+        "rigwatch_host_filesystem_avail_bytes",
+        "rigwatch_host_temperature_celsius",
+        "ALERTS",
+    ):
+        assert queried(overview, metric), f"rig overview lacks {metric}"
+    # GPU detail: clocks, P-state, throttle reasons as a state timeline, energy, PCIe, processes.
+    for metric in (
+        "rigwatch_gpu_clock_hertz",
+        "rigwatch_gpu_pstate",
+        "rigwatch_gpu_energy_joules_total",
+        "rigwatch_gpu_pcie_link_generation",
+        "rigwatch_gpu_pcie_link_max_width",
+        "rigwatch_gpu_pcie_replay_errors_total",
+        "rigwatch_gpu_memory_temperature_threshold_celsius",
+    ):
+        assert queried(gpu, metric), f"GPU detail lacks {metric}"
+    assert queried(gpu, "rigwatch_gpu_throttle_reason_active", "state-timeline")
+    (processes,) = queried(gpu, "rigwatch_gpu_process_memory_bytes", "table")
+    (organize,) = [t for t in processes["transformations"] if t["id"] == "organize"]
+    hidden = organize["options"]["excludeByName"]
+    for column in ("pid", "process", "user"):
+        assert not hidden.get(column), f"process table hides {column}"
+    # Host detail: CPU by mode and core, load, memory and swap, disks, network, sensors.
+    for metric in (
+        'mode!="idle"',
+        "rigwatch_host_load1",
+        "rigwatch_host_swap_used_bytes",
+        "rigwatch_host_filesystem_size_bytes",
+        "rigwatch_host_disk_read_bytes_total",
+        "rigwatch_host_network_receive_bytes_total",
+        "rigwatch_host_temperature_high_celsius",
+        "rigwatch_host_temperature_critical_celsius",
+    ):
+        assert queried(host, metric), f"host detail lacks {metric}"
+    assert any("by (rig, instance, mode)" in _exprs(p) for p in host)
+    assert any("cpu {{cpu}}" in t.get("legendFormat", "") for p in host for t in p["targets"])
