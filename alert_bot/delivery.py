@@ -160,7 +160,7 @@ class DeliveryWorker:
                 parts = blocks_for(
                     row.payload["html"], row.id, 0, budget, settings.max_parts_per_alert
                 )
-                blocks += parts[row.parts_done :]
+                blocks += parts[min(row.parts_done, len(parts) - 1) :]
                 continue
             for index in range(row.alerts_done, len(row.payload["alerts"])):
                 alert = row.payload["alerts"][index]
@@ -175,12 +175,15 @@ class DeliveryWorker:
                     row.payload,
                     title=alert["labels"].get("alertname", ""),
                 )
-                # Parts of a long alert that already went out are not sent again.
-                blocks += parts[row.parts_done :] if index == row.alerts_done else parts
+                # Parts of a long alert that already went out are not sent again (its last
+                # part always is, should it now render shorter, so that the alert completes).
+                skip = min(row.parts_done, len(parts) - 1) if index == row.alerts_done else 0
+                blocks += parts[skip:]
             if len(blocks) > 400:  # more than enough for the next message
                 break
-        messages = pack(blocks, budget)
-        return rows, messages[0]
+        if not blocks:
+            return None
+        return rows, pack(blocks, budget)[0]
 
     def _deliver_next(self, chat_id: int) -> bool:
         planned = self._plan(chat_id)

@@ -331,3 +331,16 @@ def test_messages_never_exceed_the_limit_when_packing(tmp_path, telegram):
         assert all(utf16_len(v) <= 4096 for v in visible)
         assert all(re.search(rf"pack-{n}-", "\n".join(visible)) for n in range(20))
         assert telegram.count_status(400) == 0
+
+
+def test_progress_recorded_for_a_longer_rendering_still_completes(tmp_path, telegram):
+    # A long alert half sent, then rendered shorter (a backlog switched to one line per alert):
+    # its last part goes out and the notification completes instead of waiting forever.
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        telegram.go_down(1.0)
+        assert post(base, notification(alert(summary="short-now")))[0] == 200
+        db = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
+        db.execute("UPDATE notifications SET parts_done = 3")
+        db.close()
+        wait_until(lambda: app.store.count("sent") == 1, timeout=15, what="completed")
+        assert "short-now" in _all_visible(telegram)
