@@ -183,7 +183,7 @@ class DeliveryWorker:
                 break
         if not blocks:
             return None
-        return rows, pack(blocks, budget)[0]
+        return rows, pack(blocks, budget, compact)[0]
 
     def _deliver_next(self, chat_id: int) -> bool:
         planned = self._plan(chat_id)
@@ -366,6 +366,8 @@ class DeliveryWorker:
         charts = self.config.charts
         if not charts.enabled or self.prometheus is None or charts.max_per_message <= 0:
             return
+        if message.compact:
+            return  # a storm: a chart per alert would flood the chat; /graph has them
         candidates = [
             a
             for a in message.alerts

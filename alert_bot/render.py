@@ -388,6 +388,7 @@ class Block:
 class OutgoingMessage:
     html: str
     blocks: list[Block] = field(default_factory=list)
+    compact: bool = False
 
     @property
     def alerts(self) -> list[dict]:
@@ -434,20 +435,22 @@ def blocks_for(
     return blocks
 
 
-def pack(blocks: list[Block], budget: int) -> list[OutgoingMessage]:
-    """Greedy packing in order: each message takes blocks while the total fits."""
+def pack(blocks: list[Block], budget: int, compact: bool = False) -> list[OutgoingMessage]:
+    """Greedy packing in order: each message takes blocks while the total fits. Compact
+    (one-line) blocks are separated by a line break, full ones by an empty line."""
     messages: list[OutgoingMessage] = []
     current: list[Block] = []
     used = 0
-    separator = utf16_len(SEPARATOR)
+    joiner = "\n" if compact else SEPARATOR
+    separator = utf16_len(joiner)
     for block in blocks:
         extra = block.length + (separator if current else 0)
         if current and used + extra > budget:
-            messages.append(OutgoingMessage(SEPARATOR.join(b.html for b in current), current))
+            messages.append(OutgoingMessage(joiner.join(b.html for b in current), current, compact))
             current, used = [], 0
             extra = block.length
         current.append(block)
         used += extra
     if current:
-        messages.append(OutgoingMessage(SEPARATOR.join(b.html for b in current), current))
+        messages.append(OutgoingMessage(joiner.join(b.html for b in current), current, compact))
     return messages
