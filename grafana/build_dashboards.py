@@ -395,7 +395,13 @@ def rig_overview() -> dict:
                         ),
                         "",
                     ),
-                    (per_card(f"rigwatch_gpu_pcie_link_width{{{GPU}}}"), ""),
+                    (
+                        per_card(
+                            f"rigwatch_gpu_pcie_link_width{{{GPU}}} / on ({CARD_KEY}) "
+                            f"group_left () rigwatch_gpu_pcie_link_max_width{{{GPU}}}"
+                        ),
+                        "",
+                    ),
                     (per_card(f"rigwatch_gpu_pcie_link_generation{{{GPU}}}"), ""),
                 ],
                 columns={
@@ -409,7 +415,7 @@ def rig_overview() -> dict:
                     "Value #H": ("Throttle reasons", "short"),
                     "Value #I": ("Critical Xids", "short"),
                     "Value #J": ("Uncorrectable ECC", "short"),
-                    "Value #K": ("PCIe width", "short"),
+                    "Value #K": ("PCIe lanes of max", "percentunit"),
                     "Value #L": ("PCIe gen", "short"),
                 },
                 hide=("Value #A",),
@@ -417,7 +423,8 @@ def rig_overview() -> dict:
                 description=(
                     "One row per card. Headroom is the card's own slowdown threshold minus its "
                     f"temperature. '{NOT_SUPPORTED}' marks a field this card cannot report; "
-                    "throttle reasons counts thermal, slowdown and power-brake reasons active now."
+                    "throttle reasons counts thermal, slowdown and power-brake reasons active now; "
+                    "PCIe lanes under 100 % is a narrower link than the card supports (a riser)."
                 ),
             ),
             24,

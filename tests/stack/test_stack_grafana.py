@@ -180,7 +180,7 @@ def test_dashboards_show_what_the_stack_needs_on_each():
         "rigwatch_gpu_throttle_reason_active",
         "rigwatch_gpu_xid_errors_total",
         "rigwatch_gpu_ecc_errors_total",
-        "rigwatch_gpu_pcie_link_width",
+        "rigwatch_gpu_pcie_link_max_width",  # the link against what the card supports
         "rigwatch_host_cpu_seconds_total",
         "rigwatch_host_memory_available_bytes",
         "rigwatch_host_filesystem_avail_bytes",
