@@ -54,8 +54,9 @@ class GpuLost(Exception):
 
 
 def plausible(value: Any) -> bool:
-    """False for NVML's "not available" values and for negative numbers (unsigned fields)."""
-    return value >= 0 and value not in NOT_AVAILABLE_VALUES
+    """False for NVML's "not available" values, negative numbers (unsigned fields), NaN and
+    infinity (double-valued fields)."""
+    return 0 <= value < 0xFFFFFFFFFFFFFFFF and value not in NOT_AVAILABLE_VALUES
 
 
 def error_name(nvml: Any, code: int) -> str:

@@ -323,3 +323,13 @@ def test_nvml_not_available_values_and_zero_thresholds_never_become_samples(scen
     lines = log_lines(output, UUID1 + r".*not available")
     assert len(lines) == len(set(lines)) >= 10, output
     assert len(log_lines(output, UUID1 + r".*rigwatch_gpu_temperature_celsius read")) == 1, output
+
+
+def test_plausible_rejects_every_not_available_form_nan_and_infinity():
+    # Field values can be doubles: NaN and infinity must not slip past the sentinel check.
+    from exporter.nvml import plausible
+
+    for value in (0, 1, 87, 1.5, 25_757_220_864, 2**40):
+        assert plausible(value), value
+    for value in (-1, -0.5, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFFFFFFFFFF, float("nan"), float("inf")):
+        assert not plausible(value), value
