@@ -96,7 +96,9 @@ class ChatCommands:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(self.config.long_poll_timeout + 15)
+            # A long poll in flight cannot be interrupted; the thread is a daemon, and updates
+            # not yet confirmed come again at the next start.
+            self._thread.join(3)
 
     def _run(self) -> None:
         failures = 0
