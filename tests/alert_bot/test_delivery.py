@@ -318,6 +318,17 @@ def test_user_template_is_autoescaped(tmp_path, telegram):
         )
 
 
+def test_the_shipped_example_template_file_works(tmp_path, telegram):
+    from tests.support import REPO
+
+    template = str(REPO / "alert_bot" / "templates" / "short.html.j2")
+    env = bot_env(tmp_path, telegram.url, {"template_file": template})
+    with running_bot(env, run_updates=False) as (app, base):
+        assert post(base, notification(alert(summary="a <b> c")))[0] == 200
+        wait_until(lambda: telegram.sent(CHAT), what="delivery")
+        assert telegram.visible_texts(CHAT)[0] == "🟠 GpuTooHot · rig1 · GPU 0\na <b> c\ndashboard"
+
+
 def test_messages_never_exceed_the_limit_when_packing(tmp_path, telegram):
     with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
         telegram.go_down(1.5)
