@@ -2,8 +2,11 @@
 
 Everything about a card that does not change while the driver is loaded (identity, thresholds,
 maximum clocks and link) is read once when NVML is initialised. A background supervisor
-thread (re)initialises NVML with backoff whenever NVML is down or a card seen since start is
-lost or missing, so a driver loaded later or a card that comes back needs no restart.
+thread (re)initialises NVML with backoff whenever NVML is down or a listed card is lost, so a
+driver loaded later or a card that comes back needs no restart. A card that is simply gone from
+NVML's list is looked for again only every --nvml.retry-max-seconds, and a re-initialisation
+never costs the healthy cards their series: reads that would wait for it serve the card's
+previous readings instead.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ NVML_LANE = "nvml"
 # How long a re-initialisation waits for in-flight reads before it tries again later; a read
 # stuck in a hung NVML call must not freeze every other card's reads behind it.
 WRITER_WAIT_SECONDS = 2.0
+# How long a card's read waits for a re-initialisation before it serves the card's previous
+# readings instead. Short: the scrape deadline can be as low as 0.1 s, and a real driver's
+# shutdown + init takes anything from milliseconds to seconds.
+REINIT_READ_WAIT_SECONDS = 0.05
+# Previous readings older than this are not served for a card during a re-initialisation (one
+# that takes this long is itself a problem worth seeing): the card then reads 0.
+STALE_READINGS_MAX_SECONDS = 30.0
 
 
 class GpuLost(Exception):
@@ -74,6 +84,7 @@ class ReadWriteLock:
         self._readers = 0
         self._writer = False
         self._writer_waiting = False
+        self._writer_since = 0.0  # when the current writer started waiting
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -84,10 +95,27 @@ class ReadWriteLock:
         try:
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+            self.release_read()
+
+    def try_acquire_read(self, patience: float) -> bool:
+        """Read access, waiting for a writer at most until `patience` seconds after that writer
+        began; False when it is still at work then. Every reader that arrives later answers
+        False at once, so a queue of reads costs the patience once, not once per read."""
+        cond = self._cond
+        with cond:
+            while self._writer or self._writer_waiting:
+                remaining = self._writer_since + patience - time.monotonic()
+                if remaining <= 0:
+                    return False
+                cond.wait(remaining)
+            self._readers += 1
+            return True
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
 
     def acquire_write(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -96,6 +124,7 @@ class ReadWriteLock:
                 if not self._cond.wait(max(0.0, deadline - time.monotonic())):
                     return False
             self._writer_waiting = True
+            self._writer_since = time.monotonic()
             while self._readers:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -156,12 +185,17 @@ class NvmlSession:
         self.generation = 0  # bumped by every successful (re)initialisation
         self._gpus: dict[str, Gpu] = {}  # by uuid, in the order first seen
         self._initialised = False
+        self._unidentified = 0  # listed cards that could not be identified at the last init
         self._lock = ReadWriteLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._first_attempt = threading.Event()
         self.once = OnceLog(LOG)
         self._thread: threading.Thread | None = None
+        # (uuid, read function) -> (monotonic time, value): each card's latest readings, served
+        # while a re-initialisation holds NVML.
+        self._last_readings: dict[tuple[str, Any], tuple[float, Any]] = {}
+        self.reinitialisations = 0  # attempts that ran (shutdown + init), for the logs and tests
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -187,14 +221,30 @@ class NvmlSession:
 
     def read_card(self, gpu: Gpu, read: Callable[..., Any], *args: Any) -> Any:
         """read(*args) while holding off re-initialisation; None when the card is not up or
-        turns out to be lost during the read (its rigwatch_gpu_up then reads 0)."""
-        with self._lock.reading():
+        turns out to be lost during the read (its rigwatch_gpu_up then reads 0).
+
+        While NVML is being re-initialised (another card is lost or gone), a healthy card's
+        read waits for it only briefly, then answers the card's previous readings: a
+        re-initialisation must not read as every card going down for a scrape."""
+        key = (gpu.uuid, read)
+        if not self._lock.try_acquire_read(REINIT_READ_WAIT_SECONDS):
+            last = self._last_readings.get(key)
+            if last is None or not gpu.up:
+                return None
+            read_at, value = last
+            return value if time.monotonic() - read_at <= STALE_READINGS_MAX_SECONDS else None
+        try:
             if not gpu.up:
                 return None
             try:
-                return read(*args)
+                value = read(*args)
             except GpuLost:
+                self._last_readings.pop(key, None)
                 return None
+            self._last_readings[key] = (time.monotonic(), value)
+            return value
+        finally:
+            self._lock.release_read()
 
     def report_lost(self, gpu: Gpu) -> None:
         """A call on gpu answered GPU_IS_LOST: mark it and ask for a re-initialisation."""
@@ -264,20 +314,27 @@ class NvmlSession:
 
     # --- supervisor -----------------------------------------------------------------------
 
-    def _healthy(self) -> bool:
-        return self.up and all(g.up for g in self._gpus.values())
+    def _needs_reinit(self) -> bool:
+        """NVML is down, a listed card is lost, or a listed card could not be identified."""
+        if not self.up or self._unidentified:
+            return True
+        return any(g.present and not g.up for g in self._gpus.values())
+
+    def _card_missing(self) -> bool:
+        """A card seen since start is absent from NVML's list, the listed ones all healthy."""
+        return any(not g.present for g in self._gpus.values())
 
     def _supervise(self) -> None:
         backoff = RETRY_INITIAL_SECONDS
         while not self._stop.is_set():
-            if not self._healthy():
+            if self._needs_reinit():
                 attempted = self._reinitialise()
                 self._first_attempt.set()
-                if self._healthy():
+                if not self._needs_reinit():
                     backoff = RETRY_INITIAL_SECONDS
                     continue
                 # A lost card wakes the supervisor at once for the first attempt; further
-                # attempts back off so a card that stays gone costs little. An attempt that
+                # attempts back off so a card that stays lost costs little. An attempt that
                 # could not start (reads stuck in a hung call) backs off too: while it waits
                 # for them it holds every other read back.
                 if not attempted:
@@ -285,6 +342,17 @@ class NvmlSession:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.retry_max_seconds)
                 self._wake.clear()
+            elif self._card_missing():
+                # NVML answers and lists only healthy cards, but one seen before is gone from
+                # the list (off the bus, unplugged). Only a re-initialisation can find it again,
+                # and each one stops NVML for every card, so look for it at the longest
+                # interval only; a listed card turning lost meanwhile wakes this at once.
+                self._first_attempt.set()
+                if self._wake.wait(self.retry_max_seconds):
+                    self._wake.clear()
+                    continue
+                if not self._stop.is_set():
+                    self._reinitialise()
             else:
                 self._first_attempt.set()
                 self._wake.wait()
@@ -294,6 +362,8 @@ class NvmlSession:
         """Shut NVML down (if it was up) and initialise it again; False if it could not run."""
         if not self._lock.acquire_write(WRITER_WAIT_SECONDS):
             return False
+        self.reinitialisations += 1
+        LOG.debug("NVML (re)initialisation #%d", self.reinitialisations)
         try:
             self._init_locked()
         except Exception as exc:  # noqa: BLE001 - the supervisor must outlive any surprise
@@ -354,9 +424,15 @@ class NvmlSession:
             return
 
         seen: set[str] = set()
+        self._unidentified = 0
         for index in range(count):
             gpu = self._describe(index)
-            if gpu is None or gpu.uuid in seen:
+            if gpu is None:
+                # Listed but not answering (GPU_IS_LOST on its handle): a lost card, retried
+                # with the short backoff, not a card gone from the list.
+                self._unidentified += 1
+                continue
+            if gpu.uuid in seen:
                 continue
             seen.add(gpu.uuid)
             known = self._gpus.get(gpu.uuid)

@@ -141,3 +141,99 @@ def test_removed_card_keeps_its_series_at_zero_and_returns_when_plugged_back(sce
 
         write_scenario(scenario_file, make_scenario(2))
         wait_until(lambda: _gpu_up(base, UUID1) == 1, timeout=10, what="gpu 1 back")
+
+
+UUID2 = "GPU-00000002-1111-2222-3333-444444444444"
+# Prometheus's header for a 0.5 s scrape timeout: the exporter answers within 0.25 s.
+SHORT_DEADLINE = {"X-Prometheus-Scrape-Timeout-Seconds": "0.5"}
+
+
+def _reinitialisations(output: str) -> int:
+    return len(log_lines(output, r"NVML \(re\)initialisation #"))
+
+
+def test_healthy_cards_never_read_down_while_nvml_looks_for_a_missing_card(scenario_file):
+    # Card 0 answers one of the calls made only at NVML init slowly, as a real driver's
+    # shutdown + init is slow: every re-initialisation then outlasts a short scrape deadline.
+    scenario = make_scenario(3)
+    scenario["devices"][0]["hang_ms"] = {"nvmlDeviceGetMaxPcieLinkWidth": 400}
+    scenario["devices"][1]["xid_events"] = [13]
+    write_scenario(scenario_file, scenario)
+    flags = ("--nvml.retry-max-seconds=0.3", "--log.level=debug")
+    with running_exporter(scenario_file, *flags) as (proc, base):
+        wait_until(
+            lambda: scrape(base).value("rigwatch_gpu_xid_errors_total", uuid=UUID1, xid="13") == 1,
+            timeout=5,
+            what="xid 13",
+        )
+        assert _gpu_up(base, UUID2) == 1
+
+        without_card_2 = make_scenario(2)
+        without_card_2["devices"][0]["hang_ms"] = {"nvmlDeviceGetMaxPcieLinkWidth": 400}
+        without_card_2["devices"][1]["xid_events"] = [13]
+        write_scenario(scenario_file, without_card_2)
+        wait_until(
+            lambda: scrape(base) and "no longer visible" in proc.output(),
+            timeout=10,
+            what="re-init without it",
+        )
+        before = _reinitialisations(proc.output())
+        scrapes, card_2_up = 0, []
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end:
+            if scrapes == 20:  # new Xid events on a healthy card while re-inits come and go
+                without_card_2["devices"][1]["xid_events"] = [13, 79, 13]
+                write_scenario(scenario_file, without_card_2)
+            s = scrape(base, headers=SHORT_DEADLINE)
+            scrapes += 1
+            for uuid in (UUID0, UUID1):
+                assert s.value("rigwatch_gpu_up", uuid=uuid) == 1, (scrapes, uuid, s.text)
+                assert s.value("rigwatch_gpu_temperature_celsius", uuid=uuid) == 45, uuid
+                assert s.value("rigwatch_gpu_memory_total_bytes", uuid=uuid) is not None, uuid
+            assert s.value("rigwatch_gpu_info", uuid=UUID2) == 1
+            card_2_up.append(s.value("rigwatch_gpu_up", uuid=UUID2))
+        cycles = _reinitialisations(proc.output()) - before
+        # Several slow re-initialisations overlapped the scrapes above, none of them seen.
+        assert cycles >= 3, (cycles, proc.output())
+        assert scrapes >= 20
+        assert set(card_2_up) == {0}
+        wait_until(
+            lambda: scrape(base).value("rigwatch_gpu_xid_errors_total", uuid=UUID1, xid="79") == 1,
+            timeout=5,
+            what="xid 79",
+        )
+        s = scrape(base)
+        assert s.value("rigwatch_gpu_xid_errors_total", uuid=UUID1, xid="13") == 2
+        assert s.value("rigwatch_gpu_xid_errors_total", uuid=UUID0, xid="79") == 0
+
+        write_scenario(scenario_file, scenario)
+        wait_until(lambda: _gpu_up(base, UUID2) == 1, timeout=10, what="gpu 2 back")
+        s = scrape(base)
+        assert s.value("rigwatch_gpu_temperature_celsius", uuid=UUID2) == 45
+        assert s.value("rigwatch_gpu_up", uuid=UUID0) == 1
+
+
+def test_a_card_gone_from_the_list_is_looked_for_only_at_the_longest_interval(scenario_file):
+    write_scenario(scenario_file, make_scenario(2))
+    flags = ("--nvml.retry-max-seconds=3", "--log.level=debug")
+    with running_exporter(scenario_file, *flags) as (proc, base):
+        assert _gpu_up(base, UUID1) == 1
+        write_scenario(scenario_file, make_scenario(1))
+        wait_until(
+            lambda: scrape(base) and "no longer visible" in proc.output(),
+            timeout=10,
+            what="re-init without it",
+        )
+        gone_at = time.monotonic()
+        after_loss = _reinitialisations(proc.output())
+        # A backoff starting at 1 s would have re-initialised NVML within this window.
+        time.sleep(2.0)
+        assert _reinitialisations(proc.output()) == after_loss, proc.output()
+        assert _gpu_up(base, UUID1) == 0
+        assert _gpu_up(base, UUID0) == 1
+
+        # Plugged back: found by the next look, at most --nvml.retry-max-seconds later.
+        write_scenario(scenario_file, make_scenario(2))
+        wait_until(lambda: _gpu_up(base, UUID1) == 1, timeout=6, what="gpu 1 back")
+        assert time.monotonic() - gone_at < 3 + 2.5
+        assert _reinitialisations(proc.output()) == after_loss + 1, proc.output()
