@@ -248,6 +248,13 @@ def test_silence_buttons_create_and_expire_real_silences(bot, telegram, services
     wait_until(lambda: not active_silences(), what="silence expired")
     expired = [s for s in _am(services, "/api/v2/silences") if s["id"] == silence["id"]][0]
     assert expired["status"]["state"] == "expired"
+    # The bot answers the press after Alertmanager expired the silence: wait for it.
+    wait_until(
+        lambda: any(
+            c.params["text"] == "Silence removed." for c in telegram.calls_to("answerCallbackQuery")
+        ),
+        what="unsilence answered",
+    )
     answers = [c.params["text"] for c in telegram.calls_to("answerCallbackQuery")]
     assert "Silenced for 4h." in answers and "Silence removed." in answers
     wait_until(lambda: telegram.calls_to("editMessageReplyMarkup"), what="button removed")
