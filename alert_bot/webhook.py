@@ -48,14 +48,26 @@ def parse_time(value: str) -> datetime:
     return parsed
 
 
+def _unicode(text: str, where: str) -> str:
+    """JSON may escape a lone UTF-16 surrogate (\\ud800); such a string cannot be encoded as
+    UTF-8, so neither SQLite nor Telegram could take it: refuse it here, not with a 5xx later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadError(f"{where} holds a lone UTF-16 surrogate, not valid text") from None
+    return text
+
+
 def _string_map(value: object, where: str, required: bool = True) -> dict[str, str]:
     if value is None and not required:
         return {}
     if not isinstance(value, dict):
         raise PayloadError(f"{where} must be an object of strings")
     for key, item in value.items():
+        _unicode(key, f"a name in {where}")
         if not isinstance(item, str):
             raise PayloadError(f"{where}.{key} must be a string")
+        _unicode(item, f"{where}.{key}")
     return value
 
 
@@ -64,7 +76,7 @@ def _string(value: object, where: str, required: bool = True) -> str:
         return ""
     if not isinstance(value, str):
         raise PayloadError(f"{where} must be a string")
-    return value
+    return _unicode(value, where)
 
 
 def _time(value: object, where: str, required: bool = True) -> str:
@@ -85,6 +97,8 @@ def parse_notification(body: bytes) -> Notification:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("body is JSON nested too deeply to be a notification") from None
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object (Alertmanager webhook payload)")
     version = data.get("version")

@@ -77,6 +77,32 @@ def test_malformed_payloads_are_400_with_a_reason(tmp_path, telegram):
         assert app.store.count() == 0
 
 
+def test_json_that_breaks_the_decoder_or_the_store_is_400_not_500(tmp_path, telegram):
+    """Valid-looking JSON whose nesting exhausts the decoder's recursion, or whose strings hold
+    lone UTF-16 surrogates (JSON allows the escape; UTF-8, SQLite and Telegram do not)."""
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        good = notification(alert())
+        deep = b'{"version": "4", "alerts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        status, text = post(base, deep)
+        assert status == 400, text
+        assert "nested too deeply" in text
+        surrogate = json.dumps(good).replace("GPU 0 is at", "GPU 0 \\ud800 is at").encode()
+        assert b"\\ud800" in surrogate
+        status, text = post(base, surrogate)
+        assert status == 400, text
+        assert "alerts[0].annotations.summary" in text and "surrogate" in text
+        lone_key = json.dumps(good).replace('"rig":', '"r\\udc00ig":').encode()
+        status, text = post(base, lone_key)
+        assert status == 400, text
+        assert app.store.count() == 0
+        assert (
+            metric_value(
+                base, "rigwatch_bot_notifications_rejected_total", {"reason": "bad_payload"}
+            )
+            == 3
+        )
+
+
 def test_a_2xx_means_the_notification_is_on_disk(tmp_path, telegram):
     with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
         telegram.go_down(30)  # nothing gets delivered: the row stays pending
