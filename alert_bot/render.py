@@ -44,6 +44,7 @@ SEVERITY_MARKERS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "inf
 RESOLVED_MARKER = "✅"
 TRUNCATED_NOTE = "…(truncated)"
 SEPARATOR = "\n\n"
+CONTINUED_TITLE_CHARS = 60
 
 
 def utf16_len(text: str) -> int:
@@ -221,9 +222,24 @@ def silence_matchers(labels: dict[str, str]) -> list[dict]:
     ]
 
 
+SILENCE_URL_MAX_CHARS = 2000
+IDENTIFYING_LABELS = ("alertname", "rig", "instance", "gpu", "severity")
+
+
 def alertmanager_silence_url(base: str, labels: dict[str, str]) -> str:
-    matchers = ",".join(f'{name}="{value}"' for name, value in sorted(labels.items()))
-    return f"{base.rstrip('/')}/#/silences/new?filter=" + urllib.parse.quote("{" + matchers + "}")
+    """A link to Alertmanager's new-silence form, filled with the alert's labels; with only the
+    identifying ones when all of them would make a URL too long for a message request."""
+
+    def url(chosen: dict[str, str]) -> str:
+        matchers = ",".join(f'{name}="{value}"' for name, value in sorted(chosen.items()))
+        filter_text = urllib.parse.quote("{" + matchers + "}")
+        return f"{base.rstrip('/')}/#/silences/new?filter=" + filter_text
+
+    full = url(labels)
+    if len(full) <= SILENCE_URL_MAX_CHARS:
+        return full
+    short = url({k: v for k in IDENTIFYING_LABELS if 0 < len(v := labels.get(k, "")) <= 200})
+    return short if len(short) <= SILENCE_URL_MAX_CHARS else url({})
 
 
 class AlertRenderer:
@@ -410,6 +426,9 @@ def blocks_for(
     length = visible_length(markup)
     if length <= budget:
         return [Block(markup, length, notification_id, alert_index, True, alert, notification)]
+    # The title is a label value of any length: shortened, so the note leaves room for text.
+    if len(title) > CONTINUED_TITLE_CHARS:
+        title = title[: CONTINUED_TITLE_CHARS - 1] + "…"
     continued = f"<i>(continued: {html.escape(title)})</i>\n" if title else "<i>(continued)</i>\n"
     note = "\n" + TRUNCATED_NOTE
     inner_budget = budget - visible_length(continued) - utf16_len(note)

@@ -103,6 +103,24 @@ def test_json_that_breaks_the_decoder_or_the_store_is_400_not_500(tmp_path, tele
         )
 
 
+def test_odd_but_valid_payloads_are_stored_and_delivered(tmp_path, telegram):
+    """Semantically odd v4 payloads: hundreds of labels, an alert name longer than a message,
+    an empty-string label name. Stored (2xx) and delivered, never 5xx, never stuck."""
+    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+        many_labels = alert(**{f"label_{n}": "x" * 20 for n in range(2000)})
+        assert post(base, notification(many_labels))[0] == 200
+        long_name = alert(name="N" * 6000, description="d" * 5000)
+        status, _ = post(base, notification(long_name, group_key="{}:{long}"))
+        assert status == 200
+        empty_key = alert(gpu="7", **{"": "empty"})
+        assert post(base, notification(empty_key, group_key="{}:{empty}"))[0] == 200
+        wait_until(lambda: app.store.count("pending") == 0, what="all delivered", timeout=30)
+        assert app.store.count("dead") == 0
+        texts = telegram.visible_texts(CHAT)
+        assert any("label_" not in t and "GpuTooHot" in t for t in texts)
+        assert sum(t.count("N" * 100) > 0 for t in texts) >= 2  # the long one, in parts
+
+
 def test_a_2xx_means_the_notification_is_on_disk(tmp_path, telegram):
     with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
         telegram.go_down(30)  # nothing gets delivered: the row stays pending
