@@ -134,7 +134,9 @@ class TelegramClient:
                 body = exc.result.json()
             if isinstance(body, dict) and "error_code" in body:
                 raise self._classify(status, body) from None
-            kind = "permanent" if status == 400 else "transient"
+            # 400, and 413/414 (the request is too large, e.g. a huge query string): sending
+            # the same request again cannot help; the plain-text fallback is smaller.
+            kind = "permanent" if status in (400, 413, 414) else "transient"
             if status == 429:
                 kind = "rate_limited"
             raise TelegramError(kind, f"HTTP {status}", status=status) from None

@@ -229,6 +229,24 @@ def test_rejected_html_falls_back_to_plain_text(tmp_path, telegram):
         assert metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "400"}) == 1
 
 
+def test_a_request_too_large_for_the_server_falls_back_to_plain_text(tmp_path, telegram):
+    """A link longer than a request line may be (414 URI Too Long, as the Bot API's query
+    string carries the text) is the message's fault like a 400: retrying it forever would
+    block the chat; the plain-text fallback leaves the link out and goes through."""
+    template = '<a href="{{ generator_url }}">{{ alertname }}</a>: {{ summary }}'
+    huge_link = "http://prometheus.example/graph?g0.expr=" + "x" * 70_000
+    with running_bot(
+        bot_env(tmp_path, telegram.url, {"template": template}), run_updates=False
+    ) as (app, base):
+        body = notification(alert(summary="link-too-long", generator=huge_link))
+        assert post(base, body)[0] == 200
+        wait_until(lambda: app.store.count("pending") == 0, timeout=15, what="delivered")
+        assert app.store.count("sent") == 1
+        call = telegram.sent(CHAT)[0]
+        assert "parse_mode" not in call.params
+        assert call.params["text"] == "GpuTooHot: link-too-long"
+
+
 def test_what_telegram_refuses_twice_is_dead_lettered_and_reported(tmp_path, telegram):
     with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
         telegram.fail(
