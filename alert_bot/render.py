@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 
-import jinja2
-
 from alert_bot.config import ConfigError
 from alert_bot.webhook import parse_time
 
@@ -249,6 +247,8 @@ class AlertRenderer:
         self.links = links
         self.template = None
         if template_source is not None:
+            import jinja2  # only with a user template: ~7 MiB the default layout does not need
+
             environment = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
             try:
                 self.template = environment.from_string(template_source)
