@@ -109,10 +109,13 @@ class ChatCommands:
                     self.commands_registered = True
                 updates = self.telegram.get_updates(self.offset, self.config.long_poll_timeout)
                 failures = 0
-            except TelegramError as exc:
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
                 failures += 1
                 delay = min(2 ** min(failures, 6), 60) * 0.5
-                log.warning("Telegram updates failed (%s); retrying in %.1fs", exc, delay)
+                if isinstance(exc, TelegramError):
+                    log.warning("Telegram updates failed (%s); retrying in %.1fs", exc, delay)
+                else:
+                    log.exception("Telegram updates failed; retrying in %.1fs", delay)
                 self._stop.wait(delay)
                 continue
             for update in updates:

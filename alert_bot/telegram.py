@@ -216,20 +216,26 @@ class TelegramClient:
         return message.message_id
 
     def get_updates(self, offset: int | None, timeout: int) -> list[dict]:
+        # The raw JSON, not the library's Update objects: an update it cannot parse would fail
+        # the whole batch before its update_id is known, and come back on every poll.
         updates = self._call(
-            self.bot.get_updates,
+            apihelper.get_updates,
+            self.token,
             offset=offset,
             timeout=timeout + 10,
             long_polling_timeout=timeout,
             allowed_updates=["message", "callback_query"],
         )
+        if not isinstance(updates, list):
+            raise TelegramError("transient", "getUpdates did not answer a list")
         result = []
         for update in updates:
-            entry: dict = {"update_id": update.update_id}
-            if update.message is not None:
-                entry["message"] = update.message.json
-            if update.callback_query is not None:
-                entry["callback_query"] = update.callback_query.json
+            if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+                continue  # without an id it cannot be confirmed; Telegram never sends one
+            entry: dict = {"update_id": update["update_id"]}
+            for kind in ("message", "callback_query"):
+                if isinstance(update.get(kind), dict):
+                    entry[kind] = update[kind]
             result.append(entry)
         return result
 

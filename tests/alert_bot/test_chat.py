@@ -315,3 +315,13 @@ def test_a_critical_alert_comes_with_a_chart_of_its_expression(bot, telegram, se
     wait_until(lambda: "GpuLost" in _visible(telegram.calls_to("sendMessage")[-1]), what="text")
     time.sleep(0.5)
     assert len(telegram.calls_to("sendPhoto")) == photos
+
+
+def test_the_update_loop_outlives_an_update_it_cannot_read(tmp_path, telegram):
+    """An update the client library cannot parse (here a message without its chat) raised
+    something other than a Telegram error and ended the update loop: no command worked again."""
+    with running_bot(bot_env(tmp_path, telegram.url)) as (app, base):
+        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+        telegram._add_update({"message": {"message_id": 1, "text": "/start"}})
+        reply = _visible(_ask(telegram, CHAT, "/start")[0])
+        assert str(CHAT) in reply and "is allowed" in reply
