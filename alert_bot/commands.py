@@ -87,6 +87,13 @@ class ChatCommands:
         self.offset: int | None = None
         self.commands_registered = False
 
+    def may_use(self, chat_id: int, user_id: int | None) -> bool:
+        """The configured access, also for an allowed group that became a supergroup since
+        (the configuration still names its old id)."""
+        if self.config.may_use(chat_id, user_id):
+            return True
+        return any(self.config.may_use(old, user_id) for old in self.store.former_chat_ids(chat_id))
+
     # --- the update loop --------------------------------------------------------------------
 
     def start(self) -> None:
@@ -200,7 +207,7 @@ class ChatCommands:
                 self.reply(message, "Unknown command. /help lists what I can do.")
             return
         user_id = (message.get("from") or {}).get("id")
-        if command not in PUBLIC_COMMANDS and not self.config.may_use(chat_id, user_id):
+        if command not in PUBLIC_COMMANDS and not self.may_use(chat_id, user_id):
             self.metrics.commands.labels("refused").inc()
             self.reply(
                 message,
@@ -219,7 +226,7 @@ class ChatCommands:
     def cmd_start(self, message: dict, args: list[str]) -> None:
         chat_id = message["chat"]["id"]
         user_id = (message.get("from") or {}).get("id")
-        allowed = self.config.may_use(chat_id, user_id)
+        allowed = self.may_use(chat_id, user_id)
         text = f"👋 This is rigwatch. This chat's id is <code>{chat_id}</code>"
         if user_id is not None:
             text += f", yours is <code>{user_id}</code>"
@@ -502,7 +509,7 @@ class ChatCommands:
         user = query.get("from") or {}
         message = query.get("message") or {}
         chat_id = (message.get("chat") or {}).get("id", user.get("id"))
-        if not self.config.may_use(chat_id, user.get("id")):
+        if not self.may_use(chat_id, user.get("id")):
             self.metrics.commands.labels("refused").inc()
             self._answer(query, REFUSAL, alert=True)
             return

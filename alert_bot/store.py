@@ -304,6 +304,20 @@ class Store:
             except sqlite3.Error as exc:
                 raise StoreError(f"store read failed: {exc}") from None
 
+    def former_chat_ids(self, chat_id: int) -> list[int]:
+        """The ids this chat had before it was upgraded (possibly more than once)."""
+        former: list[int] = []
+        frontier = [chat_id]
+        while frontier and len(former) < 100:
+            rows = self._query(
+                "SELECT old_chat_id FROM chat_migrations WHERE new_chat_id = ?", (frontier.pop(),)
+            )
+            for (old,) in rows:
+                if old != chat_id and old not in former:
+                    former.append(old)
+                    frontier.append(old)
+        return former
+
     def migrate_chat(self, old_chat_id: int, new_chat_id: int, now: float) -> None:
         """A group became a supergroup: remember it and move what waits for the old id."""
         with self._transaction() as db:

@@ -325,3 +325,19 @@ def test_the_update_loop_outlives_an_update_it_cannot_read(tmp_path, telegram):
         telegram._add_update({"message": {"message_id": 1, "text": "/start"}})
         reply = _visible(_ask(telegram, CHAT, "/start")[0])
         assert str(CHAT) in reply and "is allowed" in reply
+
+
+def test_a_default_group_upgraded_to_a_supergroup_may_still_use_commands(tmp_path, telegram):
+    """After the default chat (a group) moved to a supergroup, commands from the supergroup are
+    the default chat's, not a stranger's."""
+    old_group, new_group = -4343, -1004343
+    env = bot_env(tmp_path, telegram.url)
+    env["TELEGRAM_CHAT_ID"] = str(old_group)
+    with running_bot(env) as (app, base):
+        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+        telegram.inject_message(old_group, "", migrate_to_chat_id=new_group)
+        wait_until(lambda: app.store.resolve_chat(old_group) == new_group, what="migration")
+        reply = _visible(_ask(telegram, new_group, "/start")[0])
+        assert "is allowed" in reply, reply
+        reply = _visible(_ask(telegram, new_group, "/gpu")[0])
+        assert "not allowed" not in reply and "Prometheus" in reply, reply
