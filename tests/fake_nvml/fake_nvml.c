@@ -424,11 +424,9 @@ static int slot_of(nvmlDevice_t device)
     return idx < g_slot_count ? (int)idx : -1;
 }
 
-/* Gate for a per-device call. On success returns NVML_SUCCESS with the lock HELD and *dev set;
- * the caller answers and unlocks. Otherwise returns the error with the lock released.
- * Order: initialised, valid handle, hang (lock released), lost, errors{}. */
-static nvmlReturn_t device_enter(nvmlDevice_t device, const char *fn, const struct json **dev,
-                                 unsigned *index)
+/* Takes the lock for a call. NVML_SUCCESS with the lock HELD (the scenario re-read if it
+ * changed), or UNINITIALIZED with the lock released. */
+static nvmlReturn_t lock_initialised(void)
 {
     lock();
     if (g_refcount <= 0) {
@@ -436,22 +434,47 @@ static nvmlReturn_t device_enter(nvmlDevice_t device, const char *fn, const stru
         return NVML_ERROR_UNINITIALIZED;
     }
     reload_if_changed(0);
+    return NVML_SUCCESS;
+}
+
+/* The scenario's hang_ms{} for fn under owner: sleeps with the lock released, then takes it
+ * again as lock_initialised does (nvmlShutdown may have run meanwhile). */
+static nvmlReturn_t wait_out_hang(const struct json *owner, const char *fn)
+{
+    unsigned long long hang = hang_for(owner, fn);
+    if (!hang)
+        return NVML_SUCCESS;
+    unlock();
+    sleep_ms(hang);
+    return lock_initialised();
+}
+
+/* The scenario's errors{} for fn under owner; the lock stays HELD only when there is none. */
+static nvmlReturn_t scripted_error(const struct json *owner, const char *fn)
+{
+    nvmlReturn_t err = error_for(owner, fn);
+    if (err != NVML_SUCCESS)
+        unlock();
+    return err;
+}
+
+/* Gate for a per-device call. On success returns NVML_SUCCESS with the lock HELD and *dev set;
+ * the caller answers and unlocks. Otherwise returns the error with the lock released.
+ * Order: initialised, valid handle, hang (lock released), lost, errors{}. */
+static nvmlReturn_t device_enter(nvmlDevice_t device, const char *fn, const struct json **dev,
+                                 unsigned *index)
+{
+    nvmlReturn_t rc = lock_initialised();
+    if (rc != NVML_SUCCESS)
+        return rc;
     int slot = slot_of(device);
     if (slot < 0) {
         unlock();
         return NVML_ERROR_INVALID_ARGUMENT;
     }
-    unsigned long long hang = hang_for(g_slot_dev[slot], fn);
-    if (hang) {
-        unlock();
-        sleep_ms(hang);
-        lock();
-        if (g_refcount <= 0) {
-            unlock();
-            return NVML_ERROR_UNINITIALIZED;
-        }
-        reload_if_changed(0);
-    }
+    rc = wait_out_hang(g_slot_dev[slot], fn);
+    if (rc != NVML_SUCCESS)
+        return rc;
     const struct json *d = g_slot_dev[slot];
     if (!d || is_true(json_get(d, "lost")))
         g_slots[slot].lost_latched = 1;
@@ -459,67 +482,54 @@ static nvmlReturn_t device_enter(nvmlDevice_t device, const char *fn, const stru
         unlock();
         return NVML_ERROR_GPU_IS_LOST;
     }
-    nvmlReturn_t err = error_for(d, fn);
-    if (err != NVML_SUCCESS) {
-        unlock();
-        return err;
-    }
+    rc = scripted_error(d, fn);
+    if (rc != NVML_SUCCESS)
+        return rc;
     *dev = d;
-    if (index)
-        *index = (unsigned)slot;
+    *index = (unsigned)slot;
     return NVML_SUCCESS;
 }
 
 /* Gate for a system-wide call: top-level hang_ms{} and errors{} apply. Lock HELD on success. */
 static nvmlReturn_t system_enter(const char *fn)
 {
-    lock();
-    if (g_refcount <= 0) {
-        unlock();
-        return NVML_ERROR_UNINITIALIZED;
-    }
-    reload_if_changed(0);
-    unsigned long long hang = hang_for(g_scenario, fn);
-    if (hang) {
-        unlock();
-        sleep_ms(hang);
-        lock();
-        if (g_refcount <= 0) {
-            unlock();
-            return NVML_ERROR_UNINITIALIZED;
-        }
-        reload_if_changed(0);
-    }
-    nvmlReturn_t err = error_for(g_scenario, fn);
-    if (err != NVML_SUCCESS) {
-        unlock();
-        return err;
-    }
-    return NVML_SUCCESS;
+    nvmlReturn_t rc = lock_initialised();
+    if (rc == NVML_SUCCESS)
+        rc = wait_out_hang(g_scenario, fn);
+    return rc == NVML_SUCCESS ? scripted_error(g_scenario, fn) : rc;
 }
 
-#define DEVICE_CALL(fn)                                                    \
-    const struct json *dev;                                                \
-    unsigned dev_index;                                                    \
-    do {                                                                   \
-        nvmlReturn_t gate_ = device_enter(device, (fn), &dev, &dev_index); \
-        if (gate_ != NVML_SUCCESS)                                         \
-            return gate_;                                                  \
-    } while (0);                                                           \
-    (void)dev_index
-
-#define SYSTEM_CALL(fn)                                 \
-    do {                                                \
-        nvmlReturn_t gate_ = system_enter(fn);          \
-        if (gate_ != NVML_SUCCESS)                      \
-            return gate_;                               \
+/* Answers rc from the calling function, releasing the lock. */
+#define ANSWER(rc)   \
+    do {             \
+        unlock();    \
+        return (rc); \
     } while (0)
 
-#define ANSWER(rc)       \
-    do {                 \
-        unlock();        \
-        return (rc);     \
+/* Returns gate's error from the calling function; goes on (lock HELD) when it succeeded. */
+#define GATE(gate)                   \
+    do {                             \
+        nvmlReturn_t gate_ = (gate); \
+        if (gate_ != NVML_SUCCESS)   \
+            return gate_;            \
     } while (0)
+
+/* Opens a per-device call: the gate, then INVALID_ARGUMENT unless args_ok (the caller's
+ * pointers and values are usable; 1 where the call checks them later). Declares dev (the
+ * card's scenario entry) and dev_index. */
+#define DEVICE_CALL(fn, args_ok)                        \
+    const struct json *dev;                             \
+    unsigned dev_index;                                 \
+    GATE(device_enter(device, (fn), &dev, &dev_index)); \
+    (void)dev_index;                                    \
+    if (!(args_ok))                                     \
+        ANSWER(NVML_ERROR_INVALID_ARGUMENT)
+
+/* Opens a system-wide call the same way. */
+#define SYSTEM_CALL(fn, args_ok) \
+    GATE(system_enter(fn));      \
+    if (!(args_ok))              \
+        ANSWER(NVML_ERROR_INVALID_ARGUMENT)
 
 /* Field readers: 0 when the field is absent, null or of the wrong type (NOT_SUPPORTED). */
 static int u64_at(const struct json *obj, const char *key, unsigned long long *out)
@@ -540,6 +550,16 @@ static const char *str_at(const struct json *obj, const char *key)
     return v && v->type == JSON_STRING ? v->string : NULL;
 }
 
+/* Answers *out from obj's key, converted to *out's type; NOT_SUPPORTED when it is absent. */
+#define ANSWER_U64(obj, key, out)             \
+    do {                                      \
+        unsigned long long value_;            \
+        if (!u64_at((obj), (key), &value_))   \
+            ANSWER(NVML_ERROR_NOT_SUPPORTED); \
+        *(out) = value_;                      \
+        ANSWER(NVML_SUCCESS);                 \
+    } while (0)
+
 static nvmlReturn_t put_string(char *buf, unsigned int length, const char *value)
 {
     if (!buf)
@@ -554,15 +574,8 @@ static nvmlReturn_t put_string(char *buf, unsigned int length, const char *value
 static nvmlReturn_t uint_field(nvmlDevice_t device, const char *fn, const char *outer,
                                const char *key, unsigned int *out)
 {
-    DEVICE_CALL(fn);
-    if (!out)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
-    unsigned long long v;
-    int ok = outer ? u64_at2(dev, outer, key, &v) : u64_at(dev, key, &v);
-    if (!ok)
-        ANSWER(NVML_ERROR_NOT_SUPPORTED);
-    *out = (unsigned int)v;
-    ANSWER(NVML_SUCCESS);
+    DEVICE_CALL(fn, out);
+    ANSWER_U64(outer ? json_get(dev, outer) : dev, key, out);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -653,7 +666,7 @@ EXPORT const char *nvmlErrorString(nvmlReturn_t result)
 
 EXPORT nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length)
 {
-    SYSTEM_CALL("nvmlSystemGetDriverVersion");
+    SYSTEM_CALL("nvmlSystemGetDriverVersion", 1);
     const char *v = str_at(g_scenario, "driver_version");
     if (!v)
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -662,9 +675,7 @@ EXPORT nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int lengt
 
 static nvmlReturn_t cuda_version(const char *fn, int *out)
 {
-    SYSTEM_CALL(fn);
-    if (!out)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    SYSTEM_CALL(fn, out);
     long long v;
     const struct json *node = json_get(g_scenario, "cuda_driver_version");
     if (json_is_null(node) || !json_to_i64(node, &v))
@@ -685,7 +696,7 @@ EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *v)
 /* NVML's own version string is the CUDA major version followed by the driver version. */
 EXPORT nvmlReturn_t nvmlSystemGetNVMLVersion(char *version, unsigned int length)
 {
-    SYSTEM_CALL("nvmlSystemGetNVMLVersion");
+    SYSTEM_CALL("nvmlSystemGetNVMLVersion", 1);
     const char *explicit_version = str_at(g_scenario, "nvml_version");
     if (explicit_version)
         ANSWER(put_string(version, length, explicit_version));
@@ -700,9 +711,7 @@ EXPORT nvmlReturn_t nvmlSystemGetNVMLVersion(char *version, unsigned int length)
 
 EXPORT nvmlReturn_t nvmlSystemGetProcessName(unsigned int pid, char *name, unsigned int length)
 {
-    SYSTEM_CALL("nvmlSystemGetProcessName");
-    if (!name || length == 0)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    SYSTEM_CALL("nvmlSystemGetProcessName", name && length != 0);
     char path[64], comm[256] = "";
     snprintf(path, sizeof path, "/proc/%u/comm", pid);
     FILE *f = fopen(path, "r");
@@ -717,9 +726,7 @@ EXPORT nvmlReturn_t nvmlSystemGetProcessName(unsigned int pid, char *name, unsig
 
 static nvmlReturn_t device_count(unsigned int *count)
 {
-    SYSTEM_CALL("nvmlDeviceGetCount");
-    if (!count)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    SYSTEM_CALL("nvmlDeviceGetCount", count);
     *count = g_slot_count;
     ANSWER(NVML_SUCCESS);
 }
@@ -732,15 +739,12 @@ EXPORT nvmlReturn_t nvmlDeviceGetCount(unsigned int *count) { return device_coun
 
 static nvmlReturn_t handle_by_index(unsigned int index, nvmlDevice_t *out)
 {
-    lock();
-    if (g_refcount <= 0)
-        ANSWER(NVML_ERROR_UNINITIALIZED);
-    reload_if_changed(0);
+    GATE(lock_initialised());
     if (!out || index >= g_slot_count)
         ANSWER(NVML_ERROR_INVALID_ARGUMENT);
     unlock();
     nvmlDevice_t device = &g_slots[index];
-    DEVICE_CALL("nvmlDeviceGetHandleByIndex");
+    DEVICE_CALL("nvmlDeviceGetHandleByIndex", 1);
     *out = device;
     ANSWER(NVML_SUCCESS);
 }
@@ -768,10 +772,7 @@ static int find_slot_by(const char *key, const char *value)
 static nvmlReturn_t handle_by(const char *key, const char *value, const char *fn,
                               nvmlDevice_t *out)
 {
-    lock();
-    if (g_refcount <= 0)
-        ANSWER(NVML_ERROR_UNINITIALIZED);
-    reload_if_changed(0);
+    GATE(lock_initialised());
     if (!out || !value)
         ANSWER(NVML_ERROR_INVALID_ARGUMENT);
     int slot = find_slot_by(key, value);
@@ -779,7 +780,7 @@ static nvmlReturn_t handle_by(const char *key, const char *value, const char *fn
         ANSWER(NVML_ERROR_NOT_FOUND);
     unlock();
     nvmlDevice_t device = &g_slots[slot];
-    DEVICE_CALL(fn);
+    DEVICE_CALL(fn, 1);
     *out = device;
     ANSWER(NVML_SUCCESS);
 }
@@ -800,7 +801,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetHandleByPciBusId(const char *bus_id, nvmlDevice
 static nvmlReturn_t string_field(nvmlDevice_t device, const char *fn, const char *key, char *buf,
                                  unsigned int length)
 {
-    DEVICE_CALL(fn);
+    DEVICE_CALL(fn, 1);
     const char *v = str_at(dev, key);
     if (!v)
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -822,18 +823,14 @@ EXPORT nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t device, char *serial, unsig
 
 EXPORT nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index)
 {
-    DEVICE_CALL("nvmlDeviceGetIndex");
-    if (!index)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetIndex", index);
     *index = dev_index;
     ANSWER(NVML_SUCCESS);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t device, unsigned int *minor)
 {
-    DEVICE_CALL("nvmlDeviceGetMinorNumber");
-    if (!minor)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetMinorNumber", minor);
     unsigned long long v;
     *minor = u64_at(dev, "minor_number", &v) ? (unsigned)v : dev_index;
     ANSWER(NVML_SUCCESS);
@@ -848,9 +845,7 @@ static int parse_bus_id(const char *s, unsigned *domain, unsigned *bus, unsigned
 
 static nvmlReturn_t pci_info(nvmlDevice_t device, nvmlPciInfo_t *pci)
 {
-    DEVICE_CALL("nvmlDeviceGetPciInfo");
-    if (!pci)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetPciInfo", pci);
     const char *bus_id = str_at(dev, "pci_bus_id");
     unsigned domain, bus, slot, function;
     if (!parse_bus_id(bus_id, &domain, &bus, &slot, &function))
@@ -883,21 +878,13 @@ EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v2(nvmlDevice_t device, nvmlPciInfo_t *
 EXPORT nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t device, nvmlTemperatureSensors_t sensor,
                                              unsigned int *temp)
 {
-    DEVICE_CALL("nvmlDeviceGetTemperature");
-    if (!temp || sensor != NVML_TEMPERATURE_GPU)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
-    unsigned long long v;
-    if (!u64_at(dev, "temperature_c", &v))
-        ANSWER(NVML_ERROR_NOT_SUPPORTED);
-    *temp = (unsigned)v;
-    ANSWER(NVML_SUCCESS);
+    DEVICE_CALL("nvmlDeviceGetTemperature", temp && sensor == NVML_TEMPERATURE_GPU);
+    ANSWER_U64(dev, "temperature_c", temp);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetTemperatureV(nvmlDevice_t device, nvmlTemperature_v1_t *temp)
 {
-    DEVICE_CALL("nvmlDeviceGetTemperatureV");
-    if (!temp)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetTemperatureV", temp);
     if (temp->version != nvmlTemperature_v1)
         ANSWER(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
     if (temp->sensorType != NVML_TEMPERATURE_GPU)
@@ -914,9 +901,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetTemperatureThreshold(nvmlDevice_t device,
                                                       nvmlTemperatureThresholds_t which,
                                                       unsigned int *temp)
 {
-    DEVICE_CALL("nvmlDeviceGetTemperatureThreshold");
-    if (!temp)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetTemperatureThreshold", temp);
     const char *key;
     switch (which) {
     case NVML_TEMPERATURE_THRESHOLD_SHUTDOWN: key = "temperature_shutdown_c"; break;
@@ -928,11 +913,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetTemperatureThreshold(nvmlDevice_t device,
             ANSWER(NVML_ERROR_INVALID_ARGUMENT);
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
     }
-    unsigned long long v;
-    if (!u64_at(dev, key, &v))
-        ANSWER(NVML_ERROR_NOT_SUPPORTED);
-    *temp = (unsigned)v;
-    ANSWER(NVML_SUCCESS);
+    ANSWER_U64(dev, key, temp);
 }
 
 static const struct json *fan_list(const struct json *dev)
@@ -943,9 +924,7 @@ static const struct json *fan_list(const struct json *dev)
 
 EXPORT nvmlReturn_t nvmlDeviceGetNumFans(nvmlDevice_t device, unsigned int *count)
 {
-    DEVICE_CALL("nvmlDeviceGetNumFans");
-    if (!count)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetNumFans", count);
     const struct json *fans = fan_list(dev);
     if (!fans)
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -956,9 +935,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetNumFans(nvmlDevice_t device, unsigned int *coun
 static nvmlReturn_t fan_speed(nvmlDevice_t device, unsigned int fan, unsigned int *speed,
                               int check_range)
 {
-    DEVICE_CALL("nvmlDeviceGetFanSpeed");
-    if (!speed)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetFanSpeed", speed);
     const struct json *fans = fan_list(dev);
     if (!fans)
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1000,9 +977,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t device, unsig
 EXPORT nvmlReturn_t nvmlDeviceGetPowerManagementDefaultLimit(nvmlDevice_t device,
                                                              unsigned int *mw)
 {
-    DEVICE_CALL("nvmlDeviceGetPowerManagementDefaultLimit");
-    if (!mw)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetPowerManagementDefaultLimit", mw);
     unsigned long long v;
     if (!u64_at(dev, "power_default_limit_mw", &v) && !u64_at(dev, "power_limit_mw", &v))
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1014,9 +989,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t de
                                                                  unsigned int *min_mw,
                                                                  unsigned int *max_mw)
 {
-    DEVICE_CALL("nvmlDeviceGetPowerManagementLimitConstraints");
-    if (!min_mw || !max_mw)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetPowerManagementLimitConstraints", min_mw && max_mw);
     unsigned long long lo, hi;
     if (!u64_at(dev, "power_min_limit_mw", &lo) || !u64_at(dev, "power_max_limit_mw", &hi))
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1028,9 +1001,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t de
 EXPORT nvmlReturn_t nvmlDeviceGetPowerManagementMode(nvmlDevice_t device,
                                                      nvmlEnableState_t *mode)
 {
-    DEVICE_CALL("nvmlDeviceGetPowerManagementMode");
-    if (!mode)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetPowerManagementMode", mode);
     unsigned long long v;
     *mode = u64_at(dev, "power_limit_mw", &v) ? NVML_FEATURE_ENABLED : NVML_FEATURE_DISABLED;
     ANSWER(NVML_SUCCESS);
@@ -1039,14 +1010,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetPowerManagementMode(nvmlDevice_t device,
 EXPORT nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device,
                                                         unsigned long long *mj)
 {
-    DEVICE_CALL("nvmlDeviceGetTotalEnergyConsumption");
-    if (!mj)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
-    unsigned long long v;
-    if (!u64_at(dev, "energy_mj", &v))
-        ANSWER(NVML_ERROR_NOT_SUPPORTED);
-    *mj = v;
-    ANSWER(NVML_SUCCESS);
+    DEVICE_CALL("nvmlDeviceGetTotalEnergyConsumption", mj);
+    ANSWER_U64(dev, "energy_mj", mj);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1054,9 +1019,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device,
 
 EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilization_t *util)
 {
-    DEVICE_CALL("nvmlDeviceGetUtilizationRates");
-    if (!util)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetUtilizationRates", util);
     unsigned long long gpu, mem;
     if (!u64_at(dev, "utilization_gpu_percent", &gpu) ||
         !u64_at(dev, "utilization_memory_percent", &mem))
@@ -1072,9 +1035,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtili
 static nvmlReturn_t codec_util(nvmlDevice_t device, const char *fn, const char *key,
                                unsigned int *util, unsigned int *period_us)
 {
-    DEVICE_CALL(fn);
-    if (!util || !period_us)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL(fn, util && period_us);
     unsigned long long v;
     if (!u64_at(dev, key, &v))
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1108,9 +1069,7 @@ static int memory_values(const struct json *dev, unsigned long long *total,
 
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *memory)
 {
-    DEVICE_CALL("nvmlDeviceGetMemoryInfo");
-    if (!memory)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetMemoryInfo", memory);
     unsigned long long total, used;
     if (!memory_values(dev, &total, &used))
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1122,9 +1081,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *m
 
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory)
 {
-    DEVICE_CALL("nvmlDeviceGetMemoryInfo");
-    if (!memory)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetMemoryInfo", memory);
     if (memory->version != nvmlMemory_v2)
         ANSWER(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
     unsigned long long total, used;
@@ -1142,9 +1099,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v
 
 EXPORT nvmlReturn_t nvmlDeviceGetBAR1MemoryInfo(nvmlDevice_t device, nvmlBAR1Memory_t *bar1)
 {
-    DEVICE_CALL("nvmlDeviceGetBAR1MemoryInfo");
-    if (!bar1)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetBAR1MemoryInfo", bar1);
     unsigned long long total, used;
     if (!u64_at(dev, "bar1_total_bytes", &total) || !u64_at(dev, "bar1_used_bytes", &used))
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1173,15 +1128,9 @@ static const char *clock_key(nvmlClockType_t type)
 static nvmlReturn_t clock_from(nvmlDevice_t device, const char *fn, const char *table,
                                nvmlClockType_t type, unsigned int *mhz)
 {
-    DEVICE_CALL(fn);
     const char *key = clock_key(type);
-    if (!mhz || !key)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
-    unsigned long long v;
-    if (!u64_at2(dev, table, key, &v))
-        ANSWER(NVML_ERROR_NOT_SUPPORTED);
-    *mhz = (unsigned)v;
-    ANSWER(NVML_SUCCESS);
+    DEVICE_CALL(fn, mhz && key);
+    ANSWER_U64(json_get(dev, table), key, mhz);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t device, nvmlClockType_t type,
@@ -1201,20 +1150,14 @@ EXPORT nvmlReturn_t nvmlDeviceGetClock(nvmlDevice_t device, nvmlClockType_t type
         return clock_from(device, "nvmlDeviceGetClock", "clocks_mhz", type, mhz);
     if (id == NVML_CLOCK_ID_CUSTOMER_BOOST_MAX)
         return clock_from(device, "nvmlDeviceGetClock", "max_clocks_mhz", type, mhz);
-    DEVICE_CALL("nvmlDeviceGetClock");
+    DEVICE_CALL("nvmlDeviceGetClock", 1);
     ANSWER((unsigned)id > 3 ? NVML_ERROR_INVALID_ARGUMENT : NVML_ERROR_NOT_SUPPORTED);
 }
 
 static nvmlReturn_t pstate(nvmlDevice_t device, const char *fn, nvmlPstates_t *state)
 {
-    DEVICE_CALL(fn);
-    if (!state)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
-    unsigned long long v;
-    if (!u64_at(dev, "pstate", &v))
-        ANSWER(NVML_ERROR_NOT_SUPPORTED);
-    *state = (nvmlPstates_t)v;
-    ANSWER(NVML_SUCCESS);
+    DEVICE_CALL(fn, state);
+    ANSWER_U64(dev, "pstate", state);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t device, nvmlPstates_t *state)
@@ -1232,9 +1175,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetPowerState(nvmlDevice_t device, nvmlPstates_t *
 static nvmlReturn_t event_reasons(nvmlDevice_t device, const char *fn, int supported,
                                   unsigned long long *reasons)
 {
-    DEVICE_CALL(fn);
-    if (!reasons)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL(fn, reasons);
     unsigned long long v;
     if (!u64_at(dev, "clock_event_reasons", &v))
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1300,12 +1241,10 @@ EXPORT nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t device,
                                                 nvmlPcieUtilCounter_t counter,
                                                 unsigned int *kbps)
 {
-    DEVICE_CALL("nvmlDeviceGetPcieThroughput");
     const char *key = counter == NVML_PCIE_UTIL_TX_BYTES   ? "tx_kbps"
                       : counter == NVML_PCIE_UTIL_RX_BYTES ? "rx_kbps"
                                                            : NULL;
-    if (!kbps || !key)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetPcieThroughput", kbps && key);
     unsigned long long v;
     if (!u64_at2(dev, "pcie", key, &v))
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1321,9 +1260,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t device,
 EXPORT nvmlReturn_t nvmlDeviceGetEccMode(nvmlDevice_t device, nvmlEnableState_t *current,
                                          nvmlEnableState_t *pending)
 {
-    DEVICE_CALL("nvmlDeviceGetEccMode");
-    if (!current || !pending)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetEccMode", current && pending);
     const struct json *ecc = json_get(dev, "ecc");
     if (!ecc || ecc->type != JSON_OBJECT)
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1337,25 +1274,18 @@ EXPORT nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t device,
                                                 nvmlEccCounterType_t counter_type,
                                                 unsigned long long *count)
 {
-    DEVICE_CALL("nvmlDeviceGetTotalEccErrors");
-    if (!count || (unsigned)error_type > 1 || (unsigned)counter_type > 1)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetTotalEccErrors",
+                count && (unsigned)error_type <= 1 && (unsigned)counter_type <= 1);
     static const char *keys[2][2] = {{"corrected_volatile", "corrected_aggregate"},
                                      {"uncorrected_volatile", "uncorrected_aggregate"}};
-    unsigned long long v;
-    if (!u64_at2(dev, "ecc", keys[error_type][counter_type], &v))
-        ANSWER(NVML_ERROR_NOT_SUPPORTED);
-    *count = v;
-    ANSWER(NVML_SUCCESS);
+    ANSWER_U64(json_get(dev, "ecc"), keys[error_type][counter_type], count);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t device, unsigned int *corr,
                                               unsigned int *unc, unsigned int *pending,
                                               unsigned int *failure)
 {
-    DEVICE_CALL("nvmlDeviceGetRemappedRows");
-    if (!corr || !unc || !pending || !failure)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetRemappedRows", corr && unc && pending && failure);
     unsigned long long c, u, p, f;
     if (!u64_at2(dev, "remapped_rows", "correctable", &c) ||
         !u64_at2(dev, "remapped_rows", "uncorrectable", &u) ||
@@ -1429,9 +1359,7 @@ static void field_value(const struct json *dev, nvmlFieldValue_t *fv, long long 
 EXPORT nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int count,
                                              nvmlFieldValue_t *values)
 {
-    DEVICE_CALL("nvmlDeviceGetFieldValues");
-    if (!values || count < 0)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetFieldValues", values && count >= 0);
     long long now = realtime_us();
     for (int i = 0; i < count; i++)
         field_value(dev, &values[i], now);
@@ -1458,9 +1386,7 @@ static int process_is(const struct json *proc, const char *kind)
 static nvmlReturn_t running_processes(nvmlDevice_t device, const char *fn, const char *kind,
                                       unsigned int *count, void *infos, int version)
 {
-    DEVICE_CALL(fn);
-    if (!count)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL(fn, count);
     const struct json *procs = process_list(dev);
     if (!procs)
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1532,9 +1458,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device,
                                                     unsigned int *count,
                                                     unsigned long long last_seen_us)
 {
-    DEVICE_CALL("nvmlDeviceGetProcessUtilization");
-    if (!count)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetProcessUtilization", count);
     const struct json *procs = process_list(dev);
     if (!procs)
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1577,9 +1501,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device,
 static nvmlReturn_t enable_state(nvmlDevice_t device, const char *fn, const char *key,
                                  int default_value, nvmlEnableState_t *out)
 {
-    DEVICE_CALL(fn);
-    if (!out)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL(fn, out);
     const struct json *v = json_get(dev, key);
     if (v && v->type == JSON_NULL)
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1602,9 +1524,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetDisplayActive(nvmlDevice_t device, nvmlEnableSt
 
 EXPORT nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t device, nvmlComputeMode_t *mode)
 {
-    DEVICE_CALL("nvmlDeviceGetComputeMode");
-    if (!mode)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetComputeMode", mode);
     *mode = NVML_COMPUTEMODE_DEFAULT;
     ANSWER(NVML_SUCCESS);
 }
@@ -1612,9 +1532,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t device, nvmlComputeMod
 EXPORT nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, int *major,
                                                        int *minor)
 {
-    DEVICE_CALL("nvmlDeviceGetCudaComputeCapability");
-    if (!major || !minor)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetCudaComputeCapability", major && minor);
     unsigned long long ma = 8, mi = 9;
     u64_at(dev, "compute_capability_major", &ma);
     u64_at(dev, "compute_capability_minor", &mi);
@@ -1627,7 +1545,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, int 
 EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *current,
                                          unsigned int *pending)
 {
-    DEVICE_CALL("nvmlDeviceGetMigMode");
+    DEVICE_CALL("nvmlDeviceGetMigMode", 1);
     (void)current;
     (void)pending;
     ANSWER(NVML_ERROR_NOT_SUPPORTED);
@@ -1635,18 +1553,14 @@ EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *curr
 
 EXPORT nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *is_mig)
 {
-    DEVICE_CALL("nvmlDeviceIsMigDeviceHandle");
-    if (!is_mig)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceIsMigDeviceHandle", is_mig);
     *is_mig = 0;
     ANSWER(NVML_SUCCESS);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count)
 {
-    DEVICE_CALL("nvmlDeviceGetMaxMigDeviceCount");
-    if (!count)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetMaxMigDeviceCount", count);
     *count = 0;
     ANSWER(NVML_SUCCESS);
 }
@@ -1686,9 +1600,7 @@ static int valid_set(nvmlEventSet_t set)
 
 EXPORT nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set)
 {
-    SYSTEM_CALL("nvmlEventSetCreate");
-    if (!set)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    SYSTEM_CALL("nvmlEventSetCreate", set);
     struct fake_event_set *s = calloc(1, sizeof *s);
     if (!s)
         ANSWER(NVML_ERROR_MEMORY);
@@ -1717,9 +1629,7 @@ EXPORT nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set)
 EXPORT nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device,
                                                      unsigned long long *types)
 {
-    DEVICE_CALL("nvmlDeviceGetSupportedEventTypes");
-    if (!types)
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceGetSupportedEventTypes", types);
     if (!xid_list(dev))
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
     *types = SUPPORTED_EVENT_TYPES;
@@ -1729,9 +1639,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device,
 EXPORT nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long types,
                                              nvmlEventSet_t set)
 {
-    DEVICE_CALL("nvmlDeviceRegisterEvents");
-    if (!valid_set(set))
-        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    DEVICE_CALL("nvmlDeviceRegisterEvents", valid_set(set));
     if (!xid_list(dev) || (types & ~SUPPORTED_EVENT_TYPES))
         ANSWER(NVML_ERROR_NOT_SUPPORTED);
     for (unsigned i = 0; i < set->count; i++) {
