@@ -129,13 +129,12 @@ class BotApp:
             if any(a["status"] == "firing" for a in heartbeat):
                 self.watchdog.heartbeat()
             stored = True
+            destinations = []
             if others:
                 payload = dict(notification.payload, alerts=others)
+                destinations = route(Notification(payload), self.config)
                 stored = self.store.add(
-                    route(Notification(payload), self.config),
-                    now,
-                    dedupe_key(notification),
-                    self.config.dedupe_window,
+                    destinations, now, dedupe_key(notification), self.config.dedupe_window
                 )
             if now - self._last_prune > 600:
                 self._last_prune = now
@@ -143,10 +142,11 @@ class BotApp:
         except StoreError as exc:
             log.error("could not store a notification: %s", exc)
             return WebhookResult(503, "store unavailable, retry later\n")
+        self.metrics.received.inc()
         if not stored:
             self.metrics.duplicates.inc()
             return WebhookResult(200, "duplicate, already stored\n")
-        self.metrics.received.inc()
+        self.metrics.stored.inc(len(destinations))
         self.worker.wake()
         return WebhookResult(200, "stored\n")
 

@@ -37,64 +37,59 @@ class _QueueCollector:
 class BotMetrics:
     def __init__(self, queue_stats: Callable[[], tuple[int, float]]):
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.received = Counter(
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, labels, registry=self.registry)
+
+        self.received = counter(
             "rigwatch_bot_notifications_received",
-            "Webhook notifications accepted (2xx).",
-            registry=r,
+            "Webhook notifications accepted (2xx), duplicates and heartbeats included.",
         )
-        self.duplicates = Counter(
-            "rigwatch_bot_notifications_duplicate",
-            "Notifications dropped as HA duplicates.",
-            registry=r,
+        self.stored = counter(
+            "rigwatch_bot_notifications_stored",
+            "Notifications committed to the queue (one per destination chat and topic).",
         )
-        self.rejected = Counter(
-            "rigwatch_bot_notifications_rejected",
-            "Webhook requests answered 4xx.",
-            ["reason"],
-            registry=r,
+        self.duplicates = counter(
+            "rigwatch_bot_notifications_duplicate", "Notifications dropped as HA duplicates."
         )
-        self.messages_delivered = Counter(
-            "rigwatch_bot_messages_delivered", "Telegram messages accepted by Telegram.", registry=r
+        self.rejected = counter(
+            "rigwatch_bot_notifications_rejected", "Webhook requests answered 4xx.", "reason"
         )
-        self.alerts_delivered = Counter(
-            "rigwatch_bot_alerts_delivered", "Alerts (inside messages) delivered.", registry=r
+        self.messages_delivered = counter(
+            "rigwatch_bot_messages_delivered", "Telegram messages accepted by Telegram."
         )
-        self.delivery_failures = Counter(
+        self.alerts_delivered = counter(
+            "rigwatch_bot_alerts_delivered", "Alerts (inside messages) delivered."
+        )
+        self.delivery_failures = counter(
             "rigwatch_bot_delivery_failures",
             "Failed send attempts (network, 5xx, 429, 400).",
-            ["reason"],
-            registry=r,
+            "reason",
         )
-        self.retries = Counter(
-            "rigwatch_bot_delivery_retries", "Send attempts that were retries.", registry=r
+        self.retries = counter("rigwatch_bot_delivery_retries", "Send attempts that were retries.")
+        self.rate_limited = counter(
+            "rigwatch_bot_telegram_rate_limited", "429 answers from Telegram."
         )
-        self.rate_limited = Counter(
-            "rigwatch_bot_telegram_rate_limited", "429 answers from Telegram.", registry=r
-        )
-        self.dead_letters = Counter(
+        self.dead_letters = counter(
             "rigwatch_bot_dead_letters",
             "Notifications given up on and moved to the dead-letter table.",
-            registry=r,
         )
         self.latency = Histogram(
             "rigwatch_bot_delivery_latency_seconds",
             "Webhook receipt to Telegram accepted.",
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
-        self.commands = Counter(
-            "rigwatch_bot_commands", "Chat commands served.", ["command"], registry=r
-        )
+        self.commands = counter("rigwatch_bot_commands", "Chat commands served.", "command")
         self.watchdog_last_seen = Gauge(
             "rigwatch_bot_watchdog_last_seen_timestamp_seconds",
             "Unix time the last Watchdog notification arrived.",
-            registry=r,
+            registry=self.registry,
         )
-        Gauge("rigwatch_bot_build_info", "Constant 1.", ["version"], registry=r).labels(
+        Gauge("rigwatch_bot_build_info", "Constant 1.", ["version"], registry=self.registry).labels(
             __version__
         ).set(1)
-        r.register(_QueueCollector(queue_stats))
+        self.registry.register(_QueueCollector(queue_stats))
         for reason in ("network", "5xx", "429", "400"):
             self.delivery_failures.labels(reason)
         for reason in ("unauthorized", "too_large", "bad_payload", "not_found"):

@@ -317,6 +317,8 @@ def test_routes_split_one_notification_between_chats(tmp_path, telegram):
         assert "hot-0" in _all_visible(telegram, GROUP)
         assert "warm-1" not in _all_visible(telegram, GROUP)
         assert "warm-1" in _all_visible(telegram, CHAT)  # no route matched: default chat
+        assert metric_value(base, "rigwatch_bot_notifications_received_total") == 1
+        assert metric_value(base, "rigwatch_bot_notifications_stored_total") == 2
 
 
 def test_user_template_is_autoescaped(tmp_path, telegram):

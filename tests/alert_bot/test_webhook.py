@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import string
 import urllib.request
@@ -21,7 +22,7 @@ from tests.alert_bot.botkit import (
     post,
     running_bot,
 )
-from tests.support import wait_until
+from tests.support import REPO, http_get, wait_until
 
 
 def test_wrong_or_missing_token_is_401_and_stores_nothing(tmp_path, telegram):
@@ -151,6 +152,7 @@ def test_store_failure_answers_5xx_and_alertmanager_retry_then_succeeds(tmp_path
             blocker.close()
         assert app.store.count() == 0
         assert metric_value(base, "rigwatch_bot_notifications_received_total") == 0
+        assert metric_value(base, "rigwatch_bot_notifications_stored_total") == 0
         # Alertmanager's retry of the same notification now lands and is delivered.
         assert post(base, notification(alert()))[0] == 200
         wait_until(lambda: len(telegram.sent(CHAT)) == 1, what="delivery after retry")
@@ -173,7 +175,9 @@ def test_duplicates_from_an_ha_pair_are_stored_once(tmp_path, telegram):
         assert post(base, resolved)[0] == 200
         assert app.store.count() == 2
         assert metric_value(base, "rigwatch_bot_notifications_duplicate_total") == 2
-        assert metric_value(base, "rigwatch_bot_notifications_received_total") == 2
+        # Every notification answered 2xx is received; duplicates are not stored again.
+        assert metric_value(base, "rigwatch_bot_notifications_received_total") == 4
+        assert metric_value(base, "rigwatch_bot_notifications_stored_total") == 2
         wait_until(lambda: app.store.count("sent") == 2, what="both delivered")
         texts = "\n".join(telegram.visible_texts(CHAT))
         assert texts.count("FIRING") == 2  # two alerts of the one firing notification
@@ -189,6 +193,15 @@ def test_healthz_metrics_and_landing_page(tmp_path, telegram):
         assert metric_value(base, "rigwatch_bot_build_info") == 1
         assert metric_value(base, "rigwatch_bot_queue_depth") == 0
         assert post(base, notification(alert()), path="/elsewhere")[0] == 404
+        # Every metric docs/bot-metrics.md promises is on /metrics from the start.
+        documented = re.findall(
+            r"^\| (rigwatch_bot_\w+) \|", (REPO / "docs" / "bot-metrics.md").read_text(), re.M
+        )
+        assert len(documented) >= 16
+        _, exposition = http_get(base + "/metrics")
+        exposed = set(re.findall(r"^# TYPE (\w+) ", exposition, re.M))
+        exposed |= {f"{name}_total" for name in exposed}
+        assert sorted(set(documented) - exposed) == []
 
 
 # --- fuzz -----------------------------------------------------------------------------------
