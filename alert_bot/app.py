@@ -168,6 +168,12 @@ class _Handler(BaseHTTPRequestHandler):
     # delayed ACK (~40 ms) on every kept-alive request.
     disable_nagle_algorithm = True
 
+    @property
+    def timeout(self) -> float:  # type: ignore[override]
+        # A client that stops sending (headers, body, or an idle kept-alive connection) must
+        # not hold a thread forever: the socket times out and the connection is closed.
+        return self.server.app.config.read_timeout
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s %s", self.address_string(), format % args)
 

@@ -106,6 +106,7 @@ class Config:
     template_source: str | None = None
     max_body_bytes: int = 1024 * 1024
     dedupe_window: float = 300.0
+    read_timeout: float = 30.0
     long_poll_timeout: int = 25
     rate_limits: RateLimits = field(default_factory=RateLimits)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
@@ -416,7 +417,11 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
             "global_window": parse_duration,
         },
     )
-    webhook = _check_keys("webhook", data.get("webhook"), {"max_body_bytes", "dedupe_window"})
+    webhook = _check_keys(
+        "webhook", data.get("webhook"), {"max_body_bytes", "dedupe_window", "read_timeout"}
+    )
+    if "read_timeout" in webhook:
+        out["read_timeout"] = parse_duration("webhook.read_timeout", webhook["read_timeout"])
     if "max_body_bytes" in webhook:
         out["max_body_bytes"] = _int("webhook.max_body_bytes", webhook["max_body_bytes"], 1024)
     if "dedupe_window" in webhook:

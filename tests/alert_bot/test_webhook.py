@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sqlite3
 import string
+import time
 import urllib.request
 
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from alert_bot.webhook import parse_time
 from tests.alert_bot.botkit import (
     CHAT,
+    WEBHOOK_TOKEN,
     Poster,
     alert,
     bot_env,
@@ -41,6 +44,27 @@ def test_wrong_or_missing_token_is_401_and_stores_nothing(tmp_path, telegram):
             == 4
         )
     assert telegram.sent() == []
+
+
+def test_a_client_that_stops_sending_is_disconnected(tmp_path, telegram):
+    """A request whose body never comes held a server thread forever (no socket timeout),
+    so slow or stuck clients could pile up threads without bound."""
+    env = bot_env(tmp_path, telegram.url, {"webhook": {"read_timeout": "1s"}})
+    with running_bot(env, run_updates=False) as (app, base):
+        stuck = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+        try:
+            stuck.sendall(
+                b"POST /alertmanager HTTP/1.1\r\nHost: bot\r\n"
+                + f"Authorization: Bearer {WEBHOOK_TOKEN}\r\n".encode()
+                + b'Content-Length: 500\r\n\r\n{"version": '
+            )
+            started = time.monotonic()
+            assert stuck.recv(4096) == b""  # the server closed it, with no answer
+            assert time.monotonic() - started < 5
+        finally:
+            stuck.close()
+        assert app.store.count() == 0
+        assert post(base, notification(alert()))[0] == 200
 
 
 def test_body_over_the_limit_is_413(tmp_path, telegram):
