@@ -669,6 +669,39 @@ def verdict(value: float | None, limit: float | None, unit: str, strict: bool = 
     return f"**MISS** ({over}, {(value / limit - 1) * 100:.0f}% over)"
 
 
+def table_row(
+    label: str,
+    mine: float | None,
+    reference: float | None = None,
+    *,
+    compared: bool = True,
+    show=ms,
+    limit: float | None = None,
+    unit: str = "",
+    ratio_limit: float | None = None,
+    strict: bool = False,
+) -> tuple[str, ...]:
+    """One row of the table: rigwatch's figure, the reference's and their ratio (blank when not
+    compared), with its target: limit on rigwatch's figure or ratio_limit on the ratio."""
+    beside = (show(reference), ratio(mine, reference)) if compared else ("", "")
+    judged = mine
+    if ratio_limit is not None:
+        limit, unit = ratio_limit, "×"
+        judged = mine / reference if mine is not None and reference else None
+    if limit is None:
+        return (label, show(mine), *beside, "", "—")
+    target = f"{'<' if strict else '≤'} {limit:g}{unit}"
+    return (label, show(mine), *beside, target, verdict(judged, limit, unit, strict))
+
+
+def megabytes(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} MB"
+
+
+def count(value: int | None) -> str:
+    return str(value or "n/a")
+
+
 def render(results: Results, args: argparse.Namespace, versions: dict[str, str]) -> str:
     full, floor, nv, host, node = (
         results.full,
@@ -682,116 +715,62 @@ def render(results: Results, args: argparse.Namespace, versions: dict[str, str])
     def get(obj, attr):
         return None if obj is None else getattr(obj, attr)
 
-    floor_ratio = (full.p50_ms / floor.p50_ms) if full and floor else None
-    cpu_ratio = (full.cpu_ms_per_scrape / nv.cpu_ms_per_refresh) if full and nv else None
-    host_ratio = (host.p50_ms / node.p50_ms) if host and node else None
-
     rows = [
-        (
-            "full scrape p50 latency",
-            ms(get(full, "p50_ms")),
-            "",
-            "",
-            "≤ 10 ms",
-            verdict(get(full, "p50_ms"), TARGETS["p50_ms"], " ms"),
-        ),
-        (
-            "full scrape p99 latency",
-            ms(get(full, "p99_ms")),
-            "",
-            "",
-            "≤ 25 ms",
-            verdict(get(full, "p99_ms"), TARGETS["p99_ms"], " ms"),
-        ),
-        (
+        table_row(
+            f"full scrape {q} latency",
+            get(full, key),
+            compared=False,
+            limit=TARGETS[key],
+            unit=" ms",
+        )
+        for q, key in (("p50", "p50_ms"), ("p99", "p99_ms"))
+    ]
+    rows += [
+        table_row(
             "full scrape p50 vs the floor (bare reads p50)",
-            ms(get(full, "p50_ms")),
-            ms(get(floor, "p50_ms")),
-            ratio(get(full, "p50_ms"), get(floor, "p50_ms")),
-            "≤ 2×",
-            verdict(floor_ratio, TARGETS["floor_ratio"], "×"),
+            get(full, "p50_ms"),
+            get(floor, "p50_ms"),
+            ratio_limit=TARGETS["floor_ratio"],
         ),
-        (
+        table_row(
             "CPU per scrape vs nvitop-exporter CPU per refresh",
-            ms(get(full, "cpu_ms_per_scrape")),
-            ms(get(nv, "cpu_ms_per_refresh")),
-            ratio(get(full, "cpu_ms_per_scrape"), get(nv, "cpu_ms_per_refresh")),
-            "< 1×",
-            verdict(cpu_ratio, 1.0, "×", strict=True),
+            get(full, "cpu_ms_per_scrape"),
+            get(nv, "cpu_ms_per_refresh"),
+            ratio_limit=1.0,
+            strict=True,
         ),
-        (
+        table_row(
             "RSS after the run (nvitop-exporter beside)",
-            "n/a" if full is None else f"{full.rss_mb:.1f} MB",
-            "n/a" if nv_scrape is None else f"{nv_scrape.rss_mb:.1f} MB",
-            ratio(get(full, "rss_mb"), get(nv_scrape, "rss_mb")),
-            "≤ 60 MB",
-            verdict(get(full, "rss_mb"), TARGETS["rss_mb"], " MB"),
-        ),
-        (
-            "scrape p50 latency vs nvitop-exporter",
-            ms(get(full, "p50_ms")),
-            ms(get(nv_scrape, "p50_ms")),
-            ratio(get(full, "p50_ms"), get(nv_scrape, "p50_ms")),
-            "",
-            "—",
-        ),
-        (
-            "scrape p99 latency vs nvitop-exporter",
-            ms(get(full, "p99_ms")),
-            ms(get(nv_scrape, "p99_ms")),
-            ratio(get(full, "p99_ms"), get(nv_scrape, "p99_ms")),
-            "",
-            "—",
-        ),
-        (
-            "series per scrape vs nvitop-exporter",
-            str(get(full, "series") or "n/a"),
-            str(get(nv_scrape, "series") or "n/a"),
-            ratio(get(full, "series"), get(nv_scrape, "series")),
-            "",
-            "—",
-        ),
-        (
-            "host-only scrape p50 vs node_exporter",
-            ms(get(host, "p50_ms")),
-            ms(get(node, "p50_ms")),
-            ratio(get(host, "p50_ms"), get(node, "p50_ms")),
-            "< 1×",
-            verdict(host_ratio, 1.0, "×", strict=True),
-        ),
-        (
-            "host-only scrape p99 vs node_exporter",
-            ms(get(host, "p99_ms")),
-            ms(get(node, "p99_ms")),
-            ratio(get(host, "p99_ms"), get(node, "p99_ms")),
-            "",
-            "—",
-        ),
-        (
-            "host-only CPU per scrape vs node_exporter",
-            ms(get(host, "cpu_ms_per_scrape")),
-            ms(get(node, "cpu_ms_per_scrape")),
-            ratio(get(host, "cpu_ms_per_scrape"), get(node, "cpu_ms_per_scrape")),
-            "",
-            "—",
-        ),
-        (
-            "host-only series per scrape vs node_exporter",
-            str(get(host, "series") or "n/a"),
-            str(get(node, "series") or "n/a"),
-            ratio(get(host, "series"), get(node, "series")),
-            "",
-            "—",
-        ),
-        (
-            "host-only RSS vs node_exporter",
-            "n/a" if host is None else f"{host.rss_mb:.1f} MB",
-            "n/a" if node is None else f"{node.rss_mb:.1f} MB",
-            ratio(get(host, "rss_mb"), get(node, "rss_mb")),
-            "",
-            "—",
+            get(full, "rss_mb"),
+            get(nv_scrape, "rss_mb"),
+            show=megabytes,
+            limit=TARGETS["rss_mb"],
+            unit=" MB",
         ),
     ]
+    # The plain comparisons: the same figure of rigwatch and of its peer, side by side.
+    for label, ours, theirs, attr, show in (
+        ("scrape p50 latency vs nvitop-exporter", full, nv_scrape, "p50_ms", ms),
+        ("scrape p99 latency vs nvitop-exporter", full, nv_scrape, "p99_ms", ms),
+        ("series per scrape vs nvitop-exporter", full, nv_scrape, "series", count),
+    ):
+        rows.append(table_row(label, get(ours, attr), get(theirs, attr), show=show))
+    rows.append(
+        table_row(
+            "host-only scrape p50 vs node_exporter",
+            get(host, "p50_ms"),
+            get(node, "p50_ms"),
+            ratio_limit=1.0,
+            strict=True,
+        )
+    )
+    for label, attr, show in (
+        ("host-only scrape p99 vs node_exporter", "p99_ms", ms),
+        ("host-only CPU per scrape vs node_exporter", "cpu_ms_per_scrape", ms),
+        ("host-only series per scrape vs node_exporter", "series", count),
+        ("host-only RSS vs node_exporter", "rss_mb", megabytes),
+    ):
+        rows.append(table_row(label, get(host, attr), get(node, attr), show=show))
     for position, label, extra in (
         (2, "full scrape p50 / p99, new connection per scrape", results.full_fresh),
         (3, "full scrape p50 / p99 without gzip", results.full_identity),
@@ -1033,47 +1012,32 @@ def main(argv: list[str] | None = None) -> int:
         scenario_path = workdir / "scenario.json"
         write_scenario(scenario_path, bench_scenario(pids))
 
-        results.full = attempt(
-            results,
-            "rigwatch full",
-            measure_rigwatch,
-            scenario_path,
-            args.scrapes,
-            headers=PROMETHEUS_HEADERS,
-        )
-        results.full_fresh = attempt(
-            results,
-            "rigwatch full, new connection per scrape",
-            measure_rigwatch,
-            scenario_path,
-            max(20, args.scrapes // 3),
-            headers=PROMETHEUS_HEADERS,
-            reuse=False,
+        def rigwatch(name: str, scrapes: int, *flags: str, **scrape_options) -> ScrapeStats | None:
+            options = {"headers": PROMETHEUS_HEADERS, **scrape_options}
+            return attempt(
+                results, name, measure_rigwatch, scenario_path, scrapes, *flags, **options
+            )
+
+        side_scrapes = max(20, args.scrapes // 3)
+        results.full = rigwatch("rigwatch full", args.scrapes)
+        results.full_fresh = rigwatch(
+            "rigwatch full, new connection per scrape", side_scrapes, reuse=False
         )
         if results.full and results.full.encoding == "gzip":
             # Only meaningful when the exporter compresses: shows what gzip costs per scrape.
             identity = {k: v for k, v in PROMETHEUS_HEADERS.items() if k != "Accept-Encoding"}
-            results.full_identity = attempt(
-                results,
-                "rigwatch full without gzip",
-                measure_rigwatch,
-                scenario_path,
-                max(20, args.scrapes // 3),
-                headers=identity,
+            results.full_identity = rigwatch(
+                "rigwatch full without gzip", side_scrapes, headers=identity
             )
         results.floor = attempt(
             results, "floor", measure_floor, scenario_path, args.scrapes, workdir
         )
-        results.host_only = attempt(
-            results,
+        results.host_only = rigwatch(
             "rigwatch host-only",
-            measure_rigwatch,
-            scenario_path,
             args.scrapes,
             "--no-collector.gpu",
             "--no-collector.gpu_process",
             "--no-collector.xid",
-            headers=PROMETHEUS_HEADERS,
         )
         if not args.skip_peers:
             results.nvitop = attempt(
