@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from alert_bot.config import RateLimits
 
+MAX_IDLE_CHATS = 1000  # windows kept before idle ones are dropped
+
 
 class _Window:
     def __init__(self, limit: int, seconds: float):
@@ -58,7 +60,18 @@ class FloodLimiter:
         self._groups: dict[int, _Window] = {}
         self._blocked_until: dict[int, float] = {}
 
+    def _forget_idle(self, now: float) -> None:
+        """Drop the windows of chats with nothing recent: anyone can write to the bot (a
+        stranger's /start gets an answer), so one window per chat ever seen would only grow."""
+        for table in (self._chats, self._groups):
+            for chat_id in [c for c, w in table.items() if w.delay(now) == 0 and not w.stamps]:
+                del table[chat_id]
+        for chat_id in [c for c, until in self._blocked_until.items() if until <= now]:
+            del self._blocked_until[chat_id]
+
     def _windows(self, chat_id: int) -> list[_Window]:
+        if len(self._chats) + len(self._blocked_until) > MAX_IDLE_CHATS:
+            self._forget_idle(self.clock())
         windows = [self._global]
         chat = self._chats.get(chat_id)
         if chat is None:
