@@ -43,6 +43,18 @@ def _label_value(text: str) -> str:
     return text
 
 
+class LabelSet(dict):
+    """A label dict built once and reused scrape after scrape (a card's labels, one process's
+    labels), carrying its rendered `name="value",...` text so the writer need not look it up
+    per sample. Never modify one after it is built."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, *args: object, **kwargs: str) -> None:
+        super().__init__(*args, **kwargs)
+        self.text = ",".join(f'{k}="{_label_value(v)}"' for k, v in self.items())
+
+
 # Rendered "name{labels}" prefixes: the same series come back every scrape. Bounded, because
 # process series (pid labels) come and go.
 _SERIES_CACHE_LIMIT = 20_000
@@ -70,7 +82,9 @@ def render(families: Iterable[Metric]) -> bytes:
         append(_header(name, family.documentation, family.type))
         for sample in family.samples:
             labels = sample.labels
-            if labels:
+            if labels.__class__ is LabelSet:
+                append(f"{sample.name}{{{labels.text}}} {_value(sample.value)}\n")
+            elif labels:
                 append(_series_prefix(sample.name, labels) + _value(sample.value) + "\n")
             else:
                 append(f"{sample.name} {_value(sample.value)}\n")

@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.exposition import LabelSet
 from exporter.oncelog import OnceLog
 
 LOG = logging.getLogger("rigwatch.exporter.nvml")
@@ -162,14 +163,35 @@ class Gpu:
     fan_count: int | None = None
     # Functions that answered NOT_SUPPORTED/NO_PERMISSION: not called again until re-init.
     unavailable: set[str] = field(default_factory=set)
+    # Label sets by their extra labels, built once: a scrape asks for ~45 per card. Replaced
+    # (emptied) at every re-initialisation, which is when the index can change.
+    label_sets: dict[tuple[tuple[str, str], ...], LabelSet] = field(
+        default_factory=dict, repr=False
+    )
+    # Samples of the static facts above (thresholds, maximum clocks and link), built by the
+    # gpu collector on first use after each re-initialisation.
+    static_samples: list[tuple[str, LabelSet, float]] | None = field(default=None, repr=False)
 
     @property
     def up(self) -> bool:
         return self.present and not self.lost and self.handle is not None
 
     @property
-    def labels(self) -> dict[str, str]:
-        return {"gpu": self.index, "uuid": self.uuid}
+    def labels(self) -> LabelSet:
+        """{"gpu": index, "uuid": uuid}, shared: never modify it."""
+        return self.labels_with()
+
+    def labels_with(self, **extra: str) -> LabelSet:
+        """The card's labels plus extra, built once per combination; never modify it."""
+        return self.labels_for(tuple(extra.items()))
+
+    def labels_for(self, extra: tuple[tuple[str, str], ...]) -> LabelSet:
+        """labels_with() for extra labels given as a (name, value) tuple built beforehand."""
+        labels = self.label_sets.get(extra)
+        if labels is None:
+            labels = LabelSet(gpu=self.index, uuid=self.uuid, **dict(extra))
+            self.label_sets[extra] = labels
+        return labels
 
 
 class NvmlSession:
@@ -453,6 +475,8 @@ class NvmlSession:
                     "max_pcie_width",
                     "fan_count",
                     "unavailable",
+                    "label_sets",
+                    "static_samples",
                 ):
                     setattr(known, name, getattr(gpu, name))
                 known.present = True

@@ -40,7 +40,7 @@ def read_throughput(session: NvmlSession, gpu: Gpu) -> list[Sample]:
         if not plausible(kilobytes):
             session.log_implausible(gpu, "nvmlDeviceGetPcieThroughput", kilobytes)
             continue
-        labels = {**gpu.labels, "direction": direction}
+        labels = gpu.labels_with(direction=direction)
         out.append(("rigwatch_gpu_pcie_throughput_bytes_per_second", labels, kilobytes * 1024))
     return out
 

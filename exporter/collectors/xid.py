@@ -16,8 +16,9 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.exposition import LabelSet
 from exporter.families import Sample, build_families, specs
-from exporter.nvml import TIMEOUT, NvmlSession, error_name
+from exporter.nvml import TIMEOUT, Gpu, NvmlSession, error_name
 from exporter.scrape import Unit, UnitOutcome
 from exporter.settings import Settings
 
@@ -173,30 +174,51 @@ class XidCollector:
         self.critical = settings.critical_xids
         self.watcher = XidWatcher(session)
         self.watcher.start()
+        # The series a scrape shows ((uuid, code) keys in order, with their label sets) only
+        # change when a card or a new (card, code) pair appears: built once per such change.
+        self._layout_key: tuple = ()
+        self._layout: list[tuple[tuple[str, int], LabelSet]] = []
 
     def plan(self) -> list[Unit]:
         return []
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
         counts = self.watcher.snapshot()
-        samples: list[Sample] = []
+        session = self.session
+        gpus = session.gpus()
+        layout_key = (session.generation, tuple((g.uuid, g.index) for g in gpus), tuple(counts))
+        if layout_key != self._layout_key:
+            self._layout = self._lay_out(gpus, counts)
+            self._layout_key = layout_key
+        get = counts.get
+        samples: list[Sample] = [
+            ("rigwatch_gpu_xid_errors_total", labels, float(get(key, 0)))
+            for key, labels in self._layout
+        ]
+        return build_families(FAMILIES, samples), self.watcher.healthy
+
+    def _lay_out(
+        self, gpus: list[Gpu], counts: dict[tuple[str, int], int]
+    ) -> list[tuple[tuple[str, int], LabelSet]]:
         critical = self.critical
-        gpus = {gpu.uuid: gpu for gpu in self.session.gpus()}
+        by_uuid = {gpu.uuid: gpu for gpu in gpus}
+        keys = set(counts)
         # Critical codes start at 0 on every card so that a rule's increase() sees the very
         # first fault instead of a series appearing out of nowhere.
-        for uuid in gpus:
+        for uuid in by_uuid:
             for code in critical:
-                counts.setdefault((uuid, code), 0)
-        for (uuid, code), count in sorted(counts.items()):
-            gpu = gpus.get(uuid)
-            labels = {
-                "gpu": gpu.index if gpu is not None else "",
-                "uuid": uuid,
-                "xid": str(code),
-                "critical": "true" if code in critical else "false",
-            }
-            samples.append(("rigwatch_gpu_xid_errors_total", labels, float(count)))
-        return build_families(FAMILIES, samples), self.watcher.healthy
+                keys.add((uuid, code))
+        layout = []
+        for uuid, code in sorted(keys):
+            gpu = by_uuid.get(uuid)
+            labels = LabelSet(
+                gpu=gpu.index if gpu is not None else "",
+                uuid=uuid,
+                xid=str(code),
+                critical="true" if code in critical else "false",
+            )
+            layout.append(((uuid, code), labels))
+        return layout
 
     def close(self) -> None:
         self.watcher.stop()

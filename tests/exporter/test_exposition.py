@@ -96,7 +96,7 @@ def test_text_writer_matches_prometheus_client_on_awkward_values():
     # the reference: both must parse to the same samples, awkward label values included.
     from prometheus_client.exposition import generate_latest
 
-    from exporter.exposition import render
+    from exporter.exposition import LabelSet, render
     from exporter.families import build_families, specs
 
     table = specs(
@@ -110,6 +110,9 @@ def test_text_writer_matches_prometheus_client_on_awkward_values():
         ("rigwatch_test_reading", {"process": "ratio", "user": "x"}, 0.41),
         ("rigwatch_test_reading", {"process": "huge", "user": "x"}, 1.8446744073709552e19),
         ("rigwatch_test_reading", {"process": "negative", "user": "x"}, -3.5),
+        # Label sets built once and reused (cards, processes) carry their own rendered text.
+        ("rigwatch_test_reading", LabelSet(process='re"used\\ \n', user="jöé"), 2.0),
+        ("rigwatch_test_reading", LabelSet(process="reused", user=""), 3),
         ("rigwatch_test_events_total", {}, 7),
     ]
 
