@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,27 @@ def _bool(key: str, value: Any) -> bool:
     raise ConfigError(key, f"expected true or false, got {value!r}")
 
 
+def _read_text(key: str, path: str | Path) -> str:
+    """A file's text, or a ConfigError naming the key (unreadable, or not UTF-8 text)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"{path} is not UTF-8 text") from None
+
+
+def _count(minimum: int) -> Callable[[str, Any], int]:
+    """A parser for an integer setting of at least minimum."""
+    return lambda key, value: _int(key, value, minimum)
+
+
+def _name(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, f"expected a non-empty name, got {value!r}")
+    return value.strip()
+
+
 def _secret(env: dict[str, str], name: str) -> str | None:
     """A secret from NAME or from the file named by NAME_FILE (one of them, not both)."""
     direct = env.get(name, "").strip()
@@ -170,10 +192,7 @@ def _secret(env: dict[str, str], name: str) -> str | None:
     if direct and file_name:
         raise ConfigError(name, f"set either {name} or {name}_FILE, not both")
     if file_name:
-        try:
-            value = Path(file_name).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(name + "_FILE", f"cannot read {file_name}: {exc.strerror}") from None
+        value = _read_text(name + "_FILE", file_name).strip()
         if not value:
             raise ConfigError(name + "_FILE", f"{file_name} is empty")
         return value
@@ -264,10 +283,7 @@ def _id_list(key: str, value: Any) -> frozenset[int]:
 
 
 def load_yaml(path: str) -> dict:
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError("ALERT_BOT_CONFIG", f"cannot read {path}: {exc.strerror}") from None
+    text = _read_text("ALERT_BOT_CONFIG", path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -362,10 +378,7 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
         path = Path(str(data["template_file"]))
         if not path.is_absolute():
             path = base_dir / path
-        try:
-            out["template_source"] = path.read_text()
-        except OSError as exc:
-            raise ConfigError("template_file", f"cannot read {path}: {exc.strerror}") from None
+        out["template_source"] = _read_text("template_file", path)
     grafana = _check_keys("grafana", data.get("grafana"), {"dashboard_uid"})
     if grafana.get("dashboard_uid"):
         out["grafana_dashboard_uid"] = str(grafana["dashboard_uid"])
@@ -376,7 +389,7 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
         {
             "enabled": _bool,
             "range": ("range_seconds", parse_duration),
-            "max_per_message": lambda k, v: _int(k, v, 0),
+            "max_per_message": _count(0),
             "timeout": parse_duration,
         },
     )
@@ -386,7 +399,7 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
         WatchdogSettings,
         {
             "enabled": _bool,
-            "alertname": lambda k, v: str(v),
+            "alertname": _name,
             "timeout": parse_duration,
             "check_interval": parse_duration,
         },
@@ -399,9 +412,9 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
             "backoff_initial": parse_duration,
             "backoff_max": parse_duration,
             "max_message_chars": lambda k, v: min(_int(k, v, 200), 4096),
-            "compact_after_alerts": lambda k, v: _int(k, v, 1),
-            "max_parts_per_alert": lambda k, v: _int(k, v, 1),
-            "batch_rows": lambda k, v: _int(k, v, 1),
+            "compact_after_alerts": _count(1),
+            "max_parts_per_alert": _count(1),
+            "batch_rows": _count(1),
         },
     )
     out["rate_limits"] = _section(
@@ -409,11 +422,11 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
         data.get("rate_limits"),
         RateLimits,
         {
-            "per_chat_messages": lambda k, v: _int(k, v, 1),
+            "per_chat_messages": _count(1),
             "per_chat_window": parse_duration,
-            "group_messages": lambda k, v: _int(k, v, 1),
+            "group_messages": _count(1),
             "group_window": parse_duration,
-            "global_messages": lambda k, v: _int(k, v, 1),
+            "global_messages": _count(1),
             "global_window": parse_duration,
         },
     )

@@ -54,7 +54,20 @@ def test_bad_configuration_is_one_line_naming_the_key_and_exit_2(tmp_path):
         "template: '<div>{{ alertname }}</div>'\n": "template",
         "access:\n  allowed_user_ids: [me]\n": "access.allowed_user_ids[0]",
         "- just\n- a list\n": "ALERT_BOT_CONFIG",
+        "watchdog:\n  alertname: ''\n": "watchdog.alertname",
+        "delivery:\n  batch_rows: 0\n": "delivery.batch_rows",
+        "template_file: latin1.html.j2\n": "template_file",
     }
+    # Files that are not UTF-8 text were a traceback, not a line naming the key.
+    (tmp_path / "latin1.html.j2").write_bytes(b"\xe9t\xe9 {{ alertname }}")
+    (tmp_path / "latin1.yml").write_bytes(b"watchdog:\n  alertname: \xe9t\xe9\n")
+    cases.append(({"ALERT_BOT_CONFIG": str(tmp_path / "latin1.yml")}, "ALERT_BOT_CONFIG"))
+    cases.append(
+        (
+            {"TELEGRAM_BOT_TOKEN": "", "TELEGRAM_BOT_TOKEN_FILE": str(tmp_path / "latin1.yml")},
+            "TELEGRAM_BOT_TOKEN_FILE",
+        )
+    )
     for number, (text, key) in enumerate(yaml_cases.items()):
         path = tmp_path / f"bad{number}.yml"
         path.write_text(text)
