@@ -264,14 +264,6 @@ class _Handler(BaseHTTPRequestHandler):
     do_PATCH = do_PUT
 
 
-def create_app(
-    config: Config,
-    telegram: TelegramClient,
-    prometheus: PrometheusClient,
-    alertmanager: AlertmanagerClient,
-    store: Store,
-    clock: Callable[[], float] = time.time,
-    run_updates: bool = True,
-) -> BotApp:
-    """The whole bot, not yet started (call .start(); .stop() ends it)."""
-    return BotApp(config, telegram, prometheus, alertmanager, store, clock, run_updates)
+# What the command line and the tests call to build the bot, not yet started (.start(); .stop()
+# ends it): the constructor itself, so its collaborators are listed in one place.
+create_app = BotApp

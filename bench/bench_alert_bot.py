@@ -52,6 +52,7 @@ from tests.alert_bot.botkit import (  # noqa: E402
     bot_env,
     bot_process,
     notification,
+    storm_notifications,
 )
 from tests.alert_bot.fake_telegram import FakeTelegram, FloodRules  # noqa: E402
 from tests.support import free_port  # noqa: E402
@@ -75,24 +76,6 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return current, peak
 
 
-def storm_notifications(tag: str) -> list[dict]:
-    bodies = []
-    for group in range(50):
-        alerts = [
-            alert(
-                name="GpuTemperatureCritical",
-                severity="critical",
-                rig=f"rig{group}",
-                gpu=str(card),
-                summary=f"{tag}-{group}-{card} is at 93 °C, past its slowdown at 90 °C",
-                bench_storm="1",
-            )
-            for card in range(10)
-        ]
-        bodies.append(notification(*alerts, group_key=f"{tag}-{group}"))
-    return bodies
-
-
 def delivered_markers(telegram: FakeTelegram, tag: str) -> set[str]:
     found = set()
     for text in telegram.texts(STORM_CHAT):
@@ -101,7 +84,7 @@ def delivered_markers(telegram: FakeTelegram, tag: str) -> set[str]:
 
 
 def run_storm(telegram: FakeTelegram, base: str, tag: str, cap: float) -> dict:
-    bodies = storm_notifications(tag)
+    bodies = storm_notifications(tag, bench_storm="1")
     started = time.monotonic()
     rate_limited_before = telegram.count_status(429)
     sent_before = len(telegram.sent(STORM_CHAT))

@@ -89,6 +89,28 @@ def notification(*alerts: dict, group_key: str = '{}:{alertname="GpuTooHot"}') -
     }
 
 
+def storm_notifications(tag: str, groups: int = 50, cards: int = 10, **labels: str) -> list[dict]:
+    """A storm: groups x cards critical alerts, one notification per rig; each summary carries
+    "TAG-GROUP-CARD " so the receiver can check that every alert arrived."""
+    return [
+        notification(
+            *[
+                alert(
+                    name="GpuTemperatureCritical",
+                    severity="critical",
+                    rig=f"rig{group}",
+                    gpu=str(card),
+                    summary=f"{tag}-{group}-{card} is at 93 °C, past its slowdown at 90 °C",
+                    **labels,
+                )
+                for card in range(cards)
+            ],
+            group_key=f"{tag}-{group}",
+        )
+        for group in range(groups)
+    ]
+
+
 def post(
     url: str,
     body: bytes | dict,

@@ -17,6 +17,7 @@ from tests.alert_bot.botkit import (
     notification,
     post,
     running_bot,
+    storm_notifications,
 )
 from tests.alert_bot.fake_telegram import parse_telegram_html, utf16_len
 from tests.support import wait_until
@@ -122,18 +123,7 @@ def test_an_enormous_alert_is_cut_with_a_visible_note(tmp_path, telegram):
 def test_a_storm_of_500_alerts_arrives_in_few_messages_without_429(tmp_path, telegram):
     with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
         started = time.monotonic()
-        for group in range(50):
-            alerts = [
-                alert(
-                    name="GpuTemperatureCritical",
-                    severity="critical",
-                    rig=f"rig{group}",
-                    gpu=str(card),
-                    summary=f"card-{group}-{card} is at 93 °C",
-                )
-                for card in range(10)
-            ]
-            body = notification(*alerts, group_key=f"storm-{group}")
+        for body in storm_notifications("card"):
             assert post(base, body)[0] == 200
         wait_until(
             lambda: app.store.count("sent") == 50, timeout=90, interval=0.5, what="storm delivered"
