@@ -431,6 +431,8 @@ def blocks_for(
         title = title[: CONTINUED_TITLE_CHARS - 1] + "…"
     continued = f"<i>(continued: {html.escape(title)})</i>\n" if title else "<i>(continued)</i>\n"
     note = "\n" + TRUNCATED_NOTE
+    if visible_length(continued) > budget // 4:  # a small budget: the text needs the room
+        continued = "<i>(continued)</i>\n"
     inner_budget = budget - visible_length(continued) - utf16_len(note)
     pieces = split_html(markup, inner_budget)
     if len(pieces) > max_parts:

@@ -48,7 +48,9 @@ def test_packing_keeps_order_and_limit(sources, budget):
     for number, source in enumerate(sources):
         if not parse_telegram_html(source).strip():
             continue
-        blocks += blocks_for(source, number, 0, budget, max_parts=1000)
+        # The continuation note names the alert; a long or wide name must still leave room.
+        title = ("Ж🔥" * 400)[: number * 37]
+        blocks += blocks_for(source, number, 0, budget, max_parts=1000, title=title)
     messages = pack(blocks, budget)
     assert [b for m in messages for b in m.blocks] == blocks
     for message in messages:
