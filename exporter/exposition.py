@@ -81,11 +81,21 @@ def render(families: Iterable[Metric]) -> bytes:
         name = family.name + "_total" if family.type == "counter" else family.name
         append(_header(name, family.documentation, family.type))
         for sample in family.samples:
-            labels = sample.labels
-            if labels.__class__ is LabelSet:
-                append(f"{sample.name}{{{labels.text}}} {_value(sample.value)}\n")
-            elif labels:
-                append(_series_prefix(sample.name, labels) + _value(sample.value) + "\n")
+            # Indexing the (name, labels, value, ...) tuple and formatting finite floats and
+            # ints inline: this loop runs for every sample of every scrape.
+            value = sample[2]
+            kind = value.__class__
+            if kind is float and value - value == 0:
+                text = repr(value)
+            elif kind is int:
+                text = str(value)
             else:
-                append(f"{sample.name} {_value(sample.value)}\n")
+                text = _value(value)
+            labels = sample[1]
+            if labels.__class__ is LabelSet:
+                append(f"{sample[0]}{{{labels.text}}} {text}\n")
+            elif labels:
+                append(_series_prefix(sample[0], labels) + text + "\n")
+            else:
+                append(f"{sample[0]} {text}\n")
     return "".join(lines).encode()
