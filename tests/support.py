@@ -186,6 +186,22 @@ def fake_nvml_env(scenario_path: Path) -> dict:
 
 
 @contextlib.contextmanager
+def stopped_after(
+    proc: ManagedProcess, ready_url: str, what: str, timeout: float = 30.0
+) -> Iterator[None]:
+    """Wait until the process answers ready_url (else fail with its output), then run the
+    block; the process is stopped however the block ends."""
+    try:
+        try:
+            wait_for_http(ready_url, timeout=timeout)
+        except TimeoutError as exc:
+            raise RuntimeError(f"{what} did not start:\n{proc.output()}") from exc
+        yield
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
 def running_exporter(
     scenario_path: Path | None, *args: str, env: dict | None = None
 ) -> Iterator[tuple[ManagedProcess, str]]:

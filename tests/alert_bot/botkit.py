@@ -21,7 +21,13 @@ from alert_bot.config import load_config
 from alert_bot.store import Store
 from alert_bot.telegram import TelegramClient
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
-from tests.support import ManagedProcess, free_port, http_get, wait_for_http, wait_until
+from tests.support import (
+    ManagedProcess,
+    free_port,
+    http_get,
+    stopped_after,
+    wait_until,
+)
 
 BOT_TOKEN = "123456789:TEST-secret-token_ABCdef"
 WEBHOOK_TOKEN = "webhook-secret"
@@ -220,14 +226,8 @@ def bot_process(env: dict[str, str]) -> Iterator[tuple[ManagedProcess, str]]:
     port = env["ALERT_BOT_LISTEN"].rsplit(":", 1)[1]
     proc = ManagedProcess([sys.executable, "-m", "alert_bot"], env=env)
     base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for_http(base + "/healthz", timeout=30)
-        except TimeoutError as exc:
-            raise RuntimeError(f"bot did not start:\n{proc.output()}") from exc
+    with stopped_after(proc, base + "/healthz", "bot", 30):
         yield proc, base
-    finally:
-        proc.stop()
 
 
 def metric_value(base: str, name: str, labels: dict[str, str] | None = None) -> float:
@@ -276,14 +276,8 @@ def running_alertmanager(
         ]
     )
     base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for_http(base + "/-/ready", timeout=30)
-        except TimeoutError as exc:
-            raise RuntimeError(f"alertmanager did not start:\n{proc.output()}") from exc
+    with stopped_after(proc, base + "/-/ready", "alertmanager", 30):
         yield base
-    finally:
-        proc.stop()
 
 
 @contextlib.contextmanager
@@ -307,14 +301,8 @@ def running_prometheus(
         cwd=workdir,
     )
     base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for_http(base + "/-/ready", timeout=60)
-        except TimeoutError as exc:
-            raise RuntimeError(f"prometheus did not start:\n{proc.output()}") from exc
+    with stopped_after(proc, base + "/-/ready", "prometheus", 60):
         yield base
-    finally:
-        proc.stop()
 
 
 def prometheus_has(base: str, expr: str) -> bool:
