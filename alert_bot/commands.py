@@ -6,12 +6,12 @@ from __future__ import annotations
 import html
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 
 from alert_bot.charts import query_chart
 from alert_bot.config import Config, ConfigError, parse_duration
+from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
 from alert_bot.render import SEVERITY_MARKERS, silence_matchers, split_html
@@ -62,7 +62,12 @@ def _pct(ratio: float) -> str:
     return f"{ratio * 100:.0f}%"
 
 
-class ChatCommands:
+class ChatCommands(BotLoop):
+    thread_name = "telegram-updates"
+    # A long poll in flight cannot be interrupted; the thread is a daemon, and updates not yet
+    # confirmed come again at the next start.
+    join_timeout = 3.0
+
     def __init__(
         self,
         config: Config,
@@ -74,16 +79,11 @@ class ChatCommands:
         limiter: FloodLimiter,
         clock: Callable[[], float] = time.time,
     ):
-        self.config = config
-        self.store = store
+        super().__init__(config, store, metrics, clock)
         self.telegram = telegram
         self.prometheus = prometheus
         self.alertmanager = alertmanager
-        self.metrics = metrics
         self.limiter = limiter
-        self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.offset: int | None = None
         self.commands_registered = False
 
@@ -95,17 +95,6 @@ class ChatCommands:
         return any(self.config.may_use(old, user_id) for old in self.store.former_chat_ids(chat_id))
 
     # --- the update loop --------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="telegram-updates", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            # A long poll in flight cannot be interrupted; the thread is a daemon, and updates
-            # not yet confirmed come again at the next start.
-            self._thread.join(3)
 
     def _run(self) -> None:
         failures = 0

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from alert_bot.charts import alert_chart
 from alert_bot.config import Config
+from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
 from alert_bot.render import (
@@ -59,7 +60,9 @@ def describe_target(labels: dict[str, str], count: int) -> str:
     return text if count == 1 else f"{count} alerts: {text}"
 
 
-class DeliveryWorker:
+class DeliveryWorker(BotLoop):
+    thread_name = "delivery"
+
     def __init__(
         self,
         config: Config,
@@ -69,37 +72,22 @@ class DeliveryWorker:
         metrics: BotMetrics,
         limiter: FloodLimiter,
         prometheus: PrometheusClient | None = None,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time,
     ):
-        self.config = config
-        self.store = store
+        super().__init__(config, store, metrics, clock)
         self.telegram = telegram
         self.renderer = renderer
-        self.metrics = metrics
         self.limiter = limiter
         self.prometheus = prometheus
-        self.now = wall_clock
         self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._backoff_until: dict[int, float] = {}
         self._failures: dict[int, int] = {}
         self._solo: set[int] = set()
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+    def _interrupt(self) -> None:
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def wake(self) -> None:
         self._wake.set()
@@ -122,7 +110,7 @@ class DeliveryWorker:
 
     def step(self) -> tuple[bool, float]:
         """Send at most one message per due chat; returns (sent anything, seconds to wait)."""
-        now = self.now()
+        now = self.clock()
         wait = 1.0
         next_due = self.store.next_due_at()
         if next_due is not None:
@@ -152,7 +140,7 @@ class DeliveryWorker:
         settings = self.config.delivery
         pending_alerts = sum(len(r.payload.get("alerts", [None])) - r.alerts_done for r in rows)
         compact = pending_alerts > settings.compact_after_alerts
-        now = self.now()
+        now = self.clock()
         budget = settings.max_message_chars
         blocks: list[Block] = []
         for row in rows:
@@ -230,7 +218,7 @@ class DeliveryWorker:
         if not labels:
             return None
         short_id = self.store.save_silence_target(
-            silence_matchers(labels), describe_target(labels, len(firing)), self.now()
+            silence_matchers(labels), describe_target(labels, len(firing)), self.clock()
         )
         return silence_buttons(short_id)
 
@@ -243,7 +231,7 @@ class DeliveryWorker:
         message: OutgoingMessage,
         message_id: int,
     ) -> None:
-        now = self.now()
+        now = self.clock()
         by_id = {r.id: r for r in rows}
         done = {r.id: (r.alerts_done, r.parts_done) for r in rows}
         completed_alerts = 0
@@ -271,7 +259,7 @@ class DeliveryWorker:
     def _after_failure(
         self, chat_id: int, rows: list[PendingNotification], exc: TelegramError
     ) -> None:
-        now = self.now()
+        now = self.clock()
         if exc.kind == "rate_limited":
             retry_after = max(exc.retry_after or 1.0, 0.1)
             self.metrics.rate_limited.inc()
@@ -336,7 +324,7 @@ class DeliveryWorker:
         message: OutgoingMessage,
         exc: TelegramError,
     ) -> None:
-        now = self.now()
+        now = self.clock()
         moved = self.store.dead_letter([row.id], message.html, exc.description, now)
         self._solo.discard(chat_id)
         if not moved:
@@ -376,7 +364,7 @@ class DeliveryWorker:
         for alert in candidates:
             try:
                 png = alert_chart(
-                    self.prometheus, alert, charts.range_seconds, self.now(), charts.timeout
+                    self.prometheus, alert, charts.range_seconds, self.clock(), charts.timeout
                 )
             except Exception as exc:  # noqa: BLE001 - a chart never holds back the text
                 log.warning("no chart for %s: %s", alert["labels"].get("alertname"), exc)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from alert_bot.config import Config
+from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.store import NewNotification, Store, StoreError
 
@@ -20,7 +21,10 @@ LAST_SEEN = "watchdog_last_seen"
 STATE = "watchdog_state"  # "ok" or "silent"
 
 
-class Watchdog:
+class Watchdog(BotLoop):
+    thread_name = "watchdog"
+    join_timeout = 5.0
+
     def __init__(
         self,
         config: Config,
@@ -29,16 +33,11 @@ class Watchdog:
         notify: Callable[[], None],
         clock: Callable[[], float] = time.time,
     ):
-        self.config = config
+        super().__init__(config, store, metrics, clock)
         self.settings = config.watchdog
-        self.store = store
-        self.metrics = metrics
         self.notify = notify
-        self.clock = clock
         self.started_at = clock()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         last = store.get_state(LAST_SEEN)
         if last is not None:
             metrics.watchdog_last_seen.set(float(last))
@@ -97,15 +96,8 @@ class Watchdog:
                 )
 
     def start(self) -> None:
-        if not self.settings.enabled:
-            return
-        self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        if self.settings.enabled:
+            super().start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.check_interval):
