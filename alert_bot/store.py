@@ -273,13 +273,23 @@ class Store:
             return self._query("SELECT COUNT(*) FROM notifications")[0][0]
         return self._query("SELECT COUNT(*) FROM notifications WHERE status = ?", (status,))[0][0]
 
-    def prune(self, now: float, dedupe_window: float, keep_sent_seconds: float = 7 * 86400) -> None:
-        """Forget dedupe keys past their window and delivered notifications older than a week."""
+    def prune(
+        self,
+        now: float,
+        dedupe_window: float,
+        keep_sent_seconds: float = 7 * 86400,
+        keep_buttons_seconds: float = 30 * 86400,
+    ) -> None:
+        """Forget dedupe keys past their window, delivered notifications older than a week,
+        and silence buttons not offered for a month (a press then says the button expired)."""
         with self._transaction() as db:
             db.execute("DELETE FROM dedupe WHERE seen_at < ?", (now - dedupe_window,))
             db.execute(
                 "DELETE FROM notifications WHERE status = 'sent' AND sent_at < ?",
                 (now - keep_sent_seconds,),
+            )
+            db.execute(
+                "DELETE FROM silence_buttons WHERE created_at < ?", (now - keep_buttons_seconds,)
             )
 
     # --- chats that moved -------------------------------------------------------------------
@@ -341,6 +351,10 @@ class Store:
                 "SELECT short_id FROM silence_buttons WHERE matchers = ?", (encoded,)
             ).fetchone()
             if row is not None:
+                # Offered again: the button's age counts from now, so pruning spares it.
+                db.execute(
+                    "UPDATE silence_buttons SET created_at = ? WHERE short_id = ?", (now, row[0])
+                )
                 return row[0]
             short_id = secrets.token_urlsafe(6)
             db.execute(
