@@ -337,10 +337,13 @@ class NvmlSession:
     # --- supervisor -----------------------------------------------------------------------
 
     def _needs_reinit(self) -> bool:
-        """NVML is down, a listed card is lost, or a listed card could not be identified."""
-        if not self.up or self._unidentified:
+        """NVML is down, a listed card is lost, or a card seen before is missing while NVML
+        lists a card it cannot identify (most likely that one, lost)."""
+        if not self.up:
             return True
-        return any(g.present and not g.up for g in self._gpus.values())
+        if any(g.present and not g.up for g in self._gpus.values()):
+            return True
+        return bool(self._unidentified) and self._card_missing()
 
     def _card_missing(self) -> bool:
         """A card seen since start is absent from NVML's list, the listed ones all healthy."""
@@ -450,8 +453,8 @@ class NvmlSession:
         for index in range(count):
             gpu = self._describe(index)
             if gpu is None:
-                # Listed but not answering (GPU_IS_LOST on its handle): a lost card, retried
-                # with the short backoff, not a card gone from the list.
+                # Listed but not answering (GPU_IS_LOST on its handle): when a known card is
+                # missing, that is a lost card, retried on the short backoff.
                 self._unidentified += 1
                 continue
             if gpu.uuid in seen:
