@@ -5,12 +5,15 @@ Telegram accepted it (at-least-once: a crash between send and mark resends, neve
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from alert_bot.charts import alert_chart
 from alert_bot.config import Config
@@ -35,6 +38,17 @@ log = logging.getLogger("alert_bot.delivery")
 
 SILENCE_DURATIONS = ("1h", "4h", "24h")
 CAPTION_LIMIT = 1024
+CHARTS_WAITING = 20  # charts queued behind a slow Prometheus before new ones are skipped
+
+
+@dataclass(frozen=True)
+class ChartJob:
+    """Charts to draw for the firing critical alerts of a message Telegram accepted."""
+
+    chat_id: int
+    thread_id: int | None
+    alerts: list[dict]
+    message_id: int
 
 
 def silence_buttons(short_id: str) -> list[list[Button]]:
@@ -80,14 +94,30 @@ class DeliveryWorker(BotLoop):
         self.limiter = limiter
         self.prometheus = prometheus
         self._wake = threading.Event()
+        # Charts are drawn on a thread of their own: their Prometheus queries (up to
+        # charts.timeout each) must never hold back the text of any chat's next message.
+        self._charts: queue.Queue[ChartJob | None] = queue.Queue(maxsize=CHARTS_WAITING)
+        self._chart_thread: threading.Thread | None = None
         self._backoff_until: dict[int, float] = {}
         self._failures: dict[int, int] = {}
         self._solo: set[int] = set()
 
     # --- lifecycle --------------------------------------------------------------------------
 
+    def start(self) -> None:
+        super().start()
+        self._chart_thread = threading.Thread(target=self._draw_charts, name="charts", daemon=True)
+        self._chart_thread.start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._chart_thread is not None:
+            self._chart_thread.join(self.join_timeout)
+
     def _interrupt(self) -> None:
         self._wake.set()
+        with contextlib.suppress(queue.Full):
+            self._charts.put_nowait(None)
 
     def wake(self) -> None:
         self._wake.set()
@@ -254,7 +284,7 @@ class DeliveryWorker(BotLoop):
         self._failures.pop(chat_id, None)
         self._backoff_until.pop(chat_id, None)
         self._solo.discard(chat_id)
-        self._send_charts(chat_id, rows[0].thread_id, message, message_id)
+        self._queue_charts(chat_id, rows[0].thread_id, message, message_id)
 
     def _after_failure(
         self, chat_id: int, rows: list[PendingNotification], exc: TelegramError
@@ -348,7 +378,7 @@ class DeliveryWorker(BotLoop):
 
     # --- charts -----------------------------------------------------------------------------
 
-    def _send_charts(
+    def _queue_charts(
         self, chat_id: int, thread_id: int | None, message: OutgoingMessage, message_id: int
     ) -> None:
         charts = self.config.charts
@@ -356,38 +386,59 @@ class DeliveryWorker(BotLoop):
             return
         if message.compact:
             return  # a storm: a chart per alert would flood the chat; /graph has them
-        candidates = [
+        alerts = [
             a
             for a in message.alerts
             if a["status"] == "firing" and a["labels"].get("severity") == "critical"
         ][: charts.max_per_message]
-        for alert in candidates:
-            try:
-                png = alert_chart(
-                    self.prometheus, alert, charts.range_seconds, self.clock(), charts.timeout
-                )
-            except Exception as exc:  # noqa: BLE001 - a chart never holds back the text
-                log.warning("no chart for %s: %s", alert["labels"].get("alertname"), exc)
-                continue
-            if png is None:
-                continue
-            labels = alert["labels"]
-            caption = f"📈 <b>{html.escape(labels.get('alertname', ''))}</b>"
-            for key in ("rig", "gpu"):
-                if labels.get(key):
-                    caption += f" · {key} {html.escape(labels[key])}"
-            caption += f" — last {int(charts.range_seconds // 60)} min"
-            if utf16_len(caption) > CAPTION_LIMIT:
-                caption = "📈 chart"
-            slot = self.limiter.reserve(chat_id, self._stop, limit=30)
-            if slot is None:
+        if not alerts:
+            return
+        try:
+            self._charts.put_nowait(ChartJob(chat_id, thread_id, alerts, message_id))
+        except queue.Full:
+            log.warning("%d charts already waiting: none for chat %s", CHARTS_WAITING, chat_id)
+
+    def _draw_charts(self) -> None:
+        while not self._stop.is_set():
+            job = self._charts.get()
+            if job is None:
                 return
-            try:
-                self.telegram.send_photo(chat_id, png, caption, True, thread_id, message_id)
-            except TelegramError as exc:
-                log.warning("chart for chat %s not sent: %s", chat_id, exc)
-                if exc.kind == "rate_limited":
-                    self.metrics.rate_limited.inc()
-                    self.limiter.block(chat_id, exc.retry_after or 1.0)
-            finally:
-                slot.finish()
+            for alert in job.alerts:
+                try:
+                    self._send_chart(job, alert)
+                except Exception:  # noqa: BLE001 - a chart never stops the next ones
+                    log.exception("chart for chat %s failed", job.chat_id)
+
+    def _send_chart(self, job: ChartJob, alert: dict) -> None:
+        charts = self.config.charts
+        if self.prometheus is None:
+            return
+        try:
+            png = alert_chart(
+                self.prometheus, alert, charts.range_seconds, self.clock(), charts.timeout
+            )
+        except Exception as exc:  # noqa: BLE001 - a chart never holds back the text
+            log.warning("no chart for %s: %s", alert["labels"].get("alertname"), exc)
+            return
+        if png is None:
+            return
+        labels = alert["labels"]
+        caption = f"📈 <b>{html.escape(labels.get('alertname', ''))}</b>"
+        for key in ("rig", "gpu"):
+            if labels.get(key):
+                caption += f" · {key} {html.escape(labels[key])}"
+        caption += f" — last {int(charts.range_seconds // 60)} min"
+        if utf16_len(caption) > CAPTION_LIMIT:
+            caption = "📈 chart"
+        slot = self.limiter.reserve(job.chat_id, self._stop, limit=30)
+        if slot is None:
+            return
+        try:
+            self.telegram.send_photo(job.chat_id, png, caption, True, job.thread_id, job.message_id)
+        except TelegramError as exc:
+            log.warning("chart for chat %s not sent: %s", job.chat_id, exc)
+            if exc.kind == "rate_limited":
+                self.metrics.rate_limited.inc()
+                self.limiter.block(job.chat_id, exc.retry_after or 1.0)
+        finally:
+            slot.finish()

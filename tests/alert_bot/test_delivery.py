@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.alert_bot.botkit import (
     CHAT,
@@ -365,3 +367,48 @@ def test_progress_recorded_for_a_longer_rendering_still_completes(tmp_path, tele
         db.close()
         wait_until(lambda: app.store.count("sent") == 1, timeout=15, what="completed")
         assert "short-now" in _all_visible(telegram)
+
+
+class _HangingPrometheus(BaseHTTPRequestHandler):
+    """Answers every query only after a long pause, like an overloaded Prometheus."""
+
+    def do_GET(self) -> None:
+        self.server.queries += 1  # type: ignore[attr-defined]
+        time.sleep(3)
+        self.server.answered += 1  # type: ignore[attr-defined]
+        body = b'{"status": "success", "data": {"resultType": "matrix", "result": []}}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+def test_a_slow_prometheus_delays_no_text_only_the_chart(tmp_path, telegram):
+    """Charts were drawn on the delivery thread: with Prometheus slow to answer, every message
+    after a critical alert's waited for its chart queries (up to charts.timeout each)."""
+    prometheus = ThreadingHTTPServer(("127.0.0.1", 0), _HangingPrometheus)
+    prometheus.queries = prometheus.answered = 0  # type: ignore[attr-defined]
+    threading.Thread(target=prometheus.serve_forever, daemon=True).start()
+    try:
+        env = bot_env(
+            tmp_path,
+            telegram.url,
+            {"charts": {"timeout": "10s"}},
+            prometheus=f"http://127.0.0.1:{prometheus.server_address[1]}",
+        )
+        with running_bot(env, run_updates=False) as (app, base):
+            generator = "http://prom:9090/graph?g0.expr=rigwatch_gpu_temperature_celsius+%3E+90"
+            critical = alert(severity="critical", summary="chart-me", generator=generator)
+            assert post(base, notification(critical, group_key="critical"))[0] == 200
+            wait_until(lambda: "chart-me" in _all_visible(telegram), what="critical text")
+            wait_until(lambda: prometheus.queries > 0, what="chart query started")
+            later = alert(name="DiskFull", gpu=None, summary="right-after")
+            assert post(base, notification(later, group_key="later"))[0] == 200
+            wait_until(lambda: "right-after" in _all_visible(telegram), what="next text")
+            assert prometheus.answered == 0  # it went out while the chart query still hung
+    finally:
+        prometheus.shutdown()
+        prometheus.server_close()
