@@ -106,7 +106,8 @@ class BotApp:
             self.store.queue_stats(self.clock())
         except StoreError:
             return False
-        return self.worker.alive()
+        # Without the update loop no command or button works: that is unhealthy too.
+        return self.worker.alive() and (not self.run_updates or self.commands.alive())
 
     # --- the webhook ------------------------------------------------------------------------
 
@@ -204,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
             if app.healthy():
                 self._reply(200, "ok\n")
             else:
-                self._reply(503, "unhealthy: store or delivery worker down\n")
+                self._reply(503, "unhealthy: store, delivery worker or update loop down\n")
         elif path == "/":
             self._reply(200, LANDING_PAGE, "text/html")
         else:

@@ -28,7 +28,14 @@ from tests.alert_bot.botkit import (
     wait_prometheus_has,
 )
 from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
-from tests.support import build_fake_nvml, make_device, make_scenario, running_exporter, wait_until
+from tests.support import (
+    build_fake_nvml,
+    http_get,
+    make_device,
+    make_scenario,
+    running_exporter,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(
     not (have_binary("prometheus") and have_binary("prometheus-alertmanager")),
@@ -325,6 +332,12 @@ def test_the_update_loop_outlives_an_update_it_cannot_read(tmp_path, telegram):
         telegram._add_update({"message": {"message_id": 1, "text": "/start"}})
         reply = _visible(_ask(telegram, CHAT, "/start")[0])
         assert str(CHAT) in reply and "is allowed" in reply
+        assert http_get(base + "/healthz")[0] == 200
+        # Should the loop end all the same, the health check says so.
+        app.commands.stop()
+        wait_until(lambda: not app.commands.alive(), timeout=10, what="update loop ended")
+        status, text = http_get(base + "/healthz")
+        assert status == 503 and "update loop" in text
 
 
 def test_a_default_group_upgraded_to_a_supergroup_may_still_use_commands(tmp_path, telegram):
