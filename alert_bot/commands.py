@@ -51,6 +51,7 @@ GRAPHS = {
 }
 CPU_CHIPS = re.compile(r"coretemp|k10temp|zenpower|cpu|acpitz|soc", re.IGNORECASE)
 REFUSAL = "Sorry, only the people this bot is set up for can do that."
+SILENCE_ID = re.compile(r"[0-9A-Za-z-]{1,62}")
 GIB = 1024**3
 
 
@@ -548,6 +549,9 @@ class ChatCommands(BotLoop):
         self.reply(message, text, [[Button("🔔 Unsilence", f"u:{silence_id}")]])
 
     def _unsilence(self, query: dict, silence_id: str, who: str, message: dict) -> None:
+        if not SILENCE_ID.fullmatch(silence_id):  # Alertmanager's ids are UUIDs
+            self._answer(query, "This button is not one of mine.")
+            return
         self.alertmanager.expire_silence(silence_id)
         self.metrics.commands.labels("unsilence").inc()
         self._answer(query, "Silence removed.")

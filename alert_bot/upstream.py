@@ -4,6 +4,7 @@ and Alertmanager's v2 API (alerts, silences)."""
 from __future__ import annotations
 
 import datetime as dt
+import urllib.parse
 from typing import Any
 
 import requests
@@ -112,4 +113,4 @@ class AlertmanagerClient:
         return self._request("POST", "/api/v2/silences", json=body).json()["silenceID"]
 
     def expire_silence(self, silence_id: str) -> None:
-        self._request("DELETE", f"/api/v2/silence/{silence_id}")
+        self._request("DELETE", "/api/v2/silence/" + urllib.parse.quote(silence_id, safe=""))

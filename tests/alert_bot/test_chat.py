@@ -5,10 +5,12 @@ creating and expiring real silences in a real Alertmanager, and the chart of a c
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -354,3 +356,44 @@ def test_a_default_group_upgraded_to_a_supergroup_may_still_use_commands(tmp_pat
         assert "is allowed" in reply, reply
         reply = _visible(_ask(telegram, new_group, "/gpu")[0])
         assert "not allowed" not in reply and "Prometheus" in reply, reply
+
+
+class _RecordingAlertmanager(BaseHTTPRequestHandler):
+    """Records every request's method and path; answers 200 with an empty body."""
+
+    def _record(self) -> None:
+        self.server.requests.append((self.command, self.path))  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_DELETE = _record
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+def test_unsilence_takes_only_a_silence_id(tmp_path, telegram):
+    """The id in an unsilence button went into Alertmanager's URL as it came ("../" and all)."""
+    alertmanager = ThreadingHTTPServer(("127.0.0.1", 0), _RecordingAlertmanager)
+    alertmanager.requests = []  # type: ignore[attr-defined]
+    threading.Thread(target=alertmanager.serve_forever, daemon=True).start()
+    try:
+        env = bot_env(
+            tmp_path,
+            telegram.url,
+            alertmanager=f"http://127.0.0.1:{alertmanager.server_address[1]}",
+        )
+        with running_bot(env) as (app, base):
+            wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+            telegram.inject_callback(CHAT, "u:../../../-/reload")
+            wait_until(lambda: telegram.calls_to("answerCallbackQuery"), what="answer")
+            answer = telegram.calls_to("answerCallbackQuery")[-1].params["text"]
+            assert answer == "This button is not one of mine."
+            silence_id = "0f9a3b2c-1d2e-4f50-8a6b-7c8d9e0f1a2b"
+            telegram.inject_callback(CHAT, f"u:{silence_id}")
+            wait_until(lambda: alertmanager.requests, what="the expiry")
+            assert alertmanager.requests == [("DELETE", f"/api/v2/silence/{silence_id}")]
+    finally:
+        alertmanager.shutdown()
+        alertmanager.server_close()
