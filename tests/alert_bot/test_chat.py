@@ -170,8 +170,26 @@ def test_strangers_get_no_data(bot, telegram):
         assert "not allowed" in text, (ask, text)
         assert "°C" not in text and "rig1" not in text
     assert telegram.calls_to("sendPhoto") == []
-    # Someone else in the allowed chat, when a user list is configured, is a stranger too.
     assert metric_value(base, "rigwatch_bot_commands_total", {"command": "refused"}) == 8
+
+
+def test_with_a_user_list_others_in_the_allowed_chat_are_strangers(tmp_path, telegram):
+    """access.allowed_user_ids: only listed users, in the allowed chat or privately."""
+    group, listed, other = -100777, 4242, 4343
+    env = bot_env(tmp_path, telegram.url, {"access": {"allowed_user_ids": [listed]}})
+    env["TELEGRAM_CHAT_ID"] = str(group)
+    with running_bot(env) as (app, base):
+        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+        refused = _visible(_ask(telegram, group, "/gpu", user=other)[0])
+        assert "not allowed" in refused
+        served = _visible(_ask(telegram, group, "/gpu", user=listed)[0])
+        assert "not allowed" not in served and "Prometheus" in served  # served; none to ask
+        private = _visible(_ask(telegram, listed, "/cpu", user=listed)[0])
+        assert "not allowed" not in private and "Prometheus" in private
+        telegram.inject_callback(group, "s:whatever:1h", user_id=other)
+        wait_until(lambda: telegram.calls_to("answerCallbackQuery"), what="button answer")
+        assert "Sorry" in telegram.calls_to("answerCallbackQuery")[-1].params["text"]
+        assert metric_value(base, "rigwatch_bot_commands_total", {"command": "refused"}) == 2
 
 
 def test_graph_sends_png_charts(bot, telegram):
