@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import re
@@ -52,6 +53,7 @@ GRAPHS = {
 CPU_CHIPS = re.compile(r"coretemp|k10temp|zenpower|cpu|acpitz|soc", re.IGNORECASE)
 REFUSAL = "Sorry, only the people this bot is set up for can do that."
 SILENCE_ID = re.compile(r"[0-9A-Za-z-]{1,62}")
+OFFSET_STATE = "telegram_update_offset"
 GIB = 1024**3
 
 
@@ -86,6 +88,9 @@ class ChatCommands(BotLoop):
         self.alertmanager = alertmanager
         self.limiter = limiter
         self.offset: int | None = None
+        with contextlib.suppress(StoreError, ValueError):
+            saved = store.get_state(OFFSET_STATE)
+            self.offset = int(saved) if saved else None
         self.commands_registered = False
 
     def may_use(self, chat_id: int, user_id: int | None) -> bool:
@@ -117,6 +122,13 @@ class ChatCommands(BotLoop):
                 continue
             for update in updates:
                 self.offset = update["update_id"] + 1
+                # Telegram forgets an update only when the next poll names a later offset; a
+                # bot stopped before that poll would replay it (a button press silencing twice)
+                # unless the offset survives the restart.
+                try:
+                    self.store.set_state(OFFSET_STATE, str(self.offset))
+                except StoreError as exc:
+                    log.warning("could not keep the update offset: %s", exc)
                 try:
                     self.handle_update(update)
                 except Exception:  # noqa: BLE001 - one bad update must not stop the loop

@@ -415,3 +415,23 @@ def test_unsilence_takes_only_a_silence_id(tmp_path, telegram):
     finally:
         alertmanager.shutdown()
         alertmanager.server_close()
+
+
+def test_updates_already_handled_are_not_handled_again_after_a_restart(tmp_path, telegram):
+    """The update offset lived in memory only: a bot stopped before its next poll confirmed
+    the last updates got them again at the next start (a button press acted on twice)."""
+    env = bot_env(tmp_path, telegram.url)
+    with running_bot(env) as (app, base):
+        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+        update_id = telegram.inject_message(CHAT, "/help")
+        wait_until(lambda: telegram.sent(CHAT), what="help")
+        app.commands.stop()  # now, before a poll confirms the update to Telegram
+    polls_before = len(telegram.calls_to("getUpdates"))
+    with running_bot(env) as (app, base):
+        wait_until(
+            lambda: len(telegram.calls_to("getUpdates")) > polls_before, what="the first poll"
+        )
+        first = telegram.calls_to("getUpdates")[polls_before]
+        assert int(first.params["offset"]) == update_id + 1
+        time.sleep(0.5)
+        assert len(telegram.sent(CHAT)) == 1
