@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 
+PENDING_BYTES = 8 * 1024 * 1024  # payload read per delivery step at most (one always)
+
+
 class StoreError(RuntimeError):
     """The store could not read or write; the caller must not report success."""
 
@@ -189,13 +192,29 @@ class Store:
         )
         return rows[0][0]
 
-    def pending_for_chat(self, chat_id: int, limit: int) -> list[PendingNotification]:
-        """The chat's pending notifications, oldest first."""
+    def pending_for_chat(
+        self, chat_id: int, limit: int, max_bytes: int = PENDING_BYTES
+    ) -> list[PendingNotification]:
+        """The chat's pending notifications, oldest first: at most limit of them, and no more
+        than max_bytes of payload (always the first), so a backlog of large notifications
+        (up to the webhook's body limit each) is never loaded whole."""
+        sizes = self._query(
+            "SELECT id, length(payload) FROM notifications WHERE status = 'pending'"
+            " AND chat_id = ? ORDER BY id LIMIT ?",
+            (chat_id, limit),
+        )
+        total, last_id = 0, None
+        for notification_id, size in sizes:
+            if last_id is not None and total + size > max_bytes:
+                break
+            total, last_id = total + size, notification_id
+        if last_id is None:
+            return []
         rows = self._query(
             "SELECT id, created_at, chat_id, thread_id, kind, payload, attempts, alerts_done,"
             " parts_done FROM notifications WHERE status = 'pending' AND chat_id = ?"
-            " ORDER BY id LIMIT ?",
-            (chat_id, limit),
+            " AND id <= ? ORDER BY id",
+            (chat_id, last_id),
         )
         return [
             PendingNotification(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8])

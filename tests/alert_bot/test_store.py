@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alert_bot.store import Store
+from alert_bot.store import NewNotification, Store
 
 DAY = 86400.0
 MATCHERS = [{"name": "alertname", "value": "GpuTooHot", "isRegex": False, "isEqual": True}]
@@ -21,5 +21,24 @@ def test_silence_buttons_are_forgotten_a_month_after_they_were_last_offered(tmp_
         store.prune(start + 31 * DAY, dedupe_window=300)
         assert store.silence_target(stale) is None
         assert store.silence_target(reused) == (other, "DiskFull rig1")
+    finally:
+        store.close()
+
+
+def test_a_backlog_of_large_notifications_is_read_a_few_megabytes_at_a_time(tmp_path):
+    """The worker read up to batch_rows (500) pending rows at once: with payloads near the
+    webhook's 1 MiB limit that is half a gigabyte in memory for one delivery step."""
+    store = Store(tmp_path / "bot.db")
+    try:
+        big = {"alerts": [{"labels": {"alertname": "Big"}, "annotations": {"d": "x" * 900_000}}]}
+        for _ in range(30):
+            store.add([NewNotification(7, None, "alerts", big)], 1.0)
+        store.add([NewNotification(8, None, "alerts", big)], 1.0)
+        first = store.pending_for_chat(7, 500)
+        assert 1 <= len(first) <= 10
+        assert [r.id for r in first] == list(range(1, len(first) + 1))  # oldest first
+        # One is always returned, however large, so a chat can never stall.
+        assert len(store.pending_for_chat(7, 500, max_bytes=10)) == 1
+        assert [r.chat_id for r in store.pending_for_chat(8, 500)] == [8]
     finally:
         store.close()
