@@ -6,23 +6,21 @@ series (and reads rigwatch_gpu_up 0) while the others keep reporting.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
+from exporter.collectors.percard import PerCardCollector
 from exporter.families import Sample, build_families, specs
 from exporter.nvml import (
     CLOCK_TYPES,
     FAN_COUNT_MAX,
     NOT_AVAILABLE_VALUES,
-    NVML_LANE,
     PSTATE_MAX,
     Gpu,
     NvmlSession,
 )
-from exporter.scrape import Unit, UnitOutcome
-from exporter.settings import Settings
+from exporter.scrape import UnitOutcome
 
 FAMILIES = specs(
     ("rigwatch_nvml_up", "gauge", "1 when NVML is loaded and initialised."),
@@ -287,25 +285,14 @@ def _memory_temperature(session: NvmlSession, gpu: Gpu) -> float | None:
     return None if member is None else getattr(value.value, member)
 
 
-class GpuCollector:
+class GpuCollector(PerCardCollector):
     """Per-card NVML readings; NVML's state and identity series come from the session."""
 
     name = "gpu"
+    families = FAMILIES
 
-    def __init__(self, settings: Settings, session: NvmlSession) -> None:
-        self.session = session
-
-    def plan(self) -> list[Unit]:
-        session = self.session
-        return [
-            Unit(
-                f"gpu/{gpu.uuid}",
-                partial(session.read_card, gpu, read_gpu, session, gpu),
-                NVML_LANE,
-            )
-            for gpu in session.gpus()
-            if gpu.up
-        ]
+    def read_card(self, gpu: Gpu) -> list[Sample]:
+        return read_gpu(self.session, gpu)
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
         session = self.session
@@ -336,6 +323,3 @@ class GpuCollector:
             if answered:
                 samples.extend(outcome.value)
         return build_families(FAMILIES, samples), True
-
-    def close(self) -> None:
-        pass

@@ -12,15 +12,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
-from prometheus_client.metrics_core import Metric
-
+from exporter.collectors.percard import PerCardCollector
 from exporter.exposition import LabelSet
 from exporter.families import Sample, specs
-from exporter.nvml import NOT_FOUND, NVML_LANE, Gpu, NvmlSession, plausible
-from exporter.scrape import Unit, UnitOutcome, families_from_outcomes
+from exporter.nvml import NOT_FOUND, Gpu, NvmlSession, plausible
 from exporter.settings import Settings
 
 FAMILIES = specs(
@@ -285,27 +282,13 @@ def _raiser(err: Exception) -> Callable[[Any], Any]:
     return fail
 
 
-class GpuProcessCollector:
+class GpuProcessCollector(PerCardCollector):
     name = "gpu_process"
+    families = FAMILIES
 
     def __init__(self, settings: Settings, session: NvmlSession) -> None:
-        self.session = session
+        super().__init__(settings, session)
         self.names = ProcessNames(settings.procfs.rstrip("/") or "/proc")
 
-    def plan(self) -> list[Unit]:
-        session, names = self.session, self.names
-        return [
-            Unit(
-                f"gpu_process/{gpu.uuid}",
-                partial(session.read_card, gpu, read_processes, session, names, gpu),
-                NVML_LANE,
-            )
-            for gpu in session.gpus()
-            if gpu.up
-        ]
-
-    def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
-        return families_from_outcomes(FAMILIES, outcomes), True
-
-    def close(self) -> None:
-        pass
+    def read_card(self, gpu: Gpu) -> list[Sample]:
+        return read_processes(self.session, self.names, gpu)

@@ -6,14 +6,9 @@ run in parallel (one unit each), so a scrape pays that once, not once per card.
 
 from __future__ import annotations
 
-from functools import partial
-
-from prometheus_client.metrics_core import Metric
-
+from exporter.collectors.percard import PerCardCollector
 from exporter.families import Sample, specs
 from exporter.nvml import Gpu, NvmlSession, plausible
-from exporter.scrape import Unit, UnitOutcome, families_from_outcomes
-from exporter.settings import Settings
 
 FAMILIES = specs(
     (
@@ -45,27 +40,11 @@ def read_throughput(session: NvmlSession, gpu: Gpu) -> list[Sample]:
     return out
 
 
-class PcieThroughputCollector:
+class PcieThroughputCollector(PerCardCollector):
     name = "pcie_throughput"
+    families = FAMILIES
+    # Its own lane per card: each call sleeps ~20 ms in NVML, so cards run in parallel.
+    lane = None
 
-    def __init__(self, settings: Settings, session: NvmlSession) -> None:
-        self.session = session
-
-    def plan(self) -> list[Unit]:
-        session = self.session
-        return [
-            Unit(
-                f"pcie_throughput/{gpu.uuid}",
-                partial(session.read_card, gpu, read_throughput, session, gpu),
-                # Its own lane per card: each call sleeps ~20 ms in NVML, so cards in parallel.
-                f"pcie_throughput/{gpu.uuid}",
-            )
-            for gpu in session.gpus()
-            if gpu.up
-        ]
-
-    def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
-        return families_from_outcomes(FAMILIES, outcomes), True
-
-    def close(self) -> None:
-        pass
+    def read_card(self, gpu: Gpu) -> list[Sample]:
+        return read_throughput(self.session, gpu)
