@@ -2,7 +2,7 @@
 
 The JSON files are committed; run `python3 grafana/build_dashboards.py` after changing the
 sources, and `--check` (the tests do) to verify the committed files match what they produce.
-Needs grafana-foundation-sdk (`pip install -e '.[dashboards]'`).
+Needs grafana-foundation-sdk (`pip install '.[dashboards]'`).
 """
 
 from __future__ import annotations

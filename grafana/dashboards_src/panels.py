@@ -103,6 +103,8 @@ def _panel(
     minimum: float | None = None,
     maximum: float | None = None,
 ) -> Panel:
+    """The settings every panel shares; size is (width, height) on Grafana's 24-column grid,
+    and the dashboard places panels left to right in the order they are added."""
     width, height = size
     panel = (
         panel.title(title)
