@@ -110,6 +110,24 @@ def test_every_query_uses_the_variables_and_rate_interval(path):
             assert 'gpu=~"$gpu"' in expr, f"{title}: {expr} is not filtered by gpu"
 
 
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
+def test_table_columns_are_keyed_by_named_query_ids(path):
+    """Every query has a refId that names it, and each table renames exactly its own queries'
+    value columns, so inserting a query cannot shift another column's title or unit."""
+    for panel in _panels(_load(path)):
+        refs = [target["refId"] for target in panel["targets"]]
+        assert len(set(refs)) == len(refs), panel["title"]
+        for ref in refs:
+            assert re.fullmatch(r"[a-z][a-z0-9_]+", ref), f"{panel['title']}: refId {ref!r}"
+        if panel["type"] != "table":
+            continue
+        (organize,) = [t for t in panel["transformations"] if t["id"] == "organize"]
+        renames = organize["options"]["renameByName"]
+        assert set(renames) == {f"Value #{ref}" for ref in refs}, panel["title"]
+        overridden = {o["matcher"]["options"] for o in panel["fieldConfig"]["overrides"]}
+        assert overridden == set(renames.values()), panel["title"]
+
+
 def test_per_card_fields_distinguish_not_supported_from_no_data():
     """Fields a card may lack answer NaN for that card (shown as "not supported")."""
     gpu = _load(GRAFANA_DIR / "dashboards" / "gpu-detail.json")

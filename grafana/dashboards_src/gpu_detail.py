@@ -1,0 +1,336 @@
+"""The GPU detail dashboard: one card over time, its temperatures against its thresholds,
+clocks, P-state, throttle reasons, power and energy, PCIe, errors and processes."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
+
+from .dashboard import dashboard
+from .panels import (
+    CARD_LEGEND,
+    Column,
+    Query,
+    label_stat,
+    percent_timeseries,
+    stat_panel,
+    state_timeline_panel,
+    table_panel,
+    timeseries_panel,
+    value_mapping,
+)
+from .queries import CARD_BY, GPU, critical_xids, gpu, host, per_card, rate, volatile_ecc
+
+FILE_NAME = "gpu-detail.json"
+UID = "rigwatch-gpu"
+
+COUNT_STEPS = (("green", None), ("red", 1))
+# NVML's P-states: 0 (fastest) to 15, 32 when unknown.
+PSTATE_MAPPING = value_mapping(
+    {**{str(n): (f"P{n}", None) for n in range(16)}, "32": ("unknown", None)}, indexed=True
+)
+THROTTLE_MAPPING = value_mapping({"0": ("off", "transparent"), "1": ("active", "orange")})
+
+NOW_STATS = [
+    ("temperature", "Temperature", "celsius", "rigwatch_gpu_temperature_celsius"),
+    (
+        "memory_temperature",
+        "Memory temperature",
+        "celsius",
+        "rigwatch_gpu_memory_temperature_celsius",
+    ),
+    ("power", "Power", "watt", "rigwatch_gpu_power_watts"),
+    ("fan", "Fan", "percentunit", "rigwatch_gpu_fan_speed_ratio"),
+]
+HEALTH_STATS = [
+    (
+        "uncorrectable_ecc",
+        "Uncorrectable ECC errors (since driver load)",
+        volatile_ecc("uncorrected"),
+    ),
+    ("corrected_ecc", "Corrected ECC errors (since driver load)", volatile_ecc("corrected")),
+    ("remapped_rows", "Remapped rows", f"sum by ({CARD_BY}) ({gpu('rigwatch_gpu_remapped_rows')})"),
+    ("remap_pending", "Remap pending", gpu("rigwatch_gpu_remapped_rows_pending")),
+]
+
+
+def _now(board: Dashboard) -> None:
+    board.with_row(Row("Now"))
+    board.with_panel(
+        label_stat(
+            "Card",
+            Query(
+                "card", gpu("rigwatch_gpu_info"), "{{rig}} GPU {{gpu}}: {{name}} ({{pci_bus_id}})"
+            ),
+            size=(8, 4),
+            description="The card's name and PCI address.",
+        )
+    )
+    for ref, title, unit, metric in NOW_STATS:
+        board.with_panel(
+            stat_panel(title, unit, [Query(ref, per_card(gpu(metric)), CARD_LEGEND)], size=(4, 4))
+        )
+    for ref, title, expr in HEALTH_STATS:
+        board.with_panel(
+            stat_panel(
+                title,
+                "short",
+                [Query(ref, per_card(expr), CARD_LEGEND)],
+                size=(6, 4),
+                thresholds=COUNT_STEPS,
+            )
+        )
+    energy = f"increase({gpu('rigwatch_gpu_energy_joules_total')}[$__range]) / 3600000"
+    board.with_panel(
+        stat_panel(
+            "Energy used in the shown period",
+            "kwatth",
+            [Query("energy", energy, CARD_LEGEND)],
+            size=(6, 4),
+        )
+    )
+    board.with_panel(
+        stat_panel(
+            "Critical Xids (since exporter start)",
+            "short",
+            [Query("critical_xids", critical_xids("rig, gpu"), CARD_LEGEND)],
+            size=(6, 4),
+            thresholds=COUNT_STEPS,
+        )
+    )
+    board.with_panel(
+        label_stat(
+            "Driver",
+            Query("driver", host("rigwatch_driver_info"), "{{rig}}: {{driver_version}}"),
+            size=(6, 4),
+        )
+    )
+    board.with_panel(
+        stat_panel(
+            "P-state",
+            "none",
+            [Query("pstate", per_card(gpu("rigwatch_gpu_pstate")), CARD_LEGEND)],
+            size=(6, 4),
+            mappings=[PSTATE_MAPPING],
+        )
+    )
+
+
+def _over_time(board: Dashboard) -> None:
+    board.with_row(Row("Over time"))
+    board.with_panel(
+        timeseries_panel(
+            "Temperature and the card's thresholds",
+            "celsius",
+            [
+                Query("core", gpu("rigwatch_gpu_temperature_celsius"), "GPU {{gpu}} core"),
+                Query(
+                    "memory", gpu("rigwatch_gpu_memory_temperature_celsius"), "GPU {{gpu}} memory"
+                ),
+                Query(
+                    "slowdown",
+                    gpu("rigwatch_gpu_temperature_slowdown_threshold_celsius"),
+                    "GPU {{gpu}} slowdown",
+                ),
+                Query(
+                    "shutdown",
+                    gpu("rigwatch_gpu_temperature_shutdown_threshold_celsius"),
+                    "GPU {{gpu}} shutdown",
+                ),
+                Query(
+                    "memory_limit",
+                    gpu("rigwatch_gpu_memory_temperature_threshold_celsius"),
+                    "GPU {{gpu}} memory limit",
+                ),
+            ],
+        )
+    )
+    board.with_panel(
+        percent_timeseries(
+            "Utilisation",
+            [
+                Query("compute", gpu("rigwatch_gpu_utilization_ratio"), "GPU {{gpu}} compute"),
+                Query(
+                    "memory_bus",
+                    gpu("rigwatch_gpu_memory_utilization_ratio"),
+                    "GPU {{gpu}} memory bus",
+                ),
+                Query(
+                    "encoder", gpu("rigwatch_gpu_encoder_utilization_ratio"), "GPU {{gpu}} encoder"
+                ),
+                Query(
+                    "decoder", gpu("rigwatch_gpu_decoder_utilization_ratio"), "GPU {{gpu}} decoder"
+                ),
+            ],
+        )
+    )
+    board.with_panel(
+        timeseries_panel(
+            "Memory",
+            "bytes",
+            [
+                Query("used", gpu("rigwatch_gpu_memory_used_bytes"), "GPU {{gpu}} used"),
+                Query("total", gpu("rigwatch_gpu_memory_total_bytes"), "GPU {{gpu}} total"),
+            ],
+            minimum=0,
+        )
+    )
+    board.with_panel(
+        timeseries_panel(
+            "Power and its limit",
+            "watt",
+            [
+                Query("draw", gpu("rigwatch_gpu_power_watts"), "GPU {{gpu}} draw"),
+                Query("limit", gpu("rigwatch_gpu_power_limit_watts"), "GPU {{gpu}} limit"),
+                Query(
+                    "from_energy",
+                    rate("rigwatch_gpu_energy_joules_total", GPU),
+                    "GPU {{gpu}} average from energy",
+                ),
+            ],
+            minimum=0,
+        )
+    )
+    board.with_panel(
+        timeseries_panel(
+            "Clocks",
+            "hertz",
+            [
+                Query("clock", gpu("rigwatch_gpu_clock_hertz"), "GPU {{gpu}} {{clock}}"),
+                Query(
+                    "clock_max", gpu("rigwatch_gpu_clock_max_hertz"), "GPU {{gpu}} {{clock}} max"
+                ),
+            ],
+        )
+    )
+    board.with_panel(
+        timeseries_panel(
+            "Fans and P-state",
+            "percentunit",
+            [
+                Query("fan", gpu("rigwatch_gpu_fan_speed_ratio"), "GPU {{gpu}} fan {{fan}}"),
+                Query("pstate", gpu("rigwatch_gpu_pstate"), "GPU {{gpu}} P-state"),
+            ],
+        ).override_by_regexp(
+            ".*P-state",
+            [
+                DynamicConfigValue(id_val="unit", value="none"),
+                DynamicConfigValue(id_val="custom.axisPlacement", value=common.AxisPlacement.RIGHT),
+                DynamicConfigValue(id_val="custom.drawStyle", value=common.GraphDrawStyle.LINE),
+                DynamicConfigValue(
+                    id_val="custom.lineInterpolation", value=common.LineInterpolation.STEP_AFTER
+                ),
+            ],
+        )
+    )
+    board.with_panel(
+        state_timeline_panel(
+            "Throttle reasons",
+            [
+                Query(
+                    "throttle_reasons",
+                    gpu("rigwatch_gpu_throttle_reason_active"),
+                    "GPU {{gpu}} {{reason}}",
+                )
+            ],
+            size=(24, 9),
+            mappings=[THROTTLE_MAPPING],
+            description=(
+                "Why the clocks are held back. gpu_idle and sw_power_cap are normal; "
+                "hw_thermal, sw_thermal, hw_slowdown and hw_power_brake cost speed."
+            ),
+        )
+    )
+
+
+def _pcie_and_errors(board: Dashboard) -> None:
+    board.with_row(Row("PCIe and errors"))
+    board.with_panel(
+        timeseries_panel(
+            "PCIe link against the card's maximum",
+            "short",
+            [
+                Query("width", gpu("rigwatch_gpu_pcie_link_width"), "GPU {{gpu}} width"),
+                Query(
+                    "max_width", gpu("rigwatch_gpu_pcie_link_max_width"), "GPU {{gpu}} max width"
+                ),
+                Query("gen", gpu("rigwatch_gpu_pcie_link_generation"), "GPU {{gpu}} gen"),
+                Query(
+                    "max_gen", gpu("rigwatch_gpu_pcie_link_max_generation"), "GPU {{gpu}} max gen"
+                ),
+            ],
+            size=(8, 8),
+            minimum=0,
+        )
+    )
+    board.with_panel(
+        timeseries_panel(
+            "PCIe throughput",
+            "Bps",
+            [
+                Query(
+                    "throughput",
+                    gpu("rigwatch_gpu_pcie_throughput_bytes_per_second"),
+                    "GPU {{gpu}} {{direction}}",
+                )
+            ],
+            size=(8, 8),
+            description="Needs the exporter's pcie_throughput collector (off by default).",
+        )
+    )
+    board.with_panel(
+        timeseries_panel(
+            "PCIe replays and Xid events",
+            "cps",
+            [
+                Query(
+                    "pcie_replays",
+                    rate("rigwatch_gpu_pcie_replay_errors_total", GPU),
+                    "GPU {{gpu}} PCIe replays",
+                ),
+                Query(
+                    "xids", rate("rigwatch_gpu_xid_errors_total", GPU), "GPU {{gpu}} Xid {{xid}}"
+                ),
+            ],
+            size=(8, 8),
+            minimum=0,
+        )
+    )
+
+
+def _processes(board: Dashboard) -> None:
+    board.with_row(Row("Processes"))
+    board.with_panel(
+        table_panel(
+            "Processes on the card",
+            "short",
+            [
+                Column("memory", "Memory", "bytes", gpu("rigwatch_gpu_process_memory_bytes")),
+                Column(
+                    "sm_utilisation",
+                    "SM utilisation",
+                    "percentunit",
+                    gpu("rigwatch_gpu_process_sm_utilization_ratio"),
+                ),
+            ],
+            size=(24, 8),
+            hide_labels=["instance"],
+            description="Processes running on the card now, with the memory they hold.",
+        )
+    )
+
+
+def build() -> Dashboard:
+    board = dashboard(
+        UID,
+        "rigwatch / GPU detail",
+        "One card over time: temperatures against its thresholds, clocks, P-state, throttle "
+        "reasons, power and energy, PCIe, errors and the processes on it.",
+        with_gpu=True,
+    )
+    _now(board)
+    _over_time(board)
+    _pcie_and_errors(board)
+    _processes(board)
+    return board
