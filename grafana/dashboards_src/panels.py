@@ -46,8 +46,9 @@ class Query:
 class Column:
     """One query of an instant table and the column its value fills.
 
-    Grafana names that column "Value #<refId>", so the rename and the unit are keyed by the
-    query's own id: inserting a column shifts nothing else.
+    Grafana names that column "Value #<refId>" (plain "Value" when the panel has only one
+    query), so the rename and the unit are keyed by the query's own id: inserting a column
+    shifts nothing else.
     """
 
     ref: str
@@ -56,9 +57,10 @@ class Column:
     expr: str
     hidden: bool = False
 
-    @property
-    def field(self) -> str:
-        return f"Value #{self.ref}"
+
+def value_field(column: Column, columns: Sequence[Column]) -> str:
+    """The name Grafana's Prometheus data source gives the column's values in an instant table."""
+    return "Value" if len(columns) == 1 else f"Value #{column.ref}"
 
 
 def value_mapping(
@@ -256,7 +258,7 @@ def table_panel(
     )
     excluded = {"Time": True, "__name__": True, "job": True, "uuid": True}
     excluded.update({label: True for label in hide_labels})
-    excluded.update({column.field: True for column in columns if column.hidden})
+    excluded.update({value_field(c, columns): True for c in columns if c.hidden})
     for column in columns:
         # Overrides apply after the organize transformation, so they match the new name.
         panel = panel.override_by_name(
@@ -273,7 +275,7 @@ def table_panel(
                 id_val="organize",
                 options={
                     "excludeByName": excluded,
-                    "renameByName": {column.field: column.title for column in columns},
+                    "renameByName": {value_field(c, columns): c.title for c in columns},
                 },
             )
         )
