@@ -56,7 +56,7 @@ class BotApp:
         self.config = config
         self.store = store
         self.clock = clock
-        self.metrics = BotMetrics(lambda: store.queue_stats(clock()))
+        self.metrics = BotMetrics(lambda: store.outbox.queue_stats(clock()))
         self.limiter = FloodLimiter(config.rate_limits)
         self.renderer = AlertRenderer(
             LinkSettings(config.grafana_url, config.grafana_dashboard_uid, config.alertmanager_url),
@@ -103,7 +103,7 @@ class BotApp:
 
     def healthy(self) -> bool:
         try:
-            self.store.queue_stats(self.clock())
+            self.store.outbox.queue_stats(self.clock())
         except StoreError:
             return False
         # Without the update loop no command or button works: that is unhealthy too.
@@ -134,7 +134,7 @@ class BotApp:
             if others:
                 payload = dict(notification.payload, alerts=others)
                 destinations = route(Notification(payload), self.config)
-                stored = self.store.add(
+                stored = self.store.outbox.add(
                     destinations, now, dedupe_key(notification), self.config.dedupe_window
                 )
             if now - self._last_prune > 600:

@@ -89,7 +89,7 @@ class ChatCommands(BotLoop):
         self.limiter = limiter
         self.offset: int | None = None
         with contextlib.suppress(StoreError, ValueError):
-            saved = store.get_state(OFFSET_STATE)
+            saved = store.state.get(OFFSET_STATE)
             self.offset = int(saved) if saved else None
         self.commands_registered = False
 
@@ -98,7 +98,9 @@ class ChatCommands(BotLoop):
         (the configuration still names its old id)."""
         if self.config.may_use(chat_id, user_id):
             return True
-        return any(self.config.may_use(old, user_id) for old in self.store.former_chat_ids(chat_id))
+        return any(
+            self.config.may_use(old, user_id) for old in self.store.migrations.former_ids(chat_id)
+        )
 
     # --- the update loop --------------------------------------------------------------------
 
@@ -126,7 +128,7 @@ class ChatCommands(BotLoop):
                 # bot stopped before that poll would replay it (a button press silencing twice)
                 # unless the offset survives the restart.
                 try:
-                    self.store.set_state(OFFSET_STATE, str(self.offset))
+                    self.store.state.set(OFFSET_STATE, str(self.offset))
                 except StoreError as exc:
                     log.warning("could not keep the update offset: %s", exc)
                 try:
@@ -189,7 +191,7 @@ class ChatCommands(BotLoop):
     def handle_message(self, message: dict) -> None:
         chat_id = message["chat"]["id"]
         if message.get("migrate_to_chat_id"):
-            self.store.migrate_chat(chat_id, int(message["migrate_to_chat_id"]), self.clock())
+            self.store.migrations.record(chat_id, int(message["migrate_to_chat_id"]), self.clock())
             return
         text = (message.get("text") or "").strip()
         if not text:
@@ -471,7 +473,7 @@ class ChatCommands(BotLoop):
                 line += f" — {html.escape(summary)}"
             lines.append(line)
             if number <= 10:
-                short_id = self.store.save_silence_target(
+                short_id = self.store.buttons.save(
                     silence_matchers(labels), f"{labels.get('alertname', '?')} {where}", now
                 )
                 buttons.append(
@@ -537,7 +539,7 @@ class ChatCommands(BotLoop):
     def _silence(self, query: dict, data: str, who: str, message: dict) -> None:
         parts = data.split(":")
         short_id, duration = (parts[1], parts[2]) if len(parts) == 3 else ("", "")
-        target = self.store.silence_target(short_id) if short_id else None
+        target = self.store.buttons.target(short_id) if short_id else None
         if target is None or duration not in SILENCE_SECONDS:
             self._answer(query, "This button has expired; use /alerts for fresh ones.", alert=True)
             return

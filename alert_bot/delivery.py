@@ -142,11 +142,11 @@ class DeliveryWorker(BotLoop):
         """Send at most one message per due chat; returns (sent anything, seconds to wait)."""
         now = self.clock()
         wait = 1.0
-        next_due = self.store.next_due_at()
+        next_due = self.store.outbox.next_due_at()
         if next_due is not None:
             wait = min(wait, max(0.0, next_due - now))
         worked = False
-        for chat_id in self.store.due_chats(now):
+        for chat_id in self.store.outbox.due_chats(now):
             if self._stop.is_set():
                 break
             backoff = self._backoff_until.get(chat_id, 0.0) - now
@@ -159,7 +159,7 @@ class DeliveryWorker(BotLoop):
         return worked, wait
 
     def _plan(self, chat_id: int) -> tuple[list[PendingNotification], OutgoingMessage] | None:
-        rows = self.store.pending_for_chat(chat_id, self.config.delivery.batch_rows)
+        rows = self.store.outbox.pending_for_chat(chat_id, self.config.delivery.batch_rows)
         if not rows:
             return None
         # Only one forum topic per message; and only one notification while isolating a
@@ -247,7 +247,7 @@ class DeliveryWorker(BotLoop):
         labels = common_labels(firing)
         if not labels:
             return None
-        short_id = self.store.save_silence_target(
+        short_id = self.store.buttons.save(
             silence_matchers(labels), describe_target(labels, len(firing)), self.clock()
         )
         return silence_buttons(short_id)
@@ -275,7 +275,7 @@ class DeliveryWorker(BotLoop):
         for row_id, (count, parts) in done.items():
             total = len(by_id[row_id].payload.get("alerts", [None]))
             progress[row_id] = (count, parts, count >= total)
-        self.store.record_progress(progress, now)
+        self.store.outbox.record_progress(progress, now)
         self.metrics.messages_delivered.inc()
         self.metrics.alerts_delivered.inc(completed_alerts)
         for row_id, (_, _, finished) in progress.items():
@@ -295,7 +295,7 @@ class DeliveryWorker(BotLoop):
             self.metrics.rate_limited.inc()
             self.metrics.delivery_failures.labels("429").inc()
             self.limiter.block(chat_id, retry_after)
-            self.store.defer([r.id for r in rows], now + retry_after, str(exc))
+            self.store.outbox.defer([r.id for r in rows], now + retry_after, str(exc))
             log.warning(
                 "Telegram asked to wait %.1fs before writing to chat %s", retry_after, chat_id
             )
@@ -304,7 +304,7 @@ class DeliveryWorker(BotLoop):
             log.warning(
                 "chat %s became supergroup %s; following it", chat_id, exc.migrate_to_chat_id
             )
-            self.store.migrate_chat(chat_id, exc.migrate_to_chat_id, now)
+            self.store.migrations.record(chat_id, exc.migrate_to_chat_id, now)
             return
         status = exc.status or 0
         reason = "5xx" if status >= 500 else ("network" if status == 0 else str(status))
@@ -315,7 +315,7 @@ class DeliveryWorker(BotLoop):
         delay = min(settings.backoff_initial * 2 ** (failures - 1), settings.backoff_max)
         delay *= random.uniform(0.5, 1.0)  # jitter: many bots must not retry in step
         self._backoff_until[chat_id] = now + delay
-        self.store.defer([r.id for r in rows], now + delay, str(exc))
+        self.store.outbox.defer([r.id for r in rows], now + delay, str(exc))
         log.warning("delivery to chat %s failed (%s); retrying in %.1fs", chat_id, exc, delay)
 
     def _after_rejection(
@@ -355,7 +355,7 @@ class DeliveryWorker(BotLoop):
         exc: TelegramError,
     ) -> None:
         now = self.clock()
-        moved = self.store.dead_letter([row.id], message.html, exc.description, now)
+        moved = self.store.outbox.dead_letter([row.id], message.html, exc.description, now)
         self._solo.discard(chat_id)
         if not moved:
             return
@@ -372,7 +372,7 @@ class DeliveryWorker(BotLoop):
         if names:
             text += "Alerts: " + html.escape(", ".join(names)[:500]) + "\n"
         text += f"It is kept in the bot's dead-letter table (notification {row.id})."
-        self.store.add(
+        self.store.outbox.add(
             [NewNotification(chat_id, row.thread_id, "notice", {"html": text, "report": True})], now
         )
 

@@ -369,7 +369,7 @@ def test_a_default_group_upgraded_to_a_supergroup_may_still_use_commands(tmp_pat
     with running_bot(env) as (app, base):
         wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
         telegram.inject_message(old_group, "", migrate_to_chat_id=new_group)
-        wait_until(lambda: app.store.resolve_chat(old_group) == new_group, what="migration")
+        wait_until(lambda: app.store.migrations.resolve(old_group) == new_group, what="migration")
         reply = _visible(_ask(telegram, new_group, "/start")[0])
         assert "is allowed" in reply, reply
         reply = _visible(_ask(telegram, new_group, "/gpu")[0])
