@@ -5,7 +5,6 @@ and the bot says so in the default chat, and again when it comes back."""
 from __future__ import annotations
 
 import html
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -14,8 +13,9 @@ from alert_bot.config import Config
 from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.store import NewNotification, Store, StoreError
+from rigwatch.logs import logger
 
-log = logging.getLogger("alert_bot.watchdog")
+log = logger("bot", "watchdog")
 
 LAST_SEEN = "watchdog_last_seen"
 STATE = "watchdog_state"  # "ok" or "silent"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from alert_bot.app import BotApp, create_app
+from alert_bot.app import BotApp
 from alert_bot.config import load_config
 from alert_bot.store import Store
-from alert_bot.telegram import TelegramClient
+from alert_bot.telegram import TelegramClient, configure_api
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
 from tests.support import (
     ManagedProcess,
@@ -203,10 +203,11 @@ def bot_env(
 def running_bot(env: dict[str, str], run_updates: bool = True) -> Iterator[tuple[BotApp, str]]:
     """The bot in this process, built exactly as the command line builds it."""
     config = load_config(env)
+    configure_api(config.telegram_api_url, request_timeout=5)
     store = Store(config.db_path)
-    app = create_app(
+    app = BotApp(
         config,
-        TelegramClient(config.telegram_token, config.telegram_api_url, request_timeout=5),
+        TelegramClient(config.telegram_token),
         PrometheusClient(config.prometheus_url, timeout=5),
         AlertmanagerClient(config.alertmanager_url, timeout=5),
         store,

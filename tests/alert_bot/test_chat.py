@@ -354,8 +354,8 @@ def test_the_update_loop_outlives_an_update_it_cannot_read(tmp_path, telegram):
         assert str(CHAT) in reply and "is allowed" in reply
         assert http_get(base + "/healthz")[0] == 200
         # Should the loop end all the same, the health check says so.
-        app.commands.stop()
-        wait_until(lambda: not app.commands.alive(), timeout=10, what="update loop ended")
+        app.updates.stop()
+        wait_until(lambda: not app.updates.alive(), timeout=10, what="update loop ended")
         status, text = http_get(base + "/healthz")
         assert status == 503 and "update loop" in text
 
@@ -425,7 +425,7 @@ def test_updates_already_handled_are_not_handled_again_after_a_restart(tmp_path,
         wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
         update_id = telegram.inject_message(CHAT, "/help")
         wait_until(lambda: telegram.sent(CHAT), what="help")
-        app.commands.stop()  # now, before a poll confirms the update to Telegram
+        app.updates.stop()  # now, before a poll confirms the update to Telegram
     polls_before = len(telegram.calls_to("getUpdates"))
     with running_bot(env) as (app, base):
         wait_until(
