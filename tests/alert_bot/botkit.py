@@ -1,12 +1,11 @@
 """Helpers for the alert bot's tests: payload builders, posting to the webhook, starting the bot
-in-process or as a real process, and real Prometheus / Alertmanager processes on free ports."""
+in-process or as a real process, and what a real Prometheus holds."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
 import json
-import shutil
 import sys
 import urllib.error
 import urllib.parse
@@ -23,7 +22,6 @@ from alert_bot.telegram import TelegramClient, configure_api
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
 from tests.support import (
     ManagedProcess,
-    free_port,
     http_get,
     stopped_after,
     wait_until,
@@ -245,65 +243,7 @@ def metric_value(base: str, name: str, labels: dict[str, str] | None = None) -> 
     raise KeyError(name)
 
 
-# --- real Prometheus and Alertmanager -------------------------------------------------------
-
-
-def have_binary(name: str) -> bool:
-    return shutil.which(name) is not None
-
-
-@contextlib.contextmanager
-def running_alertmanager(
-    tmp_path: Path, config: str | None = None, extra_args: tuple = ()
-) -> Iterator[str]:
-    """A real Alertmanager (no clustering) with its storage in tmp_path."""
-    port = free_port()
-    workdir = tmp_path / f"alertmanager-{port}"
-    workdir.mkdir()
-    config_path = workdir / "alertmanager.yml"
-    config_path.write_text(
-        config
-        or "route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\n"
-        "receivers:\n  - name: none\n"
-    )
-    proc = ManagedProcess(
-        [
-            "prometheus-alertmanager",
-            f"--config.file={config_path}",
-            f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-            *extra_args,
-        ]
-    )
-    base = f"http://127.0.0.1:{port}"
-    with stopped_after(proc, base + "/-/ready", "alertmanager", 30):
-        yield base
-
-
-@contextlib.contextmanager
-def running_prometheus(
-    tmp_path: Path, config: str, extra_args: tuple = (), port: int | None = None
-) -> Iterator[str]:
-    """A real Prometheus with its TSDB in tmp_path, configured by the YAML text given."""
-    port = port or free_port()
-    workdir = tmp_path / f"prometheus-{port}"
-    workdir.mkdir()
-    config_path = workdir / "prometheus.yml"
-    config_path.write_text(config)
-    proc = ManagedProcess(
-        [
-            "prometheus",
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            *extra_args,
-        ],
-        cwd=workdir,
-    )
-    base = f"http://127.0.0.1:{port}"
-    with stopped_after(proc, base + "/-/ready", "prometheus", 60):
-        yield base
+# --- what a real Prometheus holds ---------------------------------------------------------
 
 
 def prometheus_has(base: str, expr: str) -> bool:

@@ -20,16 +20,14 @@ from tests.alert_bot.botkit import (
     STRANGER,
     alert,
     bot_env,
-    have_binary,
     metric_value,
     notification,
     post,
-    running_alertmanager,
     running_bot,
-    running_prometheus,
     wait_prometheus_has,
 )
 from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
+from tests.servers import have_binary, running_alertmanager, running_prometheus
 from tests.support import (
     build_fake_nvml,
     http_get,
