@@ -16,7 +16,7 @@ from alert_bot.config import Config
 from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
-from alert_bot.render import OutgoingMessage, utf16_len
+from alert_bot.render import OutgoingMessage, alert_place, utf16_len
 from alert_bot.store import Store
 from alert_bot.telegram import RetryAfter, TelegramClient, TelegramError
 from alert_bot.upstream import PrometheusClient
@@ -108,9 +108,8 @@ class ChartWorker(BotLoop):
             return
         labels = alert["labels"]
         caption = f"📈 <b>{html.escape(labels.get('alertname', ''))}</b>"
-        for key in ("rig", "gpu"):
-            if labels.get(key):
-                caption += f" · {key} {html.escape(labels[key])}"
+        for place in alert_place(labels, ("rig", "gpu")):
+            caption += f" · {html.escape(place)}"
         caption += f" — last {int(charts.range_seconds // 60)} min"
         if utf16_len(caption) > CAPTION_LIMIT:
             caption = "📈 chart"
