@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -15,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from alert_bot import __version__
-from alert_bot.commands import ChatCommands
+from alert_bot.chat.updates import UpdateLoop
 from alert_bot.config import Config
-from alert_bot.delivery import DeliveryWorker
+from alert_bot.delivery import ChartWorker, DeliveryWorker
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
 from alert_bot.render import AlertRenderer, LinkSettings
@@ -26,8 +25,9 @@ from alert_bot.telegram import TelegramClient
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
 from alert_bot.watchdog import Watchdog
 from alert_bot.webhook import Notification, PayloadError, dedupe_key, parse_notification, route
+from rigwatch.logs import logger
 
-log = logging.getLogger("alert_bot")
+log = logger("bot", "app")
 
 WEBHOOK_PATH = "/alertmanager"
 LANDING_PAGE = """<!doctype html><html><head><title>rigwatch alert bot</title></head><body>
@@ -56,16 +56,19 @@ class BotApp:
         self.config = config
         self.store = store
         self.clock = clock
-        self.metrics = BotMetrics(lambda: store.queue_stats(clock()))
+        self.metrics = BotMetrics(lambda: store.outbox.queue_stats(clock()))
         self.limiter = FloodLimiter(config.rate_limits)
         self.renderer = AlertRenderer(
             LinkSettings(config.grafana_url, config.grafana_dashboard_uid, config.alertmanager_url),
             config.template_source,
         )
-        self.worker = DeliveryWorker(
-            config, store, telegram, self.renderer, self.metrics, self.limiter, prometheus, clock
+        self.charts = ChartWorker(
+            config, store, telegram, self.metrics, self.limiter, prometheus, clock
         )
-        self.commands = ChatCommands(
+        self.worker = DeliveryWorker(
+            config, store, telegram, self.renderer, self.metrics, self.limiter, self.charts, clock
+        )
+        self.updates = UpdateLoop(
             config, store, telegram, prometheus, alertmanager, self.metrics, self.limiter, clock
         )
         self.watchdog = Watchdog(config, store, self.metrics, self.worker.wake, clock)
@@ -80,8 +83,9 @@ class BotApp:
 
     def start(self) -> None:
         self.worker.start()
+        self.charts.start()
         if self.run_updates:
-            self.commands.start()
+            self.updates.start()
         self.watchdog.start()
         self._server_thread = threading.Thread(
             target=self.server.serve_forever,
@@ -98,16 +102,17 @@ class BotApp:
         self.server.shutdown()
         self.server.server_close()
         self.watchdog.stop()
-        self.commands.stop()
+        self.updates.stop()
         self.worker.stop()
+        self.charts.stop()
 
     def healthy(self) -> bool:
         try:
-            self.store.queue_stats(self.clock())
+            self.store.outbox.queue_stats(self.clock())
         except StoreError:
             return False
         # Without the update loop no command or button works: that is unhealthy too.
-        return self.worker.alive() and (not self.run_updates or self.commands.alive())
+        return self.worker.alive() and (not self.run_updates or self.updates.alive())
 
     # --- the webhook ------------------------------------------------------------------------
 
@@ -134,7 +139,7 @@ class BotApp:
             if others:
                 payload = dict(notification.payload, alerts=others)
                 destinations = route(Notification(payload), self.config)
-                stored = self.store.add(
+                stored = self.store.outbox.add(
                     destinations, now, dedupe_key(notification), self.config.dedupe_window
                 )
             if now - self._last_prune > 600:
@@ -263,8 +268,3 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_DELETE = do_PUT
     do_PATCH = do_PUT
-
-
-# What the command line and the tests call to build the bot, not yet started (.start(); .stop()
-# ends it): the constructor itself, so its collaborators are listed in one place.
-create_app = BotApp

@@ -4,13 +4,21 @@ SIGTERM or SIGINT. A configuration problem prints one line naming the key and ex
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
 import threading
 
 from alert_bot import __version__
+from rigwatch.logs import LEVELS, logger, parse_level
+from rigwatch.logs import configure as configure_logs
+
+
+def _level(text: str) -> str:
+    try:
+        return parse_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,11 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         "--check-config", action="store_true", help="validate the configuration and exit"
     )
     parser.add_argument(
-        "--log-level",
-        default=os.environ.get("ALERT_BOT_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        type=str.upper,
+        "--log.level",
+        dest="log_level",
+        default=os.environ.get("ALERT_BOT_LOG_LEVEL", "info"),
+        type=_level,
+        metavar="LEVEL",
+        help=f"{', '.join(LEVELS)} (any case; default $ALERT_BOT_LOG_LEVEL or info)",
     )
+    # The flag's spelling before it matched the exporter's; kept for existing units.
+    parser.add_argument("--log-level", dest="log_level", type=_level, help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"rigwatch-bot {__version__}")
     args = parser.parse_args(argv)
 
@@ -48,14 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         print("rigwatch-bot: configuration OK")
         return 0
 
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    from alert_bot.app import create_app
+    configure_logs(args.log_level)
+    from alert_bot.app import BotApp
     from alert_bot.store import Store, StoreError
-    from alert_bot.telegram import TelegramClient, install_scrubber
+    from alert_bot.telegram import TelegramClient, configure_api, install_scrubber
     from alert_bot.upstream import AlertmanagerClient, PrometheusClient
 
     install_scrubber(config.telegram_token)
@@ -64,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"rigwatch-bot: configuration error: ALERT_BOT_DB: {exc}", file=sys.stderr)
         return 2
-    telegram = TelegramClient(config.telegram_token, config.telegram_api_url)
+    configure_api(config.telegram_api_url)
+    telegram = TelegramClient(config.telegram_token)
     try:
-        app = create_app(
+        app = BotApp(
             config,
             telegram,
             PrometheusClient(config.prometheus_url),
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stopping.set())
     app.start()
     stopping.wait()
-    logging.getLogger("alert_bot").info("stopping")
+    logger("bot").info("stopping")
     app.stop()
     store.close()
     return 0

@@ -1,6 +1,6 @@
-"""What the bot's long-running parts (the delivery worker, the Telegram update loop, the
-watchdog) share: the collaborators every one of them uses, and one daemon thread that runs
-until stop()."""
+"""What the bot's long-running parts (the delivery worker, the chart loop, the Telegram update
+loop, the watchdog) share: the collaborators every one of them uses, and one daemon thread
+that runs until stop()."""
 
 from __future__ import annotations
 

@@ -220,6 +220,17 @@ def silence_matchers(labels: dict[str, str]) -> list[dict]:
     ]
 
 
+# The silences a button offers, and how long each lasts (seconds).
+SILENCE_DURATIONS = {"1h": 3600, "4h": 4 * 3600, "24h": 24 * 3600}
+PLACE_LABELS = ("rig", "instance", "gpu")
+
+
+def alert_place(labels: dict[str, str], keys: tuple[str, ...] = PLACE_LABELS) -> list[str]:
+    """Where an alert is ("rig rig1", "instance host:9835", "gpu 0"), as the bot names it in
+    /alerts, chart captions and the descriptions of silence buttons."""
+    return [f"{key} {labels[key]}" for key in keys if labels.get(key)]
+
+
 SILENCE_URL_MAX_CHARS = 2000
 IDENTIFYING_LABELS = ("alertname", "rig", "instance", "gpu", "severity")
 

@@ -7,40 +7,99 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
-import threading
 from dataclasses import dataclass
 
 import requests
 import telebot
 from telebot import apihelper, types
 
-_api_url_lock = threading.Lock()
+DEFAULT_REQUEST_TIMEOUT = 15.0
+
+
+def configure_api(
+    api_url: str | None = None, request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+) -> None:
+    """Point pyTelegramBotAPI at a Bot API server and set its request timeouts.
+
+    The library keeps both in module-wide settings (``apihelper.API_URL``, ``CONNECT_TIMEOUT``,
+    ``READ_TIMEOUT``) that every TeleBot in the process shares, so this is done once, by the
+    program (or a test) before it builds a TelegramClient, never by a constructor. None keeps
+    Telegram's own server.
+    """
+    if api_url is None:
+        apihelper.API_URL = None
+        apihelper.FILE_URL = None
+    else:
+        url = api_url if "{0}" in api_url else api_url.rstrip("/") + "/bot{0}/{1}"
+        apihelper.API_URL = url
+        apihelper.FILE_URL = url.replace("/bot{0}/{1}", "/file/bot{0}/{1}")
+    apihelper.CONNECT_TIMEOUT = request_timeout
+    apihelper.READ_TIMEOUT = request_timeout
+
+
+@dataclass(frozen=True)
+class Sent:
+    """Telegram accepted the message."""
+
+    message_id: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed Bot API call, classified by what the caller must do about it."""
+
+    description: str
+    status: int | None = None
+    kind = "failed"
+
+    def __str__(self) -> str:
+        return f"Telegram {self.kind}: {self.description}"
+
+
+@dataclass(frozen=True)
+class RetryAfter(Failure):
+    """429: this chat must wait ``seconds`` before the next message."""
+
+    seconds: float = 1.0
+    kind = "rate_limited"
+
+
+@dataclass(frozen=True)
+class Transient(Failure):
+    """Network error, 5xx, 401/403/404: nothing wrong with the message; retry with backoff."""
+
+    kind = "transient"
+
+
+@dataclass(frozen=True)
+class Permanent(Failure):
+    """400 (and 413/414): sending the same request again cannot help."""
+
+    kind = "permanent"
+
+
+@dataclass(frozen=True)
+class ChatMigrated(Failure):
+    """The group became a supergroup; its messages now go to ``new_chat_id``."""
+
+    new_chat_id: int = 0
+    kind = "migrated"
+
+
+Verdict = Sent | RetryAfter | Transient | Permanent | ChatMigrated
 
 
 class TelegramError(Exception):
-    """A failed Bot API call, classified.
+    """A failed Bot API call; ``failure`` says which kind (every client method raises only this)."""
 
-    kind is one of: "rate_limited" (429; retry_after says for how long), "transient"
-    (network error, 5xx, 401/403/404: retry with backoff), "permanent" (400: retrying the same
-    request cannot help), "migrated" (the group became a supergroup; migrate_to_chat_id says where).
-    """
+    def __init__(self, failure: Failure):
+        super().__init__(str(failure))
+        self.failure = failure
 
-    def __init__(
-        self,
-        kind: str,
-        description: str,
-        retry_after: float | None = None,
-        migrate_to_chat_id: int | None = None,
-        status: int | None = None,
-    ):
-        super().__init__(f"Telegram {kind}: {description}")
-        self.kind = kind
-        self.description = description
-        self.retry_after = retry_after
-        self.migrate_to_chat_id = migrate_to_chat_id
-        self.status = status
+    @property
+    def description(self) -> str:
+        return self.failure.description
 
 
 class TokenScrubber(logging.Filter):
@@ -110,16 +169,9 @@ def _reply(message_id: int | None) -> types.ReplyParameters | None:
 class TelegramClient:
     """Thin, typed wrapper over telebot.TeleBot; every method raises only TelegramError."""
 
-    def __init__(self, token: str, api_url: str | None = None, request_timeout: float = 15.0):
+    def __init__(self, token: str):
+        """The server and timeouts are the process's, set once by configure_api()."""
         self.token = token
-        if api_url is not None:
-            url = api_url if "{0}" in api_url else api_url.rstrip("/") + "/bot{0}/{1}"
-            with _api_url_lock:
-                apihelper.API_URL = url
-                apihelper.FILE_URL = url.replace("/bot{0}/{1}", "/file/bot{0}/{1}")
-        apihelper.CONNECT_TIMEOUT = request_timeout
-        apihelper.READ_TIMEOUT = request_timeout
-        self.request_timeout = request_timeout
         self.bot = telebot.TeleBot(token, threaded=False, parse_mode=None)
 
     def _call(self, function, *args, **kwargs):
@@ -136,41 +188,34 @@ class TelegramClient:
                 raise self._classify(status, body) from None
             # 400, and 413/414 (the request is too large, e.g. a huge query string): sending
             # the same request again cannot help; the plain-text fallback is smaller.
-            kind = "permanent" if status in (400, 413, 414) else "transient"
+            description = f"HTTP {status}"
             if status == 429:
-                kind = "rate_limited"
-            raise TelegramError(kind, f"HTTP {status}", status=status) from None
+                failure: Failure = RetryAfter(description, status)
+            elif status in (400, 413, 414):
+                failure = Permanent(description, status)
+            else:
+                failure = Transient(description, status)
+            raise TelegramError(failure) from None
         except apihelper.ApiInvalidJSONException:
-            raise TelegramError("transient", "invalid JSON from the Bot API") from None
-        except requests.RequestException as exc:
-            raise TelegramError(
-                "transient", scrub(f"{type(exc).__name__}: {exc}", self.token)
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise TelegramError(
-                "transient", scrub(f"{type(exc).__name__}: {exc}", self.token)
-            ) from None
+            raise TelegramError(Transient("invalid JSON from the Bot API")) from None
+        except (requests.RequestException, OSError, ValueError) as exc:
+            text = scrub(f"{type(exc).__name__}: {exc}", self.token)
+            raise TelegramError(Transient(text)) from None
 
     def _classify(self, status: int, body: dict) -> TelegramError:
         description = scrub(str(body.get("description", "")), self.token)
         parameters = body.get("parameters") or {}
         if status == 429:
-            retry_after = parameters.get("retry_after", 1)
-            return TelegramError(
-                "rate_limited", description, retry_after=float(retry_after), status=429
-            )
+            seconds = float(parameters.get("retry_after", 1))
+            return TelegramError(RetryAfter(description, 429, seconds))
         if parameters.get("migrate_to_chat_id"):
-            return TelegramError(
-                "migrated",
-                description,
-                migrate_to_chat_id=int(parameters["migrate_to_chat_id"]),
-                status=status,
-            )
+            new_chat_id = int(parameters["migrate_to_chat_id"])
+            return TelegramError(ChatMigrated(description, status, new_chat_id))
         if status == 400:
-            return TelegramError("permanent", description, status=status)
+            return TelegramError(Permanent(description, status))
         # 401 (token revoked), 403 (bot blocked or removed from the chat), 404 (wrong API URL)
         # and 5xx: nothing wrong with the message itself; keep it and retry until fixed.
-        return TelegramError("transient", description, status=status)
+        return TelegramError(Transient(description, status))
 
     def send_message(
         self,
@@ -227,7 +272,7 @@ class TelegramClient:
             allowed_updates=["message", "callback_query"],
         )
         if not isinstance(updates, list):
-            raise TelegramError("transient", "getUpdates did not answer a list")
+            raise TelegramError(Transient("getUpdates did not answer a list"))
         result = []
         for update in updates:
             if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
@@ -273,7 +318,3 @@ class TelegramClient:
             reply_markup=keyboard(buttons),
             link_preview_options=types.LinkPreviewOptions(is_disabled=True),
         )
-
-
-def describe(exc: TelegramError) -> str:
-    return json.dumps({"kind": exc.kind, "description": exc.description})[:500]

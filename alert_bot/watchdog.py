@@ -5,7 +5,6 @@ and the bot says so in the default chat, and again when it comes back."""
 from __future__ import annotations
 
 import html
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -14,8 +13,9 @@ from alert_bot.config import Config
 from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.store import NewNotification, Store, StoreError
+from rigwatch.logs import logger
 
-log = logging.getLogger("alert_bot.watchdog")
+log = logger("bot", "watchdog")
 
 LAST_SEEN = "watchdog_last_seen"
 STATE = "watchdog_state"  # "ok" or "silent"
@@ -38,7 +38,7 @@ class Watchdog(BotLoop):
         self.notify = notify
         self.started_at = clock()
         self._lock = threading.Lock()
-        last = store.get_state(LAST_SEEN)
+        last = store.state.get(LAST_SEEN)
         if last is not None:
             metrics.watchdog_last_seen.set(float(last))
 
@@ -46,7 +46,7 @@ class Watchdog(BotLoop):
         return alert["labels"].get("alertname") == self.settings.alertname
 
     def _notice(self, text: str, now: float) -> None:
-        self.store.add(
+        self.store.outbox.add(
             [
                 NewNotification(
                     self.config.default_chat_id,
@@ -63,10 +63,10 @@ class Watchdog(BotLoop):
         """A Watchdog notification arrived (raises StoreError when it cannot be recorded)."""
         now = self.clock()
         with self._lock:
-            self.store.set_state(LAST_SEEN, repr(now))
+            self.store.state.set(LAST_SEEN, repr(now))
             self.metrics.watchdog_last_seen.set(now)
-            if self.store.get_state(STATE) == "silent":
-                self.store.set_state(STATE, "ok")
+            if self.store.state.get(STATE) == "silent":
+                self.store.state.set(STATE, "ok")
                 self._notice(
                     "💚 <b>Monitoring pipeline is back</b>\n"
                     "The Watchdog heartbeat from Alertmanager arrives again.",
@@ -76,12 +76,12 @@ class Watchdog(BotLoop):
     def check(self) -> None:
         now = self.clock()
         with self._lock:
-            last_text = self.store.get_state(LAST_SEEN)
+            last_text = self.store.state.get(LAST_SEEN)
             last = float(last_text) if last_text is not None else self.started_at
             # A bot that just (re)started gets one full timeout to hear a heartbeat.
             silent_for = now - max(last, self.started_at)
-            if silent_for > self.settings.timeout and self.store.get_state(STATE) != "silent":
-                self.store.set_state(STATE, "silent")
+            if silent_for > self.settings.timeout and self.store.state.get(STATE) != "silent":
+                self.store.state.set(STATE, "silent")
                 seen = (
                     time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last))
                     if last_text is not None

@@ -1,12 +1,11 @@
 """Helpers for the alert bot's tests: payload builders, posting to the webhook, starting the bot
-in-process or as a real process, and real Prometheus / Alertmanager processes on free ports."""
+in-process or as a real process, and what a real Prometheus holds."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
 import json
-import shutil
 import sys
 import urllib.error
 import urllib.parse
@@ -16,14 +15,13 @@ from pathlib import Path
 
 import yaml
 
-from alert_bot.app import BotApp, create_app
+from alert_bot.app import BotApp
 from alert_bot.config import load_config
 from alert_bot.store import Store
-from alert_bot.telegram import TelegramClient
+from alert_bot.telegram import TelegramClient, configure_api
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
 from tests.support import (
     ManagedProcess,
-    free_port,
     http_get,
     stopped_after,
     wait_until,
@@ -203,10 +201,11 @@ def bot_env(
 def running_bot(env: dict[str, str], run_updates: bool = True) -> Iterator[tuple[BotApp, str]]:
     """The bot in this process, built exactly as the command line builds it."""
     config = load_config(env)
+    configure_api(config.telegram_api_url, request_timeout=5)
     store = Store(config.db_path)
-    app = create_app(
+    app = BotApp(
         config,
-        TelegramClient(config.telegram_token, config.telegram_api_url, request_timeout=5),
+        TelegramClient(config.telegram_token),
         PrometheusClient(config.prometheus_url, timeout=5),
         AlertmanagerClient(config.alertmanager_url, timeout=5),
         store,
@@ -244,65 +243,7 @@ def metric_value(base: str, name: str, labels: dict[str, str] | None = None) -> 
     raise KeyError(name)
 
 
-# --- real Prometheus and Alertmanager -------------------------------------------------------
-
-
-def have_binary(name: str) -> bool:
-    return shutil.which(name) is not None
-
-
-@contextlib.contextmanager
-def running_alertmanager(
-    tmp_path: Path, config: str | None = None, extra_args: tuple = ()
-) -> Iterator[str]:
-    """A real Alertmanager (no clustering) with its storage in tmp_path."""
-    port = free_port()
-    workdir = tmp_path / f"alertmanager-{port}"
-    workdir.mkdir()
-    config_path = workdir / "alertmanager.yml"
-    config_path.write_text(
-        config
-        or "route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\n"
-        "receivers:\n  - name: none\n"
-    )
-    proc = ManagedProcess(
-        [
-            "prometheus-alertmanager",
-            f"--config.file={config_path}",
-            f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-            *extra_args,
-        ]
-    )
-    base = f"http://127.0.0.1:{port}"
-    with stopped_after(proc, base + "/-/ready", "alertmanager", 30):
-        yield base
-
-
-@contextlib.contextmanager
-def running_prometheus(
-    tmp_path: Path, config: str, extra_args: tuple = (), port: int | None = None
-) -> Iterator[str]:
-    """A real Prometheus with its TSDB in tmp_path, configured by the YAML text given."""
-    port = port or free_port()
-    workdir = tmp_path / f"prometheus-{port}"
-    workdir.mkdir()
-    config_path = workdir / "prometheus.yml"
-    config_path.write_text(config)
-    proc = ManagedProcess(
-        [
-            "prometheus",
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            *extra_args,
-        ],
-        cwd=workdir,
-    )
-    base = f"http://127.0.0.1:{port}"
-    with stopped_after(proc, base + "/-/ready", "prometheus", 60):
-        yield base
+# --- what a real Prometheus holds ---------------------------------------------------------
 
 
 def prometheus_has(base: str, expr: str) -> bool:

@@ -20,16 +20,14 @@ from tests.alert_bot.botkit import (
     STRANGER,
     alert,
     bot_env,
-    have_binary,
     metric_value,
     notification,
     post,
-    running_alertmanager,
     running_bot,
-    running_prometheus,
     wait_prometheus_has,
 )
 from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
+from tests.servers import have_binary, running_alertmanager, running_prometheus
 from tests.support import (
     build_fake_nvml,
     http_get,
@@ -354,8 +352,8 @@ def test_the_update_loop_outlives_an_update_it_cannot_read(tmp_path, telegram):
         assert str(CHAT) in reply and "is allowed" in reply
         assert http_get(base + "/healthz")[0] == 200
         # Should the loop end all the same, the health check says so.
-        app.commands.stop()
-        wait_until(lambda: not app.commands.alive(), timeout=10, what="update loop ended")
+        app.updates.stop()
+        wait_until(lambda: not app.updates.alive(), timeout=10, what="update loop ended")
         status, text = http_get(base + "/healthz")
         assert status == 503 and "update loop" in text
 
@@ -369,7 +367,7 @@ def test_a_default_group_upgraded_to_a_supergroup_may_still_use_commands(tmp_pat
     with running_bot(env) as (app, base):
         wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
         telegram.inject_message(old_group, "", migrate_to_chat_id=new_group)
-        wait_until(lambda: app.store.resolve_chat(old_group) == new_group, what="migration")
+        wait_until(lambda: app.store.migrations.resolve(old_group) == new_group, what="migration")
         reply = _visible(_ask(telegram, new_group, "/start")[0])
         assert "is allowed" in reply, reply
         reply = _visible(_ask(telegram, new_group, "/gpu")[0])
@@ -425,7 +423,7 @@ def test_updates_already_handled_are_not_handled_again_after_a_restart(tmp_path,
         wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
         update_id = telegram.inject_message(CHAT, "/help")
         wait_until(lambda: telegram.sent(CHAT), what="help")
-        app.commands.stop()  # now, before a poll confirms the update to Telegram
+        app.updates.stop()  # now, before a poll confirms the update to Telegram
     polls_before = len(telegram.calls_to("getUpdates"))
     with running_bot(env) as (app, base):
         wait_until(

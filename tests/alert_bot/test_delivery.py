@@ -35,7 +35,7 @@ def test_every_status_and_severity(tmp_path, telegram):
         for severity in severities:
             one = alert(name=f"Test{severity.title()}", severity=severity, summary=f"s-{severity}")
             assert post(base, notification(one, group_key=f"g-{severity}"))[0] == 200
-            wait_until(lambda: app.store.count("pending") == 0, what="delivered")
+            wait_until(lambda: app.store.outbox.count("pending") == 0, what="delivered")
             gone = alert(
                 name=f"Test{severity.title()}",
                 severity=severity,
@@ -43,7 +43,7 @@ def test_every_status_and_severity(tmp_path, telegram):
                 summary=f"s-{severity}",
             )
             assert post(base, notification(gone, group_key=f"g-{severity}"))[0] == 200
-            wait_until(lambda: app.store.count("pending") == 0, what="delivered")
+            wait_until(lambda: app.store.outbox.count("pending") == 0, what="delivered")
         sent = telegram.sent(CHAT)
         assert len(sent) == 8
         for number, (severity, marker) in enumerate(severities.items()):
@@ -100,7 +100,7 @@ def test_an_alert_longer_than_a_message_arrives_whole_in_several(tmp_path, teleg
     assert len(words) > 3 * 4096 // 2
     with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
         assert post(base, notification(alert(severity="critical", description=words)))[0] == 200
-        wait_until(lambda: app.store.count("sent") == 1, timeout=30, what="delivery")
+        wait_until(lambda: app.store.outbox.count("sent") == 1, timeout=30, what="delivery")
         sent = telegram.sent(CHAT)
         assert len(sent) >= 3
         visible = [parse_telegram_html(c.params["text"]) for c in sent]
@@ -115,7 +115,7 @@ def test_an_enormous_alert_is_cut_with_a_visible_note(tmp_path, telegram):
     huge = "y" * 60000
     with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
         assert post(base, notification(alert(description=huge)))[0] == 200
-        wait_until(lambda: app.store.count("sent") == 1, timeout=30, what="delivery")
+        wait_until(lambda: app.store.outbox.count("sent") == 1, timeout=30, what="delivery")
         visible = telegram.visible_texts(CHAT)
         assert len(visible) == 4  # delivery.max_parts_per_alert
         assert visible[-1].endswith("…(truncated)")
@@ -128,7 +128,10 @@ def test_a_storm_of_500_alerts_arrives_in_few_messages_without_429(tmp_path, tel
         for body in storm_notifications("card"):
             assert post(base, body)[0] == 200
         wait_until(
-            lambda: app.store.count("sent") == 50, timeout=90, interval=0.5, what="storm delivered"
+            lambda: app.store.outbox.count("sent") == 50,
+            timeout=90,
+            interval=0.5,
+            what="storm delivered",
         )
         elapsed = time.monotonic() - started
         text = _all_visible(telegram)
@@ -154,7 +157,9 @@ def test_telegram_down_then_up_everything_arrives_once(tmp_path, telegram):
         assert telegram.sent() == []
         assert metric_value(base, "rigwatch_bot_queue_depth") == 12
         assert metric_value(base, "rigwatch_bot_queue_oldest_age_seconds") >= 1
-        wait_until(lambda: app.store.count("sent") == 12, timeout=30, what="after the outage")
+        wait_until(
+            lambda: app.store.outbox.count("sent") == 12, timeout=30, what="after the outage"
+        )
         text = _all_visible(telegram)
         for number in range(12):
             assert text.count(f"outage-{number}-end") == 1
@@ -195,7 +200,7 @@ def test_429_holds_back_only_that_chat_and_5xx_is_retried(tmp_path, telegram):
         assert post(base, notification(alert(summary="after-403"), group_key="d"))[0] == 200
         wait_until(lambda: "after-403" in _all_visible(telegram), timeout=15, what="403 retried")
         assert metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "403"}) == 2
-        assert app.store.count("dead") == 0
+        assert app.store.outbox.count("dead") == 0
 
         telegram.fail(500, "Internal Server Error", count=2)
         assert post(base, notification(alert(summary="after-5xx"), group_key="c"))[0] == 200
@@ -217,7 +222,7 @@ def test_rejected_html_falls_back_to_plain_text(tmp_path, telegram):
         assert "parse_mode" not in call.params
         assert "plain <fallback> & ok" in call.params["text"]
         assert "<b>" not in call.params["text"]
-        assert app.store.count("sent") == 1
+        assert app.store.outbox.count("sent") == 1
         assert metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "400"}) == 1
 
 
@@ -232,8 +237,8 @@ def test_a_request_too_large_for_the_server_falls_back_to_plain_text(tmp_path, t
     ) as (app, base):
         body = notification(alert(summary="link-too-long", generator=huge_link))
         assert post(base, body)[0] == 200
-        wait_until(lambda: app.store.count("pending") == 0, timeout=15, what="delivered")
-        assert app.store.count("sent") == 1
+        wait_until(lambda: app.store.outbox.count("pending") == 0, timeout=15, what="delivered")
+        assert app.store.outbox.count("sent") == 1
         call = telegram.sent(CHAT)[0]
         assert "parse_mode" not in call.params
         assert call.params["text"] == "GpuTooHot: link-too-long"
@@ -248,8 +253,8 @@ def test_what_telegram_refuses_twice_is_dead_lettered_and_reported(tmp_path, tel
         assert post(base, notification(alert(summary="fine-one"), group_key="ok"))[0] == 200
         body = notification(alert(name="PoisonAlert", summary="poison pill"), group_key="bad")
         assert post(base, body)[0] == 200
-        wait_until(lambda: app.store.count("pending") == 0, timeout=20, what="queue drained")
-        assert app.store.count("dead") == 1
+        wait_until(lambda: app.store.outbox.count("pending") == 0, timeout=20, what="queue drained")
+        assert app.store.outbox.count("dead") == 1
         assert "fine-one" in _all_visible(telegram)
         report = [t for t in telegram.visible_texts(CHAT) if "could not be delivered" in t]
         assert len(report) == 1
@@ -290,7 +295,7 @@ def test_a_migration_announced_in_an_update_is_followed(tmp_path, telegram):
     routes = {"routes": [{"match": {"rig": "moved"}, "chat_id": old_group}]}
     with running_bot(bot_env(tmp_path, telegram.url, routes)) as (app, base):
         telegram.inject_message(old_group, "", migrate_to_chat_id=new_group)
-        wait_until(lambda: app.store.resolve_chat(old_group) == new_group, what="migration")
+        wait_until(lambda: app.store.migrations.resolve(old_group) == new_group, what="migration")
         assert post(base, notification(alert(rig="moved", summary="after-move")))[0] == 200
         wait_until(lambda: telegram.sent(new_group), what="delivery to the new id")
         assert telegram.calls_to("sendMessage", status=400) == []
@@ -305,7 +310,7 @@ def test_routes_split_one_notification_between_chats(tmp_path, telegram):
             alert(severity="warning", gpu="1", summary="warm-1"),
         )
         assert post(base, both)[0] == 200
-        wait_until(lambda: app.store.count("sent") == 2, what="both destinations")
+        wait_until(lambda: app.store.outbox.count("sent") == 2, what="both destinations")
         assert "hot-0" in _all_visible(telegram, GROUP)
         assert "warm-1" not in _all_visible(telegram, GROUP)
         assert "warm-1" in _all_visible(telegram, CHAT)  # no route matched: default chat
@@ -348,7 +353,7 @@ def test_messages_never_exceed_the_limit_when_packing(tmp_path, telegram):
             text = f"pack-{number}-" + "Ж🔥<&>" * (20 + 53 * number % 150)
             body = notification(alert(summary=text), group_key=f"p{number}")
             assert post(base, body)[0] == 200
-        wait_until(lambda: app.store.count("sent") == 20, timeout=40, what="all packed")
+        wait_until(lambda: app.store.outbox.count("sent") == 20, timeout=40, what="all packed")
         visible = telegram.visible_texts(CHAT)
         assert len(visible) < 20
         assert all(utf16_len(v) <= 4096 for v in visible)
@@ -365,7 +370,7 @@ def test_progress_recorded_for_a_longer_rendering_still_completes(tmp_path, tele
         db = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
         db.execute("UPDATE notifications SET parts_done = 3")
         db.close()
-        wait_until(lambda: app.store.count("sent") == 1, timeout=15, what="completed")
+        wait_until(lambda: app.store.outbox.count("sent") == 1, timeout=15, what="completed")
         assert "short-now" in _all_visible(telegram)
 
 

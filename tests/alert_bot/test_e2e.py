@@ -21,12 +21,10 @@ from tests.alert_bot.botkit import (
     WEBHOOK_TOKEN,
     bot_env,
     bot_process,
-    have_binary,
-    running_alertmanager,
-    running_prometheus,
     wait_prometheus_has,
 )
 from tests.alert_bot.fake_telegram import parse_telegram_html
+from tests.servers import have_binary, running_alertmanager, running_prometheus
 from tests.support import (
     REPO,
     build_fake_nvml,

@@ -122,3 +122,17 @@ def test_sigkill_mid_delivery_then_restart_delivers_everything(tmp_path, telegra
     assert "sendMessage" in log  # the HTTP library did log its requests...
     assert BOT_TOKEN not in log  # ...but never with the token
     assert BOT_TOKEN.split(":")[1] not in log
+
+
+def test_log_level_flag_is_spelled_as_the_exporters_and_the_old_spelling_still_works(tmp_path):
+    env = bot_env(tmp_path, "http://127.0.0.1:9")
+    for args in (["--log.level", "DEBUG"], ["--log.level=warning"], ["--log-level", "Error"]):
+        result = _run_cli(env, *args, "--check-config")
+        assert result.returncode == 0, (args, result.stderr)
+    assert _run_cli({**env, "ALERT_BOT_LOG_LEVEL": "Debug"}, "--check-config").returncode == 0
+    bad = _run_cli(env, "--log.level", "chatty", "--check-config")
+    assert bad.returncode == 2
+    assert "expected one of debug, info, warning, error" in bad.stderr
+    help_text = _run_cli(env, "--help").stdout
+    assert "--log.level" in help_text
+    assert "--log-level" not in help_text

@@ -13,14 +13,14 @@ def test_silence_buttons_are_forgotten_a_month_after_they_were_last_offered(tmp_
     store = Store(tmp_path / "bot.db")
     try:
         start = 1_000_000.0
-        stale = store.save_silence_target(MATCHERS, "GpuTooHot rig1", start)
+        stale = store.buttons.save(MATCHERS, "GpuTooHot rig1", start)
         other = [{**MATCHERS[0], "value": "DiskFull"}]
-        reused = store.save_silence_target(other, "DiskFull rig1", start)
+        reused = store.buttons.save(other, "DiskFull rig1", start)
         # The second one is offered again later (same matchers, same short id).
-        assert store.save_silence_target(other, "DiskFull rig1", start + 20 * DAY) == reused
+        assert store.buttons.save(other, "DiskFull rig1", start + 20 * DAY) == reused
         store.prune(start + 31 * DAY, dedupe_window=300)
-        assert store.silence_target(stale) is None
-        assert store.silence_target(reused) == (other, "DiskFull rig1")
+        assert store.buttons.target(stale) is None
+        assert store.buttons.target(reused) == (other, "DiskFull rig1")
     finally:
         store.close()
 
@@ -32,13 +32,13 @@ def test_a_backlog_of_large_notifications_is_read_a_few_megabytes_at_a_time(tmp_
     try:
         big = {"alerts": [{"labels": {"alertname": "Big"}, "annotations": {"d": "x" * 900_000}}]}
         for _ in range(30):
-            store.add([NewNotification(7, None, "alerts", big)], 1.0)
-        store.add([NewNotification(8, None, "alerts", big)], 1.0)
-        first = store.pending_for_chat(7, 500)
+            store.outbox.add([NewNotification(7, None, "alerts", big)], 1.0)
+        store.outbox.add([NewNotification(8, None, "alerts", big)], 1.0)
+        first = store.outbox.pending_for_chat(7, 500)
         assert 1 <= len(first) <= 10
         assert [r.id for r in first] == list(range(1, len(first) + 1))  # oldest first
         # One is always returned, however large, so a chat can never stall.
-        assert len(store.pending_for_chat(7, 500, max_bytes=10)) == 1
-        assert [r.chat_id for r in store.pending_for_chat(8, 500)] == [8]
+        assert len(store.outbox.pending_for_chat(7, 500, max_bytes=10)) == 1
+        assert [r.chat_id for r in store.outbox.pending_for_chat(8, 500)] == [8]
     finally:
         store.close()

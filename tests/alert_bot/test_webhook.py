@@ -36,7 +36,7 @@ def test_wrong_or_missing_token_is_401_and_stores_nothing(tmp_path, telegram):
         assert post(base, payload, token="")[0] == 401
         status, _ = post(base, json.dumps(payload).encode(), token="webhook-secret-and-more")
         assert status == 401
-        assert app.store.count() == 0
+        assert app.store.outbox.count() == 0
         assert (
             metric_value(
                 base, "rigwatch_bot_notifications_rejected_total", {"reason": "unauthorized"}
@@ -63,7 +63,7 @@ def test_a_client_that_stops_sending_is_disconnected(tmp_path, telegram):
             assert time.monotonic() - started < 5
         finally:
             stuck.close()
-        assert app.store.count() == 0
+        assert app.store.outbox.count() == 0
         assert post(base, notification(alert()))[0] == 200
 
 
@@ -74,7 +74,7 @@ def test_body_over_the_limit_is_413(tmp_path, telegram):
         status, text = post(base, big)
         assert status == 413
         assert "4096" in text
-        assert app.store.count() == 0
+        assert app.store.outbox.count() == 0
         assert post(base, notification(alert()))[0] == 200
 
 
@@ -99,7 +99,7 @@ def test_malformed_payloads_are_400_with_a_reason(tmp_path, telegram):
             status, text = post(base, body)
             assert status == 400, body
             assert reason in text, (reason, text)
-        assert app.store.count() == 0
+        assert app.store.outbox.count() == 0
 
 
 def test_json_that_breaks_the_decoder_or_the_store_is_400_not_500(tmp_path, telegram):
@@ -119,7 +119,7 @@ def test_json_that_breaks_the_decoder_or_the_store_is_400_not_500(tmp_path, tele
         lone_key = json.dumps(good).replace('"rig":', '"r\\udc00ig":').encode()
         status, text = post(base, lone_key)
         assert status == 400, text
-        assert app.store.count() == 0
+        assert app.store.outbox.count() == 0
         assert (
             metric_value(
                 base, "rigwatch_bot_notifications_rejected_total", {"reason": "bad_payload"}
@@ -139,8 +139,8 @@ def test_odd_but_valid_payloads_are_stored_and_delivered(tmp_path, telegram):
         assert status == 200
         empty_key = alert(gpu="7", **{"": "empty"})
         assert post(base, notification(empty_key, group_key="{}:{empty}"))[0] == 200
-        wait_until(lambda: app.store.count("pending") == 0, what="all delivered", timeout=30)
-        assert app.store.count("dead") == 0
+        wait_until(lambda: app.store.outbox.count("pending") == 0, what="all delivered", timeout=30)
+        assert app.store.outbox.count("dead") == 0
         texts = telegram.visible_texts(CHAT)
         assert any("label_" not in t and "GpuTooHot" in t for t in texts)
         assert sum(t.count("N" * 100) > 0 for t in texts) >= 2  # the long one, in parts
@@ -164,7 +164,7 @@ def test_store_failure_answers_5xx_and_alertmanager_retry_then_succeeds(tmp_path
     env = bot_env(tmp_path, telegram.url)
     with running_bot(env, run_updates=False) as (app, base):
         # Another process holding the database's write lock makes every write fail.
-        app.store._db.execute("PRAGMA busy_timeout=200")
+        app.store.database._connection.execute("PRAGMA busy_timeout=200")
         blocker = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         try:
@@ -174,7 +174,7 @@ def test_store_failure_answers_5xx_and_alertmanager_retry_then_succeeds(tmp_path
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        assert app.store.count() == 0
+        assert app.store.outbox.count() == 0
         assert metric_value(base, "rigwatch_bot_notifications_received_total") == 0
         assert metric_value(base, "rigwatch_bot_notifications_stored_total") == 0
         # Alertmanager's retry of the same notification now lands and is delivered.
@@ -197,12 +197,12 @@ def test_duplicates_from_an_ha_pair_are_stored_once(tmp_path, telegram):
         )
         assert post(base, resolved)[0] == 200
         assert post(base, resolved)[0] == 200
-        assert app.store.count() == 2
+        assert app.store.outbox.count() == 2
         assert metric_value(base, "rigwatch_bot_notifications_duplicate_total") == 2
         # Every notification answered 2xx is received; duplicates are not stored again.
         assert metric_value(base, "rigwatch_bot_notifications_received_total") == 4
         assert metric_value(base, "rigwatch_bot_notifications_stored_total") == 2
-        wait_until(lambda: app.store.count("sent") == 2, what="both delivered")
+        wait_until(lambda: app.store.outbox.count("sent") == 2, what="both delivered")
         texts = "\n".join(telegram.visible_texts(CHAT))
         assert texts.count("FIRING") == 2  # two alerts of the one firing notification
         assert texts.count("RESOLVED") == 2
@@ -326,7 +326,7 @@ def test_fuzzed_payloads_get_4xx_never_5xx_and_store_nothing(tmp_path, telegram)
         check()
         poster.close()
         assert sum(statuses.values()) >= 2000
-        assert app.store.count() == 0
+        assert app.store.outbox.count() == 0
         # The bot is still fine afterwards.
         assert post(base, notification(alert()))[0] == 200
         wait_until(lambda: telegram.sent(CHAT), what="a real notification after the fuzzing")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.support import REPO, ManagedProcess, free_port, http_get, wait_until
+from tests.servers import running_alertmanager, running_prometheus
+from tests.support import REPO, free_port, http_get
 
 PROMETHEUS_DIR = REPO / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
@@ -223,58 +224,24 @@ def query(base: str, promql: str) -> list[dict]:
 
 
 @contextlib.contextmanager
-def _stopped_after(proc: ManagedProcess, base: str, what: str) -> Iterator[None]:
-    """Wait until the server at base answers /-/ready, then run the block; stop proc however
-    the block ends."""
-    try:
-        try:
-            wait_until(lambda: http_get(base + "/-/ready", timeout=2)[0] == 200, 30, 0.2)
-        except TimeoutError as exc:
-            raise RuntimeError(f"{what} did not start:\n{proc.output()}") from exc
-        yield
-    finally:
-        proc.stop()
-
-
-@contextlib.contextmanager
-def running_prometheus(
+def running_shipped_prometheus(
     workdir: Path, alertmanager_port: int | None, bot_address: str | None = None
 ) -> Iterator[str]:
-    """Debian's `prometheus` with the test overlay; yields its base URL."""
+    """Debian's `prometheus` with the test overlay of the shipped configuration; yields its
+    base URL."""
     port = free_port()
     config = write_prometheus_overlay(workdir, port, alertmanager_port, bot_address)
-    proc = ManagedProcess(
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            # Alerts evaluated before Alertmanager is discovered are dropped and only resent
-            # after this delay (1 m by default): keep it at the evaluation interval.
-            "--rules.alert.resend-delay=1s",
-        ]
-    )
-    base = f"http://127.0.0.1:{port}"
-    with _stopped_after(proc, base, "prometheus"):
+    # Alerts evaluated before Alertmanager is discovered are dropped and only resent after
+    # this delay (1 m by default): keep it at the evaluation interval.
+    with running_prometheus(workdir, config, ("--rules.alert.resend-delay=1s",), port=port) as base:
         yield base
 
 
 @contextlib.contextmanager
-def running_alertmanager(workdir: Path, webhook_url: str, token: str) -> Iterator[str]:
+def running_shipped_alertmanager(workdir: Path, webhook_url: str, token: str) -> Iterator[str]:
     """Debian's `prometheus-alertmanager` with the shipped routing; yields its base URL."""
-    port = free_port()
     config = write_alertmanager_overlay(workdir, webhook_url, token)
-    proc = ManagedProcess(
-        [
-            "prometheus-alertmanager",
-            f"--config.file={config}",
-            f"--storage.path={workdir / 'am-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ]
-    )
-    base = f"http://127.0.0.1:{port}"
-    with _stopped_after(proc, base, "alertmanager"):
+    with running_alertmanager(workdir, config) as base:
         yield base
 
 

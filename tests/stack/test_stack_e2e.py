@@ -26,8 +26,8 @@ from tests.stack.stack_support import (
     post_alerts,
     query,
     remove_tree,
-    running_alertmanager,
-    running_prometheus,
+    running_shipped_alertmanager,
+    running_shipped_prometheus,
     substitute_variables,
     write_alertmanager_overlay,
     write_targets,
@@ -81,9 +81,11 @@ def pipeline(tmp_path_factory, fake_nvml_dir):
             _, exporter = stack.enter_context(
                 running_exporter(scenario_path, f"--path.sysfs={sysfs}")
             )
-            alertmanager = stack.enter_context(running_alertmanager(workdir, webhook.url, TOKEN))
+            alertmanager = stack.enter_context(
+                running_shipped_alertmanager(workdir, webhook.url, TOKEN)
+            )
             am_port = int(alertmanager.rsplit(":", 1)[1])
-            prometheus = stack.enter_context(running_prometheus(workdir, am_port))
+            prometheus = stack.enter_context(running_shipped_prometheus(workdir, am_port))
             write_targets(workdir / "targets" / "rigs.yml", {"rig1": exporter[len("http://") :]})
             wait_until(
                 lambda: query(prometheus, 'rigwatch_gpu_up{rig="rig1"}'),
@@ -283,7 +285,7 @@ def twenty_rigs(tmp_path_factory, fake_nvml_dir):
                     )
                 )
                 rigs[f"rig{number:02d}"] = base.removeprefix("http://")
-            prometheus = stack.enter_context(running_prometheus(workdir, None))
+            prometheus = stack.enter_context(running_shipped_prometheus(workdir, None))
             write_targets(workdir / "targets" / "rigs.yml", rigs)
 
             def rigs_with_rates() -> bool:
@@ -377,7 +379,7 @@ def test_card_missing_after_exporter_restart_is_noticed(tmp_path, fake_nvml_dir)
     port = free_port()
     exporter = _start_exporter(port, scenario_path)
     try:
-        with running_prometheus(tmp_path, None) as prometheus:
+        with running_shipped_prometheus(tmp_path, None) as prometheus:
             write_targets(tmp_path / "targets" / "rigs.yml", {"rigm": f"127.0.0.1:{port}"})
             wait_until(
                 lambda: query(prometheus, 'instance:rigwatch_gpus:count{rig="rigm"} == 2'),
@@ -404,7 +406,8 @@ def test_card_missing_after_exporter_restart_is_noticed(tmp_path, fake_nvml_dir)
             )
     finally:
         exporter.stop()
-        remove_tree(tmp_path / "data")
+        for home in tmp_path.glob("prometheus-*"):
+            remove_tree(home)
 
 
 # --- the alert bot's own health, from the real bot ---------------------------------------------
@@ -466,7 +469,9 @@ def test_bot_that_cannot_reach_telegram_raises_delivery_failing(tmp_path):
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert 200 <= response.status < 300
-        with running_prometheus(tmp_path, None, bot_address=f"127.0.0.1:{bot_port}") as prom:
+        with running_shipped_prometheus(
+            tmp_path, None, bot_address=f"127.0.0.1:{bot_port}"
+        ) as prom:
             (alert,) = wait_until(
                 lambda: _firing(prom, "AlertBotDeliveryFailing"),
                 timeout=90,
@@ -485,7 +490,8 @@ def test_bot_that_cannot_reach_telegram_raises_delivery_failing(tmp_path):
             assert depth and float(depth[0]["value"][1]) >= 1
     finally:
         bot.stop()
-        remove_tree(tmp_path / "data")
+        for home in tmp_path.glob("prometheus-*"):
+            remove_tree(home)
 
 
 # --- the compose file's Alertmanager entrypoint ----------------------------------------------

@@ -1,0 +1,132 @@
+"""The command table: every command the bot answers, its description, its handler and who may
+use it. Dispatch, /help and Telegram's command menu (setMyCommands) all read this one table;
+button presses are routed by the callback table below it."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from alert_bot.chat import alertmanager, graph, rig_state, welcome
+from alert_bot.chat.context import Chat
+from alert_bot.store import StoreError
+from alert_bot.upstream import UpstreamError
+
+Handler = Callable[[Chat, dict, list[str]], None]
+ButtonHandler = Callable[[Chat, dict, str, str, dict], None]
+
+REFUSAL = "Sorry, only the people this bot is set up for can do that."
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    description: str
+    handler: Handler
+    public: bool = False  # anyone may use it, not only the allowed chats and users
+    plain_word: bool = False  # also answered when written without the slash ("gpu")
+
+
+def _help(chat: Chat, message: dict, args: list[str]) -> None:
+    chat.reply(message, welcome.help_text(menu()))
+
+
+COMMANDS = [
+    Command("start", "this chat's id and whether it may use the bot", welcome.start, public=True),
+    Command("help", "what the bot can do", _help, public=True),
+    Command("status", "every rig: cards, host and firing alerts", rig_state.status),
+    Command(
+        "gpu", "GPU temperatures, load, memory, power, fans [rig]", rig_state.gpu, plain_word=True
+    ),
+    Command(
+        "cpu", "host CPU temperature, load, memory, disk [rig]", rig_state.cpu, plain_word=True
+    ),
+    Command("alerts", "firing alerts, with silence buttons", alertmanager.alerts),
+    Command("silences", "active silences, with unsilence buttons", alertmanager.silences),
+    Command("graph", "chart: gpu|cpu|mem|disk|PromQL [1h|6h|24h|7d]", graph.graph),
+]
+BY_NAME = {command.name: command for command in COMMANDS}
+PLAIN_WORDS = {command.name for command in COMMANDS if command.plain_word}
+
+# Button callback data starts with a prefix naming what the button does.
+BUTTONS: dict[str, ButtonHandler] = {
+    "s:": alertmanager.silence_button,
+    "u:": alertmanager.unsilence_button,
+}
+
+
+def menu() -> list[tuple[str, str]]:
+    """(name, description) of every command, in the table's order: /help and setMyCommands."""
+    return [(command.name, command.description) for command in COMMANDS]
+
+
+def _refuse_chat(chat: Chat, message: dict, chat_id: int) -> None:
+    chat.metrics.commands.labels("refused").inc()
+    chat.reply(
+        message,
+        "Sorry, this chat is not allowed to use rigwatch. Its id is "
+        f"<code>{chat_id}</code>: add it to <code>access.allowed_chat_ids</code> in the "
+        "bot's configuration if it should be.",
+    )
+
+
+def handle_message(chat: Chat, message: dict) -> None:
+    chat_id = message["chat"]["id"]
+    if message.get("migrate_to_chat_id"):
+        chat.store.migrations.record(chat_id, int(message["migrate_to_chat_id"]), chat.clock())
+        return
+    text = (message.get("text") or "").strip()
+    if not text:
+        return
+    words = text.split()
+    first = words[0].lower()
+    if first.startswith("/"):
+        name = first[1:].split("@", 1)[0]
+    elif first in PLAIN_WORDS:
+        name = first
+    else:
+        return
+    command = BY_NAME.get(name)
+    if command is None:
+        if "@" not in first:  # "/x@other_bot" in a group is another bot's business
+            chat.reply(message, "Unknown command. /help lists what I can do.")
+        return
+    user_id = (message.get("from") or {}).get("id")
+    if not command.public and not chat.access.may_use(chat_id, user_id):
+        _refuse_chat(chat, message, chat_id)
+        return
+    chat.metrics.commands.labels(command.name).inc()
+    try:
+        command.handler(chat, message, words[1:])
+    except UpstreamError as exc:
+        chat.reply(message, f"⚠️ {html.escape(str(exc))}")
+
+
+def handle_button(chat: Chat, query: dict) -> None:
+    data = query.get("data") or ""
+    user = query.get("from") or {}
+    message = query.get("message") or {}
+    chat_id = (message.get("chat") or {}).get("id", user.get("id"))
+    if not chat.access.may_use(chat_id, user.get("id")):
+        chat.metrics.commands.labels("refused").inc()
+        chat.answer(query, REFUSAL, alert=True)
+        return
+    who = user.get("username") or user.get("first_name") or str(user.get("id", "someone"))
+    handler = next((h for prefix, h in BUTTONS.items() if data.startswith(prefix)), None)
+    try:
+        if handler is None:
+            chat.answer(query, "This button is not one of mine.")
+        else:
+            handler(chat, query, data, who, message)
+    except UpstreamError as exc:
+        chat.answer(query, f"Alertmanager did not do it: {exc}", alert=True)
+    except StoreError:
+        chat.answer(query, "The bot's store is unavailable; try again later.", alert=True)
+
+
+def handle_update(chat: Chat, update: dict) -> None:
+    if "callback_query" in update:
+        handle_button(chat, update["callback_query"])
+    elif "message" in update:
+        handle_message(chat, update["message"])

@@ -1,0 +1,94 @@
+"""The Telegram update loop: long-polls getUpdates, keeps the update offset in the store, and
+hands each update to the command table."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+from alert_bot.chat import commands
+from alert_bot.chat.context import Access, Chat
+from alert_bot.config import Config
+from alert_bot.loop import BotLoop
+from alert_bot.metrics import BotMetrics
+from alert_bot.ratelimit import FloodLimiter
+from alert_bot.store import Store, StoreError
+from alert_bot.telegram import TelegramClient, TelegramError
+from alert_bot.upstream import AlertmanagerClient, PrometheusClient
+from rigwatch.backoff import Backoff
+from rigwatch.logs import logger
+
+log = logger("bot", "updates")
+
+OFFSET_STATE = "telegram_update_offset"
+
+
+class UpdateLoop(BotLoop):
+    thread_name = "telegram-updates"
+    # A long poll in flight cannot be interrupted; the thread is a daemon, and updates not yet
+    # confirmed come again at the next start.
+    join_timeout = 3.0
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        telegram: TelegramClient,
+        prometheus: PrometheusClient,
+        alertmanager: AlertmanagerClient,
+        metrics: BotMetrics,
+        limiter: FloodLimiter,
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__(config, store, metrics, clock)
+        self.telegram = telegram
+        self.chat = Chat(
+            config,
+            store,
+            telegram,
+            prometheus,
+            alertmanager,
+            metrics,
+            limiter,
+            Access(config, store),
+            clock,
+            self._stop,
+        )
+        # 1 s after the first failure, doubling, at most 30 s.
+        self.backoff = Backoff(initial=1.0, maximum=30.0)
+        self.offset: int | None = None
+        with contextlib.suppress(StoreError, ValueError):
+            saved = store.state.get(OFFSET_STATE)
+            self.offset = int(saved) if saved else None
+        self.commands_registered = False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.commands_registered:
+                    self.telegram.set_commands(commands.menu())
+                    self.commands_registered = True
+                updates = self.telegram.get_updates(self.offset, self.config.long_poll_timeout)
+                self.backoff.reset()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+                delay = self.backoff.next()
+                if isinstance(exc, TelegramError):
+                    log.warning("Telegram updates failed (%s); retrying in %.1fs", exc, delay)
+                else:
+                    log.exception("Telegram updates failed; retrying in %.1fs", delay)
+                self._stop.wait(delay)
+                continue
+            for update in updates:
+                self.offset = update["update_id"] + 1
+                # Telegram forgets an update only when the next poll names a later offset; a
+                # bot stopped before that poll would replay it (a button press silencing twice)
+                # unless the offset survives the restart.
+                try:
+                    self.store.state.set(OFFSET_STATE, str(self.offset))
+                except StoreError as exc:
+                    log.warning("could not keep the update offset: %s", exc)
+                try:
+                    commands.handle_update(self.chat, update)
+                except Exception:  # noqa: BLE001 - one bad update must not stop the loop
+                    log.exception("handling update %s failed", update.get("update_id"))

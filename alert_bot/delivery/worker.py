@@ -1,0 +1,222 @@
+"""The delivery worker: sends what the outbox holds to Telegram, oldest first per chat, within
+flood limits, and marks each notification sent only after Telegram accepted it (at-least-once:
+a crash between send and mark resends, never loses). A message Telegram refuses is sent again
+as plain text, then isolated, then dead-lettered with a notice to the chat."""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections.abc import Callable
+
+from alert_bot.config import Config
+from alert_bot.delivery.charts import ChartWorker
+from alert_bot.delivery.planner import (
+    Plan,
+    common_labels,
+    describe_target,
+    firing_in,
+    plan_next,
+    progress_after,
+)
+from alert_bot.delivery.retrier import Retrier
+from alert_bot.delivery.sender import Sender
+from alert_bot.loop import BotLoop
+from alert_bot.metrics import BotMetrics
+from alert_bot.ratelimit import FloodLimiter
+from alert_bot.render import (
+    SILENCE_DURATIONS,
+    AlertRenderer,
+    OutgoingMessage,
+    silence_matchers,
+    to_plain_text,
+)
+from alert_bot.store import NewNotification, PendingNotification, Store, StoreError
+from alert_bot.telegram import (
+    Button,
+    ChatMigrated,
+    Failure,
+    Permanent,
+    Sent,
+    TelegramClient,
+)
+from rigwatch.logs import logger
+
+log = logger("bot", "delivery")
+
+
+def silence_buttons(short_id: str) -> list[list[Button]]:
+    return [[Button(f"🔕 {d}", f"s:{short_id}:{d}") for d in SILENCE_DURATIONS]]
+
+
+class DeliveryWorker(BotLoop):
+    thread_name = "delivery"
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        telegram: TelegramClient,
+        renderer: AlertRenderer,
+        metrics: BotMetrics,
+        limiter: FloodLimiter,
+        charts: ChartWorker | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__(config, store, metrics, clock)
+        self.renderer = renderer
+        self.charts = charts
+        self.sender = Sender(telegram, limiter, self._stop)
+        self.retrier = Retrier(config.delivery, store.outbox, limiter, metrics)
+        self._wake = threading.Event()
+        self._solo: set[int] = set()  # chats whose refused message is being isolated
+
+    def _interrupt(self) -> None:
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked, wait = self.step()
+            except StoreError as exc:
+                log.error("delivery paused: %s", exc)
+                worked, wait = False, 1.0
+            except Exception:  # noqa: BLE001 - the worker must outlive any one bug
+                log.exception("delivery step failed")
+                worked, wait = False, 1.0
+            if not worked:
+                self._wake.wait(max(0.01, min(wait, 1.0)))
+                self._wake.clear()
+
+    def step(self) -> tuple[bool, float]:
+        """Send at most one message per due chat; returns (sent anything, seconds to wait)."""
+        now = self.clock()
+        wait = 1.0
+        next_due = self.store.outbox.next_due_at()
+        if next_due is not None:
+            wait = min(wait, max(0.0, next_due - now))
+        worked = False
+        for chat_id in self.store.outbox.due_chats(now):
+            if self._stop.is_set():
+                break
+            held = self.retrier.wait_for(chat_id, now)
+            if held > 0:
+                wait = min(wait, held)
+                continue
+            if self._deliver_next(chat_id):
+                worked = True
+        return worked, wait
+
+    def _deliver_next(self, chat_id: int) -> bool:
+        rows = self.store.outbox.pending_for_chat(chat_id, self.config.delivery.batch_rows)
+        plan = plan_next(
+            rows, self.renderer, self.config.delivery, self.clock(), chat_id in self._solo
+        )
+        if plan is None:
+            return False
+        buttons = self._buttons(plan.message)
+        if any(r.attempts > 0 for r in plan.rows):
+            self.metrics.retries.inc()
+        verdict = self.sender.send(chat_id, plan.message.html, True, plan.thread_id, buttons)
+        if isinstance(verdict, Permanent):
+            return self._after_refusal(chat_id, plan, buttons, verdict)
+        return self._after(chat_id, plan, verdict)
+
+    def _after(self, chat_id: int, plan: Plan, verdict: Sent | Failure) -> bool:
+        """Sent, chat migrated, or a failure to retry; True when the message went out."""
+        if isinstance(verdict, Sent):
+            self._delivered(chat_id, plan, verdict.message_id)
+            return True
+        if isinstance(verdict, ChatMigrated):
+            log.warning("chat %s became supergroup %s; following it", chat_id, verdict.new_chat_id)
+            self.store.migrations.record(chat_id, verdict.new_chat_id, self.clock())
+            return False
+        self.retrier.failed(chat_id, plan.rows, verdict, self.clock())
+        return False
+
+    def _buttons(self, message: OutgoingMessage) -> list[list[Button]] | None:
+        firing = firing_in(message)
+        labels = common_labels(firing)
+        if not labels:
+            return None
+        short_id = self.store.buttons.save(
+            silence_matchers(labels), describe_target(labels, len(firing)), self.clock()
+        )
+        return silence_buttons(short_id)
+
+    def _delivered(self, chat_id: int, plan: Plan, message_id: int) -> None:
+        now = self.clock()
+        progress = progress_after(plan)
+        self.store.outbox.record_progress(progress, now)
+        completed_alerts = sum(
+            1 for b in plan.message.blocks if b.completes_alert and b.alert is not None
+        )
+        self.metrics.messages_delivered.inc()
+        self.metrics.alerts_delivered.inc(completed_alerts)
+        created = {r.id: r.created_at for r in plan.rows}
+        for row_id, (_, _, finished) in progress.items():
+            if finished:
+                self.metrics.latency.observe(max(0.0, now - created[row_id]))
+        self.retrier.succeeded(chat_id)
+        self._solo.discard(chat_id)
+        if self.charts is not None:
+            self.charts.offer(chat_id, plan.thread_id, plan.message, message_id)
+
+    def _after_refusal(
+        self,
+        chat_id: int,
+        plan: Plan,
+        buttons: list[list[Button]] | None,
+        refusal: Permanent,
+    ) -> bool:
+        """Telegram refused the request itself (400): plain text once, then dead letters."""
+        self.metrics.delivery_failures.labels("400").inc()
+        log.warning("Telegram refused a message for chat %s: %s", chat_id, refusal.description)
+        plain = self.sender.send(
+            chat_id, to_plain_text(plan.message.html), False, plan.thread_id, buttons
+        )
+        if not isinstance(plain, Permanent):
+            self._after(chat_id, plan, plain)
+            return isinstance(plain, Sent)
+        self.metrics.delivery_failures.labels("400").inc()
+        if len(plan.rows) > 1:
+            # Packed with others: retry one notification at a time to find the bad one.
+            self._solo.add(chat_id)
+            return True
+        self._dead_letter(chat_id, plan.rows[0], plan.message, plain)
+        return True
+
+    def _dead_letter(
+        self,
+        chat_id: int,
+        row: PendingNotification,
+        message: OutgoingMessage,
+        refusal: Permanent,
+    ) -> None:
+        now = self.clock()
+        moved = self.store.outbox.dead_letter([row.id], message.html, refusal.description, now)
+        self._solo.discard(chat_id)
+        if not moved:
+            return
+        self.metrics.dead_letters.inc(moved)
+        log.error(
+            "notification %s for chat %s dead-lettered: %s", row.id, chat_id, refusal.description
+        )
+        if row.payload.get("report"):
+            return  # a report about a dead letter that itself failed: do not loop
+        names = sorted({a["labels"].get("alertname", "?") for a in row.payload.get("alerts", [])})
+        text = (
+            "⚠️ <b>A notification could not be delivered</b>\n"
+            f"Telegram refused it twice (as HTML and as plain text): "
+            f"{html.escape(refusal.description[:300])}\n"
+        )
+        if names:
+            text += "Alerts: " + html.escape(", ".join(names)[:500]) + "\n"
+        text += f"It is kept in the bot's dead-letter table (notification {row.id})."
+        self.store.outbox.add(
+            [NewNotification(chat_id, row.thread_id, "notice", {"html": text, "report": True})], now
+        )

@@ -1,0 +1,128 @@
+"""The SQLite file under the store: its schema, one connection guarded by one lock, and the
+transaction and query helpers every table uses (rows come back as sqlite3.Row, read by name).
+
+WAL with synchronous=FULL: the webhook answers 2xx only after commit, and Alertmanager never
+retries a 2xx, so a commit must survive power loss, not only a process crash. In WAL mode FULL
+costs one fsync of the log per commit (no fsync of the main file), which is cheap enough for
+alert traffic; NORMAL would be safe against crashes but could drop the last commits on power loss.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    chat_id INTEGER NOT NULL,
+    thread_id INTEGER,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    dedupe_key TEXT,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    alerts_done INTEGER NOT NULL DEFAULT 0,
+    parts_done INTEGER NOT NULL DEFAULT 0,
+    sent_at REAL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS notifications_by_status ON notifications (status, chat_id, id);
+CREATE TABLE IF NOT EXISTS dedupe (
+    key TEXT PRIMARY KEY,
+    seen_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS silence_buttons (
+    short_id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chat_migrations (
+    old_chat_id INTEGER PRIMARY KEY,
+    new_chat_id INTEGER NOT NULL,
+    migrated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    notification_id INTEGER NOT NULL,
+    chat_id INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    error TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The store could not read or write; the caller must not report success."""
+
+
+class Database:
+    """Thread-safe access to the SQLite file; one connection guarded by a lock."""
+
+    def __init__(self, path: str | Path, busy_timeout: float = 5.0):
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(
+                self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None
+            )
+            self._connection.row_factory = sqlite3.Row
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=FULL")
+            self._connection.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            self._connection.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT); any failure is a StoreError."""
+        db = self._connection
+        with self._lock:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise StoreError(f"store write failed: {exc}") from None
+
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._connection.execute(sql, tuple(args)).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"store read failed: {exc}") from None
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for a few reads under the lock (no transaction)."""
+        with self._lock:
+            try:
+                yield self._connection
+            except sqlite3.Error as exc:
+                raise StoreError(f"store read failed: {exc}") from None

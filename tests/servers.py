@@ -1,0 +1,83 @@
+"""The real servers the suite runs against, one helper each: Debian's Prometheus and
+Alertmanager on free loopback ports, stopped by pid however the test ends."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.support import ManagedProcess, free_port, stopped_after
+
+DEFAULT_ALERTMANAGER_CONFIG = (
+    "route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: none\n"
+)
+
+
+def have_binary(name: str) -> bool:
+    return shutil.which(name) is not None
+
+
+def _config_file(workdir: Path, name: str, config: str | Path) -> Path:
+    """A configuration given as a file is used as it is; YAML text is written to workdir."""
+    if isinstance(config, Path):
+        return config
+    path = workdir / name
+    path.write_text(config)
+    return path
+
+
+@contextlib.contextmanager
+def running_prometheus(
+    workdir: Path,
+    config: str | Path,
+    extra_args: tuple[str, ...] = (),
+    port: int | None = None,
+) -> Iterator[str]:
+    """A real Prometheus configured by config (YAML text, or a file already written), with its
+    TSDB in a fresh directory under workdir; yields its base URL."""
+    port = port or free_port()
+    home = workdir / f"prometheus-{port}"
+    home.mkdir(parents=True)
+    config_path = _config_file(home, "prometheus.yml", config)
+    proc = ManagedProcess(
+        [
+            "prometheus",
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            *extra_args,
+        ],
+        cwd=home,
+    )
+    base = f"http://127.0.0.1:{port}"
+    with stopped_after(proc, base + "/-/ready", "prometheus", 60):
+        yield base
+
+
+@contextlib.contextmanager
+def running_alertmanager(
+    workdir: Path,
+    config: str | Path = DEFAULT_ALERTMANAGER_CONFIG,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[str]:
+    """A real Alertmanager (no clustering) configured by config (YAML text, or a file already
+    written), with its storage in a fresh directory under workdir; yields its base URL."""
+    port = free_port()
+    home = workdir / f"alertmanager-{port}"
+    home.mkdir(parents=True)
+    config_path = _config_file(home, "alertmanager.yml", config)
+    proc = ManagedProcess(
+        [
+            "prometheus-alertmanager",
+            f"--config.file={config_path}",
+            f"--storage.path={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            *extra_args,
+        ]
+    )
+    base = f"http://127.0.0.1:{port}"
+    with stopped_after(proc, base + "/-/ready", "alertmanager", 30):
+        yield base
