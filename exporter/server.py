@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import html
-import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,11 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from exporter import __version__
 from exporter.collectors import create_collectors, needs_nvml
 from exporter.exposition import CONTENT_TYPE
-from exporter.nvml import NvmlSession
+from exporter.nvml.session import NvmlSession
 from exporter.scrape import Scraper
 from exporter.settings import Settings
+from rigwatch.logs import logger
 
-LOG = logging.getLogger("rigwatch.exporter.http")
+LOG = logger("exporter", "http")
 
 # Answer this much before Prometheus gives up, so what we have still arrives in time.
 HEADER_MARGIN_FRACTION = 0.1
