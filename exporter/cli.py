@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import signal
@@ -21,12 +20,12 @@ from exporter.settings import (
     DEFAULT_PORT,
     Settings,
 )
+from rigwatch.logs import LEVELS, configure, logger, parse_level
 
-LOG = logging.getLogger("rigwatch.exporter")
+LOG = logger("exporter")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 COLLECTOR_DEFAULTS = {name: entry.default_on for name, entry in REGISTRY.items()}
 
@@ -151,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--log.level",
-        "one of " + ", ".join(_LOG_LEVELS),
+        "one of " + ", ".join(LEVELS),
         dest="log_level",
         default="info",
         metavar="LEVEL",
@@ -250,9 +249,10 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     ):
         args.fs_mount_points_exclude = ""
 
-    level = args.log_level.strip().lower()
-    if level not in _LOG_LEVELS:
-        parser.error(f"--log.level {args.log_level!r}: expected one of {', '.join(_LOG_LEVELS)}")
+    try:
+        level = parse_level(args.log_level)
+    except ValueError as err:
+        parser.error(f"--log.level {err}")
 
     return Settings(
         listen_host=host,
@@ -283,11 +283,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
 def main(argv: list[str] | None = None) -> int:
     """Run the exporter until SIGTERM or SIGINT; returns the process exit status."""
     settings = parse_settings(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s level=%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure(settings.log_level)
     # Imported after parsing so that --help and bad flags answer without loading the stack.
     from exporter.server import ExporterServer
 

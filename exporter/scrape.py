@@ -11,7 +11,6 @@ stays hung costs one stuck thread in total, never one per scrape.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -24,8 +23,9 @@ from prometheus_client.metrics_core import Metric
 from exporter import __version__
 from exporter.exposition import render
 from exporter.families import FamilySpec, Sample, build_families, specs
+from rigwatch.logs import logger
 
-LOG = logging.getLogger("rigwatch.exporter.scrape")
+LOG = logger("exporter", "scrape")
 
 LANE_IDLE_EXIT_SECONDS = 300.0
 # A unit running longer than this is treated as stalled and its lane handed over.
