@@ -191,7 +191,8 @@ class XidCollector:
         counts = self.watcher.snapshot()
         session = self.session
         gpus = session.gpus()
-        layout_key = (session.generation, tuple((g.uuid, g.device.index) for g in gpus), tuple(counts))
+        cards = tuple((g.uuid, g.device.index) for g in gpus)
+        layout_key = (session.generation, cards, tuple(counts))
         if layout_key != self._layout_key:
             self._layout = self._lay_out(gpus, counts)
             self._layout_key = layout_key
