@@ -50,14 +50,6 @@ class ProcessReads:
         self.graphics_processes = self._process_lister("nvmlDeviceGetGraphicsRunningProcesses")
         self.utilization = self._utilization_reader()
 
-    def lister(self, function: str) -> Callable[[Any], ProcessList]:
-        """The reader for nvmlDeviceGetComputeRunningProcesses or ...GraphicsRunningProcesses."""
-        if function == "nvmlDeviceGetComputeRunningProcesses":
-            return self.compute_processes
-        if function == "nvmlDeviceGetGraphicsRunningProcesses":
-            return self.graphics_processes
-        raise ValueError(f"not a process list: {function}")
-
     def _process_lister(self, function: str) -> Callable[[Any], ProcessList]:
         nv = self.nv
         get_pointer = getattr(nv, "_nvmlGetFunctionPointer", None)

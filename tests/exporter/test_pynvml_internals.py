@@ -18,8 +18,9 @@ reads = ProcessReads(pynvml)
 out = {}
 for index in range(pynvml.nvmlDeviceGetCount()):
     handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-    for what in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-        ours = reads.lister(what)(handle)
+    for what, lister in (("nvmlDeviceGetComputeRunningProcesses", reads.compute_processes),
+                         ("nvmlDeviceGetGraphicsRunningProcesses", reads.graphics_processes)):
+        ours = lister(handle)
         theirs = [(p.pid, p.usedGpuMemory) for p in getattr(pynvml, what)(handle)]
         out[f"{index}/{what}"] = [ours, theirs]
     since = int((time.time() - 5) * 1e6)
