@@ -727,7 +727,7 @@ def profile_worker(scrapes: int) -> None:
     import io
     import pstats
 
-    from exporter.cli import parse_settings
+    from exporter.cli import parse_settings, tune_gc
     from exporter.collectors import create_collectors
     from exporter.exposition import render as render_exposition
     from exporter.nvml.session import NvmlSession
@@ -737,6 +737,7 @@ def profile_worker(scrapes: int) -> None:
     session = NvmlSession(settings.nvml_retry_max_seconds)
     session.start()
     scraper = Scraper(create_collectors(settings, session), settings.scrape_timeout_seconds)
+    tune_gc()  # as the exporter's main() does once started
 
     def serial(parts: dict[str, float]) -> bytes:
         families = []

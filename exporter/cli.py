@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import signal
@@ -280,6 +281,22 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     )
 
 
+# Generation 0 of the cyclic garbage collector may hold this many objects before a collection.
+# A full 8-GPU scrape has over 1000 new container objects alive at once (samples, families),
+# so at CPython's default of 700 nearly every scrape ran a collection (~0.2 ms each) and about
+# every 125th a full one over everything loaded at startup (~10 ms). Nothing the exporter
+# keeps forms reference cycles; what garbage does is still collected, only later.
+GC_GENERATION0_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Once startup is done: keep what it loaded out of the collector's sight (gc.freeze) and
+    let a scrape's short-lived objects come and go without a collection."""
+    gc.freeze()
+    _, generation1, generation2 = gc.get_threshold()
+    gc.set_threshold(GC_GENERATION0_THRESHOLD, generation1, generation2)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the exporter until SIGTERM or SIGINT; returns the process exit status."""
     settings = parse_settings(argv)
@@ -302,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    tune_gc()
     server.start()
     LOG.info(
         "rigwatch-exporter %s listening on %s:%d, collectors: %s",
