@@ -75,30 +75,25 @@ class FieldCalls:
             # a function's current version: the field is as unavailable as NOT_SUPPORTED.
             if err.__class__.__name__ != "NVMLLibraryMismatchError":
                 raise
-            device.unavailable.add(what)
-            self.once.log(
-                logging.INFO,
-                ("unavailable", gpu.uuid, what),
-                "GPU %s (%s): %s is missing from this driver; its series are left out",
-                device.index,
-                gpu.uuid,
-                what,
-            )
+            self._unavailable(gpu, what, "is missing from this driver")
             return None
 
+    def _unavailable(self, gpu: Gpu, what: str, why: str) -> None:
+        """Not called again on this card until NVML is re-initialised; logged once."""
+        gpu.device.unavailable.add(what)
+        self.once.log(
+            logging.INFO,
+            ("unavailable", gpu.uuid, what),
+            "GPU %s (%s): %s %s; its series are left out",
+            gpu.device.index,
+            gpu.uuid,
+            what,
+            why,
+        )
+
     def _failed(self, gpu: Gpu, what: str, code: int) -> None:
-        device = gpu.device
         if code in UNAVAILABLE:
-            device.unavailable.add(what)
-            self.once.log(
-                logging.INFO,
-                ("unavailable", gpu.uuid, what),
-                "GPU %s (%s): %s answers %s; its series are left out",
-                device.index,
-                gpu.uuid,
-                what,
-                error_name(self.nvml, code),
-            )
+            self._unavailable(gpu, what, f"answers {error_name(self.nvml, code)}")
             return None
         if code == GPU_IS_LOST:
             self.report_lost(gpu)
@@ -107,7 +102,7 @@ class FieldCalls:
             logging.WARNING,
             ("error", gpu.uuid, what, code),
             "GPU %s (%s): %s failed with %s; series left out while it fails",
-            device.index,
+            gpu.device.index,
             gpu.uuid,
             what,
             error_name(self.nvml, code),
