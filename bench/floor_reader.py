@@ -28,25 +28,50 @@ class Reads:
     def __init__(self) -> None:
         self.calls = 0
         self.handles = [n.nvmlDeviceGetHandleByIndex(i) for i in range(n.nvmlDeviceGetCount())]
-        self.clocks = (n.NVML_CLOCK_GRAPHICS, n.NVML_CLOCK_SM, n.NVML_CLOCK_MEM, n.NVML_CLOCK_VIDEO)
-        self.ecc_kinds = [
-            (error_type, counter)
-            for error_type in (
-                n.NVML_MEMORY_ERROR_TYPE_CORRECTED,
-                n.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
-            )
-            for counter in (n.NVML_VOLATILE_ECC, n.NVML_AGGREGATE_ECC)
-        ]
-        self.event_reasons = (
+        clocks = (n.NVML_CLOCK_GRAPHICS, n.NVML_CLOCK_SM, n.NVML_CLOCK_MEM, n.NVML_CLOCK_VIDEO)
+        event_reasons = (
             getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None)
             or n.nvmlDeviceGetCurrentClocksThrottleReasons
         )
+        # Every per-scrape read of a card but its fans and process lists, as (function, args
+        # after the handle): what the gpu collector reads.
+        self.card_reads: list[tuple[Callable[..., Any], tuple]] = [
+            (n.nvmlDeviceGetTemperature, (n.NVML_TEMPERATURE_GPU,)),
+            (n.nvmlDeviceGetFieldValues, ([n.NVML_FI_DEV_MEMORY_TEMP],)),
+            *(
+                (fn, ())
+                for fn in (
+                    n.nvmlDeviceGetPowerUsage,
+                    n.nvmlDeviceGetEnforcedPowerLimit,
+                    n.nvmlDeviceGetTotalEnergyConsumption,
+                    n.nvmlDeviceGetUtilizationRates,
+                    n.nvmlDeviceGetEncoderUtilization,
+                    n.nvmlDeviceGetDecoderUtilization,
+                    n.nvmlDeviceGetMemoryInfo,
+                    n.nvmlDeviceGetPerformanceState,
+                    event_reasons,
+                    n.nvmlDeviceGetCurrPcieLinkGeneration,
+                    n.nvmlDeviceGetCurrPcieLinkWidth,
+                    n.nvmlDeviceGetPcieReplayCounter,
+                    n.nvmlDeviceGetRemappedRows,
+                )
+            ),
+            *((n.nvmlDeviceGetClockInfo, (clock,)) for clock in clocks),
+            *(
+                (n.nvmlDeviceGetTotalEccErrors, (error_type, counter))
+                for error_type in (
+                    n.NVML_MEMORY_ERROR_TYPE_CORRECTED,
+                    n.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+                )
+                for counter in (n.NVML_VOLATILE_ECC, n.NVML_AGGREGATE_ECC)
+            ),
+        ]
         thresholds = (n.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN, n.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN)
         self.fan_counts = []
         for h in self.handles:
             for threshold in thresholds:
                 self.call(n.nvmlDeviceGetTemperatureThreshold, h, threshold)
-            for clock in self.clocks:
+            for clock in clocks:
                 self.call(n.nvmlDeviceGetMaxClockInfo, h, clock)
             self.call(n.nvmlDeviceGetMaxPcieLinkGeneration, h)
             self.call(n.nvmlDeviceGetMaxPcieLinkWidth, h)
@@ -66,27 +91,10 @@ class Reads:
         call = self.call
         pids: set[int] = set()
         for h, fans in zip(self.handles, self.fan_counts, strict=True):
-            call(n.nvmlDeviceGetTemperature, h, n.NVML_TEMPERATURE_GPU)
-            call(n.nvmlDeviceGetFieldValues, h, [n.NVML_FI_DEV_MEMORY_TEMP])
+            for fn, args in self.card_reads:
+                call(fn, h, *args)
             for fan in range(fans):
                 call(n.nvmlDeviceGetFanSpeed_v2, h, fan)
-            call(n.nvmlDeviceGetPowerUsage, h)
-            call(n.nvmlDeviceGetEnforcedPowerLimit, h)
-            call(n.nvmlDeviceGetTotalEnergyConsumption, h)
-            call(n.nvmlDeviceGetUtilizationRates, h)
-            call(n.nvmlDeviceGetEncoderUtilization, h)
-            call(n.nvmlDeviceGetDecoderUtilization, h)
-            call(n.nvmlDeviceGetMemoryInfo, h)
-            for clock in self.clocks:
-                call(n.nvmlDeviceGetClockInfo, h, clock)
-            call(n.nvmlDeviceGetPerformanceState, h)
-            call(self.event_reasons, h)
-            call(n.nvmlDeviceGetCurrPcieLinkGeneration, h)
-            call(n.nvmlDeviceGetCurrPcieLinkWidth, h)
-            call(n.nvmlDeviceGetPcieReplayCounter, h)
-            for error_type, counter in self.ecc_kinds:
-                call(n.nvmlDeviceGetTotalEccErrors, h, error_type, counter)
-            call(n.nvmlDeviceGetRemappedRows, h)
             for proc in call(n.nvmlDeviceGetComputeRunningProcesses, h) or []:
                 pids.add(proc.pid)
             for proc in call(n.nvmlDeviceGetGraphicsRunningProcesses, h) or []:
