@@ -16,7 +16,8 @@ Measured:
 - rigwatch, all default collectors: scrape latency p50/p99, CPU seconds per scrape (the exporter
   process's user+system time across the scrape loop, divided by scrapes), RSS after the run.
 - the floor: the same NVML and psutil reads done bare in a loop by a separate Python process
-  (pynvml + psutil, no exposition); its p50 per iteration, and rigwatch's p50 over it.
+  (bench/floor_reader.py: pynvml + psutil, no exposition); its p50 per iteration, and
+  rigwatch's p50 over it.
 - nvitop-exporter (PyPI, in bench/.venv-nvitop, made on first use): CPU per refresh (its
   process CPU over an unscraped window divided by the refreshes its fixed-rate loop makes in
   that window) and its scrape latency.
@@ -33,7 +34,6 @@ import contextlib
 import gzip
 import http.client
 import json
-import math
 import os
 import platform
 import re
@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from benchkit import percentile  # bench/ is sys.path[0] when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-
 from tests.support import (  # noqa: E402 - the repository root must be importable first
     ManagedProcess,
     build_fake_nvml,
@@ -64,6 +64,7 @@ from tests.support import (  # noqa: E402 - the repository root must be importab
 )
 
 NUM_GPUS = 8
+FLOOR_READER = REPO / "bench" / "floor_reader.py"
 PROCESSES_PER_GPU = 8
 NVITOP_VENV = REPO / "bench" / ".venv-nvitop"
 NVITOP_REQUIREMENT = "nvitop-exporter==1.7.2"
@@ -92,13 +93,6 @@ def log(message: str) -> None:
 
 
 # --- measurement helpers ------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1): p99 of 300 samples is the 297th smallest."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[rank - 1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -333,142 +327,11 @@ def bench_scenario(pids: list[int]) -> dict:
 
 # --- the floor ----------------------------------------------------------------------------
 
+
 # Run in its own process (LD_LIBRARY_PATH must be set before pynvml loads the library). The
 # floor is the reading a scrape cannot avoid: every NVML value the metric contract names that
 # can change between scrapes, and the host's psutil reads. What cannot change (thresholds, max
 # clocks and link, fan count, boot time) is read once before the loop, and a GPU process's
-# name and user are read once per (pid, start time), so each scrape pays one /proc/<pid>/stat
-# read per process to notice a reused pid. Nothing is formatted or served. The same lookups
-# done uncached with psutil are timed on the side, to show what that cache is worth.
-FLOOR_SOURCE = r"""
-import json, os, sys, time
-import psutil
-import pynvml as n
-
-iterations, warmup = int(sys.argv[1]), int(sys.argv[2])
-n.nvmlInit()
-handles = [n.nvmlDeviceGetHandleByIndex(i) for i in range(n.nvmlDeviceGetCount())]
-clocks = (n.NVML_CLOCK_GRAPHICS, n.NVML_CLOCK_SM, n.NVML_CLOCK_MEM, n.NVML_CLOCK_VIDEO)
-ecc_kinds = [(t, c)
-             for t in (n.NVML_MEMORY_ERROR_TYPE_CORRECTED, n.NVML_MEMORY_ERROR_TYPE_UNCORRECTED)
-             for c in (n.NVML_VOLATILE_ECC, n.NVML_AGGREGATE_ECC)]
-event_reasons = getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
-    n.nvmlDeviceGetCurrentClocksThrottleReasons
-calls = 0
-
-def call(fn, *args):
-    global calls
-    calls += 1
-    try:
-        return fn(*args)
-    except n.NVMLError:
-        return None
-
-static = []
-for h in handles:
-    static.append((
-        [call(n.nvmlDeviceGetTemperatureThreshold, h, t) for t in
-         (n.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN, n.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN)],
-        [call(n.nvmlDeviceGetMaxClockInfo, h, c) for c in clocks],
-        call(n.nvmlDeviceGetMaxPcieLinkGeneration, h),
-        call(n.nvmlDeviceGetMaxPcieLinkWidth, h),
-        call(n.nvmlDeviceGetNumFans, h) or 0,
-    ))
-boot_time = psutil.boot_time()
-
-def nvml_reads():
-    pids = set()
-    for h, fixed in zip(handles, static):
-        call(n.nvmlDeviceGetTemperature, h, n.NVML_TEMPERATURE_GPU)
-        call(n.nvmlDeviceGetFieldValues, h, [n.NVML_FI_DEV_MEMORY_TEMP])
-        for fan in range(fixed[4]):
-            call(n.nvmlDeviceGetFanSpeed_v2, h, fan)
-        call(n.nvmlDeviceGetPowerUsage, h)
-        call(n.nvmlDeviceGetEnforcedPowerLimit, h)
-        call(n.nvmlDeviceGetTotalEnergyConsumption, h)
-        call(n.nvmlDeviceGetUtilizationRates, h)
-        call(n.nvmlDeviceGetEncoderUtilization, h)
-        call(n.nvmlDeviceGetDecoderUtilization, h)
-        call(n.nvmlDeviceGetMemoryInfo, h)
-        for clock in clocks:
-            call(n.nvmlDeviceGetClockInfo, h, clock)
-        call(n.nvmlDeviceGetPerformanceState, h)
-        call(event_reasons, h)
-        call(n.nvmlDeviceGetCurrPcieLinkGeneration, h)
-        call(n.nvmlDeviceGetCurrPcieLinkWidth, h)
-        call(n.nvmlDeviceGetPcieReplayCounter, h)
-        for error_type, counter in ecc_kinds:
-            call(n.nvmlDeviceGetTotalEccErrors, h, error_type, counter)
-        call(n.nvmlDeviceGetRemappedRows, h)
-        for proc in (call(n.nvmlDeviceGetComputeRunningProcesses, h) or []):
-            pids.add(proc.pid)
-        for proc in (call(n.nvmlDeviceGetGraphicsRunningProcesses, h) or []):
-            pids.add(proc.pid)
-        call(n.nvmlDeviceGetProcessUtilization, h, int((time.time() - 5) * 1e6))
-    return pids
-
-def describe(pid):
-    try:
-        p = psutil.Process(pid)
-        with p.oneshot():
-            return p.name(), p.username()
-    except psutil.Error:
-        return "", ""
-
-names = {}
-
-def process_reads(pids):
-    for pid in pids:
-        try:
-            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-            try:
-                start = os.read(fd, 4096).rsplit(b")", 1)[1].split()[19]
-            finally:
-                os.close(fd)
-        except (OSError, IndexError):
-            continue
-        known = names.get(pid)
-        if known is None or known[0] != start:
-            names[pid] = (start, *describe(pid))
-
-def host_reads():
-    psutil.cpu_times(percpu=True)
-    psutil.getloadavg()
-    psutil.virtual_memory()
-    psutil.swap_memory()
-    for part in psutil.disk_partitions(all=False):
-        try:
-            psutil.disk_usage(part.mountpoint)
-        except OSError:
-            pass
-    psutil.disk_io_counters(perdisk=True)
-    psutil.net_io_counters(pernic=True)
-    psutil.sensors_temperatures()
-    psutil.sensors_fans()
-
-out = {"total": [], "nvml": [], "proc": [], "host": [], "uncached": [], "pids": []}
-for i in range(warmup + iterations):
-    calls = 0
-    t0 = time.perf_counter()
-    pids = nvml_reads()
-    t1 = time.perf_counter()
-    process_reads(pids)
-    t2 = time.perf_counter()
-    host_reads()
-    t3 = time.perf_counter()
-    for pid in pids:
-        describe(pid)
-    t4 = time.perf_counter()
-    if i >= warmup:
-        for key, value in (("total", t3 - t0), ("nvml", t1 - t0), ("proc", t2 - t1),
-                           ("host", t3 - t2), ("uncached", t4 - t3), ("pids", len(pids))):
-            out[key].append(value)
-out["nvml_calls"] = calls
-out["devices"] = len(handles)
-print(json.dumps(out))
-"""
-
-
 @dataclass
 class FloorStats:
     p50_ms: float
@@ -480,12 +343,11 @@ class FloorStats:
     pids: int
 
 
-def measure_floor(scenario_path: Path, iterations: int, workdir: Path) -> FloorStats:
-    script = workdir / "floor.py"
-    script.write_text(FLOOR_SOURCE)
+def measure_floor(scenario_path: Path, iterations: int) -> FloorStats:
+    """bench/floor_reader.py in a child process that has the simulated library."""
     env = {**os.environ, **fake_nvml_env(scenario_path)}
     done = subprocess.run(
-        [sys.executable, str(script), str(iterations), str(WARMUP_SCRAPES)],
+        [sys.executable, str(FLOOR_READER), str(iterations), str(WARMUP_SCRAPES)],
         env=env,
         capture_output=True,
         text=True,
@@ -865,16 +727,17 @@ def profile_worker(scrapes: int) -> None:
     import io
     import pstats
 
-    from exporter.cli import parse_settings
+    from exporter.cli import parse_settings, tune_gc
     from exporter.collectors import create_collectors
     from exporter.exposition import render as render_exposition
-    from exporter.nvml import NvmlSession
+    from exporter.nvml.session import NvmlSession
     from exporter.scrape import Scraper, UnitOutcome
 
     settings = parse_settings([f"--web.listen-address=127.0.0.1:{free_port()}"])
     session = NvmlSession(settings.nvml_retry_max_seconds)
     session.start()
     scraper = Scraper(create_collectors(settings, session), settings.scrape_timeout_seconds)
+    tune_gc()  # as the exporter's main() does once started
 
     def serial(parts: dict[str, float]) -> bytes:
         families = []
@@ -1029,9 +892,7 @@ def main(argv: list[str] | None = None) -> int:
             results.full_identity = rigwatch(
                 "rigwatch full without gzip", side_scrapes, headers=identity
             )
-        results.floor = attempt(
-            results, "floor", measure_floor, scenario_path, args.scrapes, workdir
-        )
+        results.floor = attempt(results, "floor", measure_floor, scenario_path, args.scrapes)
         results.host_only = rigwatch(
             "rigwatch host-only",
             args.scrapes,

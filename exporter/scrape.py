@@ -11,7 +11,6 @@ stays hung costs one stuck thread in total, never one per scrape.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -24,8 +23,9 @@ from prometheus_client.metrics_core import Metric
 from exporter import __version__
 from exporter.exposition import render
 from exporter.families import FamilySpec, Sample, build_families, specs
+from rigwatch.logs import logger
 
-LOG = logging.getLogger("rigwatch.exporter.scrape")
+LOG = logger("exporter", "scrape")
 
 LANE_IDLE_EXIT_SECONDS = 300.0
 # A unit running longer than this is treated as stalled and its lane handed over.
@@ -90,6 +90,34 @@ class Collector(Protocol):
     def close(self) -> None: ...
 
 
+class _Done:
+    """A one-shot threading.Event on a single lock, set once by the lane that ran the unit.
+    A scrape makes one per unit, and threading.Event (a Condition, a lock per waiter) costs
+    several times this to make, set and wait on."""
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+        self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        if self._set:
+            return True
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()  # and so on to the next waiter (scrapes joining one run)
+            return True
+        return self._set
+
+
 class _Run:
     __slots__ = ("unit", "submitted", "started", "finished", "value", "error", "done")
 
@@ -100,7 +128,7 @@ class _Run:
         self.finished = 0.0
         self.value: Any = None
         self.error: BaseException | None = None
-        self.done = threading.Event()
+        self.done = _Done()
 
 
 class _Lane:

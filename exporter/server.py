@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import html
-import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,11 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from exporter import __version__
 from exporter.collectors import create_collectors, needs_nvml
 from exporter.exposition import CONTENT_TYPE
-from exporter.nvml import NvmlSession
+from exporter.nvml.session import NvmlSession
 from exporter.scrape import Scraper
 from exporter.settings import Settings
+from rigwatch.logs import logger
 
-LOG = logging.getLogger("rigwatch.exporter.http")
+LOG = logger("exporter", "http")
 
 # Answer this much before Prometheus gives up, so what we have still arrives in time.
 HEADER_MARGIN_FRACTION = 0.1
@@ -85,9 +85,13 @@ def landing_page(settings: Settings) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     server_version = f"rigwatch-exporter/{__version__}"
     protocol_version = "HTTP/1.1"
-    # Headers and body go out as separate writes; with Nagle's algorithm on a kept-alive
-    # connection the last segment would wait for the client's delayed ACK (~40 ms).
+    # With Nagle's algorithm on a kept-alive connection a response's last segment would wait
+    # for the client's delayed ACK (~40 ms).
     disable_nagle_algorithm = True
+    # Headers and body are buffered and leave in one send when the request is done
+    # (handle_one_request flushes): one system call and one wake-up of the client instead of
+    # two. Large enough for a full 8-GPU scrape uncompressed; a larger body is written through.
+    wbufsize = 256 * 1024
     exporter: ExporterServer  # set on the per-server subclass
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name

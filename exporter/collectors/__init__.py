@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the command line reads REGISTRY without loading the scrape machinery
-    from exporter.nvml import NvmlSession
+    from exporter.nvml.session import NvmlSession
     from exporter.scrape import Collector
     from exporter.settings import Settings
 

@@ -6,21 +6,15 @@ series (and reads rigwatch_gpu_up 0) while the others keep reporting.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.percard import PerCardCollector
+from exporter.collectors.percard import CardLabels, PerCardCollector
 from exporter.families import Sample, build_families, specs
-from exporter.nvml import (
-    CLOCK_TYPES,
-    FAN_COUNT_MAX,
-    NOT_AVAILABLE_VALUES,
-    PSTATE_MAX,
-    Gpu,
-    NvmlSession,
-)
+from exporter.nvml.device import CLOCK_TYPES, FAN_COUNT_MAX, PSTATE_MAX, Device, Gpu
+from exporter.nvml.errors import NOT_AVAILABLE_VALUES, plausible
+from exporter.nvml.session import NvmlSession
 from exporter.scrape import UnitOutcome
+from exporter.settings import Settings
 
 FAMILIES = specs(
     ("rigwatch_nvml_up", "gauge", "1 when NVML is loaded and initialised."),
@@ -99,7 +93,7 @@ THROTTLE_REASONS = (
 
 _ULL_MAX = 0xFFFFFFFFFFFFFFFF
 
-# Extra labels as the tuples Gpu.labels_for() takes, built once.
+# Extra labels as the tuples CardLabels.with_extra() takes, built once.
 _FAN_LABELS = tuple((("fan", str(fan)),) for fan in range(FAN_COUNT_MAX + 1))
 _CLOCK_LABELS = {clock: (("clock", clock),) for clock, _ in CLOCK_TYPES}
 _REASON_LABELS = tuple(((("reason", reason),), bit) for reason, bit in THROTTLE_REASONS)
@@ -115,13 +109,41 @@ _UNCORRECTABLE = (("type", "uncorrectable"),)
 _FIELD_VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}
 
 
-def read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample]:
-    """Every per-scrape reading of one card (run through NvmlSession.read_card)."""
+def static_samples(session: NvmlSession, gpu: Gpu, card: CardLabels) -> list[Sample]:
+    """Thresholds, maximum clocks and maximum link: read and checked at NVML init, turned into
+    samples once per initialisation (the collector keeps them with the Device)."""
+    device = gpu.device
+    out: list[Sample] = []
+
+    def add(name: str, value: float | None, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        if value is None:
+            return
+        if not plausible(value):
+            session.log_implausible(gpu, name, value)
+            return
+        out.append((name, card.with_extra(extra) if extra else card.base, value))
+
+    add("rigwatch_gpu_temperature_slowdown_threshold_celsius", device.slowdown_celsius)
+    add("rigwatch_gpu_temperature_shutdown_threshold_celsius", device.shutdown_celsius)
+    add("rigwatch_gpu_memory_temperature_threshold_celsius", device.memory_max_celsius)
+    for clock, hertz in device.max_clocks_hertz.items():
+        add("rigwatch_gpu_clock_max_hertz", hertz, extra=_CLOCK_LABELS[clock])
+    add("rigwatch_gpu_pcie_link_max_generation", device.max_pcie_generation)
+    add("rigwatch_gpu_pcie_link_max_width", device.max_pcie_width)
+    return out
+
+
+def read_gpu(
+    session: NvmlSession, gpu: Gpu, card: CardLabels, static: list[Sample]
+) -> list[Sample]:
+    """Every per-scrape reading of one card (run through NvmlSession.read_card), after its
+    static samples."""
     nv = session.nvml
     call = session.call
-    base = gpu.labels
-    labels_for = gpu.labels_for
-    out: list[Sample] = []
+    device = gpu.device
+    base = card.base
+    labels_for = card.with_extra
+    out: list[Sample] = static[:]
 
     def add(
         name: str,
@@ -143,33 +165,18 @@ def read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample]:
             value *= times
         out.append((name, labels_for(extra) if extra else base, value))
 
-    # Thresholds, maximum clocks and maximum link: read and checked at NVML init, turned into
-    # samples once per initialisation.
-    static = gpu.static_samples
-    if static is None:
-        add("rigwatch_gpu_temperature_slowdown_threshold_celsius", gpu.slowdown_celsius)
-        add("rigwatch_gpu_temperature_shutdown_threshold_celsius", gpu.shutdown_celsius)
-        add("rigwatch_gpu_memory_temperature_threshold_celsius", gpu.memory_max_celsius)
-        for clock, hertz in gpu.max_clocks_hertz.items():
-            add("rigwatch_gpu_clock_max_hertz", hertz, extra=_CLOCK_LABELS[clock])
-        add("rigwatch_gpu_pcie_link_max_generation", gpu.max_pcie_generation)
-        add("rigwatch_gpu_pcie_link_max_width", gpu.max_pcie_width)
-        static = gpu.static_samples = out[:]
-    else:
-        out.extend(static)
-
     add(
         "rigwatch_gpu_temperature_celsius",
         call(gpu, "nvmlDeviceGetTemperature", nv.nvmlDeviceGetTemperature, nv.NVML_TEMPERATURE_GPU),
     )
     add("rigwatch_gpu_memory_temperature_celsius", _memory_temperature(session, gpu))
 
-    if gpu.fan_count is None:
+    if device.fan_count is None:
         percent = call(gpu, "nvmlDeviceGetFanSpeed", nv.nvmlDeviceGetFanSpeed)
         if percent is not None:
             add("rigwatch_gpu_fan_speed_ratio", percent, 100, extra=_FAN_LABELS[0])
     else:
-        for fan in range(gpu.fan_count):
+        for fan in range(device.fan_count):
             percent = call(
                 gpu, f"nvmlDeviceGetFanSpeed_v2({fan})", nv.nvmlDeviceGetFanSpeed_v2, fan
             )
@@ -215,7 +222,7 @@ def read_gpu(session: NvmlSession, gpu: Gpu) -> list[Sample]:
     reasons = call(
         gpu, "nvmlDeviceGetCurrentClocksEventReasons", nv.nvmlDeviceGetCurrentClocksEventReasons
     )
-    if reasons is None and "nvmlDeviceGetCurrentClocksEventReasons" in gpu.unavailable:
+    if reasons is None and "nvmlDeviceGetCurrentClocksEventReasons" in device.unavailable:
         # Drivers before 535 only have the older name for the same bitmask.
         reasons = call(
             gpu,
@@ -277,10 +284,7 @@ def _memory_temperature(session: NvmlSession, gpu: Gpu) -> float | None:
     value = values[0]
     if value.nvmlReturn != 0:
         # The call succeeded but the field itself failed: same policy as a failed call.
-        def failing(_handle: Any) -> Any:
-            raise nv.NVMLError(value.nvmlReturn)
-
-        return session.call(gpu, what, failing)
+        return session.calls.fail_like(gpu, what, value.nvmlReturn)
     member = _FIELD_VALUE_MEMBERS.get(value.valueType)
     return None if member is None else getattr(value.value, member)
 
@@ -291,8 +295,18 @@ class GpuCollector(PerCardCollector):
     name = "gpu"
     families = FAMILIES
 
+    def __init__(self, settings: Settings, session: NvmlSession) -> None:
+        super().__init__(settings, session)
+        # Each card's static samples, with the Device they were built for.
+        self._static: dict[str, tuple[Device, list[Sample]]] = {}
+
     def read_card(self, gpu: Gpu) -> list[Sample]:
-        return read_gpu(self.session, gpu)
+        device = gpu.device
+        card = self.labels.get(gpu)
+        kept = self._static.get(gpu.uuid)
+        if kept is None or kept[0] is not device:
+            kept = self._static[gpu.uuid] = (device, static_samples(self.session, gpu, card))
+        return read_gpu(self.session, gpu, card, kept[1])
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
         session = self.session
@@ -310,16 +324,13 @@ class GpuCollector(PerCardCollector):
                 )
             )
         for gpu in session.gpus():
-            samples.append(
-                (
-                    "rigwatch_gpu_info",
-                    gpu.labels_with(name=gpu.name, pci_bus_id=gpu.pci_bus_id),
-                    1.0,
-                )
-            )
+            card = self.labels.get(gpu)
+            device = card.device
+            identity = (("name", device.name), ("pci_bus_id", device.pci_bus_id))
+            samples.append(("rigwatch_gpu_info", card.with_extra(identity), 1.0))
             outcome = by_key.get(f"gpu/{gpu.uuid}")
             answered = outcome is not None and outcome.done and outcome.value is not None
-            samples.append(("rigwatch_gpu_up", gpu.labels, 1.0 if answered else 0.0))
+            samples.append(("rigwatch_gpu_up", card.base, 1.0 if answered else 0.0))
             if answered:
                 samples.extend(outcome.value)
         return build_families(FAMILIES, samples), True

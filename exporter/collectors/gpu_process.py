@@ -7,17 +7,17 @@ scrape, and a pid reused by another program is never given the old program's nam
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 from exporter.collectors.percard import PerCardCollector
 from exporter.exposition import LabelSet
 from exporter.families import Sample, specs
-from exporter.nvml import NOT_FOUND, Gpu, NvmlSession, plausible
+from exporter.nvml.device import Gpu
+from exporter.nvml.errors import NOT_FOUND, plausible
+from exporter.nvml.pynvml_internals import ProcessReads
+from exporter.nvml.session import NvmlSession
 from exporter.settings import Settings
 
 FAMILIES = specs(
@@ -51,14 +51,15 @@ class ProcessNames:
     def labels(self, gpu: Gpu, pid: int) -> LabelSet:
         """gpu, uuid, pid, process and user labels of pid on gpu (never raises)."""
         process, user = self.lookup(pid)
-        key = (gpu.index, gpu.uuid, pid, process, user)
+        index = gpu.device.index
+        key = (index, gpu.uuid, pid, process, user)
         labels = self._label_sets.get(key)
         if labels is None:
             with self._lock:
                 if len(self._label_sets) >= NAME_CACHE_LIMIT:
                     self._label_sets.clear()
                 labels = self._label_sets[key] = LabelSet(
-                    gpu=gpu.index, uuid=gpu.uuid, pid=str(pid), process=process, user=user
+                    gpu=index, uuid=gpu.uuid, pid=str(pid), process=process, user=user
                 )
         return labels
 
@@ -116,125 +117,18 @@ def _describe(pid: int) -> tuple[str, str]:
     return name, user
 
 
-class _ProcessInfo(ctypes.Structure):
-    """nvmlProcessInfo_t as nvml.h declares it (the _v2/_v3 process-list calls fill these).
-    A plain structure: pynvml's own class checks every field read for bytes to decode."""
-
-    _fields_ = (
-        ("pid", ctypes.c_uint),
-        ("usedGpuMemory", ctypes.c_ulonglong),
-        ("gpuInstanceId", ctypes.c_uint),
-        ("computeInstanceId", ctypes.c_uint),
-    )
-
-
-def _process_lister(nv: Any, function: str) -> Callable[[Any], list[tuple[int, int | None]]]:
-    """A reader of one NVML running-process list as (pid, used bytes or None) pairs.
-
-    pynvml's own wrapper turns every process entry into a dict-backed object (about 20 µs each,
-    more than the NVML call); this makes the same two calls (size, then data) and reads the
-    two fields it needs straight from the ctypes array. Falls back to pynvml's wrapper when
-    this pynvml lacks the pieces it uses."""
-    get_pointer = getattr(nv, "_nvmlGetFunctionPointer", None)
-    if get_pointer is None:
-        wrapper = getattr(nv, function)
-
-        def via_pynvml(handle: Any) -> list[tuple[int, int | None]]:
-            return [(proc.pid, proc.usedGpuMemory) for proc in wrapper(handle)]
-
-        return via_pynvml
-
-    symbol = function + "_v3"
-    not_available = 0xFFFFFFFFFFFFFFFF
-    success, insufficient_size = nv.NVML_SUCCESS, nv.NVML_ERROR_INSUFFICIENT_SIZE
-
-    def direct(handle: Any) -> list[tuple[int, int | None]]:
-        fn = get_pointer(symbol)  # raises FUNCTION_NOT_FOUND on a driver without it
-        count = ctypes.c_uint(0)
-        ret = fn(handle, ctypes.byref(count), None)
-        if ret == success:
-            return []
-        if ret != insufficient_size:
-            raise nv.NVMLError(ret)
-        # Room for processes started between the two calls, as pynvml allows.
-        count.value = count.value * 2 + 5
-        entries = (_ProcessInfo * count.value)()
-        ret = fn(handle, ctypes.byref(count), entries)
-        if ret != success:
-            raise nv.NVMLError(ret)
-        return [
-            (proc.pid, None if proc.usedGpuMemory == not_available else proc.usedGpuMemory)
-            for proc in entries[: count.value]
-        ]
-
-    return direct
-
-
-class _UtilizationSample(ctypes.Structure):
-    """nvmlProcessUtilizationSample_t as nvml.h declares it; plain, like _ProcessInfo."""
-
-    _fields_ = (
-        ("pid", ctypes.c_uint),
-        ("timeStamp", ctypes.c_ulonglong),
-        ("smUtil", ctypes.c_uint),
-        ("memUtil", ctypes.c_uint),
-        ("encUtil", ctypes.c_uint),
-        ("decUtil", ctypes.c_uint),
-    )
-
-
-def _utilization_reader(nv: Any) -> Callable[[Any, int], list[tuple[int, int, int]]]:
-    """A reader of nvmlDeviceGetProcessUtilization as (pid, timestamp µs, SM percent) triples,
-    with the same two calls as pynvml's wrapper but without its per-field attribute hook."""
-    get_pointer = getattr(nv, "_nvmlGetFunctionPointer", None)
-    if get_pointer is None:
-
-        def via_pynvml(handle: Any, since: int) -> list[tuple[int, int, int]]:
-            samples = nv.nvmlDeviceGetProcessUtilization(handle, since)
-            return [(s.pid, s.timeStamp, s.smUtil) for s in samples]
-
-        return via_pynvml
-
-    success, insufficient_size = nv.NVML_SUCCESS, nv.NVML_ERROR_INSUFFICIENT_SIZE
-
-    def direct(handle: Any, since: int) -> list[tuple[int, int, int]]:
-        fn = get_pointer("nvmlDeviceGetProcessUtilization")
-        count = ctypes.c_uint(0)
-        stamp = ctypes.c_ulonglong(since)
-        ret = fn(handle, None, ctypes.byref(count), stamp)
-        if ret == success:
-            return []
-        if ret != insufficient_size:
-            raise nv.NVMLError(ret)
-        samples = (_UtilizationSample * count.value)()
-        ret = fn(handle, samples, ctypes.byref(count), stamp)
-        if ret != success:
-            raise nv.NVMLError(ret)
-        return [(s.pid, s.timeStamp, s.smUtil) for s in samples[: count.value]]
-
-    return direct
-
-
-_listers: dict[tuple[int, str], Callable[[Any], list[tuple[int, int | None]]]] = {}
-_utilization_readers: dict[int, Callable[[Any, int], list[tuple[int, int, int]]]] = {}
-
-
-def running_processes(session: NvmlSession, gpu: Gpu, what: str) -> list[tuple[int, int | None]]:
-    """(pid, used bytes or None) for each process in NVML's list `what` on the card; empty
-    when the list is unavailable (the session's per-field error policy applies)."""
-    nv = session.nvml
-    lister = _listers.get((id(nv), what))
-    if lister is None:
-        lister = _listers[(id(nv), what)] = _process_lister(nv, what)
-    return session.call(gpu, what, lister) or []
-
-
-def read_processes(session: NvmlSession, names: ProcessNames, gpu: Gpu) -> list[Sample]:
+def read_processes(
+    session: NvmlSession, reads: ProcessReads, names: ProcessNames, gpu: Gpu
+) -> list[Sample]:
     """One series per process on the card (run through NvmlSession.read_card)."""
     nv = session.nvml
+    call = session.call
     memory_by_pid: dict[int, int] = {}
-    for what in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-        for pid, used in running_processes(session, gpu, what):
+    for what, lister in (
+        ("nvmlDeviceGetComputeRunningProcesses", reads.compute_processes),
+        ("nvmlDeviceGetGraphicsRunningProcesses", reads.graphics_processes),
+    ):
+        for pid, used in call(gpu, what, lister) or ():
             # A process with compute and graphics contexts is listed twice: one series.
             previous = memory_by_pid.get(pid)
             if used is not None and (previous is None or used > previous):
@@ -243,18 +137,17 @@ def read_processes(session: NvmlSession, names: ProcessNames, gpu: Gpu) -> list[
                 memory_by_pid[pid] = -1
 
     sm_by_pid: dict[int, tuple[int, int]] = {}
-    if memory_by_pid and "nvmlDeviceGetProcessUtilization" not in gpu.unavailable:
+    device = gpu.device
+    what = "nvmlDeviceGetProcessUtilization"
+    if memory_by_pid and what not in device.unavailable:
         since = int((time.time() - SM_SAMPLE_WINDOW_SECONDS) * 1e6)
-        reader = _utilization_readers.get(id(nv))
-        if reader is None:
-            reader = _utilization_readers[id(nv)] = _utilization_reader(nv)
         try:
-            samples = reader(gpu.handle, since)
+            samples = reads.utilization(device.handle, since)
         except nv.NVMLError as err:
             if err.value == NOT_FOUND:  # no samples in the window: nothing ran
                 samples = []
             else:
-                samples = session.call(gpu, "nvmlDeviceGetProcessUtilization", _raiser(err)) or []
+                samples = session.calls.fail_like(gpu, what, err.value) or []
         for pid, stamp, sm_util in samples:
             if not plausible(sm_util):
                 continue
@@ -273,15 +166,6 @@ def read_processes(session: NvmlSession, names: ProcessNames, gpu: Gpu) -> list[
     return out
 
 
-def _raiser(err: Exception) -> Callable[[Any], Any]:
-    """A stand-in call that fails like err did, to reuse the session's error policy."""
-
-    def fail(_handle: Any) -> Any:
-        raise err
-
-    return fail
-
-
 class GpuProcessCollector(PerCardCollector):
     name = "gpu_process"
     families = FAMILIES
@@ -289,6 +173,11 @@ class GpuProcessCollector(PerCardCollector):
     def __init__(self, settings: Settings, session: NvmlSession) -> None:
         super().__init__(settings, session)
         self.names = ProcessNames(settings.procfs.rstrip("/") or "/proc")
+        self._reads: ProcessReads | None = None
 
     def read_card(self, gpu: Gpu) -> list[Sample]:
-        return read_processes(self.session, self.names, gpu)
+        reads = self._reads
+        if reads is None or reads.nv is not self.session.nvml:
+            # Built for the loaded pynvml module (cards are only listed once it is loaded).
+            reads = self._reads = ProcessReads(self.session.nvml)
+        return read_processes(self.session, reads, self.names, gpu)

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from prometheus_client.metrics_core import Metric
 
 from exporter.families import Sample, specs
-from exporter.nvml import NVML_LANE
 from exporter.oncelog import OnceLog
 from exporter.scrape import Unit, UnitOutcome, families_from_outcomes
 from exporter.settings import Settings, selected
+from rigwatch.logs import logger
 
-LOG = logging.getLogger("rigwatch.exporter.host")
+LOG = logger("exporter", "host")
 
 FAMILIES = specs(
     ("rigwatch_host_cpu_seconds_total", "counter", "CPU time spent in each mode, per CPU."),
@@ -61,6 +61,10 @@ FAMILIES = specs(
 # Guest time is already counted inside user and nice; leaving it out keeps sum by mode exact.
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 HWMON_RESCAN_SECONDS = 300.0
+# The host's reads have a lane of their own, whatever the NVML collectors do: /proc and sysfs
+# reads overlap a slow NVML call instead of queueing behind it, and a stalled filesystem unit
+# hands over only this lane.
+HOST_LANE = "host"
 
 
 @dataclass(frozen=True)
@@ -191,8 +195,8 @@ class HostCollector:
 
     def plan(self) -> list[Unit]:
         return [
-            Unit("host", self.read_host, NVML_LANE),
-            Unit("host/filesystem", self.read_filesystems, NVML_LANE),
+            Unit("host", self.read_host, HOST_LANE),
+            Unit("host/filesystem", self.read_filesystems, HOST_LANE),
         ]
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:

@@ -6,9 +6,11 @@ run in parallel (one unit each), so a scrape pays that once, not once per card.
 
 from __future__ import annotations
 
-from exporter.collectors.percard import PerCardCollector
+from exporter.collectors.percard import CardLabels, PerCardCollector
 from exporter.families import Sample, specs
-from exporter.nvml import Gpu, NvmlSession, plausible
+from exporter.nvml.device import Gpu
+from exporter.nvml.errors import plausible
+from exporter.nvml.session import NvmlSession
 
 FAMILIES = specs(
     (
@@ -19,7 +21,10 @@ FAMILIES = specs(
 )
 
 
-def read_throughput(session: NvmlSession, gpu: Gpu) -> list[Sample]:
+_DIRECTION_LABELS = {direction: (("direction", direction),) for direction in ("tx", "rx")}
+
+
+def read_throughput(session: NvmlSession, gpu: Gpu, card: CardLabels) -> list[Sample]:
     """Both directions of one card (run through NvmlSession.read_card)."""
     nv = session.nvml
     out: list[Sample] = []
@@ -35,7 +40,7 @@ def read_throughput(session: NvmlSession, gpu: Gpu) -> list[Sample]:
         if not plausible(kilobytes):
             session.log_implausible(gpu, "nvmlDeviceGetPcieThroughput", kilobytes)
             continue
-        labels = gpu.labels_with(direction=direction)
+        labels = card.with_extra(_DIRECTION_LABELS[direction])
         out.append(("rigwatch_gpu_pcie_throughput_bytes_per_second", labels, kilobytes * 1024))
     return out
 
@@ -47,4 +52,4 @@ class PcieThroughputCollector(PerCardCollector):
     lane = None
 
     def read_card(self, gpu: Gpu) -> list[Sample]:
-        return read_throughput(self.session, gpu)
+        return read_throughput(self.session, gpu, self.labels.get(gpu))

@@ -18,11 +18,14 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.exposition import LabelSet
 from exporter.families import Sample, build_families, specs
-from exporter.nvml import TIMEOUT, Gpu, NvmlSession, error_name
+from exporter.nvml.device import Gpu
+from exporter.nvml.errors import TIMEOUT, error_name
+from exporter.nvml.session import NvmlSession
 from exporter.scrape import Unit, UnitOutcome
 from exporter.settings import Settings
+from rigwatch.logs import logger
 
-LOG = logging.getLogger("rigwatch.exporter.xid")
+LOG = logger("exporter", "xid")
 
 FAMILIES = specs(
     (
@@ -133,18 +136,20 @@ class XidWatcher:
             if not gpu.up:
                 continue
             try:
-                nv.nvmlDeviceRegisterEvents(gpu.handle, nv.nvmlEventTypeXidCriticalError, event_set)
+                nv.nvmlDeviceRegisterEvents(
+                    gpu.device.handle, nv.nvmlEventTypeXidCriticalError, event_set
+                )
             except nv.NVMLError as err:
                 session.once.log(
                     logging.WARNING,
                     ("xid-register", gpu.uuid, err.value),
                     "GPU %s (%s): Xid events unavailable: %s",
-                    gpu.index,
+                    gpu.device.index,
                     gpu.uuid,
                     error_name(nv, err.value),
                 )
                 continue
-            uuid_by_handle[_address(gpu.handle)] = gpu.uuid
+            uuid_by_handle[_address(gpu.device.handle)] = gpu.uuid
         self.healthy = True
         if not uuid_by_handle:
             return event_set, {}
@@ -186,7 +191,8 @@ class XidCollector:
         counts = self.watcher.snapshot()
         session = self.session
         gpus = session.gpus()
-        layout_key = (session.generation, tuple((g.uuid, g.index) for g in gpus), tuple(counts))
+        cards = tuple((g.uuid, g.device.index) for g in gpus)
+        layout_key = (session.generation, cards, tuple(counts))
         if layout_key != self._layout_key:
             self._layout = self._lay_out(gpus, counts)
             self._layout_key = layout_key
@@ -212,7 +218,7 @@ class XidCollector:
         for uuid, code in sorted(keys):
             gpu = by_uuid.get(uuid)
             labels = LabelSet(
-                gpu=gpu.index if gpu is not None else "",
+                gpu=gpu.device.index if gpu is not None else "",
                 uuid=uuid,
                 xid=str(code),
                 critical="true" if code in critical else "false",

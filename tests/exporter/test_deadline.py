@@ -63,32 +63,37 @@ def test_hung_call_answers_by_the_deadline_and_costs_only_that_card(scenario_fil
         assert scrape(base).value("rigwatch_gpu_up", uuid=UUID1) == 1
 
 
-def test_prometheus_timeout_header_lowers_the_deadline(scenario_file):
+def _scrape_while_hung(scenario_file, timeout_flag: str, call: str, headers: dict | None = None):
+    """One timed scrape while card 0's `call` hangs, on an exporter started with timeout_flag."""
     scenario = make_scenario(2)
     write_scenario(scenario_file, scenario)
-    with running_exporter(scenario_file, FAST_RETRY, "--scrape.timeout-seconds=20") as (_, base):
+    with running_exporter(scenario_file, FAST_RETRY, timeout_flag) as (_, base):
         scrape(base)
-        scenario["devices"][0]["hang_ms"] = {"nvmlDeviceGetMemoryInfo": HANG_MS}
+        scenario["devices"][0]["hang_ms"] = {call: HANG_MS}
         write_scenario(scenario_file, scenario)
         time.sleep(0.3)
-        s, elapsed = _timed_scrape(base, {"X-Prometheus-Scrape-Timeout-Seconds": "1.5"})
-        # Answered a bit under Prometheus's 1.5 s, not after the 4 s hang or the 20 s flag.
-        assert elapsed < 1.5, elapsed
-        assert s.value("rigwatch_scrape_collector_success", collector="gpu") == 0
-        assert s.value("rigwatch_gpu_up", uuid=UUID0) == 0
-        assert s.value("rigwatch_gpu_up", uuid=UUID1) == 1
+        return _timed_scrape(base, headers)
+
+
+def test_prometheus_timeout_header_lowers_the_deadline(scenario_file):
+    s, elapsed = _scrape_while_hung(
+        scenario_file,
+        "--scrape.timeout-seconds=20",
+        "nvmlDeviceGetMemoryInfo",
+        {"X-Prometheus-Scrape-Timeout-Seconds": "1.5"},
+    )
+    # Answered a bit under Prometheus's 1.5 s, not after the 4 s hang or the 20 s flag.
+    assert elapsed < 1.5, elapsed
+    assert s.value("rigwatch_scrape_collector_success", collector="gpu") == 0
+    assert s.value("rigwatch_gpu_up", uuid=UUID0) == 0
+    assert s.value("rigwatch_gpu_up", uuid=UUID1) == 1
 
 
 def test_hung_process_listing_costs_only_the_process_collector(scenario_file):
-    scenario = make_scenario(2)
-    write_scenario(scenario_file, scenario)
-    with running_exporter(scenario_file, FAST_RETRY, "--scrape.timeout-seconds=1") as (_, base):
-        scrape(base)
-        scenario["devices"][0]["hang_ms"] = {"nvmlDeviceGetComputeRunningProcesses": HANG_MS}
-        write_scenario(scenario_file, scenario)
-        time.sleep(0.3)
-        s, elapsed = _timed_scrape(base)
-        assert elapsed < 2, elapsed
-        assert s.value("rigwatch_scrape_collector_success", collector="gpu_process") == 0
-        assert s.value("rigwatch_scrape_collector_success", collector="gpu") == 1
-        assert s.value("rigwatch_gpu_up", uuid=UUID0) == 1
+    s, elapsed = _scrape_while_hung(
+        scenario_file, "--scrape.timeout-seconds=1", "nvmlDeviceGetComputeRunningProcesses"
+    )
+    assert elapsed < 2, elapsed
+    assert s.value("rigwatch_scrape_collector_success", collector="gpu_process") == 0
+    assert s.value("rigwatch_scrape_collector_success", collector="gpu") == 1
+    assert s.value("rigwatch_gpu_up", uuid=UUID0) == 1

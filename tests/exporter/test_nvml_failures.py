@@ -24,6 +24,15 @@ def _gpu_up(base: str, uuid: str) -> float | None:
     return scrape(base).value("rigwatch_gpu_up", uuid=uuid)
 
 
+def _wait_for_reinit_without_a_card(proc, base: str) -> None:
+    """Scrape until a re-initialisation has logged a card as no longer visible."""
+    wait_until(
+        lambda: scrape(base) and "no longer visible" in proc.output(),
+        timeout=10,
+        what="re-init without it",
+    )
+
+
 def test_no_nvml_library_serves_host_metrics_then_picks_the_library_up(tmp_path, fake_nvml_dir):
     lib_dir = tmp_path / "lib"
     lib_dir.mkdir()
@@ -126,11 +135,7 @@ def test_removed_card_keeps_its_series_at_zero_and_returns_when_plugged_back(sce
         assert _gpu_up(base, UUID1) == 1
         write_scenario(scenario_file, make_scenario(1))
         # Scrapes find the card gone (GPU_IS_LOST), the re-initialisation no longer lists it.
-        wait_until(
-            lambda: scrape(base) and "no longer visible" in proc.output(),
-            timeout=10,
-            what="re-init without it",
-        )
+        _wait_for_reinit_without_a_card(proc, base)
         s = scrape(base)
         assert s.value("rigwatch_gpu_up", gpu="1", uuid=UUID1) == 0
         assert s.value("rigwatch_gpu_info", gpu="1", uuid=UUID1) == 1
@@ -172,11 +177,7 @@ def test_healthy_cards_never_read_down_while_nvml_looks_for_a_missing_card(scena
         without_card_2["devices"][0]["hang_ms"] = {"nvmlDeviceGetMaxPcieLinkWidth": 400}
         without_card_2["devices"][1]["xid_events"] = [13]
         write_scenario(scenario_file, without_card_2)
-        wait_until(
-            lambda: scrape(base) and "no longer visible" in proc.output(),
-            timeout=10,
-            what="re-init without it",
-        )
+        _wait_for_reinit_without_a_card(proc, base)
         before = _reinitialisations(proc.output())
         scrapes, card_2_up = 0, []
         end = time.monotonic() + 4.0
@@ -219,11 +220,7 @@ def test_a_card_gone_from_the_list_is_looked_for_only_at_the_longest_interval(sc
     with running_exporter(scenario_file, *flags) as (proc, base):
         assert _gpu_up(base, UUID1) == 1
         write_scenario(scenario_file, make_scenario(1))
-        wait_until(
-            lambda: scrape(base) and "no longer visible" in proc.output(),
-            timeout=10,
-            what="re-init without it",
-        )
+        _wait_for_reinit_without_a_card(proc, base)
         gone_at = time.monotonic()
         after_loss = _reinitialisations(proc.output())
         # A backoff starting at 1 s would have re-initialised NVML within this window.
