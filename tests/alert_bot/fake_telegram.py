@@ -136,7 +136,7 @@ SEND_METHODS = {"sendMessage", "sendPhoto"}
 
 
 class FakeTelegram:
-    def __init__(self, token: str, flood: FloodRules | None = DEFAULT_FLOOD):
+    def __init__(self, token: str, flood: FloodRules | None = DEFAULT_FLOOD, port: int = 0):
         self.token = token
         self.flood = flood
         self.calls: list[Call] = []
@@ -150,7 +150,7 @@ class FakeTelegram:
         self.send_delay = 0.0  # seconds each send takes to answer, for mid-request crashes
         self.migrations: dict[int, int] = {}
         self._stamps: dict[tuple, deque] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self.server.daemon_threads = True
         # A client killed mid-request (the crash test) is expected: no traceback on stderr.
         self.server.handle_error = lambda request, address: None
