@@ -238,7 +238,12 @@ class FakeTelegram:
         return self._add_update({"message": message})
 
     def inject_callback(
-        self, chat_id: int, data: str, user_id: int | None = None, message_id: int = 1
+        self,
+        chat_id: int,
+        data: str,
+        user_id: int | None = None,
+        message_id: int = 1,
+        reply_markup: dict | None = None,
     ) -> str:
         user_id = chat_id if user_id is None else user_id
         query_id = f"cb{next(self.update_ids)}"
@@ -257,6 +262,7 @@ class FakeTelegram:
                         "date": int(time.time()),
                         "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
                         "text": "alert",
+                        **({"reply_markup": reply_markup} if reply_markup else {}),
                     },
                     "chat_instance": "1",
                     "data": data,
