@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     configure_logs(args.log_level)
+    from alert_bot.config import unknown_environment
+
+    for note in unknown_environment():
+        logger("bot").warning("%s", note)
     from alert_bot.app import BotApp
     from alert_bot.store import Store, StoreError
     from alert_bot.telegram import TelegramClient, configure_api, install_scrubber

@@ -161,10 +161,45 @@ def _int(key: str, value: Any, minimum: int | None = None) -> int:
     return number
 
 
+# The words a boolean setting takes, in any case: the same list as the exporter's RIGWATCH_*
+# booleans (docs/exporter.md, docs/alert-bot.md).
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
 def _bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise ConfigError(key, f"expected true or false, got {value!r}")
+    word = str(value).strip().lower() if isinstance(value, str | int) else None
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(key, f"expected true/false, 1/0, yes/no or on/off, got {value!r}")
+
+
+KNOWN_ENVIRONMENT = {
+    "ALERT_BOT_WEBHOOK_TOKEN",
+    "ALERT_BOT_WEBHOOK_TOKEN_FILE",
+    "ALERT_BOT_LISTEN",
+    "ALERT_BOT_DB",
+    "ALERT_BOT_CONFIG",
+    "ALERT_BOT_LOG_LEVEL",
+}
+
+
+def unknown_environment(env: dict[str, str] | None = None) -> list[str]:
+    """One sentence per ALERT_BOT_* variable that is no setting (a typo is otherwise silently
+    ignored), with the nearest one that is."""
+    import difflib
+
+    notes = []
+    for name in sorted(os.environ if env is None else env):
+        if name.startswith("ALERT_BOT_") and name not in KNOWN_ENVIRONMENT:
+            close = difflib.get_close_matches(name, sorted(KNOWN_ENVIRONMENT), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            notes.append(f"{name} is not a rigwatch-bot setting and is ignored{hint}")
+    return notes
 
 
 def _read_text(key: str, path: str | Path) -> str:

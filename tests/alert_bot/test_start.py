@@ -186,3 +186,37 @@ def test_short_webhook_token_and_api_url_shapes_are_refused_with_one_line(tmp_pa
         result = check(TELEGRAM_API_URL=bad)
         assert result.returncode == 2, (bad, result.stderr)
         assert result.stderr.startswith("rigwatch-bot: configuration error: TELEGRAM_API_URL")
+
+
+def test_an_unknown_alert_bot_variable_is_a_warning_naming_the_nearest(tmp_path, telegram):
+    env = bot_env(tmp_path, telegram.url, port=free_port())
+    env["ALERT_BOT_LISTN"] = "0.0.0.0:1"
+    with bot_process(env) as (proc, _):
+        wait_until(lambda: "listening on" in proc.output(), what="the start line")
+        output = proc.output()
+    warnings = [line for line in output.splitlines() if "level=WARNING" in line]
+    assert len(warnings) == 1, output
+    assert "ALERT_BOT_LISTN is not a rigwatch-bot setting" in warnings[0]
+    assert "did you mean ALERT_BOT_LISTEN?" in warnings[0]
+
+
+def test_yaml_booleans_take_exactly_the_words_the_exporter_takes(tmp_path):
+    from alert_bot.config import ConfigError, load_config
+
+    env = bot_env(tmp_path, "http://127.0.0.1:9")
+    config_file = Path(env["ALERT_BOT_CONFIG"])
+    for text, expected in [
+        ("true", True), ("On", True), ("'yes'", True), ("1", True), ("'TRUE'", True),
+        ("false", False), ("off", False), ("'No'", False), ("0", False),
+    ]:  # fmt: skip
+        config_file.write_text(f"charts:\n  enabled: {text}\n")
+        assert load_config(env).charts.enabled is expected, text
+    for text in ("enabled", "2", "'y'", "[]"):
+        config_file.write_text(f"charts:\n  enabled: {text}\n")
+        try:
+            load_config(env)
+        except ConfigError as exc:
+            assert exc.key == "charts.enabled"
+            assert "true/false, 1/0, yes/no or on/off" in str(exc)
+        else:
+            raise AssertionError(f"{text} was taken as a boolean")
