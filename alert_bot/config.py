@@ -326,8 +326,15 @@ def load_yaml(path: str) -> dict:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError("ALERT_BOT_CONFIG", f"{path} is not valid YAML{where}") from None
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        # What is wrong there, as the parser says it ("did not find expected ',' or '}'",
+        # "found character '\t' that cannot start any token"), with what it was reading.
+        problem = getattr(exc, "problem", None) or ""
+        context = getattr(exc, "context", None)
+        if problem and context:
+            problem = f"{problem} ({context})"
+        detail = f": {problem}" if problem else ""
+        raise ConfigError("ALERT_BOT_CONFIG", f"{path} is not valid YAML{where}{detail}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

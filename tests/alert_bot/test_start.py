@@ -220,3 +220,33 @@ def test_yaml_booleans_take_exactly_the_words_the_exporter_takes(tmp_path):
             assert "true/false, 1/0, yes/no or on/off" in str(exc)
         else:
             raise AssertionError(f"{text} was taken as a boolean")
+
+
+def test_a_yaml_error_says_what_is_wrong_at_its_line(tmp_path):
+    env = bot_env(tmp_path, "http://127.0.0.1:9")
+    cases = {
+        "routes:\n  - chat_id: 5\n    match: {rig: rig1\n": ("line 4", "expected ',' or '}'"),
+        "watchdog:\n\ttimeout: 10m\n": ("line 2", "cannot start any token"),
+        "charts:\n  enabled: true\n enabled: false\n": ("line 3", "expected <block end>"),
+    }
+    for number, (text, (line, problem)) in enumerate(cases.items()):
+        path = tmp_path / f"broken{number}.yml"
+        path.write_text(text)
+        result = subprocess.run(
+            [sys.executable, "-m", "alert_bot", "--check-config"],
+            env={
+                "PATH": os.environ["PATH"],
+                "PYTHONPATH": str(REPO),
+                **env,
+                "ALERT_BOT_CONFIG": str(path),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("rigwatch-bot: configuration error: ALERT_BOT_CONFIG: ")
+        assert f"is not valid YAML at {line}, column" in lines[0], lines[0]
+        assert problem in lines[0], lines[0]

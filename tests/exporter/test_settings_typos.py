@@ -62,3 +62,24 @@ def test_booleans_take_exactly_the_documented_words(monkeypatch):
         with pytest.raises(SystemExit) as exit_info:
             parse_settings([])
         assert exit_info.value.code == 2
+
+
+def test_the_landing_page_starts_with_nvml_state_card_count_and_driver(scenario_file, tmp_path):
+    from tests.exporter.scrapes import FAST_RETRY
+    from tests.support import http_get
+
+    with running_exporter(scenario_file, FAST_RETRY) as (_, base):
+        wait_until(lambda: "NVML: up" in http_get(base + "/")[1], what="NVML up")
+        body = http_get(base + "/")[1]
+    state = "NVML: up · 2 cards · driver 550.54.14 (CUDA 12.4)"
+    assert state in body
+    assert body.index(state) < body.index('href="/metrics"')  # first, before the links
+    # No driver library at all: NVML is down, and the page says so and why.
+    empty = tmp_path / "no-driver"
+    empty.mkdir()
+    with running_exporter(None, FAST_RETRY, env={"LD_LIBRARY_PATH": str(empty)}) as (_, base):
+        assert "NVML: down (" in http_get(base + "/")[1]
+    with running_exporter(
+        None, "--no-collector.gpu", "--no-collector.gpu_process", "--no-collector.xid"
+    ) as (_, base):
+        assert "NVML: not used" in http_get(base + "/")[1]
