@@ -71,7 +71,9 @@ class BotApp:
         self.updates = UpdateLoop(
             config, store, telegram, prometheus, alertmanager, self.metrics, self.limiter, clock
         )
-        self.watchdog = Watchdog(config, store, self.metrics, self.worker.wake, clock)
+        self.watchdog = Watchdog(
+            config, store, self.metrics, self.worker.wake, clock, alertmanager.silences
+        )
         self.run_updates = run_updates
         self.server = _BotHTTPServer((config.listen_host, config.listen_port), self)
         self._server_thread: threading.Thread | None = None
@@ -132,8 +134,9 @@ class BotApp:
         heartbeat = [a for a in alerts if self.watchdog.is_watchdog(a)]
         others = [a for a in alerts if not self.watchdog.is_watchdog(a)]
         try:
-            if any(a["status"] == "firing" for a in heartbeat):
-                self.watchdog.heartbeat()
+            beating = [a for a in heartbeat if a["status"] == "firing"]
+            if beating:
+                self.watchdog.heartbeat(beating[0]["labels"])
             stored = True
             destinations = []
             if others:

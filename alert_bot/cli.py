@@ -1,5 +1,7 @@
 """`rigwatch-bot` / `python -m alert_bot`: read the configuration, start the bot, run until
-SIGTERM or SIGINT. A configuration problem prints one line naming the key and exits 2."""
+SIGTERM or SIGINT. A configuration problem (a token Telegram rejects included) prints one line
+naming the key and exits 2; a runtime failure (the port is taken) exits 1, so that systemd's
+RestartPreventExitStatus=2 retries only what a restart can fix."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sys
 import threading
 
 from alert_bot import __version__
+from rigwatch.backoff import Backoff
 from rigwatch.logs import LEVELS, logger, parse_level
 from rigwatch.logs import configure as configure_logs
 
@@ -45,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"rigwatch-bot {__version__}")
     args = parser.parse_args(argv)
 
-    from alert_bot.config import ConfigError, load_config
+    from alert_bot.config import ConfigError, first_run, load_config
 
+    if first_run() and not args.check_config:
+        return _first_run(args.log_level)
     try:
         config = load_config()
         if config.template_source is not None:
@@ -61,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     configure_logs(args.log_level)
+    from alert_bot.config import unknown_environment
+
+    for note in unknown_environment():
+        logger("bot").warning("%s", note)
     from alert_bot.app import BotApp
     from alert_bot.store import Store, StoreError
     from alert_bot.telegram import TelegramClient, configure_api, install_scrubber
@@ -74,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_api(config.telegram_api_url)
     telegram = TelegramClient(config.telegram_token)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    verdict = _check_token(telegram)
+    if verdict == REJECTED:
+        store.close()
+        return 2
     try:
         app = BotApp(
             config,
@@ -83,20 +99,92 @@ def main(argv: list[str] | None = None) -> int:
             store,
         )
     except OSError as exc:
+        # A runtime failure, not a configuration error: the port may be free in a moment.
         print(
-            f"rigwatch-bot: configuration error: ALERT_BOT_LISTEN: cannot listen on "
-            f"{config.listen_host}:{config.listen_port}: {exc.strerror}",
+            f"rigwatch-bot: cannot listen on {config.listen_host}:{config.listen_port} "
+            f"(ALERT_BOT_LISTEN): {exc.strerror}",
             file=sys.stderr,
         )
-        return 2
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+        store.close()
+        return 1
     app.start()
-    stopping.wait()
+    status = 0
+    # Telegram could not be asked at start: alerts are taken and queued meanwhile, and the
+    # token is asked about again until Telegram answers.
+    backoff = Backoff(initial=1.0, maximum=30.0)
+    while verdict == UNKNOWN and not stopping.wait(backoff.next()):
+        verdict = _check_token(telegram)
+    if verdict == REJECTED:
+        status = 2
+    else:
+        stopping.wait()
     logger("bot").info("stopping")
     app.stop()
     store.close()
+    return status
+
+
+ACCEPTED, REJECTED, UNKNOWN = "accepted", "rejected", "unknown"
+
+
+def _check_token(telegram) -> str:
+    """Ask Telegram who the bot is (getMe): ACCEPTED, REJECTED (the one line is printed) or
+    UNKNOWN when Telegram could not be reached."""
+    from alert_bot.telegram import TelegramError
+
+    log = logger("bot")
+    try:
+        me = telegram.get_me()
+    except TelegramError as exc:
+        status = exc.failure.status
+        if status == 401:
+            print(
+                "rigwatch-bot: configuration error: TELEGRAM_BOT_TOKEN: Telegram rejects it "
+                "(401 Unauthorized): copy the token @BotFather gave again, or /revoke and use "
+                "the new one",
+                file=sys.stderr,
+            )
+            return REJECTED
+        if status == 404:
+            print(
+                "rigwatch-bot: configuration error: TELEGRAM_API_URL: the server answers "
+                "404 Not Found to getMe: it is not a Bot API server's base URL",
+                file=sys.stderr,
+            )
+            return REJECTED
+        log.warning("cannot check the bot token with Telegram yet (%s); will retry", exc)
+        return UNKNOWN
+    log.info("Telegram accepts the bot token: this is @%s", me["username"])
+    return ACCEPTED
+
+
+def _first_run(log_level: str) -> int:
+    """No default chat yet: only answer /start, so the owner learns the chat's id."""
+    from alert_bot.chat import first_run
+    from alert_bot.config import ConfigError, load_first_run_config
+    from alert_bot.telegram import TelegramClient, configure_api, install_scrubber
+
+    try:
+        config = load_first_run_config()
+    except ConfigError as exc:
+        print(f"rigwatch-bot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logs(log_level)
+    install_scrubber(config.telegram_token)
+    configure_api(config.telegram_api_url)
+    telegram = TelegramClient(config.telegram_token)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    verdict = _check_token(telegram)
+    if verdict == REJECTED:
+        return 2
+    worker = threading.Thread(
+        target=first_run.run, args=(telegram, stopping), name="first-run", daemon=True
+    )
+    worker.start()
+    stopping.wait()
+    logger("bot").info("stopping")
     return 0
 
 

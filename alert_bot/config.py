@@ -15,9 +15,14 @@ from typing import Any
 
 import yaml
 
+from rigwatch.words import parse_bool
+
 DEFAULT_LISTEN = "0.0.0.0:10736"
 DEFAULT_DB = "rigwatch-bot.db"
 _TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
+# Anyone who can reach the webhook and guess the token can post fake alerts (or fake "resolved"
+# notices that hide real ones); 16 characters is the least that cannot be guessed online.
+WEBHOOK_TOKEN_MIN_CHARS = 16
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -161,7 +166,36 @@ def _int(key: str, value: Any, minimum: int | None = None) -> int:
 def _bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise ConfigError(key, f"expected true or false, got {value!r}")
+    try:
+        if isinstance(value, str | int):
+            return parse_bool(str(value))
+    except ValueError:
+        pass
+    raise ConfigError(key, f"expected true/false, 1/0, yes/no or on/off, got {value!r}")
+
+
+KNOWN_ENVIRONMENT = {
+    "ALERT_BOT_WEBHOOK_TOKEN",
+    "ALERT_BOT_WEBHOOK_TOKEN_FILE",
+    "ALERT_BOT_LISTEN",
+    "ALERT_BOT_DB",
+    "ALERT_BOT_CONFIG",
+    "ALERT_BOT_LOG_LEVEL",
+}
+
+
+def unknown_environment(env: dict[str, str] | None = None) -> list[str]:
+    """One sentence per ALERT_BOT_* variable that is no setting (a typo is otherwise silently
+    ignored), with the nearest one that is."""
+    import difflib
+
+    notes = []
+    for name in sorted(os.environ if env is None else env):
+        if name.startswith("ALERT_BOT_") and name not in KNOWN_ENVIRONMENT:
+            close = difflib.get_close_matches(name, sorted(KNOWN_ENVIRONMENT), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            notes.append(f"{name} is not a rigwatch-bot setting and is ignored{hint}")
+    return notes
 
 
 def _read_text(key: str, path: str | Path) -> str:
@@ -288,8 +322,15 @@ def load_yaml(path: str) -> dict:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError("ALERT_BOT_CONFIG", f"{path} is not valid YAML{where}") from None
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        # What is wrong there, as the parser says it ("did not find expected ',' or '}'",
+        # "found character '\t' that cannot start any token"), with what it was reading.
+        problem = getattr(exc, "problem", None) or ""
+        context = getattr(exc, "context", None)
+        if problem and context:
+            problem = f"{problem} ({context})"
+        detail = f": {problem}" if problem else ""
+        raise ConfigError("ALERT_BOT_CONFIG", f"{path} is not valid YAML{where}{detail}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -313,9 +354,33 @@ TOP_LEVEL_KEYS = {
 }
 
 
-def load_config(env: dict[str, str] | None = None) -> Config:
-    """Build the configuration from the environment (os.environ by default) and the YAML file."""
-    env = dict(os.environ if env is None else env)
+def _api_url(value: str) -> str | None:
+    """TELEGRAM_API_URL: a Bot API server's base URL (https://api.telegram.org, or a local
+    server's http://host:port); pyTelegramBotAPI's own shape, ending in /bot{0}/{1}, is taken
+    too. A URL that already ends in /bot would have /bot<token>/<method> appended to it."""
+    value = value.strip()
+    if not value:
+        return None
+    url = _url("TELEGRAM_API_URL", value)
+    if "{" in url or "}" in url:
+        if not url.endswith("/bot{0}/{1}") or url.count("{") != 2:
+            raise ConfigError(
+                "TELEGRAM_API_URL",
+                f"expected the server's base URL like https://api.telegram.org, got {value!r}",
+            )
+        return url
+    if re.search(r"://[^/]+/(.*/)?bot[^/]*$", url):
+        raise ConfigError(
+            "TELEGRAM_API_URL",
+            f"give the server's base URL without /bot (like https://api.telegram.org), "
+            f"got {value!r}",
+        )
+    if "?" in url or "#" in url:
+        raise ConfigError("TELEGRAM_API_URL", f"expected a base URL without ? or #, got {value!r}")
+    return url
+
+
+def _bot_token(env: dict[str, str]) -> str:
     token = _secret(env, "TELEGRAM_BOT_TOKEN")
     if not token:
         raise ConfigError(
@@ -323,8 +388,37 @@ def load_config(env: dict[str, str] | None = None) -> Config:
         )
     if not _TOKEN_SHAPE.match(token):
         raise ConfigError("TELEGRAM_BOT_TOKEN", "does not look like a bot token (digits:letters)")
-    if not env.get("TELEGRAM_CHAT_ID", "").strip():
-        raise ConfigError("TELEGRAM_CHAT_ID", "required: the default chat (send /start to the bot)")
+    return token
+
+
+def first_run(env: dict[str, str] | None = None) -> bool:
+    """True when no default chat is set yet (TELEGRAM_CHAT_ID empty or 0): the bot then only
+    answers /start with the chat's id, which is how a new owner finds it."""
+    env = os.environ if env is None else env
+    return env.get("TELEGRAM_CHAT_ID", "").strip() in ("", "0")
+
+
+@dataclass(frozen=True)
+class FirstRunConfig:
+    telegram_token: str
+    telegram_api_url: str | None = None
+
+
+def load_first_run_config(env: dict[str, str] | None = None) -> FirstRunConfig:
+    """What the first-run mode needs: the bot token and the Bot API server, nothing else."""
+    env = dict(os.environ if env is None else env)
+    return FirstRunConfig(_bot_token(env), _api_url(env.get("TELEGRAM_API_URL", "")))
+
+
+def load_config(env: dict[str, str] | None = None) -> Config:
+    """Build the configuration from the environment (os.environ by default) and the YAML file."""
+    env = dict(os.environ if env is None else env)
+    token = _bot_token(env)
+    if first_run(env):
+        raise ConfigError(
+            "TELEGRAM_CHAT_ID",
+            "required: the default chat (start the bot without it and send /start to it)",
+        )
     chat_id = _int("TELEGRAM_CHAT_ID", env["TELEGRAM_CHAT_ID"])
     webhook_token = _secret(env, "ALERT_BOT_WEBHOOK_TOKEN")
     if not webhook_token:
@@ -332,9 +426,13 @@ def load_config(env: dict[str, str] | None = None) -> Config:
             "ALERT_BOT_WEBHOOK_TOKEN",
             "required (or ALERT_BOT_WEBHOOK_TOKEN_FILE): the bearer token Alertmanager sends",
         )
-    api_url = env.get("TELEGRAM_API_URL", "").strip() or None
-    if api_url:
-        api_url = _url("TELEGRAM_API_URL", api_url)
+    if len(webhook_token) < WEBHOOK_TOKEN_MIN_CHARS:
+        raise ConfigError(
+            "ALERT_BOT_WEBHOOK_TOKEN",
+            f"at least {WEBHOOK_TOKEN_MIN_CHARS} characters (anyone who guesses it can post "
+            "alerts): make one with openssl rand -hex 32",
+        )
+    api_url = _api_url(env.get("TELEGRAM_API_URL", ""))
     host, port = _listen(env.get("ALERT_BOT_LISTEN", "") or DEFAULT_LISTEN)
     settings: dict[str, Any] = {
         "telegram_token": token,

@@ -373,7 +373,8 @@ class AlertRenderer:
             if where:
                 line += " · " + " · ".join(where)
             if ctx["summary"]:
-                line += f" — {esc(ctx['summary'])}"
+                was = "was: " if ctx["status"] == "resolved" else ""
+                line += f" — {was}{esc(ctx['summary'])}"
             if ctx["status"] == "resolved" and ctx["duration"]:
                 line += f" (lasted {ctx['duration']})"
             return line
@@ -384,10 +385,19 @@ class AlertRenderer:
         lines = [head]
         if where:
             lines.append("🖥 " + " · ".join(where))
-        if ctx["summary"]:
-            lines.append(esc(ctx["summary"]))
-        if ctx["description"] and ctx["description"] != ctx["summary"]:
-            lines.append(f"<i>{esc(ctx['description'])}</i>")
+        if ctx["status"] == "resolved":
+            # The summary is what Prometheus last saw while it fired, in the present tense, and
+            # the description is what to do about it: neither is true any more.
+            ended = f" at {ctx['ended']}" if ctx["ended"] else ""
+            line = f"No longer true{ended}"
+            if ctx["summary"]:
+                line += f"; while firing: <i>{esc(ctx['summary'])}</i>"
+            lines.append(line)
+        else:
+            if ctx["summary"]:
+                lines.append(esc(ctx["summary"]))
+            if ctx["description"] and ctx["description"] != ctx["summary"]:
+                lines.append(f"<i>{esc(ctx['description'])}</i>")
         if when:
             lines.append("🕒 " + esc(when))
         links = [f'<a href="{esc(ctx["dashboard_url"])}">📈 dashboard</a>']

@@ -284,6 +284,11 @@ class TelegramClient:
             result.append(entry)
         return result
 
+    def get_me(self) -> dict:
+        """The bot's own user (id, username): proof that Telegram accepts the token."""
+        user = self._call(self.bot.get_me)
+        return {"id": user.id, "username": user.username or ""}
+
     def answer_callback(self, callback_id: str, text: str, alert: bool = False) -> None:
         self._call(self.bot.answer_callback_query, callback_id, text=text[:200], show_alert=alert)
 

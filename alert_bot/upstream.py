@@ -83,14 +83,27 @@ class AlertmanagerClient:
             raise UpstreamError(f"Alertmanager answered HTTP {response.status_code}: {detail}")
         return response
 
-    def alerts(self) -> list[dict]:
-        """Active alerts that are neither silenced nor inhibited."""
+    def alerts(self, silenced: bool = False) -> list[dict]:
+        """Active alerts that are not inhibited; silenced ones too when asked (their
+        ``status.silencedBy`` names the silences)."""
         response = self._request(
             "GET",
             "/api/v2/alerts",
-            params={"active": "true", "silenced": "false", "inhibited": "false"},
+            params={
+                "active": "true",
+                "silenced": "true" if silenced else "false",
+                "inhibited": "false",
+            },
         )
         return response.json()
+
+    def silence(self, silence_id: str) -> dict:
+        """One silence by id (whatever its state)."""
+        path = "/api/v2/silence/" + urllib.parse.quote(silence_id, safe="")
+        body = self._request("GET", path).json()
+        if not isinstance(body, dict):
+            raise UpstreamError("Alertmanager answered something that is not a silence")
+        return body
 
     def silences(self) -> list[dict]:
         """Silences in effect now."""

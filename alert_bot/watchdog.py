@@ -4,7 +4,10 @@ and the bot says so in the default chat, and again when it comes back."""
 
 from __future__ import annotations
 
+import contextlib
 import html
+import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +22,24 @@ log = logger("bot", "watchdog")
 
 LAST_SEEN = "watchdog_last_seen"
 STATE = "watchdog_state"  # "ok" or "silent"
+LABELS = "watchdog_labels"  # the heartbeat's labels, JSON: what a silence on it would match
+
+
+def silence_matches(silence: dict, labels: dict[str, str]) -> bool:
+    """Whether an Alertmanager silence's matchers all match these labels."""
+    matchers = silence.get("matchers") or []
+    for matcher in matchers:
+        value = labels.get(str(matcher.get("name")), "")
+        if matcher.get("isRegex"):
+            try:
+                hit = re.fullmatch(str(matcher.get("value", "")), value) is not None
+            except re.error:
+                return False
+        else:
+            hit = value == matcher.get("value")
+        if hit != matcher.get("isEqual", True):
+            return False
+    return bool(matchers)
 
 
 class Watchdog(BotLoop):
@@ -32,10 +53,12 @@ class Watchdog(BotLoop):
         metrics: BotMetrics,
         notify: Callable[[], None],
         clock: Callable[[], float] = time.time,
+        silences: Callable[[], list[dict]] | None = None,
     ):
         super().__init__(config, store, metrics, clock)
         self.settings = config.watchdog
         self.notify = notify
+        self.silences = silences  # Alertmanager's active silences, to explain a silence
         self.started_at = clock()
         self._lock = threading.Lock()
         last = store.state.get(LAST_SEEN)
@@ -59,11 +82,13 @@ class Watchdog(BotLoop):
         )
         self.notify()
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, labels: dict[str, str] | None = None) -> None:
         """A Watchdog notification arrived (raises StoreError when it cannot be recorded)."""
         now = self.clock()
         with self._lock:
             self.store.state.set(LAST_SEEN, repr(now))
+            if labels:
+                self.store.state.set(LABELS, json.dumps(labels, sort_keys=True))
             self.metrics.watchdog_last_seen.set(now)
             if self.store.state.get(STATE) == "silent":
                 self.store.state.set(STATE, "ok")
@@ -73,8 +98,49 @@ class Watchdog(BotLoop):
                     now,
                 )
 
+    def _silenced_by(self) -> str:
+        """A sentence naming the silences in Alertmanager that match the heartbeat (made in
+        Alertmanager's UI or amtool: the bot never offers it), or "" when there are none."""
+        if self.silences is None:
+            return ""
+        labels = {"alertname": self.settings.alertname}
+        with contextlib.suppress(StoreError, ValueError, TypeError):
+            labels.update(json.loads(self.store.state.get(LABELS) or "{}"))
+        try:
+            matching = [s for s in self.silences() if silence_matches(s, labels)]
+        except Exception as exc:  # noqa: BLE001 - the notice must go out without it
+            log.info("could not read Alertmanager's silences: %s", exc)
+            return ""
+        if not matching:
+            return ""
+        names = []
+        for silence in matching[:3]:
+            matchers = ", ".join(
+                f"{m.get('name')}{'=~' if m.get('isRegex') else '='}{m.get('value')}"
+                for m in silence.get("matchers", [])
+            )
+            text = f"<code>{html.escape(matchers)}</code>"
+            if silence.get("createdBy"):
+                text += f" by {html.escape(str(silence['createdBy']))}"
+            until = str(silence.get("endsAt", ""))[:16].replace("T", " ")
+            if until:
+                text += f" until {html.escape(until)} UTC"
+            names.append(text)
+        return (
+            f"\n🔕 A silence in Alertmanager matches the {html.escape(self.settings.alertname)}"
+            f" heartbeat: {'; '.join(names)}. That silence, not a broken pipeline, is the "
+            "likely reason: remove it (/silences) and the heartbeat comes back."
+        )
+
     def check(self) -> None:
         now = self.clock()
+        explanation: str | None = None
+        with self._lock:
+            due = self._silent_for(now) > self.settings.timeout
+            due = due and self.store.state.get(STATE) != "silent"
+        if due:
+            # Asked outside the lock: Alertmanager may take its time to answer.
+            explanation = self._silenced_by()
         with self._lock:
             last_text = self.store.state.get(LAST_SEEN)
             last = float(last_text) if last_text is not None else self.started_at
@@ -91,9 +157,15 @@ class Watchdog(BotLoop):
                     "🚨 <b>Monitoring pipeline is silent</b>\n"
                     f"No {html.escape(self.settings.alertname)} heartbeat from Alertmanager for "
                     f"{int(silent_for)} s (last: {html.escape(seen)}). Alerts may not be reaching"
-                    " you: check Prometheus, Alertmanager and the bot's webhook.",
+                    " you: check Prometheus, Alertmanager and the bot's webhook."
+                    + (explanation or ""),
                     now,
                 )
+
+    def _silent_for(self, now: float) -> float:
+        last_text = self.store.state.get(LAST_SEEN)
+        last = float(last_text) if last_text is not None else self.started_at
+        return now - max(last, self.started_at)
 
     def start(self) -> None:
         if self.settings.enabled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import gc
 import os
 import re
@@ -22,11 +23,10 @@ from exporter.settings import (
     Settings,
 )
 from rigwatch.logs import LEVELS, configure, logger, parse_level
+from rigwatch.words import parse_bool
 
 LOG = logger("exporter")
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 COLLECTOR_DEFAULTS = {name: entry.default_on for name, entry in REGISTRY.items()}
 
@@ -40,6 +40,17 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are a single line (usage stays behind --help)."""
 
     def error(self, message: str):  # type: ignore[override]
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            hints = []
+            for word in unknown.group(1).split():
+                name = word.split("=", 1)[0]
+                if name.startswith("--"):
+                    close = difflib.get_close_matches(name, self._option_string_actions, n=1)
+                    if close:
+                        hints.append(f"{name}: did you mean {close[0]}?")
+            if hints:
+                message += " (" + "; ".join(hints) + ")"
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -174,12 +185,30 @@ def _apply_env(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: 
         if raw is None:
             continue
         if isinstance(action, argparse.BooleanOptionalAction):
-            word = raw.strip().lower()
-            if word not in _TRUE | _FALSE:
+            try:
+                setattr(args, action.dest, parse_bool(raw))
+            except ValueError:
                 parser.error(f"{env_name(primary)}={raw!r}: expected true or false")
-            setattr(args, action.dest, word in _TRUE)
         else:
             setattr(args, action.dest, raw)
+
+
+def unknown_environment(environ: dict[str, str] | None = None) -> list[str]:
+    """One sentence per RIGWATCH_* variable that names no flag (a typo is otherwise silently
+    ignored), with the nearest variable that does."""
+    known = {
+        env_name(option)
+        for action in build_parser()._actions
+        for option in action.option_strings[:1]
+        if option.startswith("--") and action.dest not in ("help", "version")
+    }
+    notes = []
+    for name in sorted(os.environ if environ is None else environ):
+        if name.startswith("RIGWATCH_") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            notes.append(f"{name} is not a rigwatch-exporter setting and is ignored{hint}")
+    return notes
 
 
 def _parse_address(parser: argparse.ArgumentParser, address: str) -> tuple[str, int]:
@@ -301,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the exporter until SIGTERM or SIGINT; returns the process exit status."""
     settings = parse_settings(argv)
     configure(settings.log_level)
+    for note in unknown_environment():
+        LOG.warning("%s", note)
     # Imported after parsing so that --help and bad flags answer without loading the stack.
     from exporter.server import ExporterServer
 

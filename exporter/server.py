@@ -71,11 +71,29 @@ def accepts_gzip(header: str | None) -> bool:
     return False
 
 
-def landing_page(settings: Settings) -> bytes:
+def nvml_state(session: NvmlSession | None) -> str:
+    """What a person checks first, in one line: NVML's state, the card count, the driver."""
+    if session is None:
+        return "NVML: not used (every GPU collector is off)"
+    if not session.up:
+        return f"NVML: down ({session.reason}); retrying, no GPU metrics meanwhile"
+    cards = [gpu for gpu in session.gpus() if gpu.present]
+    lost = sum(1 for gpu in cards if not gpu.up)
+    text = f"NVML: up · {len(cards)} card{'' if len(cards) == 1 else 's'}"
+    if lost:
+        text += f" ({lost} lost)"
+    text += f" · driver {session.driver_version or 'unknown'}"
+    if session.cuda_version:
+        text += f" (CUDA {session.cuda_version})"
+    return text
+
+
+def landing_page(settings: Settings, session: NvmlSession | None = None) -> bytes:
     collectors = "".join(f"<li>{html.escape(name)}</li>" for name in sorted(settings.collectors))
     return (
         "<!DOCTYPE html><html><head><title>rigwatch exporter</title></head><body>"
         f"<h1>rigwatch exporter {html.escape(__version__)}</h1>"
+        f"<p><b>{html.escape(nvml_state(session))}</b></p>"
         '<p><a href="/metrics">Metrics</a> &middot; <a href="/healthz">Health</a></p>'
         f"<p>Enabled collectors:</p><ul>{collectors}</ul>"
         "</body></html>"
@@ -114,7 +132,9 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["Content-Encoding"] = "gzip"
             self._send(200, body, CONTENT_TYPE, headers)
         elif path == "/":
-            self._send(200, self.exporter.landing, "text/html; charset=utf-8")
+            # Built per request: NVML's state changes while the exporter runs.
+            page = landing_page(self.exporter.settings, self.exporter.session)
+            self._send(200, page, "text/html; charset=utf-8")
         elif path == "/healthz":
             self._send(200, b"ok\n", "text/plain; charset=utf-8")
         else:
@@ -149,7 +169,6 @@ class ExporterServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.landing = landing_page(settings)
         host = settings.listen_host
         server_class = _Server
         if ":" in host:

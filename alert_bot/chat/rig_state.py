@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import re
 
+from alert_bot.chat.alertmanager import firing_alerts, silenced_note
 from alert_bot.chat.context import Chat
 from alert_bot.render import SEVERITY_MARKERS
 from alert_bot.upstream import UpstreamError
@@ -13,6 +14,14 @@ from alert_bot.upstream import UpstreamError
 CPU_BUSY = '1 - avg by (rig, instance) (rate(rigwatch_host_cpu_seconds_total{mode="idle"}[2m]))'
 CPU_CHIPS = re.compile(r"coretemp|k10temp|zenpower|cpu|acpitz|soc", re.IGNORECASE)
 GIB = 1024**3
+# The alert rules' temperature thresholds (prometheus/rules/gpu.yml): near = within 5 °C of the
+# card's own slowdown threshold, or the fixed numbers for a card that reports none.
+NEAR_SLOWDOWN_MARGIN = 5.0
+FALLBACK_NEAR = 85.0
+FALLBACK_CRITICAL = 90.0
+# Throttle reasons worth a mark: the card is held back by heat or its power brake
+# (sw_power_cap is normal for a card at full load, as in the rules).
+MARKED_THROTTLE = ("sw_thermal", "hw_thermal", "hw_slowdown", "hw_power_brake")
 
 
 def rig_of(metric: dict[str, str]) -> str:
@@ -48,6 +57,13 @@ def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
     power = _by_card(chat, "rigwatch_gpu_power_watts")
     limit = _by_card(chat, "rigwatch_gpu_power_limit_watts")
     fan = _by_card(chat, "avg without (fan) (rigwatch_gpu_fan_speed_ratio)")
+    slowdown = _by_card(chat, "rigwatch_gpu_temperature_slowdown_threshold_celsius")
+    throttling: dict[tuple[str, str], list[str]] = {}
+    for r in chat.prometheus.query("rigwatch_gpu_throttle_reason_active == 1"):
+        reason = r["metric"].get("reason", "")
+        if reason in MARKED_THROTTLE:
+            key = (rig_of(r["metric"]), r["metric"].get("gpu", ""))
+            throttling.setdefault(key, []).append(reason)
     names = {
         (rig_of(r["metric"]), r["metric"].get("gpu", "")): r["metric"].get("name", "")
         for r in chat.prometheus.query("rigwatch_gpu_info")
@@ -69,7 +85,7 @@ def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
             continue
         parts = []
         if key in temps:
-            parts.append(f"🌡 {temps[key]:.0f} °C")
+            parts.append(f"🌡 {temps[key]:.0f} °C" + _heat_mark(temps[key], slowdown.get(key)))
         if key in util:
             parts.append(f"util {_pct(util[key])}")
         if key in used and key in total and total[key] > 0:
@@ -81,8 +97,22 @@ def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
             parts.append(f"{watts} W")
         if key in fan:
             parts.append(f"fan {_pct(fan[key])}")
+        if key in throttling:
+            parts.append("⚠️ <b>throttling</b> (" + ", ".join(sorted(throttling[key])) + ")")
         result.setdefault(rig, []).append(line + ": " + " · ".join(parts))
     return result
+
+
+def _heat_mark(celsius: float, slowdown: float | None) -> str:
+    """A mark after a temperature that is past the alert rules' thresholds: 🔥 near the card's
+    slowdown, 🔥🔥 past it."""
+    critical = slowdown if slowdown else FALLBACK_CRITICAL
+    near = slowdown - NEAR_SLOWDOWN_MARGIN if slowdown else FALLBACK_NEAR
+    if celsius >= critical:
+        return f" 🔥🔥 <b>past slowdown {critical:.0f} °C</b>"
+    if celsius >= near:
+        return f" 🔥 <b>near slowdown {critical:.0f} °C</b>"
+    return ""
 
 
 def host_lines(chat: Chat, wanted: str | None) -> dict[str, str]:
@@ -166,7 +196,7 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
     cards = gpu_lines(chat, wanted)
     hosts = host_lines(chat, wanted)
     try:
-        alerts = chat.alertmanager.alerts()
+        alerts = firing_alerts(chat)
         alert_error = None
     except UpstreamError as exc:
         alerts, alert_error = [], str(exc)
@@ -185,7 +215,10 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
             labels = alert.get("labels", {})
             marker = SEVERITY_MARKERS.get(labels.get("severity", ""), "⚪")
             card = f" GPU {labels['gpu']}" if labels.get("gpu") else ""
-            lines.append(f"{marker} {html.escape(labels.get('alertname', '?') + card)}")
+            line = f"{marker} {html.escape(labels.get('alertname', '?') + card)}"
+            if alert.get("silenced_until"):
+                line += f" · {silenced_note(alert)}"
+            lines.append(line)
         if not firing and not alert_error:
             lines.append("✅ no firing alerts")
         blocks.append("\n".join(lines))

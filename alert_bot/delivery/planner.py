@@ -100,17 +100,21 @@ def firing_in(message: OutgoingMessage) -> list[dict]:
     return [a for a in message.alerts if a["status"] == "firing"]
 
 
-def common_labels(alerts: list[dict]) -> dict[str, str]:
-    """Labels every alert shares with the same value: what one silence can cover."""
-    if not alerts:
-        return {}
-    shared = dict(alerts[0]["labels"])
-    for alert in alerts[1:]:
-        shared = {k: v for k, v in shared.items() if alert["labels"].get(k) == v}
-    return shared
+# A button under a message creates one silence per alert it shows; a storm's packed message
+# gets none (one button silencing 40 alerts at once is what /alerts and Alertmanager are for).
+MAX_SILENCES_PER_BUTTON = 10
 
 
-def describe_target(labels: dict[str, str], count: int) -> str:
-    name = labels.get("alertname", "alerts")
-    text = f"{name} {' '.join(alert_place(labels))}".strip()
-    return text if count == 1 else f"{count} alerts: {text}"
+def silence_targets(alerts: list[dict], heartbeat: str) -> list[dict[str, str]]:
+    """The label sets a message's silence button covers: exactly its firing alerts (never the
+    watchdog heartbeat), or none when there are too many for one button."""
+    chosen = [a["labels"] for a in alerts if a["labels"].get("alertname") != heartbeat]
+    return chosen if len(chosen) <= MAX_SILENCES_PER_BUTTON else []
+
+
+def describe_targets(targets: list[dict[str, str]]) -> str:
+    """The alerts a button silences, by name and place, as the confirmation lists them."""
+    return "; ".join(
+        f"{labels.get('alertname', 'alert')} {' '.join(alert_place(labels))}".strip()
+        for labels in targets
+    )

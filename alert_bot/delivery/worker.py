@@ -14,11 +14,11 @@ from alert_bot.config import Config
 from alert_bot.delivery.charts import ChartWorker
 from alert_bot.delivery.planner import (
     Plan,
-    common_labels,
-    describe_target,
+    describe_targets,
     firing_in,
     plan_next,
     progress_after,
+    silence_targets,
 )
 from alert_bot.delivery.retrier import Retrier
 from alert_bot.delivery.sender import Sender
@@ -140,11 +140,13 @@ class DeliveryWorker(BotLoop):
 
     def _buttons(self, message: OutgoingMessage) -> list[list[Button]] | None:
         firing = firing_in(message)
-        labels = common_labels(firing)
-        if not labels:
+        targets = silence_targets(firing, self.config.watchdog.alertname)
+        if not targets:
             return None
         short_id = self.store.buttons.save(
-            silence_matchers(labels), describe_target(labels, len(firing)), self.clock()
+            [silence_matchers(labels) for labels in targets],
+            describe_targets(targets),
+            self.clock(),
         )
         return silence_buttons(short_id)
 

@@ -90,9 +90,10 @@ class SilenceButtons:
     def __init__(self, database: Database):
         self.database = database
 
-    def save(self, matchers: list[dict], description: str, now: float) -> str:
-        """The short id for these matchers (the same one when they were offered before)."""
-        encoded = json.dumps(matchers, sort_keys=True, ensure_ascii=False)
+    def save(self, silences: list[list[dict]], description: str, now: float) -> str:
+        """The short id for these silences, one matcher list each (the same id when they were
+        offered before)."""
+        encoded = json.dumps(silences, sort_keys=True, ensure_ascii=False)
         with self.database.transaction() as db:
             row = db.execute(
                 "SELECT short_id FROM silence_buttons WHERE matchers = ?", (encoded,)
@@ -112,14 +113,17 @@ class SilenceButtons:
             )
             return short_id
 
-    def target(self, short_id: str) -> tuple[list[dict], str] | None:
-        """(matchers, description) behind a button, or None once it was forgotten."""
+    def target(self, short_id: str) -> tuple[list[list[dict]], str] | None:
+        """(silences, description) behind a button, or None once it was forgotten."""
         rows = self.database.query(
             "SELECT matchers, description FROM silence_buttons WHERE short_id = ?", (short_id,)
         )
         if not rows:
             return None
-        return json.loads(rows[0]["matchers"]), rows[0]["description"]
+        silences = json.loads(rows[0]["matchers"])
+        if silences and isinstance(silences[0], dict):
+            silences = [silences]  # a button saved before buttons held several silences
+        return silences, rows[0]["description"]
 
     @staticmethod
     def forget_before(db: sqlite3.Connection, moment: float) -> None:

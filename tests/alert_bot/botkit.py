@@ -28,7 +28,7 @@ from tests.support import (
 )
 
 BOT_TOKEN = "123456789:TEST-secret-token_ABCdef"
-WEBHOOK_TOKEN = "webhook-secret"
+WEBHOOK_TOKEN = "webhook-secret-0123456789"
 CHAT = 1001  # a private chat (positive id)
 GROUP = -100500  # a supergroup
 STRANGER = 666

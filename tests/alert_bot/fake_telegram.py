@@ -136,7 +136,7 @@ SEND_METHODS = {"sendMessage", "sendPhoto"}
 
 
 class FakeTelegram:
-    def __init__(self, token: str, flood: FloodRules | None = DEFAULT_FLOOD):
+    def __init__(self, token: str, flood: FloodRules | None = DEFAULT_FLOOD, port: int = 0):
         self.token = token
         self.flood = flood
         self.calls: list[Call] = []
@@ -150,7 +150,7 @@ class FakeTelegram:
         self.send_delay = 0.0  # seconds each send takes to answer, for mid-request crashes
         self.migrations: dict[int, int] = {}
         self._stamps: dict[tuple, deque] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self.server.daemon_threads = True
         # A client killed mid-request (the crash test) is expected: no traceback on stderr.
         self.server.handle_error = lambda request, address: None
@@ -238,7 +238,12 @@ class FakeTelegram:
         return self._add_update({"message": message})
 
     def inject_callback(
-        self, chat_id: int, data: str, user_id: int | None = None, message_id: int = 1
+        self,
+        chat_id: int,
+        data: str,
+        user_id: int | None = None,
+        message_id: int = 1,
+        reply_markup: dict | None = None,
     ) -> str:
         user_id = chat_id if user_id is None else user_id
         query_id = f"cb{next(self.update_ids)}"
@@ -257,6 +262,7 @@ class FakeTelegram:
                         "date": int(time.time()),
                         "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
                         "text": "alert",
+                        **({"reply_markup": reply_markup} if reply_markup else {}),
                     },
                     "chat_instance": "1",
                     "data": data,

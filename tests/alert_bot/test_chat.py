@@ -283,7 +283,8 @@ def test_silence_buttons_create_and_expire_real_silences(bot, telegram, services
     answers = [c.params["text"] for c in telegram.calls_to("answerCallbackQuery")]
     assert "Silenced for 4h." in answers and "Silence removed." in answers
     wait_until(lambda: telegram.calls_to("editMessageReplyMarkup"), what="button removed")
-    wait_until(lambda: "Silence removed by" in _visible(telegram.sent(CHAT)[-1]), what="notice")
+    wait_until(lambda: "removed by" in _visible(telegram.sent(CHAT)[-1]), what="notice")
+    assert "alertname=GpuHotForButtons" in _visible(telegram.sent(CHAT)[-1])
     assert "No active silences" in _visible(_ask(telegram, CHAT, "/silences")[0])
 
 
@@ -408,8 +409,12 @@ def test_unsilence_takes_only_a_silence_id(tmp_path, telegram):
             assert answer == "This button is not one of mine."
             silence_id = "0f9a3b2c-1d2e-4f50-8a6b-7c8d9e0f1a2b"
             telegram.inject_callback(CHAT, f"u:{silence_id}")
-            wait_until(lambda: alertmanager.requests, what="the expiry")
-            assert alertmanager.requests == [("DELETE", f"/api/v2/silence/{silence_id}")]
+            wait_until(
+                lambda: ("DELETE", f"/api/v2/silence/{silence_id}") in alertmanager.requests,
+                what="the expiry",
+            )
+            # It is read first, so that the confirmation can name what ended.
+            assert {path for _, path in alertmanager.requests} == {f"/api/v2/silence/{silence_id}"}
     finally:
         alertmanager.shutdown()
         alertmanager.server_close()

@@ -56,3 +56,29 @@ def test_packing_keeps_order_and_limit(sources, budget):
     for message in messages:
         assert visible_length(message.html) <= budget
         parse_telegram_html(message.html)
+
+
+def test_a_resolved_notice_says_what_was_not_what_to_do_now():
+    from alert_bot.render import AlertRenderer, LinkSettings
+    from tests.alert_bot.botkit import alert, notification
+
+    renderer = AlertRenderer(LinkSettings("http://grafana:3000", "rigwatch-gpu", "http://am:9093"))
+    summary = "GPU 0 on rig1 is at 93 °C, past its slowdown at 90 °C"
+    advice = "Pause or stop the job on it now"
+    firing = alert(name="GpuTemperatureCritical", summary=summary, description=advice)
+    resolved = alert(
+        name="GpuTemperatureCritical", status="resolved", summary=summary, description=advice
+    )
+    assert advice in parse_telegram_html(
+        renderer.render(firing, notification(firing), compact=False, now=0.0)
+    )
+    text = parse_telegram_html(
+        renderer.render(resolved, notification(resolved), compact=False, now=0.0)
+    )
+    assert text.startswith("✅ RESOLVED")
+    assert "No longer true at 2026-11-22 10:12 UTC; while firing: " + summary in text
+    assert advice not in text
+    compact = parse_telegram_html(
+        renderer.render(resolved, notification(resolved), compact=True, now=0.0)
+    )
+    assert "was: " + summary in compact and "lasted 12m" in compact

@@ -13,14 +13,17 @@ def test_silence_buttons_are_forgotten_a_month_after_they_were_last_offered(tmp_
     store = Store(tmp_path / "bot.db")
     try:
         start = 1_000_000.0
-        stale = store.buttons.save(MATCHERS, "GpuTooHot rig1", start)
-        other = [{**MATCHERS[0], "value": "DiskFull"}]
+        stale = store.buttons.save([MATCHERS], "GpuTooHot rig1", start)
+        other = [[{**MATCHERS[0], "value": "DiskFull"}]]  # a button holds a list of silences
         reused = store.buttons.save(other, "DiskFull rig1", start)
         # The second one is offered again later (same matchers, same short id).
         assert store.buttons.save(other, "DiskFull rig1", start + 20 * DAY) == reused
         store.prune(start + 31 * DAY, dedupe_window=300)
         assert store.buttons.target(stale) is None
         assert store.buttons.target(reused) == (other, "DiskFull rig1")
+        # A button stored before buttons held several silences reads back as one silence.
+        old_shape = store.buttons.save(MATCHERS, "GpuTooHot rig1", start + 31 * DAY)  # type: ignore[arg-type]
+        assert store.buttons.target(old_shape) == ([MATCHERS], "GpuTooHot rig1")
     finally:
         store.close()
 

@@ -33,6 +33,7 @@ SERVER_OWN_METRICS = {
     "up",
     "ALERTS",
     "prometheus_rule_evaluation_failures_total",
+    "prometheus_sd_file_read_errors_total",
     "alertmanager_notifications_failed_total",
 }
 

@@ -1,0 +1,80 @@
+"""The first-run mode: before a default chat is configured the bot only answers /start with
+the chat's id (what a new owner puts in TELEGRAM_CHAT_ID) and says so to anything else."""
+
+from __future__ import annotations
+
+import html
+import threading
+
+from alert_bot.telegram import RetryAfter, TelegramClient, TelegramError
+from rigwatch.backoff import Backoff
+from rigwatch.logs import logger
+
+log = logger("bot", "first_run")
+
+NOT_YET = (
+    "rigwatch is not set up yet: send /start here to learn this chat's id, put it in "
+    "<code>TELEGRAM_CHAT_ID</code> and restart the bot."
+)
+
+
+def answer(message: dict) -> str | None:
+    """The reply to one message in the first-run mode (None: a message to leave alone)."""
+    text = (message.get("text") or "").strip()
+    if not text.startswith("/"):
+        return None
+    command = text.split()[0][1:].split("@", 1)[0].lower()
+    if command != "start":
+        return None if "@" in text.split()[0] else NOT_YET
+    chat_id = message["chat"]["id"]
+    user_id = (message.get("from") or {}).get("id")
+    reply = f"👋 This is rigwatch. This chat's id is <code>{chat_id}</code>"
+    if user_id is not None:
+        reply += f", yours is <code>{user_id}</code>"
+    reply += (
+        ".\nTo get the alerts here, put "
+        f"<code>{html.escape(f'TELEGRAM_CHAT_ID={chat_id}')}</code> in the bot's environment "
+        "(.env) with the other settings and restart the bot."
+    )
+    return reply
+
+
+def run(telegram: TelegramClient, stop: threading.Event, poll_timeout: int = 25) -> None:
+    """Answer /start until stop is set; updates are confirmed as they are answered."""
+    backoff = Backoff(initial=1.0, maximum=30.0)
+    offset: int | None = None
+    log.warning(
+        "first-run mode: TELEGRAM_CHAT_ID is not set, so the bot only answers /start; "
+        "send /start to it in the chat that should get the alerts"
+    )
+    while not stop.is_set():
+        try:
+            updates = telegram.get_updates(offset, poll_timeout)
+            backoff.reset()
+        except TelegramError as exc:
+            delay = backoff.next()
+            log.warning("Telegram updates failed (%s); retrying in %.1fs", exc, delay)
+            stop.wait(delay)
+            continue
+        for update in updates:
+            offset = update["update_id"] + 1
+            message = update.get("message")
+            if not message or not isinstance(message.get("chat"), dict):
+                continue
+            reply = answer(message)
+            if reply is None:
+                continue
+            _send(telegram, message["chat"]["id"], reply, stop)
+
+
+def _send(telegram: TelegramClient, chat_id: int, text: str, stop: threading.Event) -> None:
+    # A group takes about one message a second: wait as long as Telegram asks, a few times.
+    for _ in range(5):
+        try:
+            telegram.send_message(chat_id, text)
+            log.info("answered in chat %s", chat_id)
+            return
+        except TelegramError as exc:
+            if not isinstance(exc.failure, RetryAfter) or stop.wait(exc.failure.seconds):
+                log.warning("reply to chat %s failed: %s", chat_id, exc)
+                return
