@@ -191,6 +191,13 @@ class Agent:
 
 # --- VictoriaMetrics single-node and vmalert -------------------------------------------------
 
+# An alert's link as Prometheus makes it (graph?g0.expr=...), which the alert bot reads to draw
+# the alert's chart; docker-compose.vm.yml passes the same.
+VMALERT_SOURCE_FLAGS = (
+    "-external.url=http://localhost:9090",
+    "-external.alert.source=graph?g0.expr={{$expr|queryEscape}}",
+)
+
 
 @contextlib.contextmanager
 def running_victoria_metrics(workdir: Path, scrape_config: Path | None = None) -> Iterator[str]:
@@ -206,7 +213,9 @@ def running_victoria_metrics(workdir: Path, scrape_config: Path | None = None) -
         "-loggerLevel=WARN",
     ]
     if scrape_config is not None:
-        args.append(f"-promscrape.config={scrape_config}")
+        # prometheus.yml also holds what is vmalert's job (rule_files, alerting) and a
+        # file_sd refresh_interval VM does not know (it re-reads every 30 s): skip those.
+        args += [f"-promscrape.config={scrape_config}", "-promscrape.config.strictParse=false"]
     proc = ManagedProcess(args)
     base = f"http://127.0.0.1:{port}"
     with stopped_after(proc, base + "/health", "victoria-metrics"):
@@ -228,6 +237,7 @@ def running_vmalert(
         f"-remoteRead.url={datasource}",
         f"-httpListenAddr=127.0.0.1:{port}",
         f"-evaluationInterval={interval}",
+        *VMALERT_SOURCE_FLAGS,
         "-loggerLevel=WARN",
     ]
     # vmalert needs a notifier; where the test does not look at notifications, a closed port.
