@@ -194,8 +194,10 @@ def test_centre_outage_with_an_agent_restart_loses_nothing(push):
     down = time.time()
     time.sleep(6)
     # The agent restarts while the centre is away: its backlog is on disk.
+    agent_stopping = time.time()
     push.agent.stop()
     push.agent.start()
+    agent_back = time.time()
     time.sleep(4)
     push.centre.start()
     back = time.time()
@@ -207,11 +209,22 @@ def test_centre_outage_with_an_agent_restart_loses_nothing(push):
     )
     times = _sample_times(push.centre, start)
     during = [t for t in times if down + 0.5 < t < back - 0.5]
-    assert len(during) >= 5, f"only {len(during)} samples from the outage arrived"
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    # 1 s scrapes; the only longer gap is the agent's own restart (it scrapes nothing while
-    # it is not running), never the centre's outage.
-    assert max(gaps) < 3.5, f"gaps {sorted(gaps)[-3:]} in {times}"
+    assert len(during) >= 8, f"only {len(during)} samples from the outage arrived"
+    # 1 s scrapes: every gap is one scrape interval, but for the agent's own restart (it
+    # scrapes nothing while it is not running) and, vmagent 1.79's known limit, the one block
+    # it was retrying when it stopped (one scrape with -remoteWrite.queues=1), which is the
+    # first sample that failed to reach the centre. Nothing else from the outage is lost.
+    lost_in_flight = []
+    for earlier, later in zip(times, times[1:], strict=False):
+        if later - earlier < 1.6:
+            continue
+        if earlier < agent_back and later > agent_stopping:
+            assert later - earlier < agent_back - agent_stopping + 2.2, (earlier, later, times)
+        else:
+            lost_in_flight.append((earlier, later))
+    assert len(lost_in_flight) <= 1, (lost_in_flight, down, times)
+    for earlier, later in lost_in_flight:
+        assert later - earlier < 2.6 and earlier < down + 1 < later + 1.5, (earlier, later, down)
 
 
 def test_a_killed_agent_pages_rig_silent(push):

@@ -158,6 +158,7 @@ class Agent:
             f"-remoteWrite.tmpDataPath={self.workdir / 'buffer'}",
             "-remoteWrite.maxDiskUsagePerURL=1GiB",
             "-remoteWrite.rateLimit=1048576",
+            "-remoteWrite.queues=1",
             "-remoteWrite.flushInterval=500ms",
             "-loggerLevel=WARN",
         ]
