@@ -10,7 +10,7 @@ need=()
 for pair in prometheus:prometheus promtool:prometheus amtool:prometheus-alertmanager \
     prometheus-alertmanager:prometheus-alertmanager \
     prometheus-node-exporter:prometheus-node-exporter docker-compose:docker-compose \
-    cc:gcc make:make sqlite3:sqlite3; do
+    cc:gcc make:make sqlite3:sqlite3 vmagent:victoria-metrics; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need+=(python3-venv); fi

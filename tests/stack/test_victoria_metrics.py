@@ -1,0 +1,248 @@
+"""VictoriaMetrics single-node + vmalert as the centre, with the real engines (Debian's
+victoria-metrics package): VM scrapes three exporters on the simulated NVML through the
+shipped scrape configuration, vmalert evaluates the shipped rule files unchanged and notifies
+the real Alertmanager with the shipped routing; every dashboard query and the bot's commands
+answer against VM."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from alert_bot.charts import expression_from_generator_url
+from tests.alert_bot.botkit import BOT_TOKEN, CHAT, bot_env, running_bot
+from tests.alert_bot.fake_telegram import FakeTelegram, parse_telegram_html
+from tests.stack.stack_support import (
+    DASHBOARD_FILES,
+    RULE_FILES,
+    WebhookReceiver,
+    alerting_rules,
+    dashboard_queries,
+    fake_sysfs,
+    query,
+    recorded_names,
+    remove_tree,
+    running_alertmanager,
+    substitute_variables,
+    write_prometheus_overlay,
+    write_targets,
+)
+from tests.stack.vm_support import (
+    VMALERT_SOURCE_FLAGS,
+    request,
+    running_victoria_metrics,
+    running_vmalert,
+)
+from tests.support import (
+    REPO,
+    free_port,
+    make_device,
+    make_scenario,
+    running_exporter,
+    wait_until,
+    write_scenario,
+)
+
+RIGS = 3
+TOKEN = "vm-webhook-token"
+
+
+def _scenario() -> dict:
+    """Card 0 reports everything (datacenter-like); card 1 is a consumer card without memory
+    temperature, ECC and row remapping."""
+    scenario = make_scenario(2)
+    scenario["devices"][0] = make_device(
+        0,
+        name="NVIDIA A100-SXM4-40GB",
+        memory_temperature_c=60,
+        temperature_memory_max_c=95,
+        ecc={
+            "corrected_volatile": 3,
+            "uncorrected_volatile": 0,
+            "corrected_aggregate": 10,
+            "uncorrected_aggregate": 0,
+        },
+        remapped_rows={"correctable": 1, "uncorrectable": 0, "pending": 0, "failure": 0},
+        processes=[{"pid": os.getpid(), "used_memory_bytes": 2147483648, "sm_util_percent": 40}],
+        xid_events=[13],
+        clock_event_reasons=0x4,
+    )
+    return scenario
+
+
+class VmCentre:
+    def __init__(self, vm, vmalert, webhook, alertmanager, rigs) -> None:
+        self.vm = vm
+        self.vmalert = vmalert
+        self.webhook = webhook
+        self.alertmanager = alertmanager
+        self.rigs = rigs
+
+
+@pytest.fixture(scope="module")
+def centre(tmp_path_factory, fake_nvml_dir):
+    workdir = tmp_path_factory.mktemp("vm-centre")
+    try:
+        scenario_path = workdir / "scenario.json"
+        write_scenario(scenario_path, _scenario())
+        sysfs = fake_sysfs(workdir / "sys")
+        (sysfs / "class" / "hwmon" / "hwmon0" / "fan1_input").write_text("1200\n")
+        with contextlib.ExitStack() as stack:
+            rigs = {}
+            for number in range(1, RIGS + 1):
+                _, base = stack.enter_context(
+                    running_exporter(
+                        scenario_path, f"--path.sysfs={sysfs}", "--collector.pcie_throughput"
+                    )
+                )
+                rigs[f"rig{number}"] = base.removeprefix("http://")
+            webhook = stack.enter_context(WebhookReceiver(TOKEN))
+            alertmanager = stack.enter_context(running_alertmanager(workdir, webhook.url, TOKEN))
+            # The shipped prometheus.yml, as the test overlay makes it (1 s, loopback); VM reads
+            # its scrape_configs and ignores what is vmalert's (rule_files, alerting).
+            scrape = write_prometheus_overlay(workdir, free_port(), None)
+            write_targets(workdir / "targets" / "rigs.yml", rigs)
+            vm = stack.enter_context(running_victoria_metrics(workdir, scrape))
+            # The shipped rule files themselves, not the overlay's copies.
+            _, vmalert = stack.enter_context(running_vmalert(RULE_FILES, vm, alertmanager))
+
+            def rigs_with_rates() -> bool:
+                rate = 'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[10s])'
+                result = query(vm, f"count(count by (rig) ({rate}))")
+                return bool(result) and result[0]["value"][1] == str(RIGS)
+
+            wait_until(rigs_with_rates, timeout=60, interval=0.5, what="rigs scraped by VM")
+            yield VmCentre(vm, vmalert, webhook, alertmanager, set(rigs))
+    finally:
+        remove_tree(workdir)
+
+
+def _dashboard(name: str) -> dict:
+    return json.loads(next(p for p in DASHBOARD_FILES if p.name == name).read_text())
+
+
+def test_vmalert_loads_the_shipped_rules_unchanged(centre):
+    status, body = request(centre.vmalert + "/api/v1/rules")
+    assert status == 200
+    groups = json.loads(body)["data"]["groups"]
+    loaded = {rule["name"] for group in groups for rule in group["rules"]}
+    assert loaded == {r["alert"] for r in alerting_rules()} | recorded_names()
+
+
+def test_every_rule_evaluates_without_error_in_vmalert(centre):
+    def rules() -> list[dict]:
+        groups = json.loads(request(centre.vmalert + "/api/v1/rules")[1])["data"]["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
+    # Every rule has been evaluated at least twice (an interval of 1 s).
+    time.sleep(3)
+    for rule in rules():
+        assert "lastError" in rule and rule["lastEvaluation"] > "2000", rule
+    failing = {rule["name"]: rule["lastError"] for rule in rules() if rule["lastError"]}
+    assert failing == {}
+
+
+def test_recording_rules_write_back_to_vm(centre):
+    result = wait_until(
+        lambda: query(centre.vm, "instance:rigwatch_gpus:count"), timeout=20, what="recorded"
+    )
+    assert {r["metric"]["rig"] for r in result} == centre.rigs
+    assert {r["value"][1] for r in result} == {"2"}
+
+
+def test_watchdog_reaches_alertmanager_and_the_webhook(centre):
+    (payload, alert), *_ = wait_until(
+        lambda: centre.webhook.alerts("Watchdog", "firing"), timeout=30, what="Watchdog"
+    )
+    assert payload["receiver"] == "bot-watchdog"
+    assert alert["labels"]["alertname"] == "Watchdog"
+    assert alert["annotations"]["summary"] == "The alerting pipeline is working (heartbeat)"
+    # The link carries the expression where the bot looks for it to draw charts.
+    assert expression_from_generator_url(alert["generatorURL"]) == "vector(1)"
+    # vmalert writes ALERTS back, as Prometheus keeps it, for the overview's alert table.
+    wait_until(lambda: query(centre.vm, 'ALERTS{alertname="Watchdog"}'), timeout=20)
+
+
+def test_overview_queries_answer_for_every_rig(centre):
+    checked = 0
+    for title, expr, _ in dashboard_queries(_dashboard("rig-overview.json")):
+        result = query(centre.vm, substitute_variables(expr))
+        if "ALERTS" in expr:
+            continue
+        answered = {series["metric"].get("rig") for series in result}
+        assert answered == centre.rigs, f"{title}: {expr} answered for {answered}"
+        one = query(centre.vm, substitute_variables(expr, {"$rig": "rig2"}))
+        assert {s["metric"].get("rig") for s in one} == {"rig2"}, title
+        checked += 1
+    assert checked >= 15
+
+
+@pytest.mark.parametrize("name", ["rig-overview.json", "gpu-detail.json", "host-detail.json"])
+def test_every_dashboard_query_is_accepted_and_has_data(centre, name):
+    dashboard = _dashboard(name)
+    for title, expr, _ in dashboard_queries(dashboard):
+        result = query(centre.vm, substitute_variables(expr))
+        if "ALERTS" not in expr:
+            assert result, f"{name} / {title}: no data for {expr}"
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        definition = substitute_variables(variable["definition"])
+        selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(",", 1)
+        assert query(centre.vm, f"group by ({label.strip()}) ({selector})"), variable["name"]
+
+
+def test_not_supported_reads_as_no_data_on_vm(centre):
+    """The documented difference: MetricsQL drops NaN from answers, so a consumer card's
+    "not supported" panel (a value * NaN on Prometheus) shows "no data" on VM instead."""
+    gpu = {title: expr for title, expr, _ in dashboard_queries(_dashboard("gpu-detail.json"))}
+    result = query(centre.vm, substitute_variables(gpu["Memory temperature"], {"$rig": "rig3"}))
+    assert {s["metric"]["gpu"]: s["value"][1] for s in result} == {"0": "60"}
+
+
+def test_bot_commands_answer_against_vm(centre, tmp_path):
+    with contextlib.ExitStack() as stack:
+        telegram = stack.enter_context(FakeTelegram(BOT_TOKEN))
+        env = bot_env(
+            tmp_path, telegram.url, prometheus=centre.vm, alertmanager=centre.alertmanager
+        )
+        stack.enter_context(running_bot(env))
+
+        def ask(text: str):
+            before = len(telegram.sent(CHAT))
+            telegram.inject_message(CHAT, text)
+            wait_until(lambda: len(telegram.sent(CHAT)) > before, timeout=15, what=text)
+            return telegram.sent(CHAT)[before]
+
+        def visible(call) -> str:
+            return parse_telegram_html(call.params.get("text", call.params.get("caption", "")))
+
+        for command in ("/status", "/gpu", "/cpu"):
+            text = visible(ask(command))
+            assert "⚠️" not in text, text
+            assert all(rig in text for rig in centre.rigs), (command, text)
+        assert "A100" in visible(ask("/gpu rig1"))
+        for graph in ("/graph gpu", "/graph cpu 1h", "/graph mem", "/graph disk"):
+            reply = ask(graph)
+            assert reply.method == "sendPhoto", (graph, visible(reply))
+            assert reply.files["photo"].startswith(b"\x89PNG")
+
+
+def test_vm_override_runs_what_the_tests_run():
+    services = yaml.safe_load((REPO / "docker-compose.vm.yml").read_text())["services"]
+    vmalert = [arg.replace("$$", "$") for arg in services["vmalert"]["command"]]
+    assert VMALERT_SOURCE_FLAGS[1] in vmalert
+    assert "-rule=/etc/prometheus/rules/*.yml" in vmalert
+    vm = services["prometheus"]["command"]
+    assert "-promscrape.config.strictParse=false" in vm and "-httpListenAddr=:9090" in vm
+    # The same release as Debian's package the tests run.
+    version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "victoria-metrics"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    for name in ("prometheus", "vmalert"):
+        assert services[name]["image"].endswith(":v" + version.split("+")[0]), name

@@ -1,0 +1,249 @@
+"""Helpers for push mode and the VictoriaMetrics centre: bcrypt users, a Prometheus that
+receives remote writes behind a login, a rig's vmagent, VictoriaMetrics single-node and vmalert,
+all real processes on loopback."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from tests.stack.stack_support import PROMETHEUS_DIR, write_prometheus_overlay
+from tests.support import REPO, ManagedProcess, free_port, stopped_after, wait_for_http, wait_until
+
+RIG_AGENT_DIR = REPO / "deploy" / "rig-agent"
+
+
+def bcrypt_hash(password: str) -> str:
+    """A bcrypt hash as Prometheus's and Alertmanager's web config expect (libxcrypt's)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # noqa: PLC0415 - deprecated module, imported only where it is needed
+
+        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 4))
+
+
+def write_web_config(path: Path, users: dict[str, str]) -> Path:
+    """A --web.config.file with one bcrypt basic-auth user per (name, password)."""
+    path.write_text(
+        yaml.safe_dump({"basic_auth_users": {u: bcrypt_hash(p) for u, p in users.items()}})
+    )
+    return path
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def request(
+    url: str, data: bytes | None = None, headers: dict | None = None, method: str | None = None
+) -> tuple[int, str]:
+    """Any HTTP request; (status, body) for every status."""
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def authed_query(base: str, promql: str, headers: dict) -> list[dict]:
+    status, body = request(
+        f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql}), headers=headers
+    )
+    data = json.loads(body)
+    assert status == 200 and data["status"] == "success", body
+    return data["data"]["result"]
+
+
+def write_push_centre_config(
+    workdir: Path,
+    port: int,
+    alertmanager_port: int | None,
+    self_user: str,
+    self_password: str,
+    silent_window: str = "5s",
+) -> Path:
+    """The test overlay of prometheus/prometheus-push.yml: 1 s intervals, short `for:`s, the
+    self-scrape logging in, and RigSilent's 5 minutes shortened to silent_window."""
+    path = write_prometheus_overlay(workdir, port, alertmanager_port)
+    config = yaml.safe_load(path.read_text())
+    password_file = workdir / "self-password"
+    password_file.write_text(self_password)
+    shipped = yaml.safe_load((PROMETHEUS_DIR / "prometheus-push.yml").read_text())
+    (shipped_self,) = [j for j in shipped["scrape_configs"] if j["job_name"] == "prometheus"]
+    for job in config["scrape_configs"]:
+        if job["job_name"] == "prometheus":
+            job["basic_auth"] = {**shipped_self["basic_auth"], "password_file": str(password_file)}
+            job["basic_auth"]["username"] = self_user
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    stack = workdir / "rules" / "stack.yml"
+    rules = yaml.safe_load(stack.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") == "RigSilent":
+                assert "[5m]" in rule["expr"]
+                rule["expr"] = rule["expr"].replace("[5m]", f"[{silent_window}]")
+    stack.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
+
+
+def prometheus_args(config: Path, data: Path, port: int, web_config: Path) -> list[str]:
+    return [
+        "prometheus",
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-remote-write-receiver",
+        f"--web.config.file={web_config}",
+        "--rules.alert.resend-delay=1s",
+    ]
+
+
+def wait_ready_with_auth(proc: ManagedProcess, base: str, headers: dict) -> None:
+    try:
+        wait_until(lambda: request(base + "/-/ready", headers=headers)[0] == 200, 30, 0.2)
+    except TimeoutError as exc:
+        raise RuntimeError(f"prometheus did not start:\n{proc.output()}") from exc
+
+
+# --- vmagent on a rig ------------------------------------------------------------------------
+
+
+def write_agent_scrape_config(workdir: Path, interval: str = "1s") -> Path:
+    """deploy/rig-agent/scrape.yml with the test's scrape interval; the labels stay shipped."""
+    config = yaml.safe_load((RIG_AGENT_DIR / "scrape.yml").read_text())
+    config["global"].update({"scrape_interval": interval, "scrape_timeout": interval})
+    path = workdir / "scrape.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class Agent:
+    """A rig's vmagent: scrapes one exporter, pushes to the centre, buffers in workdir."""
+
+    def __init__(
+        self, workdir: Path, rig: str, exporter: str, remote_url: str, user: str, password: str
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.rig = rig
+        self.exporter = exporter
+        self.remote_url = remote_url
+        self.user = user
+        self.password_file = workdir / "push-password"
+        self.password_file.write_text(password)
+        self.scrape_config = write_agent_scrape_config(workdir)
+        self.port = free_port()
+        self.proc: ManagedProcess | None = None
+
+    @property
+    def args(self) -> list[str]:
+        return [
+            "vmagent",
+            f"-promscrape.config={self.scrape_config}",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-remoteWrite.url={self.remote_url}",
+            f"-remoteWrite.basicAuth.username={self.user}",
+            f"-remoteWrite.basicAuth.passwordFile={self.password_file}",
+            f"-remoteWrite.tmpDataPath={self.workdir / 'buffer'}",
+            "-remoteWrite.maxDiskUsagePerURL=1GiB",
+            "-remoteWrite.rateLimit=1048576",
+            "-remoteWrite.queues=1",
+            "-remoteWrite.flushInterval=500ms",
+            "-loggerLevel=WARN",
+        ]
+
+    def start(self) -> None:
+        env = {"RIGWATCH_RIG": self.rig, "RIGWATCH_EXPORTER": self.exporter}
+        self.proc = ManagedProcess(self.args, env=env)
+        try:
+            wait_for_http(f"http://127.0.0.1:{self.port}/health", timeout=20)
+        except TimeoutError as exc:
+            raise RuntimeError(f"vmagent did not start:\n{self.proc.output()}") from exc
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(timeout=30)
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.stop()
+            self.proc = None
+
+    def __enter__(self) -> Agent:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# --- VictoriaMetrics single-node and vmalert -------------------------------------------------
+
+# An alert's link as Prometheus makes it (graph?g0.expr=...), which the alert bot reads to draw
+# the alert's chart; docker-compose.vm.yml passes the same.
+VMALERT_SOURCE_FLAGS = (
+    "-external.url=http://localhost:9090",
+    "-external.alert.source=graph?g0.expr={{$expr|queryEscape}}",
+)
+
+
+@contextlib.contextmanager
+def running_victoria_metrics(workdir: Path, scrape_config: Path | None = None) -> Iterator[str]:
+    """Debian's victoria-metrics single node on loopback (scraping scrape_config if given)."""
+    port = free_port()
+    args = [
+        "victoria-metrics",
+        f"-storageDataPath={workdir / 'vm-data'}",
+        f"-httpListenAddr=127.0.0.1:{port}",
+        "-retentionPeriod=1d",
+        # Answer queries with samples up to now, as Prometheus does, not 30 s behind.
+        "-search.latencyOffset=0s",
+        "-loggerLevel=WARN",
+    ]
+    if scrape_config is not None:
+        # prometheus.yml also holds what is vmalert's job (rule_files, alerting) and a
+        # file_sd refresh_interval VM does not know (it re-reads every 30 s): skip those.
+        args += [f"-promscrape.config={scrape_config}", "-promscrape.config.strictParse=false"]
+    proc = ManagedProcess(args)
+    base = f"http://127.0.0.1:{port}"
+    with stopped_after(proc, base + "/health", "victoria-metrics"):
+        yield base
+
+
+@contextlib.contextmanager
+def running_vmalert(
+    rule_files: list[Path], datasource: str, notifier: str | None = None, interval: str = "1s"
+) -> Iterator[tuple[ManagedProcess, str]]:
+    """Debian's vmalert evaluating rule_files against datasource, writing recorded series
+    and ALERTS back to it."""
+    port = free_port()
+    args = [
+        "vmalert",
+        *(f"-rule={path}" for path in rule_files),
+        f"-datasource.url={datasource}",
+        f"-remoteWrite.url={datasource}",
+        f"-remoteRead.url={datasource}",
+        f"-httpListenAddr=127.0.0.1:{port}",
+        f"-evaluationInterval={interval}",
+        *VMALERT_SOURCE_FLAGS,
+        "-loggerLevel=WARN",
+    ]
+    # vmalert needs a notifier; where the test does not look at notifications, a closed port.
+    args.append(f"-notifier.url={notifier or 'http://127.0.0.1:9'}")
+    proc = ManagedProcess(args)
+    base = f"http://127.0.0.1:{port}"
+    with stopped_after(proc, base + "/health", "vmalert"):
+        yield proc, base
