@@ -4,6 +4,7 @@ clients cost a file descriptor, never a thread, and every limit below holds unde
 
 from __future__ import annotations
 
+import contextlib
 import io
 import selectors
 import socket
@@ -134,10 +135,8 @@ class _Connection:
         return bool(newline) and len(line.split()) != 3
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 class HardenedHTTPServer:
@@ -212,10 +211,10 @@ class HardenedHTTPServer:
                 if not self._evict_oldest():
                     time.sleep(0.05)  # out of descriptors with none to shed: do not spin
                 return
-            if len(self._waiting) + self._busy >= self.limits.max_connections:
-                if not self._evict_oldest():
-                    self._refuse(sock)
-                    continue
+            full = len(self._waiting) + self._busy >= self.limits.max_connections
+            if full and not self._evict_oldest():
+                self._refuse(sock)
+                continue
             sock.setblocking(False)
             self._watch(_Connection(sock, address, self.limits))
 
@@ -241,10 +240,8 @@ class HardenedHTTPServer:
 
     def _drop(self, connection: _Connection) -> None:
         if self._waiting.pop(connection, 0) is None:
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(connection.sock)
-            except (KeyError, ValueError):
-                pass
         connection.close()
 
     def _readable(self, connection: _Connection) -> None:
@@ -268,10 +265,8 @@ class HardenedHTTPServer:
 
     def _dispatch(self, connection: _Connection) -> None:
         self._waiting.pop(connection, None)
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(connection.sock)
-        except (KeyError, ValueError):
-            pass
         self._busy += 1
         try:
             self._pool.submit(self._serve, connection)
@@ -314,10 +309,9 @@ class HardenedHTTPServer:
 
     def _give_back(self, connection: _Connection | None) -> None:
         self._returned.append(connection)  # type: ignore[arg-type]
-        try:
+        # BlockingIOError: a wake-up is already pending; OSError: the server is closed.
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        except (BlockingIOError, OSError):
-            pass  # a wake-up is already pending (or the server is closed)
 
     # --- a worker ---------------------------------------------------------------------------
 
@@ -377,10 +371,8 @@ class HardenedHTTPServer:
     def shutdown(self) -> None:
         """Stop the loop and wait for it (like socketserver's shutdown())."""
         self._stop.set()
-        try:
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        except OSError:
-            pass
         self._stopped.wait()
 
     def server_close(self) -> None:
