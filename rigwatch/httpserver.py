@@ -53,6 +53,7 @@ class HardenedHandler(BaseHTTPRequestHandler):
             # HTTP/0.9 ("GET /"): the stdlib would wait for headers such a client never sends.
             self.command, self.path = None, ""
             self.request_version = "HTTP/1.0"
+            self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
             self.close_connection = True
             self.send_error(400, "HTTP/0.9 requests are not served")
             return False
@@ -219,11 +220,14 @@ class HardenedHTTPServer:
             self._watch(_Connection(sock, address, self.limits))
 
     def _refuse(self, sock: socket.socket) -> None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setblocking(False)
             sock.send(BUSY_RESPONSE)
-        except OSError:
-            pass
+            sock.shutdown(socket.SHUT_WR)
+            # Closing with the request unread would reset the connection, and a reset can
+            # discard the answer before the client reads it.
+            while sock.recv(65536):
+                pass
         sock.close()
 
     def _evict_oldest(self) -> bool:
