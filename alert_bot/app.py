@@ -109,6 +109,12 @@ class BotApp:
     def healthy(self) -> bool:
         try:
             self.store.outbox.queue_stats(self.clock())
+            # A deleted or replaced file still reads and writes (through the open descriptor)
+            # but loses everything at restart; a failing disk only shows on writes. After a
+            # failed write, one small write here tells when the store works again.
+            self.store.database.check()
+            if self.store.database.write_failed:
+                self.store.state.set("health_probe", str(self.clock()))
         except StoreError:
             return False
         # Without the update loop no command or button works: that is unhealthy too.

@@ -69,6 +69,7 @@ class DeliverySettings:
     compact_after_alerts: int = 40
     max_parts_per_alert: int = 4
     batch_rows: int = 500
+    parallel_chats: int = 8
 
 
 @dataclass(frozen=True)
@@ -416,6 +417,7 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
             "compact_after_alerts": _count(1),
             "max_parts_per_alert": _count(1),
             "batch_rows": _count(1),
+            "parallel_chats": _count(1),
         },
     )
     out["rate_limits"] = _section(
