@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -25,6 +24,7 @@ from alert_bot.telegram import TelegramClient
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
 from alert_bot.watchdog import Watchdog
 from alert_bot.webhook import Notification, PayloadError, dedupe_key, parse_notification, route
+from rigwatch.httpserver import HardenedHandler, HardenedHTTPServer, Limits
 from rigwatch.logs import logger
 
 log = logger("bot", "app")
@@ -111,6 +111,12 @@ class BotApp:
     def healthy(self) -> bool:
         try:
             self.store.outbox.queue_stats(self.clock())
+            # A deleted or replaced file still reads and writes (through the open descriptor)
+            # but loses everything at restart; a failing disk only shows on writes. After a
+            # failed write, one small write here tells when the store works again.
+            self.store.database.check()
+            if self.store.database.write_failed:
+                self.store.state.set("health_probe", str(self.clock()))
         except StoreError:
             return False
         # Without the update loop no command or button works: that is unhealthy too.
@@ -160,28 +166,29 @@ class BotApp:
         return WebhookResult(200, "stored\n")
 
 
-class _BotHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _BotHTTPServer(HardenedHTTPServer):
     def __init__(self, address: tuple[str, int], app: BotApp):
         self.app = app
-        super().__init__(address, _Handler)
+        # read_timeout bounds a whole request (headers and body, however slowly they trickle)
+        # and an idle kept-alive connection; SQLite commits one at a time, so a few workers
+        # are as fast as many.
+        limits = Limits(
+            max_connections=app.config.max_connections,
+            workers=8,
+            request_timeout=app.config.read_timeout,
+            idle_timeout=app.config.read_timeout,
+            backlog=1024,
+        )
+        super().__init__(address, _Handler, limits)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(HardenedHandler):
     server: _BotHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "rigwatch-bot"
     # Headers and body go out in two writes; with Nagle on, the second waits for the client's
     # delayed ACK (~40 ms) on every kept-alive request.
     disable_nagle_algorithm = True
-
-    @property
-    def timeout(self) -> float:  # type: ignore[override]
-        # A client that stops sending (headers, body, or an idle kept-alive connection) must
-        # not hold a thread forever: the socket times out and the connection is closed.
-        return self.server.app.config.read_timeout
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s %s", self.address_string(), format % args)

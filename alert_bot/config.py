@@ -74,6 +74,7 @@ class DeliverySettings:
     compact_after_alerts: int = 40
     max_parts_per_alert: int = 4
     batch_rows: int = 500
+    parallel_chats: int = 8
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class Config:
     max_body_bytes: int = 1024 * 1024
     dedupe_window: float = 300.0
     read_timeout: float = 30.0
+    max_connections: int = 256
     long_poll_timeout: int = 25
     rate_limits: RateLimits = field(default_factory=RateLimits)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
@@ -513,6 +515,7 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
             "compact_after_alerts": _count(1),
             "max_parts_per_alert": _count(1),
             "batch_rows": _count(1),
+            "parallel_chats": _count(1),
         },
     )
     out["rate_limits"] = _section(
@@ -529,8 +532,12 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
         },
     )
     webhook = _check_keys(
-        "webhook", data.get("webhook"), {"max_body_bytes", "dedupe_window", "read_timeout"}
+        "webhook",
+        data.get("webhook"),
+        {"max_body_bytes", "dedupe_window", "read_timeout", "max_connections"},
     )
+    if "max_connections" in webhook:
+        out["max_connections"] = _int("webhook.max_connections", webhook["max_connections"], 8)
     if "read_timeout" in webhook:
         out["read_timeout"] = parse_duration("webhook.read_timeout", webhook["read_timeout"])
     if "max_body_bytes" in webhook:

@@ -63,7 +63,7 @@ class BotMetrics:
         )
         self.delivery_failures = counter(
             "rigwatch_bot_delivery_failures",
-            "Failed send attempts (network, 5xx, 429, 400).",
+            "Failed send attempts (network, 5xx, 429, 400, malformed).",
             "reason",
         )
         self.retries = counter("rigwatch_bot_delivery_retries", "Send attempts that were retries.")
@@ -90,7 +90,7 @@ class BotMetrics:
             __version__
         ).set(1)
         self.registry.register(_QueueCollector(queue_stats))
-        for reason in ("network", "5xx", "429", "400"):
+        for reason in ("network", "5xx", "429", "400", "malformed"):
             self.delivery_failures.labels(reason)
         for reason in ("unauthorized", "too_large", "bad_payload", "not_found"):
             self.rejected.labels(reason)

@@ -73,6 +73,15 @@ class Transient(Failure):
 
 
 @dataclass(frozen=True)
+class Malformed(Transient):
+    """An answer the client cannot understand (``{"ok": false}`` without an error code,
+    ``{"ok": true}`` without a result, not JSON...): a proxy or a self-hosted Bot API server
+    can send these. Treated like a network error: this chat backs off, the others go on."""
+
+    kind = "malformed"
+
+
+@dataclass(frozen=True)
 class Permanent(Failure):
     """400 (and 413/414): sending the same request again cannot help."""
 
@@ -88,6 +97,11 @@ class ChatMigrated(Failure):
 
 
 Verdict = Sent | RetryAfter | Transient | Permanent | ChatMigrated
+
+# What pyTelegramBotAPI raises when an answer lacks what it expects (it reads
+# result_json["error_code"] and json["result"] unchecked, then builds objects from them;
+# ValueError too, e.g. a result that is not an object).
+_MALFORMED_ERRORS = (KeyError, TypeError, AttributeError, IndexError)
 
 
 class TelegramError(Exception):
@@ -114,22 +128,27 @@ class TokenScrubber(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken record is not ours to fix
             return True
-        if self.token in message:
+        if scrub(message, self.token) != message:
             record.msg = scrub(message, self.token)
             record.args = ()
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            if self.token in text:
+            if scrub(text, self.token) != text:
                 record.exc_info = None
                 record.exc_text = scrub(text, self.token)
         return True
 
 
 def scrub(text: str, token: str) -> str:
+    """The token, and its secret half alone (an error description may echo just that), replaced;
+    the bot id before the colon is public and kept so logs still say which bot."""
     if not token:
         return text
-    bot_id = token.split(":", 1)[0]
-    return text.replace(token, f"{bot_id}:<redacted>")
+    bot_id, _, secret = token.partition(":")
+    text = text.replace(token, f"{bot_id}:<redacted>")
+    if secret:
+        text = text.replace(secret, "<redacted>")
+    return text
 
 
 def install_scrubber(token: str) -> TokenScrubber:
@@ -166,6 +185,13 @@ def _reply(message_id: int | None) -> types.ReplyParameters | None:
     return types.ReplyParameters(message_id, allow_sending_without_reply=True)
 
 
+def _message_id(message: object) -> int:
+    message_id = getattr(message, "message_id", None)
+    if not isinstance(message_id, int):
+        raise TelegramError(Malformed("the answer names no message_id"))
+    return message_id
+
+
 class TelegramClient:
     """Thin, typed wrapper over telebot.TeleBot; every method raises only TelegramError."""
 
@@ -197,10 +223,13 @@ class TelegramClient:
                 failure = Transient(description, status)
             raise TelegramError(failure) from None
         except apihelper.ApiInvalidJSONException:
-            raise TelegramError(Transient("invalid JSON from the Bot API")) from None
-        except (requests.RequestException, OSError, ValueError) as exc:
+            raise TelegramError(Malformed("invalid JSON from the Bot API")) from None
+        except (requests.RequestException, OSError) as exc:
             text = scrub(f"{type(exc).__name__}: {exc}", self.token)
             raise TelegramError(Transient(text)) from None
+        except (ValueError, *_MALFORMED_ERRORS) as exc:
+            text = scrub(f"answer not understood ({type(exc).__name__}: {exc})", self.token)
+            raise TelegramError(Malformed(text[:300])) from None
 
     def _classify(self, status: int, body: dict) -> TelegramError:
         description = scrub(str(body.get("description", "")), self.token)
@@ -237,7 +266,7 @@ class TelegramClient:
             reply_parameters=_reply(reply_to),
             link_preview_options=types.LinkPreviewOptions(is_disabled=True),
         )
-        return message.message_id
+        return _message_id(message)
 
     def send_photo(
         self,
@@ -258,7 +287,7 @@ class TelegramClient:
             message_thread_id=thread_id,
             reply_parameters=_reply(reply_to),
         )
-        return message.message_id
+        return _message_id(message)
 
     def get_updates(self, offset: int | None, timeout: int) -> list[dict]:
         # The raw JSON, not the library's Update objects: an update it cannot parse would fail
@@ -272,7 +301,7 @@ class TelegramClient:
             allowed_updates=["message", "callback_query"],
         )
         if not isinstance(updates, list):
-            raise TelegramError(Transient("getUpdates did not answer a list"))
+            raise TelegramError(Malformed("getUpdates did not answer a list"))
         result = []
         for update in updates:
             if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):

@@ -1,16 +1,15 @@
 """HTTP side of the exporter: /metrics, a landing page at / and /healthz.
 
-The stdlib threading server answers each request on its own thread, so two Prometheus
-servers scraping at once each get a full scrape; the collectors share in-flight work.
+Served by rigwatch.httpserver: a pool of worker threads answers requests, so two Prometheus
+servers scraping at once each get a full scrape (the collectors share in-flight work), while
+idle, slow or flooding clients are bounded by HTTP_LIMITS and never hold a thread.
 """
 
 from __future__ import annotations
 
 import gzip
 import html
-import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from exporter import __version__
 from exporter.collectors import create_collectors, needs_nvml
@@ -18,6 +17,7 @@ from exporter.exposition import CONTENT_TYPE
 from exporter.nvml.session import NvmlSession
 from exporter.scrape import Scraper
 from exporter.settings import Settings
+from rigwatch.httpserver import HardenedHandler, HardenedHTTPServer, Limits
 from rigwatch.logs import logger
 
 LOG = logger("exporter", "http")
@@ -47,6 +47,14 @@ def scrape_deadline(configured: float, header: str | None) -> float:
 # three times the CPU. Bodies this small are not worth a gzip header.
 GZIP_LEVEL = 1
 GZIP_MIN_BYTES = 1024
+
+# A scrape request is a few hundred bytes: 10 s to send it is generous. Prometheus keeps its
+# connection alive between scrapes (every 15-60 s), hence the 2-minute idle allowance. 512
+# connections stay well inside the 1,024 descriptors systemd gives by default; 16 workers
+# answer 100 parallel scrapers in about one scrape's time, since they share in-flight work.
+HTTP_LIMITS = Limits(
+    max_connections=512, workers=16, request_timeout=10.0, idle_timeout=120.0, backlog=1024
+)
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -100,7 +108,7 @@ def landing_page(settings: Settings, session: NvmlSession | None = None) -> byte
     ).encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(HardenedHandler):
     server_version = f"rigwatch-exporter/{__version__}"
     protocol_version = "HTTP/1.1"
     # With Nagle's algorithm on a kept-alive connection a response's last segment would wait
@@ -159,23 +167,16 @@ class _Handler(BaseHTTPRequestHandler):
         LOG.debug("%s %s", self.address_string(), format % args)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 class ExporterServer:
     """The exporter assembled: NVML session, collectors, scraper and HTTP server."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        host = settings.listen_host
-        server_class = _Server
-        if ":" in host:
-            server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
         handler = type("Handler", (_Handler,), {"exporter": self})
         # Bind first: a port in use should fail before anything else starts.
-        self.httpd = server_class((host, settings.listen_port), handler)
+        self.httpd = HardenedHTTPServer(
+            (settings.listen_host, settings.listen_port), handler, HTTP_LIMITS
+        )
         self.port = self.httpd.server_address[1]
         self.session: NvmlSession | None = None
         if needs_nvml(settings):

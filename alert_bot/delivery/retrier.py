@@ -8,7 +8,7 @@ from alert_bot.config import DeliverySettings
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
 from alert_bot.store import Outbox, PendingNotification
-from alert_bot.telegram import Failure, RetryAfter
+from alert_bot.telegram import Failure, Malformed, RetryAfter
 from rigwatch.backoff import Backoff
 from rigwatch.logs import logger
 
@@ -59,6 +59,8 @@ class Retrier:
             return
         status = failure.status or 0
         reason = "5xx" if status >= 500 else ("network" if status == 0 else str(status))
+        if isinstance(failure, Malformed):
+            reason = "malformed"
         self.metrics.delivery_failures.labels(reason).inc()
         backoff = self._backoff.get(chat_id)
         if backoff is None:

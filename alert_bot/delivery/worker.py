@@ -1,14 +1,20 @@
 """The delivery worker: sends what the outbox holds to Telegram, oldest first per chat, within
 flood limits, and marks each notification sent only after Telegram accepted it (at-least-once:
 a crash between send and mark resends, never loses). A message Telegram refuses is sent again
-as plain text, then isolated, then dead-lettered with a notice to the chat."""
+as plain text, then isolated, then dead-lettered with a notice to the chat.
+
+Chats are served side by side: each due chat's next message goes to a small pool of sender
+threads, at most one in flight per chat (so each chat's order holds), so a chat whose API
+answers slowly or oddly holds one sender, never the others' messages."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from alert_bot.config import Config
 from alert_bot.delivery.charts import ChartWorker
@@ -37,6 +43,7 @@ from alert_bot.telegram import (
     Button,
     ChatMigrated,
     Failure,
+    Malformed,
     Permanent,
     Sent,
     TelegramClient,
@@ -71,9 +78,23 @@ class DeliveryWorker(BotLoop):
         self.retrier = Retrier(config.delivery, store.outbox, limiter, metrics)
         self._wake = threading.Event()
         self._solo: set[int] = set()  # chats whose refused message is being isolated
+        self._in_flight: set[int] = set()  # chats a sender thread is working on
+        self._in_flight_lock = threading.Condition()
+        self._store_paused_until = 0.0  # monotonic; after a store failure on a sender
+        self._senders = ThreadPoolExecutor(
+            config.delivery.parallel_chats, thread_name_prefix="delivery-send"
+        )
 
     def _interrupt(self) -> None:
         self._wake.set()
+
+    def stop(self) -> None:
+        super().stop()
+        # A send in flight finishes (or times out) on its own; wait for it so nothing writes
+        # to the store after the caller closes it.
+        with self._in_flight_lock:
+            self._in_flight_lock.wait_for(lambda: not self._in_flight, self.join_timeout)
+        self._senders.shutdown(wait=False, cancel_futures=True)
 
     def wake(self) -> None:
         self._wake.set()
@@ -93,12 +114,18 @@ class DeliveryWorker(BotLoop):
                 self._wake.clear()
 
     def step(self) -> tuple[bool, float]:
-        """Send at most one message per due chat; returns (sent anything, seconds to wait)."""
+        """Hand each due chat with nothing in flight to a sender; returns (handed anything,
+        seconds to wait). A sender wakes the loop when it is done."""
+        paused = self._store_paused_until - time.monotonic()
+        if paused > 0:
+            return False, paused
         now = self.clock()
         wait = 1.0
         next_due = self.store.outbox.next_due_at()
-        if next_due is not None:
-            wait = min(wait, max(0.0, next_due - now))
+        if next_due is not None and next_due > now:
+            wait = min(wait, next_due - now)
+        # Chats due now are each handed out, held back (their wait counts) or in flight (their
+        # sender wakes this loop when done): none needs this loop to poll.
         worked = False
         for chat_id in self.store.outbox.due_chats(now):
             if self._stop.is_set():
@@ -107,11 +134,42 @@ class DeliveryWorker(BotLoop):
             if held > 0:
                 wait = min(wait, held)
                 continue
-            if self._deliver_next(chat_id):
-                worked = True
+            with self._in_flight_lock:
+                if chat_id in self._in_flight:
+                    continue
+                if len(self._in_flight) >= self.config.delivery.parallel_chats:
+                    break  # every sender busy: the next one to finish wakes this loop
+                self._in_flight.add(chat_id)
+            self._senders.submit(self._deliver_chat, chat_id)
+            worked = True
         return worked, wait
 
+    def _deliver_chat(self, chat_id: int) -> None:
+        """One chat's next message, on a sender thread; nothing it raises reaches the others."""
+        try:
+            self._deliver_next(chat_id)
+            if self._store_paused_until:
+                log.info("delivery resumed: the store works again")
+                self._store_paused_until = 0.0
+        except StoreError as exc:
+            # Sending what cannot be marked sent would repeat it on every pass: wait a second.
+            if self._store_paused_until == 0.0:
+                log.error("delivery paused: %s", exc)
+            self._store_paused_until = time.monotonic() + 1.0
+            return
+        except Exception as exc:  # noqa: BLE001 - one chat's trouble must not stop the rest
+            log.exception("delivery to chat %s failed", chat_id)
+            with contextlib.suppress(StoreError):
+                rows = self.store.outbox.pending_for_chat(chat_id, 1)
+                self.retrier.failed(chat_id, rows, Malformed(type(exc).__name__), self.clock())
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.discard(chat_id)
+                self._in_flight_lock.notify_all()
+            self._wake.set()
+
     def _deliver_next(self, chat_id: int) -> bool:
+        self.store.database.check()  # never send from a file that is gone: it cannot be marked
         rows = self.store.outbox.pending_for_chat(chat_id, self.config.delivery.batch_rows)
         plan = plan_next(
             rows, self.renderer, self.config.delivery, self.clock(), chat_id in self._solo

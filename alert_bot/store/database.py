@@ -9,6 +9,7 @@ alert traffic; NORMAL would be safe against crashes but could drop the last comm
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -84,9 +85,41 @@ class Database:
             self._connection.execute("PRAGMA synchronous=FULL")
             self._connection.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             self._connection.executescript(SCHEMA)
+            self._identity = self._stat_files()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
         self._lock = threading.Lock()
+        self.write_failed = False  # the last write transaction failed (disk full, file gone...)
+
+    def _stat_files(self) -> tuple[tuple[int, int] | None, ...]:
+        if self.path == ":memory:":
+            return ()
+        identity = []
+        for name in (self.path, self.path + "-wal"):
+            try:
+                st = os.stat(name)
+                identity.append((st.st_dev, st.st_ino))
+            except FileNotFoundError:
+                identity.append(None)
+        return tuple(identity)
+
+    def _check_identity(self) -> None:
+        """StoreError unless the path still names the files this connection writes to."""
+        try:
+            now = self._stat_files()
+        except OSError as exc:
+            raise StoreError(f"store file unreadable: {exc}") from None
+        if now == self._identity:
+            return
+        if now and self._identity and now[0] == self._identity[0] and self._identity[1] is None:
+            self._identity = now  # the write-ahead log appeared with the first write
+            return
+        raise StoreError(f"store file {self.path} was deleted or replaced while open")
+
+    def check(self) -> None:
+        """StoreError if the file is gone or replaced (for health checks)."""
+        with self._lock:
+            self._check_identity()
 
     def close(self) -> None:
         with self._lock:
@@ -101,11 +134,17 @@ class Database:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     yield db
+                    self._check_identity()
                 except BaseException:
                     db.execute("ROLLBACK")
                     raise
                 db.execute("COMMIT")
+                self.write_failed = False
+            except StoreError:
+                self.write_failed = True
+                raise
             except sqlite3.Error as exc:
+                self.write_failed = True
                 if db.in_transaction:
                     with suppress(sqlite3.Error):
                         db.execute("ROLLBACK")

@@ -10,6 +10,7 @@ getUpdates long-polls updates the test injects (messages and button presses).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -120,6 +121,16 @@ class Failure:
     count: int = 1
     predicate: Callable[[dict], bool] | None = None
     parameters: dict | None = None
+    raw: bytes | None = None  # this exact body instead of Telegram's error JSON
+
+
+# Answers a real Bot API never gives but a proxy or a self-hosted server can: status 200 with
+MALFORMED = {
+    "ok_false_no_code": b'{"ok": false, "description": "something went wrong"}',
+    "ok_true_no_result": b'{"ok": true}',
+    "not_json": b"<html><body>502 Bad Gateway</body></html>",
+    "result_not_a_message": b'{"ok": true, "result": 5}',
+}
 
 
 @dataclass
@@ -148,6 +159,7 @@ class FakeTelegram:
         self.failures: list[Failure] = []
         self.down_until = 0.0
         self.send_delay = 0.0  # seconds each send takes to answer, for mid-request crashes
+        self.chat_delays: dict[int, float] = {}  # seconds each send to that chat takes
         self.migrations: dict[int, int] = {}
         self._stamps: dict[tuple, deque] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
@@ -196,6 +208,13 @@ class FakeTelegram:
         with self.lock:
             self.failures.append(
                 Failure(method, status, description, retry_after, count, predicate, parameters)
+            )
+
+    def malform(self, kind: str, count: int = 1, predicate=None, method: str | None = None) -> None:
+        """Answer the next `count` matching calls with 200 and a body from MALFORMED."""
+        with self.lock:
+            self.failures.append(
+                Failure(method, 200, kind, None, count, predicate, None, MALFORMED[kind])
             )
 
     def go_down(self, seconds: float) -> None:
@@ -350,6 +369,8 @@ class FakeTelegram:
                 if failure.predicate is not None and not failure.predicate(params):
                     continue
                 failure.count -= 1
+                if failure.raw is not None:
+                    return failure.status, failure.raw  # type: ignore[return-value]
                 body = {
                     "ok": False,
                     "error_code": failure.status,
@@ -542,6 +563,10 @@ class FakeTelegram:
                 call = Call(method, params, files, time.time())
                 if method in SEND_METHODS and fake.send_delay:
                     time.sleep(fake.send_delay)
+                with contextlib.suppress(ValueError):
+                    delay = fake.chat_delays.get(int(params.get("chat_id", 0)), 0.0)
+                    if method in SEND_METHODS and delay:
+                        time.sleep(delay)
                 if token != fake.token:
                     status, response = (
                         401,
@@ -549,13 +574,16 @@ class FakeTelegram:
                     )
                 else:
                     status, response = fake.handle(method, params, files)
-                call.status, call.response = status, response
+                if isinstance(response, bytes):  # a malformed answer: recorded as status -1
+                    call.status, call.response = -1, {"raw": response.decode()}
+                else:
+                    call.status, call.response = status, response
                 with fake.lock:
                     fake.calls.append(call)
                 self._answer(status, response)
 
-            def _answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
+            def _answer(self, status: int, body: dict | bytes) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

@@ -1,0 +1,343 @@
+"""Benchmark rigwatch's two HTTP servers under hostile load, on loopback: scrape and webhook
+latency at 100 parallel clients, the same with 1,000 idle connections held open, the server's
+threads, descriptors and RSS at peak, and how long it takes to answer again once they close.
+
+    python3 bench/bench_hostile.py [--repo PATH] [--clients 100] [--idle 1000]
+
+--repo runs another checkout's exporter and bot (e.g. an older commit in a git worktree) with
+this script's load, so two versions compare under the same client. Both servers run as real
+processes with the open-file limit systemd gives by default (1,024). The exporter runs with
+its host collectors only (no NVML needed); the bot's Telegram is the tests' fake server.
+Each client request opens a new connection (the worst case for accept and the listen
+backlog); every request has a 10 s timeout and counts as an error past it. Half the idle
+connections send nothing, half send one request line and stop. One markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.alert_bot.fake_telegram import FakeTelegram  # noqa: E402
+
+TOKEN = "123456789:BENCH-secret-token"
+WEBHOOK_TOKEN = "bench-webhook-token"
+REQUEST_TIMEOUT = 10.0
+SERVER_NOFILE = 1024  # systemd's default soft limit
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _limit_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (SERVER_NOFILE, SERVER_NOFILE))
+
+
+def start(args: list[str], repo: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    full_env = dict(os.environ, PYTHONPATH=str(repo), **env)
+    with open(log_path, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=repo,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_limit_files,
+        )
+
+
+def request(port: int, raw: bytes) -> tuple[float, bool]:
+    """One request on a new connection: (seconds to the whole answer, answered 200)."""
+    started = time.monotonic()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT) as sock:
+            sock.sendall(raw)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+                if time.monotonic() - started > REQUEST_TIMEOUT:
+                    break
+    except OSError:
+        return time.monotonic() - started, False
+    return time.monotonic() - started, data.startswith(b"HTTP/1.1 200")
+
+
+def scrape_request(_: int) -> bytes:
+    return b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+
+
+def webhook_request(n: int) -> bytes:
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "BenchAlert", "severity": "warning", "rig": f"rig{n}"},
+        "annotations": {"summary": "bench"},
+        "startsAt": "2026-11-22T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": f"{n:016x}",
+    }
+    body = json.dumps(
+        {
+            "version": "4",
+            "receiver": "telegram",
+            "status": "firing",
+            "groupKey": f"bench-{n}-{time.monotonic_ns()}",
+            "truncatedAlerts": 0,
+            "groupLabels": {"alertname": "BenchAlert"},
+            "commonLabels": alert["labels"],
+            "commonAnnotations": {},
+            "externalURL": "http://alertmanager:9093",
+            "alerts": [alert],
+        }
+    ).encode()
+    return (
+        b"POST /alertmanager HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n"
+        + f"Authorization: Bearer {WEBHOOK_TOKEN}\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def parallel(port: int, make, clients: int, per_client: int) -> dict:
+    def client(c: int) -> list[tuple[float, bool]]:
+        return [request(port, make(c * per_client + i)) for i in range(per_client)]
+
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for rs in pool.map(client, range(clients)) for r in rs]
+    ok = sorted(t for t, good in results if good)
+    errors = len(results) - len(ok)
+    times = sorted(t for t, _ in results)
+    return {
+        "p50": statistics.median(times),
+        "p99": times[min(len(times) - 1, int(len(times) * 0.99))],
+        "errors": errors,
+        "n": len(results),
+    }
+
+
+class Sampler:
+    """Peak threads, descriptors and RSS of one process, sampled every 0.1 s."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.peak = {"threads": 0, "fds": 0, "rss_mb": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def read(self) -> dict:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return {
+            "threads": int(fields["Threads"]),
+            "fds": len(os.listdir(f"/proc/{self.pid}/fd")),
+            "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
+        }
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                now = self.read()
+            except (OSError, KeyError, ValueError):
+                continue
+            for key, value in now.items():
+                self.peak[key] = max(self.peak[key], value)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def open_idle(port: int, count: int, first_line: bytes) -> list[socket.socket]:
+    sockets = []
+    for n in range(count):
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if n % 2:
+                sock.sendall(first_line)
+        except OSError:
+            continue
+        sockets.append(sock)
+    return sockets
+
+
+def recovery(port: int, make, cap: float = 60.0) -> float:
+    """Seconds from now until one request is answered 200 within a second."""
+    started = time.monotonic()
+    while time.monotonic() - started < cap:
+        took, good = request(port, make(0))
+        if good and took < 1.0:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return float("inf")
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(log_path.read_text()[-2000:])
+        took, good = request(port, b"GET /healthz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        if good:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("server did not start:\n" + log_path.read_text()[-2000:])
+
+
+def measure(name: str, port: int, proc: subprocess.Popen, make, first_line: bytes, args) -> dict:
+    parallel(port, make, 10, 2)  # warm up
+    log(f"{name}: {args.clients} parallel clients")
+    calm = parallel(port, make, args.clients, 5)
+    sampler = Sampler(proc.pid)
+    with sampler:
+        log(f"{name}: {args.idle} idle connections, then {args.clients} parallel clients")
+        idle = open_idle(port, args.idle, first_line)
+        time.sleep(1.0)
+        flooded = parallel(port, make, args.clients, 2)
+        time.sleep(0.5)
+        for sock in idle:
+            sock.close()
+        log(f"{name}: closed them; waiting for a prompt answer")
+        recovered = recovery(port, make)
+    lines = proc_log_lines(proc)
+    return {
+        "calm": calm,
+        "flooded": flooded,
+        "idle_open": len(idle),
+        "peak": sampler.peak,
+        "recovery": recovered,
+        "log_lines": lines,
+    }
+
+
+_LOGS: dict[int, Path] = {}
+
+
+def proc_log_lines(proc: subprocess.Popen) -> int:
+    path = _LOGS.get(proc.pid)
+    return len(path.read_text(errors="replace").splitlines()) if path else 0
+
+
+def run_exporter(repo: Path, workdir: Path, args) -> dict:
+    port = free_port()
+    log_path = workdir / "exporter.log"
+    proc = start(
+        [
+            "-m",
+            "exporter",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--no-collector.gpu",
+            "--no-collector.gpu_process",
+            "--no-collector.xid",
+        ],
+        repo,
+        {},
+        log_path,
+    )
+    _LOGS[proc.pid] = log_path
+    try:
+        wait_healthy(port, proc, log_path)
+        return measure("exporter", port, proc, scrape_request, b"GET /metrics HTTP/1.1\r\n", args)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def run_bot(repo: Path, workdir: Path, args) -> dict:
+    port = free_port()
+    log_path = workdir / "bot.log"
+    with FakeTelegram(TOKEN) as telegram:
+        env = {
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_CHAT_ID": "1001",
+            "TELEGRAM_API_URL": telegram.url,
+            "ALERT_BOT_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+            "ALERT_BOT_LISTEN": f"127.0.0.1:{port}",
+            "ALERT_BOT_DB": str(workdir / "bot.db"),
+            "PROMETHEUS_URL": "http://127.0.0.1:9",
+            "ALERTMANAGER_URL": "http://127.0.0.1:9",
+            "GRAFANA_URL": "http://grafana:3000",
+        }
+        proc = start(["-m", "alert_bot"], repo, env, log_path)
+        _LOGS[proc.pid] = log_path
+        try:
+            wait_healthy(port, proc, log_path)
+            return measure(
+                "bot", port, proc, webhook_request, b"POST /alertmanager HTTP/1.1\r\n", args
+            )
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def table(results: dict[str, dict], args) -> str:
+    rows = [
+        "| server | p50 / p99 at "
+        f"{args.clients} clients | errors | p50 / p99 with {args.idle} idle open | errors "
+        "| peak threads | peak fds | peak RSS | answers again after they close | log lines |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        calm, flooded, peak = r["calm"], r["flooded"], r["peak"]
+        recovered = "never (60 s)" if r["recovery"] == float("inf") else f"{r['recovery']:.2f} s"
+        rows.append(
+            f"| {name} | {calm['p50'] * 1000:.0f} / {calm['p99'] * 1000:.0f} ms "
+            f"| {calm['errors']}/{calm['n']} "
+            f"| {flooded['p50'] * 1000:.0f} / {flooded['p99'] * 1000:.0f} ms "
+            f"| {flooded['errors']}/{flooded['n']} "
+            f"| {peak['threads']} | {peak['fds']} | {peak['rss_mb']:.0f} MB "
+            f"| {recovered} | {r['log_lines']} |"
+        )
+    load = os.getloadavg()
+    rows.append("")
+    rows.append(
+        f"{args.idle} idle connections opened: exporter {results['exporter']['idle_open']}, "
+        f"bot {results['bot']['idle_open']}; server open-file limit {SERVER_NOFILE}; "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs."
+    )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo", type=Path, default=REPO)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--idle", type=int, default=1000)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    with tempfile.TemporaryDirectory(prefix="rigwatch-hostile-") as tmp:
+        workdir = Path(tmp)
+        results = {
+            "exporter": run_exporter(args.repo.resolve(), workdir, args),
+            "bot": run_bot(args.repo.resolve(), workdir, args),
+        }
+    print(table(results, args))
+
+
+if __name__ == "__main__":
+    main()

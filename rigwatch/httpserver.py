@@ -1,0 +1,386 @@
+"""The HTTP server both rigwatch programs serve on: the standard library's request handler behind
+one event loop that owns every connection until its request has fully arrived, so slow or idle
+clients cost a file descriptor, never a thread, and every limit below holds under a flood."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import selectors
+import socket
+import threading
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from socketserver import _SocketWriter  # type: ignore[attr-defined]
+
+from rigwatch.logs import logger
+
+log = logger("http", "server")
+
+MAX_HEADER_BYTES = 64 * 1024
+# Answered, without a thread, to a client arriving while every connection slot is busy with a
+# request in progress; idle and half-sent connections are closed to make room instead.
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 20\r\n"
+    b"Content-Type: text/plain\r\n\r\ntoo many connections"
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server allows. ``request_timeout`` is the whole time from a request's first byte
+    (or the connection's opening) to its last body byte; it does not restart with each line."""
+
+    max_connections: int = 512
+    workers: int = 16
+    request_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    backlog: int = 1024
+
+
+class HardenedHandler(BaseHTTPRequestHandler):
+    """BaseHTTPRequestHandler with the ambiguous requests refused before any method runs."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def parse_request(self) -> bool:
+        words = self.raw_requestline.split()
+        if len(words) == 2:
+            # HTTP/0.9 ("GET /"): the stdlib would wait for headers such a client never sends.
+            self.command, self.path = None, ""
+            self.request_version = "HTTP/1.0"
+            self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+            self.close_connection = True
+            self.send_error(400, "HTTP/0.9 requests are not served")
+            return False
+        if not super().parse_request():
+            return False
+        lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        ambiguous = None
+        if len(lengths) > 1:
+            ambiguous = "differing Content-Length headers"
+        elif lengths and self.headers.get("Transfer-Encoding") is not None:
+            ambiguous = "Transfer-Encoding together with Content-Length"
+        if ambiguous:
+            # Two readings of where the body ends is how requests are smuggled past proxies.
+            self.close_connection = True
+            self.send_error(400, ambiguous)
+            return False
+        return True
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _Reader(io.RawIOBase):
+    """The socket as the handler's rfile: bytes the loop already read come first, and every
+    read is bounded by the request's deadline, not by a per-read timeout."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.pending = b""
+        self.deadline = 0.0
+        self.probe = False  # only hand out what is already here (never touch the socket)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:  # type: ignore[override]
+        if self.pending:
+            n = min(len(buffer), len(self.pending))
+            buffer[:n] = self.pending[:n]
+            self.pending = self.pending[n:]
+            return n
+        if self.probe:
+            return None
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request time limit reached")
+        self.sock.settimeout(remaining)
+        return self.sock.recv_into(buffer)
+
+
+class _Writer(_SocketWriter):
+    """Writes with their own timeout: a client that stops reading is cut off too."""
+
+    def __init__(self, sock: socket.socket, timeout: float):
+        super().__init__(sock)
+        self.timeout = timeout
+
+    def write(self, b) -> int:  # type: ignore[override]
+        self._sock.settimeout(self.timeout)
+        return super().write(b)
+
+
+class _Connection:
+    __slots__ = ("sock", "address", "buffer", "deadline", "reader", "rfile", "wfile")
+
+    def __init__(self, sock: socket.socket, address, limits: Limits):
+        self.sock = sock
+        self.address = address
+        self.buffer = b""
+        self.deadline = time.monotonic() + limits.request_timeout
+        self.reader = _Reader(sock)
+        self.rfile = io.BufferedReader(self.reader, 65536)
+        self.wfile = _Writer(sock, limits.request_timeout)
+
+    def request_ready(self) -> bool:
+        """A full header block is here, or a first line that says it will never come."""
+        if b"\r\n\r\n" in self.buffer or b"\n\n" in self.buffer:
+            return True
+        line, newline, _ = self.buffer.partition(b"\n")
+        return bool(newline) and len(line.split()) != 3
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class HardenedHTTPServer:
+    """Accepts, times out and bounds connections in one loop thread; a pool of ``workers``
+    threads runs the handler once a request's headers are in. Idle kept-alive connections
+    wait in the loop for ``idle_timeout``; at ``max_connections`` the longest-waiting one
+    that has no request in progress is closed to make room."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler_class: type[BaseHTTPRequestHandler],
+        limits: Limits | None = None,
+    ):
+        self.limits = limits or Limits()
+        self.handler_class = handler_class
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(self.limits.backlog)
+        except OSError:
+            self.socket.close()
+            raise
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()[:2]
+        self._selector = selectors.DefaultSelector()
+        self._waiting: OrderedDict[_Connection, None] = OrderedDict()  # in the loop, oldest first
+        self._busy = 0  # connections a worker holds
+        self._returned: deque[_Connection] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._pool = ThreadPoolExecutor(self.limits.workers, thread_name_prefix="http-worker")
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._stopped.clear()
+        selector = self._selector
+        selector.register(self.socket, selectors.EVENT_READ, "listen")
+        selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while not self._stop.is_set():
+                for key, _ in selector.select(min(poll_interval, 0.25)):
+                    if key.data == "listen":
+                        self._accept()
+                    elif key.data == "wake":
+                        self._drain_wake()
+                    else:
+                        self._readable(key.data)
+                self._take_back()
+                self._expire()
+        finally:
+            for connection in list(self._waiting):
+                self._drop(connection)
+            selector.close()
+            self._stopped.set()
+
+    def _accept(self) -> None:
+        for _ in range(128):
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: shed idle connections, keep serving
+                log.warning("accept failed: %s", exc)
+                if not self._evict_oldest():
+                    time.sleep(0.05)  # out of descriptors with none to shed: do not spin
+                return
+            full = len(self._waiting) + self._busy >= self.limits.max_connections
+            if full and not self._evict_oldest():
+                self._refuse(sock)
+                continue
+            sock.setblocking(False)
+            self._watch(_Connection(sock, address, self.limits))
+
+    def _refuse(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(BUSY_RESPONSE)
+            sock.shutdown(socket.SHUT_WR)
+            # Closing with the request unread would reset the connection, and a reset can
+            # discard the answer before the client reads it.
+            while sock.recv(65536):
+                pass
+        sock.close()
+
+    def _evict_oldest(self) -> bool:
+        if not self._waiting:
+            return False
+        connection = next(iter(self._waiting))
+        log.debug("closing %s to make room for a new connection", connection.address)
+        self._drop(connection)
+        return True
+
+    def _watch(self, connection: _Connection) -> None:
+        self._waiting[connection] = None
+        self._selector.register(connection.sock, selectors.EVENT_READ, connection)
+
+    def _drop(self, connection: _Connection) -> None:
+        if self._waiting.pop(connection, 0) is None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(connection.sock)
+        connection.close()
+
+    def _readable(self, connection: _Connection) -> None:
+        try:
+            data = connection.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.debug("%s: connection lost: %s", connection.address, exc)
+            self._drop(connection)
+            return
+        if not data:  # the client hung up between requests: nothing to say
+            self._drop(connection)
+            return
+        if not connection.buffer:
+            # The request's clock starts with its first byte (a kept-alive connection).
+            connection.deadline = time.monotonic() + self.limits.request_timeout
+        connection.buffer += data
+        if connection.request_ready() or len(connection.buffer) > MAX_HEADER_BYTES:
+            self._dispatch(connection)
+
+    def _dispatch(self, connection: _Connection) -> None:
+        self._waiting.pop(connection, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(connection.sock)
+        self._busy += 1
+        try:
+            self._pool.submit(self._serve, connection)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._busy -= 1
+            connection.close()
+
+    def _take_back(self) -> None:
+        while self._returned:
+            connection = self._returned.popleft()
+            self._busy -= 1
+            if connection is None:
+                continue
+            if self._stop.is_set():
+                connection.close()
+                continue
+            if connection.buffer and connection.request_ready():
+                self._busy += 1
+                self._pool.submit(self._serve, connection)
+                continue
+            connection.deadline = time.monotonic() + (
+                self.limits.request_timeout if connection.buffer else self.limits.idle_timeout
+            )
+            connection.sock.setblocking(False)
+            self._watch(connection)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for connection in [c for c in self._waiting if c.deadline <= now]:
+            if connection.buffer:
+                log.debug("%s: request not complete in time; closing", connection.address)
+            self._drop(connection)
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _give_back(self, connection: _Connection | None) -> None:
+        self._returned.append(connection)  # type: ignore[arg-type]
+        # BlockingIOError: a wake-up is already pending; OSError: the server is closed.
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    # --- a worker ---------------------------------------------------------------------------
+
+    def _serve(self, connection: _Connection) -> None:
+        """Run the handler for every request already here; then hand the connection back."""
+        keep = False
+        try:
+            keep = self._serve_requests(connection)
+        except OSError as exc:
+            log.debug("%s: connection lost: %s", connection.address, exc)
+        except Exception:  # noqa: BLE001 - one bad request must not kill a worker
+            log.exception("%s: request handling failed", connection.address)
+        if keep:
+            self._give_back(connection)
+        else:
+            connection.close()
+            self._give_back(None)
+
+    def _serve_requests(self, connection: _Connection) -> bool:
+        sock = connection.sock
+        sock.setblocking(True)
+        reader = connection.reader
+        reader.pending, connection.buffer = connection.buffer, b""
+        reader.deadline = connection.deadline
+        handler = self.handler_class.__new__(self.handler_class)
+        handler.request = handler.connection = sock
+        handler.client_address = connection.address
+        handler.server = self
+        handler.rfile = connection.rfile
+        handler.wfile = connection.wfile
+        if handler.disable_nagle_algorithm:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        while True:
+            handler.close_connection = True
+            handler.handle_one_request()
+            if handler.close_connection or self._stop.is_set():
+                return False
+            # Pipelined bytes already read stay with the connection for its next request.
+            reader.probe = True
+            try:
+                leftover = b"".join(iter(lambda: connection.rfile.read1(65536), b""))
+            finally:
+                reader.probe = False
+            leftover, reader.pending = reader.pending + leftover, b""
+            connection.buffer = leftover
+            if not (leftover and connection.request_ready()):
+                return True
+            reader.pending, connection.buffer = leftover, b""
+            reader.deadline = time.monotonic() + self.limits.request_timeout
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def connection_count(self) -> int:
+        """Open connections, waiting or being served (read from the loop's bookkeeping)."""
+        return len(self._waiting) + self._busy
+
+    def shutdown(self) -> None:
+        """Stop the loop and wait for it (like socketserver's shutdown())."""
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.socket.close()
+        self._wake_r.close()
+        self._wake_w.close()
