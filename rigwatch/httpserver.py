@@ -346,6 +346,11 @@ class HardenedHTTPServer:
         handler.server = self
         handler.rfile = connection.rfile
         handler.wfile = connection.wfile
+        if handler.wbufsize > 0:
+            # As the stdlib's StreamRequestHandler does: a handler that asks for a write buffer
+            # gets its headers and body out in one send (handle_one_request flushes). Made per
+            # turn on a worker, so idle connections hold no buffer.
+            handler.wfile = io.BufferedWriter(connection.wfile, handler.wbufsize)
         if handler.disable_nagle_algorithm:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         while True:
