@@ -349,8 +349,11 @@ class HardenedHTTPServer:
         if handler.wbufsize > 0:
             # As the stdlib's StreamRequestHandler does: a handler that asks for a write buffer
             # gets its headers and body out in one send (handle_one_request flushes). Made per
-            # turn on a worker, so idle connections hold no buffer.
-            handler.wfile = io.BufferedWriter(connection.wfile, handler.wbufsize)
+            # turn on a worker, so idle connections hold no buffer. The buffer wraps a writer
+            # of its own: when it is collected it closes what it wraps, which must not be the
+            # connection's writer that the next turn uses.
+            writer = _Writer(sock, self.limits.request_timeout)
+            handler.wfile = io.BufferedWriter(writer, handler.wbufsize)
         if handler.disable_nagle_algorithm:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         while True:

@@ -4,6 +4,7 @@ quiet hang-ups, HTTP/0.9 and ambiguous body lengths refused (loopback only, boun
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import socket
 import struct
@@ -203,3 +204,33 @@ def test_repeated_identical_content_length_and_pipelining_still_work():
             assert chunk
             data += chunk
         assert data.index(b"abc") < data.index(b"ok\n")
+
+
+class _BufferedEcho(_Echo):
+    wbufsize = 64 * 1024
+
+
+def test_a_buffered_handler_answers_every_request_on_a_kept_alive_connection():
+    """A handler with a write buffer (the exporter's: headers and body in one send) keeps
+    answering on the same connection turn after turn, as Prometheus and vmagent scrape."""
+    server = HardenedHTTPServer(("127.0.0.1", 0), _BufferedEcho, Limits())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with connect(server) as sock:
+            for _ in range(4):
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                data = b""
+                while not data.endswith(b"ok\n"):
+                    chunk = sock.recv(65536)
+                    assert chunk, "the server closed a kept-alive connection"
+                    data += chunk
+                assert data.startswith(b"HTTP/1.1 200"), data[:100]
+                # Each request is its own turn on a worker; the last turn's buffer is
+                # collected in between, as it would be in a long-running server.
+                gc.collect()
+                time.sleep(0.05)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

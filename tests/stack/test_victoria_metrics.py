@@ -28,7 +28,7 @@ from tests.stack.stack_support import (
     query,
     recorded_names,
     remove_tree,
-    running_alertmanager,
+    running_shipped_alertmanager,
     substitute_variables,
     write_prometheus_overlay,
     write_targets,
@@ -103,7 +103,9 @@ def centre(tmp_path_factory, fake_nvml_dir):
                 )
                 rigs[f"rig{number}"] = base.removeprefix("http://")
             webhook = stack.enter_context(WebhookReceiver(TOKEN))
-            alertmanager = stack.enter_context(running_alertmanager(workdir, webhook.url, TOKEN))
+            alertmanager = stack.enter_context(
+                running_shipped_alertmanager(workdir, webhook.url, TOKEN)
+            )
             # The shipped prometheus.yml, as the test overlay makes it (1 s, loopback); VM reads
             # its scrape_configs and ignores what is vmalert's (rule_files, alerting).
             scrape = write_prometheus_overlay(workdir, free_port(), None)
@@ -149,10 +151,12 @@ def test_every_rule_evaluates_without_error_in_vmalert(centre):
 
 
 def test_recording_rules_write_back_to_vm(centre):
-    result = wait_until(
-        lambda: query(centre.vm, "instance:rigwatch_gpus:count"), timeout=20, what="recorded"
-    )
-    assert {r["metric"]["rig"] for r in result} == centre.rigs
+    def recorded_for_every_rig():
+        # Rigs are scraped and recorded independently: wait for all, not for the first.
+        result = query(centre.vm, "instance:rigwatch_gpus:count")
+        return result if {r["metric"]["rig"] for r in result} == centre.rigs else None
+
+    result = wait_until(recorded_for_every_rig, timeout=30, what="recorded for every rig")
     assert {r["value"][1] for r in result} == {"2"}
 
 
