@@ -39,7 +39,7 @@ def unavailable() -> str | None:
         return "needs root to start a private dockerd"
     if not Path("/etc/debian_version").exists():
         return "needs a Debian host (debootstrap builds the stand-in images from its mirror)"
-    for tool in ("dockerd", "docker", "debootstrap", "docker-compose"):
+    for tool in ("dockerd", "docker", "debootstrap", "docker-compose", "unshare"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (tests/run.sh installs it)"
     return None
@@ -144,16 +144,31 @@ class Engine:
         self.log = log
         self.socket = root / "docker.sock"
         self.process: subprocess.Popen | None = None
+        self.start_error: str | None = None
+        self.bridge_existed = True
         self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
         # Compose v1 must not read the user's configuration (credential helpers, contexts).
         self.env["DOCKER_CONFIG"] = str(root / "client-config")
         self.env.pop("DOCKER_CONTEXT", None)
 
     def start(self, timeout: float = 60) -> None:
+        self.bridge_existed = Path("/sys/class/net/docker0").exists()
         (self.root / "client-config").mkdir(parents=True, exist_ok=True)
         log_file = open(self.root / "dockerd.log", "wb")  # noqa: SIM115 - lives as long as dockerd
+        # The compose file mounts / with `rslave`, which needs / to be a shared mount, as systemd
+        # makes it on a normal host. Where it is not (a private / in a sandbox), dockerd gets a
+        # mount namespace of its own with / shared, and the machine's mounts stay untouched.
+        # unshare and sh exec into dockerd, so the pid is dockerd's.
         self.process = subprocess.Popen(
             [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "unchanged",
+                "sh",
+                "-c",
+                'mount --make-rshared / && exec "$@"',
+                "sh",
                 "dockerd",
                 "--host",
                 f"unix://{self.socket}",
@@ -231,6 +246,9 @@ class Engine:
             except subprocess.TimeoutExpired:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+        # dockerd leaves its default bridge behind; it was not there before this engine.
+        if not self.bridge_existed and Path("/sys/class/net/docker0").exists():
+            subprocess.run(["ip", "link", "delete", "docker0"], check=False, capture_output=True)
         # Mounts dockerd left behind (a crash) must go before the directory can.
         unmount_below(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
@@ -267,7 +285,12 @@ def private_engine(log) -> Iterator[Engine]:
     """A started private engine, always stopped and removed afterwards."""
     engine = Engine(Path(tempfile.mkdtemp(prefix="rigwatch-dockerd-")), log)
     try:
-        engine.start()
+        try:
+            engine.start()
+        except RuntimeError as exc:
+            # e.g. no overlay filesystem or no iptables in this kernel: said in one line.
+            lines = str(exc).splitlines()
+            engine.start_error = lines[0] + (f" ({lines[-1].strip()[-200:]})" if lines[1:] else "")
         yield engine
     finally:
         engine.stop()
