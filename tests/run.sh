@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs rigwatch's whole test suite on a fresh Debian machine: installs what the tests need
-# (Debian's Prometheus, Alertmanager, node_exporter, docker-compose and a C compiler; the
-# Python packages in .venv), builds the simulated NVML library, lints, then runs pytest.
+# (Debian's Prometheus, Alertmanager, node_exporter, docker-compose, docker.io and debootstrap
+# for the compose test, and a C compiler; the Python packages in .venv), builds the simulated
+# NVML library, lints, then runs pytest.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ need=()
 for pair in prometheus:prometheus promtool:prometheus amtool:prometheus-alertmanager \
     prometheus-alertmanager:prometheus-alertmanager \
     prometheus-node-exporter:prometheus-node-exporter docker-compose:docker-compose \
+    dockerd:docker.io debootstrap:debootstrap \
     cc:gcc make:make sqlite3:sqlite3 vmagent:victoria-metrics; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done

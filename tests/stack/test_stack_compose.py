@@ -9,6 +9,7 @@ import configparser
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -85,15 +86,31 @@ def test_missing_secrets_are_a_clear_error():
     assert "in .env" in result.stderr
 
 
+def _repository_mounts(service: dict) -> dict[str, str]:
+    """container path -> repository path of a service's mounts from the checkout."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = source
+    return mounts
+
+
 def test_every_mounted_repository_path_exists():
-    mounts = 0
+    mounted = set()
     for name, service in _compose()["services"].items():
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith("./"):
-                mounts += 1
-                assert (REPO / source).exists(), f"{name} mounts missing {source}"
-    assert mounts >= 6
+        for source in _repository_mounts(service).values():
+            mounted.add(source)
+            assert (REPO / source).exists(), f"{name} mounts missing {source}"
+    assert mounted == {"./prometheus", "./grafana/provisioning", "./grafana/dashboards"}
+
+
+def test_configuration_is_mounted_as_directories_not_single_files():
+    # A single-file bind mount stays on the file's old inode once an editor renames a new
+    # file over it; `/-/reload` would then reload the old configuration.
+    for name, service in _compose()["services"].items():
+        for source in _repository_mounts(service).values():
+            assert (REPO / source).is_dir(), f"{name} mounts the single file {source}"
 
 
 def test_built_services_have_their_dockerfiles():
@@ -140,11 +157,126 @@ def test_exporter_gets_gpus_host_pids_and_read_only_host_mounts():
     assert host_mounts and all(":ro" in v for v in host_mounts)
 
 
+def _in_container(mounts: dict[str, str], container_path: str) -> Path | None:
+    """The repository file a container path shows, through the service's directory mounts."""
+    for target, source in mounts.items():
+        if container_path == target or container_path.startswith(target + "/"):
+            return REPO / source / container_path[len(target) :].lstrip("/")
+    return None
+
+
 def test_prometheus_keeps_a_retention_and_mounts_rules_and_targets():
     prometheus = _compose()["services"]["prometheus"]
     assert any(a.startswith("--storage.tsdb.retention.time=") for a in prometheus["command"])
-    for path in ("./prometheus/rules:", "./prometheus/targets:", "./prometheus/prometheus.yml:"):
-        assert any(v.startswith(path) for v in prometheus["volumes"]), path
+    mounts = _repository_mounts(prometheus)
+    config_flag = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    config = _in_container(mounts, config_flag.split("=", 1)[1])
+    assert config == REPO / "prometheus" / "prometheus.yml"
+    # rules/ and targets/ are named relative to the configuration file.
+    for relative in ("rules", "targets"):
+        assert (config.parent / relative).is_dir(), relative
+
+
+def test_external_urls_with_a_path_keep_the_routes_at_the_root():
+    # --web.external-url with a path moves every route under it unless the route prefix is
+    # set: the health checks, self-scrape and Prometheus -> Alertmanager would all 404.
+    services = _compose()["services"]
+    assert "--web.route-prefix=/" in services["prometheus"]["command"]
+    assert "--web.route-prefix=/" in services["alertmanager"]["command"][0]
+
+
+def test_alertmanager_reads_its_configuration_through_a_directory_mount():
+    alertmanager = _compose()["services"]["alertmanager"]
+    flag = re.search(r"--config\.file=(\S+)", alertmanager["command"][0]).group(1)
+    mounts = _repository_mounts(alertmanager)
+    assert _in_container(mounts, flag) == REPO / "prometheus" / "alertmanager.yml"
+
+
+def test_no_gpu_variant_runs_the_exporter_without_nvidia_under_the_same_name(filled_env):
+    result = run_tool(
+        "docker-compose", "--env-file", str(filled_env), "-f", str(COMPOSE),
+        "-f", str(REPO / "docker-compose.no-gpu.yml"), "config",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["exporter"]["profiles"] == ["gpu"], "the GPU exporter must not start"
+    host = services["exporter-host"]
+    assert "deploy" not in host
+    assert host["image"] == services["exporter"]["image"]
+    assert host["networks"]["default"]["aliases"] == ["exporter"]
+    assert host["environment"]["RIGWATCH_COLLECTOR_GPU"] == "false"
+    same = ("pid", "volumes", "ports", "healthcheck", "restart")
+    assert {k: host[k] for k in same} == {k: services["exporter"][k] for k in same}
+    # The shipped file itself stays the GPU rig's.
+    assert "deploy" in services["exporter"] and "profiles" not in _compose()["services"]["exporter"]
+
+
+def test_exporter_sees_the_hosts_user_names():
+    exporter = _compose()["services"]["exporter"]
+    assert "/etc/passwd:/etc/passwd:ro" in exporter["volumes"]
+
+
+def test_rigwatch_images_carry_the_project_version_and_are_rebuilt():
+    version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
+    for file in ("docker-compose.yml", "docker-compose.no-gpu.yml"):
+        services = yaml.safe_load((REPO / file).read_text())["services"]
+        for name, service in services.items():
+            if "build" in service:
+                assert service["image"].endswith(":" + version.group(1)), (file, name)
+                assert service["pull_policy"] == "build", (file, name)
+    for doc in ("README.md", "docs/stack.md", "docs/alert-bot.md"):
+        text = (REPO / doc).read_text()
+        assert "up -d --build" in text and "git pull" in text, doc
+
+
+def test_dockerignore_keeps_secrets_and_environments_out_of_build_contexts():
+    patterns = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", ".venv", ".git", "bot-config"} <= patterns
+    for dockerfile in ("exporter/Dockerfile", "alert_bot/Dockerfile"):
+        for line in (REPO / dockerfile).read_text().splitlines():
+            if line.startswith("COPY "):
+                for source in line.split()[1:-1]:
+                    assert source.split("/")[0] not in patterns, f"{dockerfile} copies {source}"
+
+
+def test_docker_run_example_of_the_bot_points_it_at_prometheus_and_alertmanager():
+    header = [
+        line.lstrip("# ").rstrip("\\ ")
+        for line in (REPO / "alert_bot" / "Dockerfile").read_text().splitlines()
+        if line.startswith("#")
+    ]
+    start = next(i for i, line in enumerate(header) if line.startswith("docker run"))
+    command = " ".join(header[start : start + 5])
+    assert "--env-file .env" in command
+    assert "-e PROMETHEUS_URL=http://" in command and "-e ALERTMANAGER_URL=http://" in command
+    assert "localhost" not in command.split("-v")[0]
+
+
+def test_env_example_has_no_quoted_values_and_says_so():
+    for name, value in _example_settings().items():
+        assert not value.startswith(("'", '"')), name
+    assert "without quotes" in ENV_EXAMPLE.read_text()
+
+
+def test_grafana_password_is_documented_as_applied_only_on_a_new_volume():
+    for path in (ENV_EXAMPLE, REPO / "docs" / "stack.md"):
+        text = path.read_text()
+        assert "reset-admin-password" in text, path.name
+        assert "grafana-data" in text, path.name
+
+
+def test_bot_config_override_mounts_a_directory_and_sets_the_path():
+    override = yaml.safe_load((REPO / "deploy" / "compose" / "alert-bot-config.yml").read_text())
+    bot = override["services"]["alert-bot"]
+    (volume,) = bot["volumes"]
+    source, target = volume.split(":")[:2]
+    assert not source.endswith((".yml", ".yaml")), "a directory, not a single file"
+    assert bot["environment"]["ALERT_BOT_CONFIG"].startswith(target + "/")
+    assert "chmod 644" in (REPO / "docs" / "stack.md").read_text()
 
 
 def test_alertmanager_writes_the_token_file_its_config_reads():

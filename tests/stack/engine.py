@@ -1,0 +1,296 @@
+"""A private Docker engine for the compose test: its own dockerd (socket, data root and exec root
+in a temporary directory) and the stand-in base images of tests/containers/, built from a
+debootstrap root filesystem and cached between runs."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.support import REPO
+
+CONTAINERS = REPO / "tests" / "containers"
+CACHE = Path(os.environ.get("RIGWATCH_TEST_CACHE", Path.home() / ".cache" / "rigwatch-tests"))
+SUITE = "bookworm"
+BASE_IMAGE = "rigwatch-test/debian:bookworm"
+# tests/containers/<directory> -> the image name the project's files use.
+STAND_INS = {
+    "python": "python:3.12-slim",
+    "prometheus": "prom/prometheus:v2.42.0",
+    "alertmanager": "prom/alertmanager:v0.25.0",
+}
+EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
+
+
+def unavailable() -> str | None:
+    """Why a private engine cannot run on this machine, or None when it can."""
+    if os.geteuid() != 0:
+        return "needs root to start a private dockerd"
+    if not Path("/etc/debian_version").exists():
+        return "needs a Debian host (debootstrap builds the stand-in images from its mirror)"
+    for tool in ("dockerd", "docker", "debootstrap", "docker-compose", "unshare"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (tests/run.sh installs it)"
+    return None
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses, so debootstrap goes where apt already goes."""
+    sources = sorted(Path("/etc/apt").glob("sources.list.d/*.sources"))
+    sources += [Path("/etc/apt/sources.list"), *Path("/etc/apt").glob("sources.list.d/*.list")]
+    for path in sources:
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        for url in re.findall(r"(?:URIs:|^deb)\s+(?:\[[^]]*\]\s+)?(\S+)", text, re.MULTILINE):
+            if url.rstrip("/").endswith("/debian"):
+                return url.rstrip("/")
+    return "http://deb.debian.org/debian"
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:16]
+
+
+def _extra_certificates() -> dict[str, bytes]:
+    if not EXTRA_CA_DIR.is_dir():
+        return {}
+    return {p.name: p.read_bytes() for p in sorted(EXTRA_CA_DIR.glob("*.crt")) if p.is_file()}
+
+
+def _atomic_cache_path(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(path.name + f".part-{os.getpid()}")
+
+
+def unmount_below(path: Path) -> None:
+    """Lazily unmount every mount at or below path, deepest first."""
+    prefix = str(path.resolve())
+    for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+        target = line.split()[1].replace("\\040", " ")
+        if target == prefix or target.startswith(prefix + "/"):
+            subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+    remaining = [
+        line.split()[1]
+        for line in Path("/proc/self/mounts").read_text().splitlines()
+        if line.split()[1].startswith(prefix + "/")
+    ]
+    if remaining:
+        raise RuntimeError(f"still mounted below {prefix}: {remaining}; not removing it")
+
+
+def base_rootfs(log) -> Path:
+    """A tarball of a minimal Debian root filesystem, made by debootstrap once and cached."""
+    mirror = debian_mirror()
+    key = _digest(SUITE.encode(), mirror.encode(), b"minbase")
+    tarball = CACHE / f"debian-{SUITE}-{key}.tar"
+    if tarball.exists():
+        return tarball
+    part = _atomic_cache_path(tarball)
+    root = tempfile.mkdtemp(prefix="rigwatch-rootfs-")
+    try:
+        log(f"debootstrap {SUITE} from {mirror} (cached afterwards in {CACHE})")
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", SUITE, root, mirror],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        # No apt lists or packages in the image: each stand-in runs apt-get update itself.
+        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for entry in Path(root, leftover).glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+        subprocess.run(["tar", "-C", root, "-cf", str(part), "."], check=True)
+    finally:
+        # debootstrap mounts /proc and /sys (and may bind the host's /dev) inside the target
+        # while it works: a failed run can leave them, and removing through them must not happen.
+        unmount_below(Path(root))
+        shutil.rmtree(root, ignore_errors=True)
+    part.rename(tarball)
+    return tarball
+
+
+def stand_ins_key(rootfs: Path) -> str:
+    """Content key of the stand-in images: the root filesystem, their Dockerfiles, the CAs."""
+    parts = [rootfs.name.encode()]
+    for path in sorted(CONTAINERS.rglob("*")):
+        if path.is_file():
+            parts += [str(path.relative_to(CONTAINERS)).encode(), path.read_bytes()]
+    for name, data in _extra_certificates().items():
+        parts += [name.encode(), data]
+    return _digest(*parts)
+
+
+class Engine:
+    """dockerd on its own socket with everything under `root`; stop() removes all of it."""
+
+    def __init__(self, root: Path, log) -> None:
+        self.root = root
+        self.log = log
+        self.socket = root / "docker.sock"
+        self.process: subprocess.Popen | None = None
+        self.start_error: str | None = None
+        self.bridge_existed = True
+        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
+        # Compose v1 must not read the user's configuration (credential helpers, contexts).
+        self.env["DOCKER_CONFIG"] = str(root / "client-config")
+        self.env.pop("DOCKER_CONTEXT", None)
+
+    def start(self, timeout: float = 60) -> None:
+        self.bridge_existed = Path("/sys/class/net/docker0").exists()
+        (self.root / "client-config").mkdir(parents=True, exist_ok=True)
+        log_file = open(self.root / "dockerd.log", "wb")  # noqa: SIM115 - lives as long as dockerd
+        # The compose file mounts / with `rslave`, which needs / to be a shared mount, as systemd
+        # makes it on a normal host. Where it is not (a private / in a sandbox), dockerd gets a
+        # mount namespace of its own with / shared, and the machine's mounts stay untouched.
+        # unshare and sh exec into dockerd, so the pid is dockerd's.
+        self.process = subprocess.Popen(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "unchanged",
+                "sh",
+                "-c",
+                'mount --make-rshared / && exec "$@"',
+                "sh",
+                "dockerd",
+                "--host",
+                f"unix://{self.socket}",
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "--pidfile",
+                str(self.root / "dockerd.pid"),
+                # No swarm, no metrics, no experimental: only what compose needs.
+                "--log-level",
+                "warn",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log_file.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dockerd exited at start:\n{self.log_tail()}")
+            if self.docker("version", check=False, timeout=10).returncode == 0:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"dockerd did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.root / "dockerd.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def docker(
+        self, *args: str, check: bool = True, timeout: float = 120, input: bytes | None = None
+    ) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            ["docker", *args],
+            env=self.env,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            input=input,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"docker {' '.join(args)} failed ({result.returncode}):\n"
+                + result.stderr.decode(errors="replace")[-4000:]
+            )
+        return result
+
+    def text(self, *args: str, timeout: float = 120) -> str:
+        return self.docker(*args, timeout=timeout).stdout.decode()
+
+    def inspect(self, kind: str, name: str) -> dict:
+        return json.loads(self.text(kind, "inspect", name))[0]
+
+    def gateway(self) -> str:
+        """The default bridge's address on this machine: where containers reach the host."""
+        config = self.inspect("network", "bridge")["IPAM"]["Config"][0]
+        # dockerd leaves Gateway out when it is the subnet's first address (its default).
+        return config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+
+    def stop(self) -> None:
+        """Remove every container, volume and image, stop dockerd (by pid), remove its files."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(Exception):
+                ids = self.text("ps", "-aq", timeout=30).split()
+                if ids:
+                    self.docker("rm", "-f", "-v", *ids, check=False, timeout=120)
+                self.docker("volume", "prune", "-f", check=False, timeout=60)
+                self.docker("system", "prune", "-a", "-f", check=False, timeout=120)
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        # dockerd leaves its default bridge behind; it was not there before this engine.
+        if not self.bridge_existed and Path("/sys/class/net/docker0").exists():
+            subprocess.run(["ip", "link", "delete", "docker0"], check=False, capture_output=True)
+        # Mounts dockerd left behind (a crash) must go before the directory can.
+        unmount_below(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def load_stand_ins(self) -> None:
+        """Give the engine the stand-in images: from the cache, or built and then cached."""
+        rootfs = base_rootfs(self.log)
+        key = stand_ins_key(rootfs)
+        cached = CACHE / f"stand-ins-{key}.tar"
+        if cached.exists():
+            self.log(f"stand-in images from the cache ({cached.name})")
+            self.docker("load", "-i", str(cached), timeout=300)
+            return
+        self.log("importing the root filesystem and building the stand-in images")
+        self.docker("import", str(rootfs), BASE_IMAGE, timeout=300)
+        for directory, image in STAND_INS.items():
+            with tempfile.TemporaryDirectory(prefix="rigwatch-standin-") as context:
+                shutil.copytree(CONTAINERS / directory, context, dirs_exist_ok=True)
+                certificates = Path(context, "ca-certificates")
+                certificates.mkdir()
+                (certificates / ".keep").touch()
+                for name, data in _extra_certificates().items():
+                    (certificates / name).write_bytes(data)
+                self.docker("build", "-q", "-t", image, context, timeout=600)
+        for old in CACHE.glob("stand-ins-*.tar"):
+            old.unlink()
+        part = _atomic_cache_path(cached)
+        self.docker("save", "-o", str(part), *STAND_INS.values(), timeout=300)
+        part.rename(cached)
+
+
+@contextlib.contextmanager
+def private_engine(log) -> Iterator[Engine]:
+    """A started private engine, always stopped and removed afterwards."""
+    engine = Engine(Path(tempfile.mkdtemp(prefix="rigwatch-dockerd-")), log)
+    try:
+        try:
+            engine.start()
+        except RuntimeError as exc:
+            # e.g. no overlay filesystem or no iptables in this kernel: said in one line.
+            lines = str(exc).splitlines()
+            engine.start_error = lines[0] + (f" ({lines[-1].strip()[-200:]})" if lines[1:] else "")
+        yield engine
+    finally:
+        engine.stop()
