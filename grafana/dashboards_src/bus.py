@@ -15,11 +15,12 @@ BUS = host("rigwatch_pci_gpu_info")
 # The card's NVML index joined onto a bus series, for the GPU detail dashboard.
 TO_CARD = f"* on ({BUS_KEY}) group_left (gpu) rigwatch_gpu_info{{{GPU}}}"
 
+# The card variable's "All" is ".*", so cards NVML cannot open (no rigwatch_gpu_info) match.
 NEEDS_RESET = (
-    f"max by ({BUS_KEY}) ((rigwatch_gpu_recovery_action{{{HOST}}} > 0)"
-    f" * on (job, instance, gpu, uuid) group_left (pci_bus_id) rigwatch_gpu_info{{{HOST}}})"
+    f"max by ({BUS_KEY}) ((rigwatch_gpu_recovery_action{{{GPU}}} > 0)"
+    f" * on (job, instance, gpu, uuid) group_left (pci_bus_id) rigwatch_gpu_info{{{GPU}}})"
 )
-CANNOT_OPEN = f"max by ({BUS_KEY}) (rigwatch_gpu_open_failure_info{{{HOST}}})"
+CANNOT_OPEN = f"max by ({BUS_KEY}) (rigwatch_gpu_open_failure_info{{{GPU}}})"
 NOT_SERVED = f"max by ({BUS_KEY}) (rigwatch_pci_gpu_nvml_up{{{HOST}}} == 0)"
 
 
