@@ -734,7 +734,7 @@ def profile_worker(scrapes: int) -> None:
     from exporter.scrape import Scraper, UnitOutcome
 
     settings = parse_settings([f"--web.listen-address=127.0.0.1:{free_port()}"])
-    session = NvmlSession(settings.nvml_retry_max_seconds)
+    session = NvmlSession(settings.nvml_retry_max_seconds, settings.sysfs)
     session.start()
     scraper = Scraper(create_collectors(settings, session), settings.scrape_timeout_seconds)
     tune_gc()  # as the exporter's main() does once started

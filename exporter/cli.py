@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--path.procfs", "procfs mount point", dest="procfs", default="/proc", metavar="PATH")
     add(
         "--path.sysfs",
-        "sysfs mount point (hwmon temperatures and fans)",
+        "sysfs mount point (hwmon temperatures and fans, the PCI bus)",
         dest="sysfs",
         default="/sys",
         metavar="PATH",

@@ -180,7 +180,7 @@ class ExporterServer:
         self.port = self.httpd.server_address[1]
         self.session: NvmlSession | None = None
         if needs_nvml(settings):
-            self.session = NvmlSession(settings.nvml_retry_max_seconds)
+            self.session = NvmlSession(settings.nvml_retry_max_seconds, settings.sysfs)
             self.session.start()
         self.scraper = Scraper(
             create_collectors(settings, self.session), settings.scrape_timeout_seconds

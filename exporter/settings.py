@@ -29,7 +29,7 @@ class Settings:
 
     listen_host: str = ""
     listen_port: int = DEFAULT_PORT
-    collectors: frozenset[str] = frozenset({"gpu", "gpu_process", "xid", "host"})
+    collectors: frozenset[str] = frozenset({"gpu", "gpu_process", "xid", "host", "pci"})
     fs_mount_points_include: re.Pattern | None = None
     fs_mount_points_exclude: re.Pattern | None = re.compile(DEFAULT_MOUNT_POINTS_EXCLUDE)
     fs_types_exclude: re.Pattern | None = re.compile(DEFAULT_FS_TYPES_EXCLUDE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import datetime, timezone
 
 from alert_bot.chat.alertmanager import firing_alerts, silenced_note
 from alert_bot.chat.context import Chat
@@ -22,6 +23,18 @@ FALLBACK_CRITICAL = 90.0
 # Throttle reasons worth a mark: the card is held back by heat or its power brake
 # (sw_power_cap is normal for a card at full load, as in the rules).
 MARKED_THROTTLE = ("sw_thermal", "hw_thermal", "hw_slowdown", "hw_power_brake")
+# Cards NVML counts but cannot open, and cards on the PCI bus the driver does not serve (lost
+# before the exporter started, not brought up, bound to another driver); each with its start.
+UNOPENED = "rigwatch_gpu_open_failure_info"
+UNOPENED_SINCE = "min_over_time(timestamp(rigwatch_gpu_open_failure_info)[24h:10s])"
+NOT_SERVED = (
+    "(rigwatch_pci_gpu_nvml_up == 0)"
+    " * on (job, instance, pci_bus_id) group_left (driver) rigwatch_pci_gpu_info"
+    " unless on (job, instance, pci_bus_id) rigwatch_gpu_open_failure_info"
+    " unless on (job, instance) (rigwatch_nvml_up == 0)"
+)
+NOT_SERVED_SINCE = f"min_over_time(timestamp({NOT_SERVED})[24h:10s])"
+REASONS = {"gpu_is_lost": "lost", "no_permission": "no permission to open it"}
 
 
 def rig_of(metric: dict[str, str]) -> str:
@@ -68,14 +81,18 @@ def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
         (rig_of(r["metric"]), r["metric"].get("gpu", "")): r["metric"].get("name", "")
         for r in chat.prometheus.query("rigwatch_gpu_info")
     }
+    unreachable = unreachable_lines(chat)
     cards = sorted(
-        {*temps, *up, *names},
+        {*temps, *up, *names, *unreachable},
         key=lambda k: (k[0], int(k[1]) if k[1].isdigit() else 0, k[1]),
     )
     result: dict[str, list[str]] = {}
     for key in cards:
         rig, gpu = key
         if not _wanted(rig, wanted):
+            continue
+        if key in unreachable:
+            result.setdefault(rig, []).append(unreachable[key])
             continue
         line = f"GPU {html.escape(gpu)}"
         if names.get(key):
@@ -113,6 +130,44 @@ def _heat_mark(celsius: float, slowdown: float | None) -> str:
     if celsius >= near:
         return f" 🔥 <b>near slowdown {critical:.0f} °C</b>"
     return ""
+
+
+def _since(chat: Chat, expr: str, *keys: str) -> dict[tuple[str, ...], str]:
+    """When each series of expr started (within 24 h), as "since 07:12 UTC"."""
+    since = {}
+    for r in chat.prometheus.query(expr):
+        moment = datetime.fromtimestamp(r["value"], timezone.utc)
+        key = (rig_of(r["metric"]), *(r["metric"].get(k, "") for k in keys))
+        since[key] = f" since {moment:%H:%M} UTC"
+    return since
+
+
+def unreachable_lines(chat: Chat) -> dict[tuple[str, str], str]:
+    """A line of its own for every card the rig has but cannot use, keyed like the card lines
+    ((rig, index), or (rig, bus id) for a card NVML never counted): never silently fewer."""
+    lines: dict[tuple[str, str], str] = {}
+    since = _since(chat, UNOPENED_SINCE, "gpu")
+    for r in chat.prometheus.query(UNOPENED):
+        metric = r["metric"]
+        rig, gpu, bus_id = rig_of(metric), metric.get("gpu", ""), metric.get("pci_bus_id", "")
+        reason = metric.get("reason", "")
+        why = REASONS.get(reason, reason.replace("_", " ") or "unknown error")
+        where = f" ({html.escape(bus_id)})" if bus_id else ""
+        lines[rig, gpu] = (
+            f"❌ GPU {html.escape(gpu)}{where} on {html.escape(rig)}: on the bus, the driver "
+            f"cannot reach it — {html.escape(why)}{since.get((rig, gpu), '')}"
+        )
+    since = _since(chat, NOT_SERVED_SINCE, "pci_bus_id")
+    for r in chat.prometheus.query(NOT_SERVED):
+        metric = r["metric"]
+        rig, bus_id = rig_of(metric), metric.get("pci_bus_id", "")
+        driver = metric.get("driver", "none")
+        held = "no driver" if driver == "none" else f"held by {driver}"
+        lines[rig, bus_id] = (
+            f"❌ GPU {html.escape(bus_id)} on {html.escape(rig)}: on the bus, not served by the "
+            f"NVIDIA driver ({html.escape(held)}){since.get((rig, bus_id), '')}"
+        )
+    return lines
 
 
 def host_lines(chat: Chat, wanted: str | None) -> dict[str, str]:

@@ -19,8 +19,14 @@ from exporter.settings import Settings
 FAMILIES = specs(
     ("rigwatch_nvml_up", "gauge", "1 when NVML is loaded and initialised."),
     ("rigwatch_driver_info", "gauge", "NVIDIA driver and CUDA driver API versions; always 1."),
+    ("rigwatch_nvml_devices", "gauge", "GPUs NVML counts, opened or not."),
     ("rigwatch_gpu_info", "gauge", "Identity of every GPU seen since start; always 1."),
     ("rigwatch_gpu_up", "gauge", "1 when the GPU answered this scrape, 0 when lost, gone or hung."),
+    (
+        "rigwatch_gpu_open_failure_info",
+        "gauge",
+        "A GPU NVML counts but cannot open: its index, bus id where known, and NVML's error; 1.",
+    ),
     ("rigwatch_gpu_temperature_celsius", "gauge", "GPU core temperature."),
     ("rigwatch_gpu_memory_temperature_celsius", "gauge", "GPU memory (HBM/GDDR) temperature."),
     (
@@ -77,7 +83,27 @@ FAMILIES = specs(
     ("rigwatch_gpu_remapped_rows", "gauge", "Memory rows remapped, by error type."),
     ("rigwatch_gpu_remapped_rows_pending", "gauge", "1 when a row remap waits for a GPU reset."),
     ("rigwatch_gpu_remapped_rows_failure", "gauge", "1 when a row remap failed."),
+    (
+        "rigwatch_gpu_recovery_action",
+        "gauge",
+        "What the driver asks for to recover the card (0 none, 1 GPU reset, 2 node reboot, "
+        "3 drain P2P, 4 drain and reset, 6 bus reset, 7 system reboot), named in `action`.",
+    ),
 )
+
+# nvmlDeviceGpuRecoveryAction_t, as NVML_FI_DEV_GET_GPU_RECOVERY_ACTION (field 230) answers it.
+RECOVERY_ACTION_FIELD = 230
+RECOVERY_ACTIONS = {
+    0: "none",
+    1: "gpu_reset",
+    2: "node_reboot",
+    3: "drain_p2p",
+    4: "drain_and_reset",
+    5: "recover_imex_domain",
+    6: "bus_reset",
+    7: "system_reboot",
+}
+_ACTION_LABELS = {code: (("action", name),) for code, name in RECOVERY_ACTIONS.items()}
 
 THROTTLE_REASONS = (
     ("gpu_idle", 0x1),
@@ -272,13 +298,30 @@ def read_gpu(
         add("rigwatch_gpu_remapped_rows", uncorrectable, extra=_UNCORRECTABLE)
         add("rigwatch_gpu_remapped_rows_pending", 1 if pending else 0)
         add("rigwatch_gpu_remapped_rows_failure", 1 if failure else 0)
+
+    action = _field(
+        session,
+        gpu,
+        "nvmlDeviceGetFieldValues(NVML_FI_DEV_GET_GPU_RECOVERY_ACTION)",
+        RECOVERY_ACTION_FIELD,
+    )
+    if action is not None:
+        if action in _ACTION_LABELS:
+            add("rigwatch_gpu_recovery_action", action, extra=_ACTION_LABELS[action])
+        else:
+            session.log_implausible(gpu, "rigwatch_gpu_recovery_action", action)
     return out
 
 
 def _memory_temperature(session: NvmlSession, gpu: Gpu) -> float | None:
-    nv = session.nvml
     what = "nvmlDeviceGetFieldValues(NVML_FI_DEV_MEMORY_TEMP)"
-    values = session.call(gpu, what, nv.nvmlDeviceGetFieldValues, [nv.NVML_FI_DEV_MEMORY_TEMP])
+    return _field(session, gpu, what, session.nvml.NVML_FI_DEV_MEMORY_TEMP)
+
+
+def _field(session: NvmlSession, gpu: Gpu, what: str, field_id: int) -> float | None:
+    """One NVML field value of the card, or None (unsupported fields are asked once per init)."""
+    nv = session.nvml
+    values = session.call(gpu, what, nv.nvmlDeviceGetFieldValues, [field_id])
     if values is None:
         return None
     value = values[0]
@@ -312,6 +355,8 @@ class GpuCollector(PerCardCollector):
         session = self.session
         by_key = {o.key: o for o in outcomes}
         samples: list[Sample] = [("rigwatch_nvml_up", {}, 1.0 if session.up else 0.0)]
+        if session.up and session.device_count is not None:
+            samples.append(("rigwatch_nvml_devices", {}, session.device_count))
         if session.up and session.driver_version:
             samples.append(
                 (
@@ -333,4 +378,21 @@ class GpuCollector(PerCardCollector):
             samples.append(("rigwatch_gpu_up", card.base, 1.0 if answered else 0.0))
             if answered:
                 samples.extend(outcome.value)
+        samples.extend(self._unopened_samples())
         return build_families(FAMILIES, samples), True
+
+    def _unopened_samples(self) -> list[Sample]:
+        """Cards NVML counts but cannot open: rigwatch_gpu_up 0 under their index (unless a card
+        seen before at that index already reads 0 under its uuid) and why."""
+        session = self.session
+        unopened = session.unopened
+        if not unopened:
+            return []
+        known_down = {g.device.index for g in session.gpus() if not g.present}
+        samples: list[Sample] = []
+        for card in unopened:
+            if card.index not in known_down:
+                samples.append(("rigwatch_gpu_up", {"gpu": card.index, "uuid": ""}, 0.0))
+            labels = {"gpu": card.index, "pci_bus_id": card.pci_bus_id, "reason": card.reason}
+            samples.append(("rigwatch_gpu_open_failure_info", labels, 1.0))
+        return samples

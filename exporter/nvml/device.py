@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.nvml.errors import FieldCalls, GpuLost, plausible
+from exporter.pci.bus import normalise_bus_id
 
 CLOCK_TYPES = (("graphics", 0), ("sm", 1), ("memory", 2), ("video", 3))
 # nvmlPstates_t: 0..15 are P0..P15; NVML_PSTATE_UNKNOWN (32) means no P-state.
@@ -60,7 +61,7 @@ def describe(nv: Any, calls: FieldCalls, uuid: str, index: int, handle: Any) -> 
     try:
         device.name = text(call(gpu, "nvmlDeviceGetName", nv.nvmlDeviceGetName) or "")
         pci = call(gpu, "nvmlDeviceGetPciInfo", nv.nvmlDeviceGetPciInfo)
-        device.pci_bus_id = text(pci.busId) if pci is not None else ""
+        device.pci_bus_id = normalise_bus_id(text(pci.busId)) if pci is not None else ""
         device.shutdown_celsius = call(
             gpu,
             "nvmlDeviceGetTemperatureThreshold(SHUTDOWN)",

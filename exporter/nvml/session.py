@@ -4,7 +4,8 @@ Everything about a card that does not change while the driver is loaded (identit
 maximum clocks and link) is read once when NVML is initialised. A background supervisor
 thread (re)initialises NVML with backoff whenever NVML is down or a listed card is lost, so a
 driver loaded later or a card that comes back needs no restart. A card that is simply gone from
-NVML's list is looked for again only every --nvml.retry-max-seconds, and a re-initialisation
+NVML's list, or one NVML counts but cannot open, is looked for again only every
+--nvml.retry-max-seconds, and a re-initialisation
 never costs the healthy cards their series: reads that would wait for it serve the card's
 previous readings instead.
 """
@@ -16,12 +17,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 from exporter.nvml.device import Gpu, describe, text
 from exporter.nvml.errors import LIBRARY_NOT_FOUND, FieldCalls, GpuLost, error_name
 from exporter.nvml.rwlock import ReadWriteLock
 from exporter.oncelog import OnceLog
+from exporter.pci.bus import PciBus, attribute_unopened
 from rigwatch.backoff import Backoff
 from rigwatch.logs import logger
 
@@ -42,11 +45,23 @@ REINIT_READ_WAIT_SECONDS = 0.05
 STALE_READINGS_MAX_SECONDS = 30.0
 
 
+@dataclass(frozen=True)
+class Unopened:
+    """An index NVML counts but cannot open, as of the last initialisation: why (NVML's error,
+    e.g. "gpu_is_lost", "no_permission") and the bus id the PCI bus allows for it ("" if not)."""
+
+    index: str
+    reason: str
+    pci_bus_id: str = ""
+
+
 class NvmlSession:
     """Owns NVML's lifecycle for the whole process; collectors read through it."""
 
-    def __init__(self, retry_max_seconds: float = 60.0) -> None:
+    def __init__(self, retry_max_seconds: float = 60.0, sysfs: str | None = None) -> None:
         self.retry_max_seconds = retry_max_seconds
+        # Where to look up the bus ids of cards NVML cannot open (None: not looked up).
+        self.sysfs = sysfs
         self.nvml: Any = None  # the pynvml module once imported
         # The per-field error policy over that module: collectors call session.call(...).
         self.calls: FieldCalls | None = None
@@ -58,6 +73,8 @@ class NvmlSession:
         self._gpus: dict[str, Gpu] = {}  # by uuid, in the order first seen
         self._initialised = False
         self._unidentified = 0  # listed cards that could not be identified at the last init
+        self.device_count: int | None = None  # nvmlDeviceGetCount at the last initialisation
+        self.unopened: list[Unopened] = []  # replaced whole by each initialisation
         self._lock = ReadWriteLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -171,9 +188,10 @@ class NvmlSession:
                     LOG.debug("NVML re-initialisation postponed: reads still in flight")
                 self._stop.wait(backoff.next())
                 self._wake.clear()
-            elif self._card_missing():
+            elif self._card_missing() or self.unopened:
                 # NVML answers and lists only healthy cards, but one seen before is gone from
-                # the list (off the bus, unplugged). Only a re-initialisation can find it again,
+                # the list (off the bus, unplugged), or NVML counts a card it cannot open (lost
+                # before the exporter started). Only a re-initialisation can find it again,
                 # and each one stops NVML for every card, so look for it at the longest
                 # interval only; a listed card turning lost meanwhile wakes this at once.
                 self._first_attempt.set()
@@ -205,6 +223,8 @@ class NvmlSession:
     def _fail(self, reason: str) -> None:
         was_up = self.up
         self.up = False
+        self.device_count = None
+        self.unopened = []
         for gpu in self._gpus.values():
             gpu.present = False
         if self.reason != reason or was_up:
@@ -258,8 +278,9 @@ class NvmlSession:
 
         seen: set[str] = set()
         self._unidentified = 0
+        failures: dict[int, str] = {}
         for index in range(count):
-            gpu = self._identify(index)
+            gpu = self._identify(index, failures)
             if gpu is None:
                 # Listed but not answering (GPU_IS_LOST on its handle): when a known card is
                 # missing, that is a lost card, retried on the short backoff.
@@ -282,6 +303,8 @@ class NvmlSession:
                 if gpu.present:
                     LOG.warning("GPU %s (%s) is no longer visible to NVML", gpu.device.index, uuid)
                 gpu.present = False
+        self.unopened = self._locate(failures, seen)
+        self.device_count = count
         was_up = self.up
         self.generation += 1
         self.up = True
@@ -294,13 +317,39 @@ class NvmlSession:
                 len(seen),
             )
 
-    def _identify(self, index: int) -> Gpu | None:
-        """The card at index with its static facts; None if it cannot be identified."""
+    def _locate(self, failures: dict[int, str], seen: set[str]) -> list[Unopened]:
+        """The cards NVML counts but cannot open, each with the bus id the PCI bus allows."""
+        if not failures:
+            return []
+        bus_ids: dict[int, str] = {}
+        if self.sysfs is not None:
+            bus = PciBus(self.sysfs)
+            opened = {
+                int(g.device.index): g.device.pci_bus_id
+                for uuid, g in self._gpus.items()
+                if uuid in seen and g.device.pci_bus_id
+            }
+            claimed = set(opened.values())
+            candidates = [
+                f.bus_id
+                for f in bus.gpus()
+                if f.bus_id not in claimed and bus.driver(f) == "nvidia"
+            ]
+            bus_ids = attribute_unopened(list(failures), opened, candidates)
+        return [
+            Unopened(str(index), reason, bus_ids.get(index, ""))
+            for index, reason in sorted(failures.items())
+        ]
+
+    def _identify(self, index: int, failures: dict[int, str]) -> Gpu | None:
+        """The card at index with its static facts; None if it cannot be identified (why goes
+        into failures)."""
         nv = self.nvml
         try:
             handle = nv.nvmlDeviceGetHandleByIndex(index)
             uuid = text(nv.nvmlDeviceGetUUID(handle))
         except nv.NVMLError as err:
+            failures[index] = error_name(nv, err.value).lower()
             self.once.log(
                 logging.WARNING,
                 ("identify", index, err.value),

@@ -7,6 +7,7 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 
+from .bus import detail_panels
 from .dashboard import dashboard
 from .panels import (
     CARD_LEGEND,
@@ -297,6 +298,8 @@ def _pcie_and_errors(board: Dashboard) -> None:
             minimum=0,
         )
     )
+    for panel in detail_panels():
+        board.with_panel(panel)
 
 
 def _processes(board: Dashboard) -> None:

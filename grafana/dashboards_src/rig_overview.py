@@ -7,6 +7,7 @@ from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
 from grafana_foundation_sdk.models import common
 
+from .bus import bus_table
 from .dashboard import dashboard
 from .panels import (
     CARD_LEGEND,
@@ -137,6 +138,7 @@ def build() -> Dashboard:
             ),
         )
     )
+    board.with_panel(bus_table())
     board.with_panel(
         timeseries_panel(
             "Headroom to each card's slowdown temperature",

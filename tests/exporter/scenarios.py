@@ -28,6 +28,7 @@ def full_scenario(processes: list[dict] | None = None) -> dict:
             memory_used_bytes=4_294_967_296 + index,
             clocks_mhz={"graphics": 2520, "sm": 2520, "memory": 10501, "video": 1965},
             max_clocks_mhz={"graphics": 3105, "sm": 3105, "memory": 10501, "video": 2415},
+            recovery_action=index,
             pstate=2,
             clock_event_reasons=0x4 | 0x20,  # sw power cap + sw thermal
             pcie={

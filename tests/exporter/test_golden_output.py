@@ -4,7 +4,8 @@ Two cards where every field is supported, one GPU process, all collectors on (pc
 too): every GPU family with NVML's units turned into base units. Host series (they describe the
 machine running the test) are left out, and the few values that are not the scenario's own are
 normalised: the GPU process's pid, name and user, and the collectors' durations (checked to be
-non-negative first). After an intended change, regenerate the file and review its diff:
+non-negative first). The PCI bus is the fixture rig's (tests/exporter/sysfs_tree.py). After an
+intended change, regenerate the file and review its diff:
 
     RIGWATCH_UPDATE_GOLDEN=1 python -m pytest tests/exporter/test_golden_output.py
 """
@@ -22,6 +23,7 @@ import pytest
 
 from tests.exporter.scenarios import full_scenario
 from tests.exporter.scrapes import FAST_RETRY, scrape
+from tests.exporter.sysfs_tree import rig_tree
 from tests.support import running_exporter, write_scenario
 
 GOLDEN = Path(__file__).with_name("golden") / "full_scenario.prom"
@@ -50,11 +52,15 @@ def normalise(text: str, pid: int, process: str, user: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_full_output_matches_the_golden_file(scenario_file):
+def test_full_output_matches_the_golden_file(scenario_file, tmp_path):
     me = psutil.Process(os.getpid())
     process = {"pid": me.pid, "used_memory_bytes": 1 << 30, "sm_util_percent": 42}
     write_scenario(scenario_file, full_scenario(processes=[process]))
-    with running_exporter(scenario_file, FAST_RETRY, "--collector.pcie_throughput") as (_, base):
+    sysfs = f"--path.sysfs={rig_tree(tmp_path / 'sys').root}"
+    with running_exporter(scenario_file, FAST_RETRY, "--collector.pcie_throughput", sysfs) as (
+        _,
+        base,
+    ):
         text = scrape(base).text
     try:
         user = me.username()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tests.exporter.scenarios import full_scenario
 from tests.exporter.scrapes import FAST_RETRY, scrape
-from tests.support import REPO, running_exporter, wait_until, write_scenario
+from tests.exporter.sysfs_tree import rig_tree
+from tests.support import REPO, make_device, running_exporter, wait_until, write_scenario
 
 DOC = REPO / "docs" / "metrics.md"
 
@@ -45,7 +46,10 @@ def test_docs_and_output_name_the_same_families_types_and_labels(scenario_file, 
         processes=[{"pid": os.getpid(), "used_memory_bytes": 1 << 30, "sm_util_percent": 5}]
     )
     scenario["devices"][0]["xid_events"] = [13]
+    # A third card NVML counts but cannot open, on a bus that also shows a vfio-bound card.
+    scenario["devices"].append(make_device(2, lost=True))
     write_scenario(scenario_file, scenario)
+    rig_tree(tmp_path / "sys")
     _hwmon(tmp_path / "sys")
     with running_exporter(
         scenario_file,

@@ -175,7 +175,7 @@ static void validate_scenario(const struct json *root)
         "memory_temperature_c", "power_mw", "power_limit_mw", "energy_mj",
         "utilization_gpu_percent", "utilization_memory_percent", "encoder_percent",
         "decoder_percent", "memory_total_bytes", "memory_used_bytes", "pstate",
-        "clock_event_reasons", NULL};
+        "clock_event_reasons", "recovery_action", NULL};
     static const char *objects[] = {"clocks_mhz", "max_clocks_mhz", "pcie", "ecc",
                                     "remapped_rows", "errors", "hang_ms", NULL};
     static const char *arrays[] = {"fan_speeds_percent", "processes", "xid_events", NULL};
@@ -617,7 +617,10 @@ static nvmlReturn_t do_init(void)
      * until the next init, and clears every "lost" latch. */
     const struct json *devices = scenario_devices();
     g_slot_count = 0;
-    for (size_t i = 0; devices && i < devices->count && i < MAX_DEVICES; i++) {
+    for (size_t i = 0; devices && i < devices->count && g_slot_count < MAX_DEVICES; i++) {
+        /* A card on the bus that the driver never brought up: NVML does not count it. */
+        if (is_true(json_get(devices->items[i], "uncounted")))
+            continue;
         struct fake_device *slot = &g_slots[g_slot_count++];
         copy_str(slot->uuid, sizeof slot->uuid, device_uuid(devices->items[i]));
         slot->position = (unsigned)i;
@@ -1336,6 +1339,13 @@ static void field_value(const struct json *dev, nvmlFieldValue_t *fv, long long 
         if (u64_at2(dev, "pcie", "replay_counter", &v)) {
             fv->valueType = NVML_VALUE_TYPE_UNSIGNED_LONG_LONG;
             fv->value.ullVal = v;
+            return;
+        }
+        break;
+    case NVML_FI_DEV_GET_GPU_RECOVERY_ACTION:
+        if (u64_at(dev, "recovery_action", &v)) {
+            fv->valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
+            fv->value.uiVal = (unsigned)v;
             return;
         }
         break;

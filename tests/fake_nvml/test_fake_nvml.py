@@ -24,6 +24,7 @@ DRIVER_NOT_LOADED = 9
 TIMEOUT = 10
 LIBRARY_NOT_FOUND = 12
 GPU_IS_LOST = 15
+NOT_FOUND = 6
 UNKNOWN = 999
 
 # The child evaluates one Python expression per stdin line against pynvml and answers one JSON
@@ -793,3 +794,31 @@ def test_field_of_wrong_type_answers_not_supported_and_says_so(scenario_file: Pa
     log = nvml.stderr()
     assert 'device 0 field "temperature_c" has type string, expected number' in log
     assert 'device 0 field "pcie" has type array, expected object' in log
+
+
+def test_uncounted_card_is_left_out_of_the_count_and_the_indices(scenario_file: Path, nvml: Nvml):
+    scenario = make_scenario(3)
+    scenario["devices"][1]["uncounted"] = True
+    write_scenario(scenario_file, scenario)
+    nvml.ok("n.nvmlInit()")
+    assert nvml.ok("n.nvmlDeviceGetCount()") == 2
+    assert nvml.ok("n.nvmlDeviceGetUUID(h(1))") == "GPU-00000002-1111-2222-3333-444444444444"
+    assert nvml.error("n.nvmlDeviceGetHandleByPciBusId(b'00000000:02:00.0')") == NOT_FOUND
+
+    # The driver brings it up: it is counted from the next enumeration on, in list order.
+    scenario["devices"][1]["uncounted"] = False
+    write_scenario(scenario_file, scenario)
+    nvml.ok("n.nvmlShutdown()")
+    nvml.ok("n.nvmlInit()")
+    assert nvml.ok("n.nvmlDeviceGetCount()") == 3
+    assert nvml.ok("n.nvmlDeviceGetUUID(h(1))") == "GPU-00000001-1111-2222-3333-444444444444"
+
+
+def test_recovery_action_field_per_card(scenario_file: Path, nvml: Nvml):
+    scenario = make_scenario(2)
+    scenario["devices"][0]["recovery_action"] = 2  # NVML_GPU_RECOVERY_ACTION_NODE_REBOOT
+    write_scenario(scenario_file, scenario)
+    nvml.ok("n.nvmlInit()")
+    ask = "[(v.nvmlReturn, v.value.uiVal) for v in n.nvmlDeviceGetFieldValues(h({}), [230])]"
+    assert nvml.ok(ask.format(0)) == [[0, 2]]
+    assert nvml.ok(ask.format(1))[0][0] == NOT_SUPPORTED

@@ -302,7 +302,14 @@ class WebhookReceiver:
 
 def fake_sysfs(root: Path) -> Path:
     """A sysfs tree with one hwmon chip (a CPU package sensor with high and critical marks),
-    so host temperature queries have data on machines without sensors."""
+    so host temperature queries have data on machines without sensors, and the PCI bus of the
+    two simulated cards of make_scenario(2) (links and AER counters)."""
+    from tests.exporter.sysfs_tree import SysfsTree
+
+    bus = SysfsTree(root)
+    for number in (1, 2):
+        if not (bus.devices / f"0000:0{number}:00.0").exists():
+            bus.add_function(f"0000:0{number}:00.0", port=f"0000:00:01.{number}")
     chip = root / "class" / "hwmon" / "hwmon0"
     chip.mkdir(parents=True, exist_ok=True)
     for name, text in {

@@ -1,0 +1,261 @@
+"""Every card accounted for: cards NVML counts but cannot open, cards only the PCI bus shows,
+their links and AER counters from sysfs, and the driver's recovery verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.pci.bus import attribute_unopened, normalise_bus_id
+from tests.exporter.scrapes import FAST_RETRY, assert_no_nan, log_lines, scrape
+from tests.exporter.sysfs_tree import SysfsTree, rig_tree
+from tests.exporter.test_exposition import _promtool_check
+from tests.support import make_scenario, running_exporter, wait_until, write_scenario
+
+UUID2 = "GPU-00000002-1111-2222-3333-444444444444"
+LOST_BUS_ID = "0000:03:00.0"
+VFIO_BUS_ID = "0000:0b:00.0"
+
+
+def _sysfs_flag(tree: SysfsTree) -> str:
+    return f"--path.sysfs={tree.root}"
+
+
+def test_bus_ids_get_one_spelling():
+    assert normalise_bus_id("00000000:0B:00.0") == "0000:0b:00.0"
+    assert normalise_bus_id("0000:0B:00.0") == "0000:0b:00.0"
+    assert normalise_bus_id("0000:0b:00.0") == "0000:0b:00.0"
+    assert normalise_bus_id("0B:00.0") == "0000:0b:00.0"
+    assert normalise_bus_id("00000001:81:1F.7") == "0001:81:1f.7"
+    assert normalise_bus_id("not a bus id") == "not a bus id"
+
+
+def test_unopened_indices_take_the_free_bus_ids_between_their_neighbours():
+    opened = {0: "0000:01:00.0", 2: "0000:05:00.0"}
+    # One free nvidia function between cards 0 and 2: it is card 1; after card 2, card 3.
+    assert attribute_unopened([1, 3], opened, ["0000:03:00.0", "0000:09:00.0"]) == {
+        1: "0000:03:00.0",
+        3: "0000:09:00.0",
+    }
+    # Two candidates for one gap: no guess.
+    assert attribute_unopened([1], opened, ["0000:02:00.0", "0000:03:00.0"]) == {}
+    # Nothing opened at all: a single lost card on a single free function.
+    assert attribute_unopened([0], {}, ["0000:0b:00.0"]) == {0: "0000:0b:00.0"}
+
+
+def test_card_lost_at_start_is_reported_with_bus_id_and_reason_and_joins_when_healed(
+    scenario_file, tmp_path
+):
+    tree = rig_tree(tmp_path / "sys")
+    scenario = make_scenario(3)
+    scenario["devices"][2]["lost"] = True
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (proc, base):
+        s = scrape(base)
+        assert s.value("rigwatch_nvml_devices") == 3
+        assert [v for _, v in s.all("rigwatch_gpu_up")].count(1) == 2
+        assert s.value("rigwatch_gpu_up", gpu="2") == 0
+        assert s.value("rigwatch_gpu_up", gpu="2", uuid="") == 0
+        assert s.all("rigwatch_gpu_open_failure_info") == [
+            ({"gpu": "2", "pci_bus_id": LOST_BUS_ID, "reason": "gpu_is_lost"}, 1.0)
+        ]
+        # The bus's view: the lost card and the vfio card have no working NVML handle.
+        assert s.value("rigwatch_pci_gpu_nvml_up", pci_bus_id="0000:01:00.0") == 1
+        assert s.value("rigwatch_pci_gpu_nvml_up", pci_bus_id=LOST_BUS_ID) == 0
+        assert s.value("rigwatch_pci_gpu_nvml_up", pci_bus_id=VFIO_BUS_ID) == 0
+        # NVML's own cards carry the same spelling of the bus id.
+        assert s.value("rigwatch_gpu_info", gpu="0", pci_bus_id="0000:01:00.0") == 1
+        assert_no_nan(s.text)
+        assert _promtool_check(s.text) == ""
+        assert len(log_lines(proc.output(), "GPU index 2 cannot be identified")) == 1
+
+        scenario["devices"][2]["lost"] = False
+        write_scenario(scenario_file, scenario)
+        wait_until(
+            lambda: scrape(base).value("rigwatch_gpu_up", uuid=UUID2) == 1,
+            timeout=10,
+            what="the card joins after NVML is re-initialised",
+        )
+        s = scrape(base)
+        assert s.all("rigwatch_gpu_open_failure_info") == []
+        assert s.value("rigwatch_gpu_up", gpu="2", uuid="") is None
+        assert s.value("rigwatch_gpu_temperature_celsius", uuid=UUID2) == 45
+        assert s.value("rigwatch_pci_gpu_nvml_up", pci_bus_id=LOST_BUS_ID) == 1
+
+
+def test_no_permission_reads_as_its_own_reason(scenario_file, tmp_path):
+    tree = rig_tree(tmp_path / "sys")
+    scenario = make_scenario(3)
+    scenario["devices"][1]["errors"] = {"nvmlDeviceGetHandleByIndex": "NO_PERMISSION"}
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (_, base):
+        s = scrape(base)
+        assert s.all("rigwatch_gpu_open_failure_info") == [
+            ({"gpu": "1", "pci_bus_id": "0000:02:00.0", "reason": "no_permission"}, 1.0)
+        ]
+
+
+def test_card_only_the_bus_knows(scenario_file, tmp_path):
+    tree = rig_tree(tmp_path / "sys")
+    scenario = make_scenario(3)
+    scenario["devices"][1]["uncounted"] = True
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (_, base):
+        s = scrape(base)
+        assert s.value("rigwatch_nvml_devices") == 2
+        assert s.all("rigwatch_gpu_open_failure_info") == []
+        assert s.value("rigwatch_pci_gpu_nvml_up", pci_bus_id="0000:02:00.0") == 0
+        assert s.value("rigwatch_pci_gpu_info", pci_bus_id="0000:02:00.0") == 1
+        assert s.value("rigwatch_pci_gpu_info", pci_bus_id="0000:02:00.0", driver="nvidia") == 1
+        assert s.value("rigwatch_pci_gpu_info", pci_bus_id=VFIO_BUS_ID, driver="vfio-pci") == 1
+        assert s.value("rigwatch_pci_gpu_info", pci_bus_id=VFIO_BUS_ID, device_id="0x20b5") == 1
+        # Only NVIDIA GPU functions: not the card's audio function, not the network card.
+        assert {labels["pci_bus_id"] for labels, _ in s.all("rigwatch_pci_gpu_info")} == {
+            "0000:01:00.0",
+            "0000:02:00.0",
+            "0000:03:00.0",
+            VFIO_BUS_ID,
+        }
+        # The bus's link for a card the driver cannot read: a x4 riser where x16 belongs.
+        assert s.value("rigwatch_pci_link_width", pci_bus_id=VFIO_BUS_ID) == 4
+        assert s.value("rigwatch_pci_link_max_width", pci_bus_id=VFIO_BUS_ID) == 16
+        assert (
+            s.value("rigwatch_pci_link_speed_transfers_per_second", pci_bus_id=VFIO_BUS_ID) == 8e9
+        )
+        assert (
+            s.value("rigwatch_pci_link_max_speed_transfers_per_second", pci_bus_id=VFIO_BUS_ID)
+            == 16e9
+        )
+
+        # Unbound from every driver: still on the bus, driver "none".
+        tree.bind(VFIO_BUS_ID, None)
+        assert scrape(base).value("rigwatch_pci_gpu_info", pci_bus_id=VFIO_BUS_ID, driver="none")
+
+
+def test_card_that_leaves_the_bus_disappears_from_it(scenario_file, tmp_path):
+    tree = rig_tree(tmp_path / "sys")
+    write_scenario(scenario_file, make_scenario(3))
+    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (_, base):
+        assert scrape(base).value("rigwatch_pci_gpu_info", pci_bus_id=LOST_BUS_ID) == 1
+        tree.remove(LOST_BUS_ID)
+        s = scrape(base)
+        assert s.all("rigwatch_pci_gpu_info", pci_bus_id=LOST_BUS_ID) == []
+        assert s.all("rigwatch_pci_aer_errors_total", pci_bus_id=LOST_BUS_ID) == []
+        assert s.value("rigwatch_pci_gpu_info", pci_bus_id="0000:01:00.0") == 1
+        assert s.value("rigwatch_scrape_collector_success", collector="pci") == 1
+
+
+def test_aer_counters_rise_and_fall_back_to_the_upstream_port(scenario_file, tmp_path):
+    tree = rig_tree(tmp_path / "sys")
+    write_scenario(scenario_file, make_scenario(3))
+    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (_, base):
+        s = scrape(base)
+        own = s.all("rigwatch_pci_aer_errors_total", pci_bus_id="0000:01:00.0")
+        # Every error the kernel lists, none of its TOTAL_ERR_* lines, all zero yet.
+        assert len(own) == 8 + 2 * 18
+        assert {labels["source"] for labels, _ in own} == {"device"}
+        assert not any(labels["error"].startswith("TOTAL") for labels, _ in own)
+        assert {value for _, value in own} == {0}
+        # The card at 02 has no AER capability: its port's counters stand in.
+        port = s.all("rigwatch_pci_aer_errors_total", pci_bus_id="0000:02:00.0")
+        assert port and {labels["source"] for labels, _ in port} == {"upstream_port"}
+
+        tree.set_aer("0000:01:00.0", "aer_dev_correctable", {"BadTLP": 3, "BadDLLP": 40})
+        tree.set_aer("0000:02:00.0", "aer_dev_fatal", {"CmpltTO": 1}, port=True)
+        s = scrape(base)
+        labels = {"pci_bus_id": "0000:01:00.0", "severity": "correctable"}
+        assert s.value("rigwatch_pci_aer_errors_total", **labels, error="BadTLP") == 3
+        assert s.value("rigwatch_pci_aer_errors_total", **labels, error="BadDLLP") == 40
+        assert s.value("rigwatch_pci_aer_errors_total", **labels, error="RxErr") == 0
+        assert (
+            s.value(
+                "rigwatch_pci_aer_errors_total",
+                pci_bus_id="0000:02:00.0",
+                severity="fatal",
+                error="CmpltTO",
+            )
+            == 1
+        )
+
+
+def test_sysfs_without_aer_files_and_with_unreadable_files(scenario_file, tmp_path):
+    tree = SysfsTree(tmp_path / "sys")
+    tree.add_function("0000:01:00.0", aer=False)
+    tree.add_function("0000:02:00.0", port="0000:00:01.1")
+    # sysfs attributes are read-only (0444): that must not matter.
+    for path in (tree.root / "devices").rglob("*"):
+        if path.is_file():
+            path.chmod(0o444)
+    tree.make_unreadable("0000:02:00.0", "current_link_width")
+    tree.make_unreadable("0000:02:00.0", "aer_dev_fatal")
+    write_scenario(scenario_file, make_scenario(2))
+    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (proc, base):
+        s = scrape(base)
+        assert s.all("rigwatch_pci_aer_errors_total", pci_bus_id="0000:01:00.0") == []
+        assert s.value("rigwatch_pci_link_width", pci_bus_id="0000:01:00.0") == 16
+        assert s.value("rigwatch_pci_link_width", pci_bus_id="0000:02:00.0") is None
+        assert s.value("rigwatch_pci_link_max_width", pci_bus_id="0000:02:00.0") == 16
+        severities = {
+            labels["severity"]
+            for labels, _ in s.all("rigwatch_pci_aer_errors_total", pci_bus_id="0000:02:00.0")
+        }
+        assert severities == {"correctable", "nonfatal"}
+        assert s.value("rigwatch_scrape_collector_success", collector="pci") == 1
+        scrape(base)
+        assert len(log_lines(proc.output(), "cannot read .*aer_dev_fatal")) == 1
+        assert_no_nan(s.text)
+
+
+def test_missing_sysfs_costs_only_the_bus_series(scenario_file, tmp_path):
+    write_scenario(scenario_file, make_scenario(2))
+    with running_exporter(scenario_file, FAST_RETRY, f"--path.sysfs={tmp_path / 'none'}") as (
+        _,
+        base,
+    ):
+        s = scrape(base)
+        assert s.all("rigwatch_pci_gpu_info") == []
+        assert s.value("rigwatch_gpu_up", gpu="1") == 1
+        assert s.value("rigwatch_scrape_collector_success", collector="pci") == 1
+
+
+ACTIONS = {
+    0: "none",
+    1: "gpu_reset",
+    2: "node_reboot",
+    3: "drain_p2p",
+    4: "drain_and_reset",
+    6: "bus_reset",
+    7: "system_reboot",
+}
+
+
+def test_each_recovery_action_is_named(scenario_file, tmp_path):
+    scenario = make_scenario(len(ACTIONS) + 1)
+    for device, code in zip(scenario["devices"], ACTIONS, strict=False):
+        device["recovery_action"] = code
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(rig_tree(tmp_path))) as (_, base):
+        s = scrape(base)
+        for index, (code, name) in enumerate(ACTIONS.items()):
+            assert s.all("rigwatch_gpu_recovery_action", gpu=str(index)) == [
+                (
+                    {
+                        "gpu": str(index),
+                        "uuid": f"GPU-{index:08x}-1111-2222-3333-444444444444",
+                        "action": name,
+                    },
+                    code,
+                )
+            ]
+        # The last card's driver does not have the field: no series.
+        assert s.all("rigwatch_gpu_recovery_action", gpu=str(len(ACTIONS))) == []
+
+
+@pytest.mark.parametrize("code", [8, 4294967295])
+def test_unknown_recovery_action_is_left_out(scenario_file, tmp_path, code):
+    scenario = make_scenario(1)
+    scenario["devices"][0]["recovery_action"] = code
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(rig_tree(tmp_path))) as (_, base):
+        s = scrape(base)
+        assert s.all("rigwatch_gpu_recovery_action") == []
+        assert s.value("rigwatch_gpu_up", gpu="0") == 1
