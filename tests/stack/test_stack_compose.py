@@ -113,6 +113,26 @@ def test_configuration_is_mounted_as_directories_not_single_files():
             assert (REPO / source).is_dir(), f"{name} mounts the single file {source}"
 
 
+OVERRIDES = sorted(
+    [*REPO.glob("docker-compose.*.yml"), *REPO.glob("deploy/*/docker-compose.yml"),
+     *REPO.glob("deploy/compose/*.yml")]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("path", OVERRIDES, ids=lambda p: str(p.relative_to(REPO)))
+def test_overrides_mount_directories_and_keep_routes_at_the_root(path):
+    """What the shipped file does for points 1 and 2, every override and rig-side file does too:
+    no single configuration file mounted from the checkout, and a Prometheus or Alertmanager
+    whose command it replaces keeps --web.route-prefix=/."""
+    for name, service in (yaml.safe_load(path.read_text()).get("services") or {}).items():
+        for source in _repository_mounts(service).values():
+            assert not source.endswith((".yml", ".yaml")), f"{name} mounts the file {source}"
+        command = service.get("command") or []
+        text = " ".join(command) if isinstance(command, list) else command
+        if "--web.external-url" in text:
+            assert "--web.route-prefix=/" in text, f"{name} in {path.name}"
+
+
 def test_built_services_have_their_dockerfiles():
     built = {n: s["build"] for n, s in _compose()["services"].items() if "build" in s}
     assert set(built) == {"exporter", "alert-bot"}
