@@ -44,7 +44,7 @@ COMMANDS = [
     ),
     Command("alerts", "firing alerts, with silence buttons", alertmanager.alerts),
     Command("silences", "active silences, with unsilence buttons", alertmanager.silences),
-    Command("graph", "chart: gpu|cpu|mem|disk|PromQL [1h|6h|24h|7d]", graph.graph),
+    Command("graph", "chart: gpu|cpu|mem|disk [rig] [gpu] or PromQL [1h|6h|24h|7d]", graph.graph),
 ]
 BY_NAME = {command.name: command for command in COMMANDS}
 PLAIN_WORDS = {command.name for command in COMMANDS if command.plain_word}
