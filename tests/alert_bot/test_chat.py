@@ -5,6 +5,7 @@ creating and expiring real silences in a real Alertmanager, and the chart of a c
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.alert_bot.botkit import (
     CHAT,
@@ -29,12 +31,14 @@ from tests.alert_bot.botkit import (
 from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
 from tests.servers import have_binary, running_alertmanager, running_prometheus
 from tests.support import (
+    REPO,
     build_fake_nvml,
     http_get,
     make_device,
     make_scenario,
     running_exporter,
     wait_until,
+    write_scenario,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -433,3 +437,80 @@ def test_updates_already_handled_are_not_handled_again_after_a_restart(tmp_path,
         assert int(first.params["offset"]) == update_id + 1
         time.sleep(0.5)
         assert len(telegram.sent(CHAT)) == 1
+
+
+def test_graph_narrows_to_a_rig_and_a_card(bot, telegram):
+    reply = _ask(telegram, CHAT, "/graph gpu rig1 0 5m")[0]
+    assert reply.method == "sendPhoto", _visible(reply)
+    assert _visible(reply) == "📈 GPU temperature on rig1 GPU 0 — last 5m"
+    assert "No data" in _visible(_ask(telegram, CHAT, "/graph gpu rig9 0")[0])
+    assert "No data" in _visible(_ask(telegram, CHAT, "/graph mem rig9")[0])
+    assert _ask(telegram, CHAT, "/graph mem rig1 6h")[0].method == "sendPhoto"
+    assert "Usage" in _visible(_ask(telegram, CHAT, "/graph gpu rig1 zero")[0])
+
+
+def test_charts_from_the_real_renderer_for_the_docs(tmp_path, telegram):
+    """A critical alert's chart and a /graph, drawn by the real renderer from a real Prometheus
+    scraping the real exporter while card 0 heats past its slowdown temperature.
+    RIGWATCH_CHART_DIR=docs keeps them (README shows docs/chart-*.png)."""
+    rules = yaml.safe_load((REPO / "prometheus/rules/gpu.yml").read_text())["groups"]
+    rule = next(r for g in rules for r in g["rules"] if r.get("alert") == "GpuTemperatureCritical")
+    scenario = tmp_path / "scenario.json"
+
+    def cards(hot: float) -> dict:
+        return make_scenario(
+            devices=[
+                make_device(0, temperature_c=hot, temperature_slowdown_c=90),
+                make_device(1, temperature_c=62, temperature_slowdown_c=91),
+            ]
+        )
+
+    write_scenario(scenario, cards(72))
+    with running_exporter(scenario) as (_, exporter_url):
+        config = (
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
+            f"      - targets: ['{exporter_url.removeprefix('http://')}']\n"
+            "        labels: {rig: rig1}\n"
+        )
+        with running_prometheus(tmp_path, config) as prometheus:
+            wait_prometheus_has(prometheus, "rigwatch_gpu_temperature_celsius")
+            hot_since = None
+            for second in range(36):  # 72 °C → 93 °C and holding
+                temperature = min(72 + second * 0.9, 93)
+                if temperature >= 90 and hot_since is None:
+                    hot_since = time.time()
+                write_scenario(scenario, cards(temperature))
+                time.sleep(1)
+            telegram.flood = FloodRules(per_chat=(20, 1.0))
+            env = bot_env(
+                tmp_path,
+                telegram.url,
+                {"charts": {"range": "45s"}, "timezone": "Europe/Moscow"},
+                prometheus=prometheus,
+            )
+            hot = alert(
+                name="GpuTemperatureCritical",
+                severity="critical",
+                gpu="0",
+                summary="GPU 0 (NVIDIA GeForce RTX 4090) on rig1 is at 93 °C, past its slowdown"
+                " at 90 °C",
+                starts=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(hot_since)),
+                generator=prometheus
+                + "/graph?"
+                + urllib.parse.urlencode({"g0.expr": rule["expr"]}),
+            )
+            hot["labels"]["name"] = "NVIDIA GeForce RTX 4090"  # as the rule's group_left gives
+            with running_bot(env) as (app, base):
+                wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+                assert post(base, notification(hot))[0] == 200
+                wait_until(lambda: telegram.calls_to("sendPhoto"), timeout=30, what="chart")
+                chart = telegram.calls_to("sendPhoto")[-1].files["photo"]
+                graph = _ask(telegram, CHAT, "/graph gpu 1m")[0]
+    assert graph.method == "sendPhoto", _visible(graph)
+    for png in (chart, graph.files["photo"]):
+        assert png.startswith(b"\x89PNG") and len(png) > 10000
+    keep = os.environ.get("RIGWATCH_CHART_DIR")
+    if keep:
+        (Path(keep) / "chart-alert.png").write_bytes(chart)
+        (Path(keep) / "chart-graph-gpu.png").write_bytes(graph.files["photo"])
