@@ -273,3 +273,11 @@ def test_an_alert_chart_is_titled_by_its_summary_or_its_card():
     )
     summary = {"summary": "GPU 0 on rig1 is at 96 °C"}
     assert alert_title({"labels": labels, "annotations": summary}, unit) == summary["summary"]
+
+
+def test_timezone_setting_names_an_iana_zone_or_the_machines(tmp_path, monkeypatch):
+    from alert_bot.config import time_zone
+
+    assert time_zone("Europe/Moscow").key == "Europe/Moscow"
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    assert time_zone("").key == "Asia/Tokyo"
