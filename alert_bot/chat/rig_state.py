@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import re
 
+from alert_bot.chat import mute
 from alert_bot.chat.context import Chat
 from alert_bot.render import SEVERITY_MARKERS
 from alert_bot.upstream import UpstreamError
@@ -161,6 +162,13 @@ def cpu(chat: Chat, message: dict, args: list[str]) -> None:
     )
 
 
+def _mutes(chat: Chat) -> dict[str, dict]:
+    try:
+        return mute.rig_mutes(chat.alertmanager.silences(), chat.config.watchdog.alertname)
+    except UpstreamError:
+        return {}
+
+
 def status(chat: Chat, message: dict, args: list[str]) -> None:
     wanted = args[0] if args else None
     cards = gpu_lines(chat, wanted)
@@ -174,9 +182,12 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
     if not rigs:
         _no_data(chat, message, wanted)
         return
+    mutes = _mutes(chat) if not alert_error else {}
     blocks = []
     for rig in rigs:
         lines = [f"🖥 <b>{html.escape(rig)}</b>"]
+        if rig in mutes:
+            lines.append(mute.describe(chat, rig, mutes[rig]))
         if rig in hosts:
             lines.append(hosts[rig])
         lines += cards.get(rig, [])

@@ -11,6 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -129,6 +130,7 @@ def test_command_menu_and_start_help(bot, telegram):
         "alerts",
         "silences",
         "graph",
+        "mute",
     }
     mine = _visible(_ask(telegram, CHAT, "/start")[0])
     assert str(CHAT) in mine and "is allowed" in mine
@@ -136,7 +138,7 @@ def test_command_menu_and_start_help(bot, telegram):
     assert str(STRANGER) in theirs and "not allowed" in theirs
     assert f"TELEGRAM_CHAT_ID={STRANGER}" in theirs
     help_text = _visible(_ask(telegram, CHAT, "/help@rigwatch_bot")[0])
-    for name in ("/status", "/gpu", "/cpu", "/alerts", "/silences", "/graph"):
+    for name in ("/status", "/gpu", "/cpu", "/alerts", "/silences", "/graph", "/mute"):
         assert name in help_text
 
 
@@ -447,6 +449,88 @@ def test_graph_narrows_to_a_rig_and_a_card(bot, telegram):
     assert "No data" in _visible(_ask(telegram, CHAT, "/graph mem rig9")[0])
     assert _ask(telegram, CHAT, "/graph mem rig1 6h")[0].method == "sendPhoto"
     assert "Usage" in _visible(_ask(telegram, CHAT, "/graph gpu rig1 zero")[0])
+
+
+def test_mute_quiets_a_rig_with_one_real_silence_and_the_button_ends_it(bot, telegram, services):
+    app, base = bot
+
+    def mutes():
+        return [
+            s
+            for s in _am(services, "/api/v2/silences")
+            if s["status"]["state"] == "active" and "rigwatch mute" in s.get("comment", "")
+        ]
+
+    assert "No rig is muted" in _visible(_ask(telegram, CHAT, "/mute")[0])
+    # A stranger cannot mute, and nothing is created.
+    refusal = _visible(_ask(telegram, STRANGER, "/mute rig1 2h")[0])
+    assert "not allowed" in refusal
+    assert mutes() == []
+    for bad in ("/mute rig1", "/mute rig1 soon", "/mute rig1 30d"):
+        assert "/mute" in _visible(_ask(telegram, CHAT, bad)[0]) or "7d" in _visible(
+            telegram.sent(CHAT)[-1]
+        )
+    assert mutes() == []
+
+    reply = _ask(telegram, CHAT, "/mute rig1 2h swapping a riser")[0]
+    text = _visible(reply)
+    assert "rig1 muted until" in text and "swapping a riser" in text
+    assert "Watchdog" in text and "AlertBotDeliveryFailing" in text
+    (silence,) = mutes()
+    assert silence["createdBy"] == f"telegram:user{CHAT}"
+    matchers = {m["name"]: m for m in silence["matchers"]}
+    assert set(matchers) == {"rig", "alertname"}
+    assert matchers["rig"]["value"] == "rig1" and matchers["rig"]["isEqual"]
+    assert not matchers["alertname"]["isEqual"] and matchers["alertname"]["isRegex"]
+    length = _parse(silence["endsAt"]) - _parse(silence["startsAt"])
+    assert 7190 <= length <= 7210
+
+    # In Alertmanager: the rig's alerts are silenced, the Watchdog and delivery alerts are not.
+    sent = [
+        {"labels": {"alertname": "MutedProbe", "rig": "rig1", "severity": "warning"}},
+        {"labels": {"alertname": "Watchdog", "rig": "rig1", "severity": "none"}},
+        {"labels": {"alertname": "AlertBotDeliveryFailing", "rig": "rig1"}},
+        {"labels": {"alertname": "MutedProbe", "rig": "rig2", "severity": "warning"}},
+    ]
+    _am(services, "/api/v2/alerts", sent, "POST")
+
+    def states():
+        return {
+            (a["labels"]["alertname"], a["labels"]["rig"]): a["status"]["state"]
+            for a in _am(services, "/api/v2/alerts")
+            if a["labels"].get("alertname") in ("MutedProbe", "Watchdog", "AlertBotDeliveryFailing")
+        }
+
+    wait_until(lambda: len(states()) == 4, what="probe alerts in Alertmanager")
+    assert states() == {
+        ("MutedProbe", "rig1"): "suppressed",
+        ("Watchdog", "rig1"): "active",
+        ("AlertBotDeliveryFailing", "rig1"): "active",
+        ("MutedProbe", "rig2"): "active",
+    }
+
+    # /mute alone lists it; /status shows the rig as muted with its end time.
+    listing = _ask(telegram, CHAT, "/mute")[0]
+    assert "rig1 muted until" in _visible(listing) and "user1001" in _visible(listing)
+    status = _visible(_ask(telegram, CHAT, "/status")[0])
+    assert "🔇 rig1 muted until" in status
+
+    # A stranger pressing "end now" is refused; the owner's press expires the silence.
+    end = json.loads(reply.params["reply_markup"])["inline_keyboard"][0][0]
+    assert end["text"] == "🔔 End now"
+    telegram.inject_callback(STRANGER, end["callback_data"])
+    time.sleep(0.5)
+    assert len(mutes()) == 1
+    message_id = reply.response["result"]["message_id"]
+    telegram.inject_callback(CHAT, end["callback_data"], message_id=message_id)
+    wait_until(lambda: mutes() == [], what="mute expired")
+    wait_until(lambda: "Mute ended" in _visible(telegram.sent(CHAT)[-1]), what="ended notice")
+    assert "muted" not in _visible(_ask(telegram, CHAT, "/status")[0])
+    assert metric_value(base, "rigwatch_bot_commands_total", {"command": "unmute"}) == 1
+
+
+def _parse(moment: str) -> float:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
 
 
 def test_charts_from_the_real_renderer_for_the_docs(tmp_path, telegram):
