@@ -188,3 +188,67 @@ def test_reply_not_found_is_sent_again_without_the_reply(tmp_path, telegram):
         assert "reply_parameters" not in resolved.params
         assert parse_telegram_html(resolved.params["text"]).startswith("✅ RESOLVED")
         assert metric_value(base, "rigwatch_bot_dead_letters_total") == 0
+
+
+def test_each_forum_topic_threads_its_own_messages(tmp_path, telegram):
+    from tests.alert_bot.botkit import GROUP
+
+    routes = [
+        {"match": {"rig": "rig1"}, "chat_id": GROUP, "message_thread_id": 7, "continue": True},
+        {"match": {"rig": "rig1"}, "chat_id": GROUP, "message_thread_id": 8},
+    ]
+    env = bot_env(tmp_path, telegram.url, {"routes": routes})
+    with running_bot(env, run_updates=False) as (app, base):
+        assert post(base, notification(alert()))[0] == 200
+        _settled(app)
+        assert post(base, notification(alert(status="resolved")))[0] == 200
+        wait_until(lambda: len(telegram.edits(GROUP)) == 2, what="both topics' messages edited")
+        _settled(app)
+    by_topic: dict[str, list] = {}
+    for call in telegram.sent(GROUP):
+        by_topic.setdefault(call.params["message_thread_id"], []).append(call)
+    assert sorted(by_topic) == ["7", "8"]
+    for firing, resolved in by_topic.values():
+        assert _replied(resolved) == _message_id(firing)
+    edited = sorted(int(c.params["message_id"]) for c in telegram.edits(GROUP))
+    assert edited == sorted(_message_id(calls[0]) for calls in by_topic.values())
+
+
+def test_the_fake_checks_edits_like_telegram(telegram):
+    """The fake is the oracle for edits: they must name a live message of the right kind,
+    change something, and count against the flood limits like sends."""
+    from telebot import types
+    from telebot.apihelper import ApiTelegramException
+
+    from alert_bot.telegram import TelegramClient, TelegramError, configure_api
+    from tests.alert_bot.botkit import BOT_TOKEN
+    from tests.alert_bot.fake_telegram import FloodRules
+
+    telegram.flood = FloodRules(per_chat=(3, 60.0))
+    configure_api(telegram.url, request_timeout=5)
+    client = TelegramClient(BOT_TOKEN)
+    text_id = client.send_message(CHAT, "<b>one</b>")
+    photo_id = client.send_photo(CHAT, b"\x89PNG fake", "a chart")
+
+    def refusal(call) -> str:
+        try:
+            call()
+        except TelegramError as exc:
+            return exc.description
+        except ApiTelegramException as exc:  # a call made on the library directly
+            return exc.description
+        return ""
+
+    assert "not modified" in refusal(lambda: client.edit_text(CHAT, text_id, "<b>one</b>"))
+    assert "no text" in refusal(lambda: client.edit_text(CHAT, photo_id, "x"))
+    client.bot.edit_message_caption("new caption", chat_id=CHAT, message_id=photo_id)
+    assert telegram.message(CHAT, photo_id).text == "new caption"
+    telegram.delete_message(CHAT, text_id)
+    assert "message to edit not found" in refusal(lambda: client.edit_text(CHAT, text_id, "two"))
+    # The reply to a deleted message: refused unless sending without it is allowed.
+    gone = types.ReplyParameters(text_id)
+    assert "message to reply not found" in refusal(
+        lambda: client.bot.send_message(CHAT, "re", reply_parameters=gone)
+    )
+    # Three per chat in the window, sends and edits together: two sends and one edit so far.
+    assert "Too Many Requests" in refusal(lambda: client.send_message(CHAT, "4"))
