@@ -45,6 +45,7 @@ from alert_bot.telegram import (
     Sent,
     TelegramClient,
 )
+from rigwatch.backoff import Backoff
 from rigwatch.logs import logger
 
 log = logger("bot", "delivery")
@@ -146,7 +147,7 @@ class DeliveryWorker(BotLoop):
             reply_to = None
             verdict = self.sender.send(chat_id, plan.message.html, True, plan.thread_id, buttons)
         if isinstance(verdict, Permanent):
-            return self._after_refusal(chat_id, plan, buttons, verdict)
+            return self._after_refusal(chat_id, plan, buttons, verdict, reply_to)
         return self._after(chat_id, plan, verdict)
 
     def _edit(self, chat_id: int, row: PendingNotification) -> bool:
@@ -174,10 +175,9 @@ class DeliveryWorker(BotLoop):
             self.retrier.limiter.block(chat_id, max(verdict.seconds or 1.0, 0.1))
             delay = max(verdict.seconds or 1.0, 0.1)
         else:
-            delay = min(
-                self.config.delivery.backoff_initial * 2**row.attempts,
-                self.config.delivery.backoff_max,
-            )
+            # The edit's own attempts count its failures: the chat is not held back.
+            settings = self.config.delivery
+            delay = Backoff(settings.backoff_initial, settings.backoff_max).delay(row.attempts + 1)
         self.store.outbox.defer([row.id], now + delay, str(verdict))
         return False
 
@@ -233,12 +233,13 @@ class DeliveryWorker(BotLoop):
         plan: Plan,
         buttons: list[list[Button]] | None,
         refusal: Permanent,
+        reply_to: int | None = None,
     ) -> bool:
         """Telegram refused the request itself (400): plain text once, then dead letters."""
         self.metrics.delivery_failures.labels("400").inc()
         log.warning("Telegram refused a message for chat %s: %s", chat_id, refusal.description)
         plain = self.sender.send(
-            chat_id, to_plain_text(plan.message.html), False, plan.thread_id, buttons
+            chat_id, to_plain_text(plan.message.html), False, plan.thread_id, buttons, reply_to
         )
         if not isinstance(plain, Permanent):
             self._after(chat_id, plan, plain, as_html=False)
