@@ -95,7 +95,10 @@ def edit_payload(closed: ClosedMessage) -> dict:
         if visible_length(text) > room:
             text = split_html(text, room - 1)[0] + "…"
     else:
-        room = EDIT_LIMIT - utf16_len(header) - 1
-        while utf16_len(text) > room:
-            text = text[: room - (utf16_len(text) - room) // 2 - 1] + "…"
+        room = EDIT_LIMIT - utf16_len(header) - 1  # one for the "…"
+        if utf16_len(text) > room:
+            text = text[:room]  # at most room units: a character is at least one
+            while utf16_len(text) > room:  # characters outside the BMP count twice
+                text = text[:-1]
+            text += "…"
     return {"message_id": message.message_id, "text": header + text, "html": message.as_html}

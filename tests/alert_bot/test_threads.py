@@ -252,3 +252,18 @@ def test_the_fake_checks_edits_like_telegram(telegram):
     )
     # Three per chat in the window, sends and edits together: two sends and one edit so far.
     assert "Too Many Requests" in refusal(lambda: client.send_message(CHAT, "4"))
+
+
+def test_an_edit_of_a_message_near_the_limit_still_fits():
+    from alert_bot.delivery.threads import edit_payload
+    from alert_bot.store.threads import ClosedMessage, FiringMessage
+    from tests.alert_bot.fake_telegram import utf16_len
+
+    long_html = "<b>" + "x" * 2000 + "</b>\n" + "🔥" * 1040  # 4081 units, as Telegram counts
+    for as_html, text in ((True, long_html), (False, "y" * 4000 + "🔥" * 40)):
+        closed = ClosedMessage(FiringMessage(CHAT, 5, None, text, as_html), 3, 125.0)
+        payload = edit_payload(closed)
+        shown = parse_telegram_html(payload["text"]) if as_html else payload["text"]
+        assert shown.startswith("✅ ALL 3 RESOLVED · the longest lasted 2m 5s\n\n")
+        assert utf16_len(shown) <= 4096
+        assert shown.endswith("…")
