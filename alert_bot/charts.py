@@ -7,14 +7,21 @@ the bot's memory (~50 of ~87 MiB), and a bot that never draws should not carry i
 from __future__ import annotations
 
 import io
+import json
 import re
 import textwrap
 import threading
 import urllib.parse
+import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
+from typing import TYPE_CHECKING
 
+from alert_bot.units import Unit, unit_of
 from alert_bot.upstream import PrometheusClient, UpstreamError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_SERIES = 12
 _render_lock = threading.Lock()  # matplotlib's font cache and text layout are not thread-safe
@@ -32,6 +39,7 @@ class Series:
     label: str
     points: list[tuple[float, float]]
     dashed: bool = False
+    key: str = ""  # the card or host it is about: its colour (the label when empty)
 
 
 def expression_from_generator_url(url: str) -> str | None:
@@ -119,11 +127,194 @@ def _balanced(text: str) -> bool:
     return text.count("(") == text.count(")")
 
 
+def short_gpu_name(name: str) -> str:
+    """ "NVIDIA GeForce RTX 4090" → "RTX 4090": the words that tell cards apart."""
+    for prefix in ("NVIDIA GeForce ", "NVIDIA ", "GeForce "):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def card_words(labels: dict[str, str], with_rig: bool = True) -> str:
+    """A card or host in words: "GPU 0 (RTX 4090) on rig1", "rig1 /", "rig1"."""
+    rig = labels.get("rig") or labels.get("instance", "")
+    gpu = labels.get("gpu", "")
+    if gpu:
+        name = short_gpu_name(labels.get("name") or labels.get("gpu_name", ""))
+        text = f"GPU {gpu}" + (f" ({name})" if name else "")
+        return f"{text} on {rig}" if rig and with_rig else text
+    extra = [labels[k] for k in ("mountpoint", "chip", "sensor", "device") if labels.get(k)]
+    return " ".join([rig, *extra]).strip()
+
+
+def series_key(metric: dict[str, str]) -> str:
+    """Who a series is about (the card, or the host and its part), for its colour: the same
+    card has the same colour on every chart."""
+    parts = [metric.get("rig") or metric.get("instance", "")]
+    parts += [metric.get(k, "") for k in ("gpu", "mountpoint", "chip", "sensor", "device")]
+    key = "|".join(parts)
+    return key if key.strip("|") else json.dumps(metric, sort_keys=True)
+
+
 def series_label(metric: dict[str, str]) -> str:
+    words = card_words(metric)
+    if words:
+        return words
     parts = [f"{name}={metric[name]}" for name in _LEGEND_LABELS if metric.get(name)]
     if not parts:
         parts = [f"{k}={v}" for k, v in sorted(metric.items()) if k != "__name__"][:3]
     return ", ".join(parts) or metric.get("__name__", "value")
+
+
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#7f7f7f",
+    "#393b79",
+)
+FIRING_COLOUR = "#d62728"
+
+
+def colour_for(key: str) -> str:
+    return PALETTE[zlib.crc32(key.encode()) % len(PALETTE)]
+
+
+def _y_limits(values: list[float], unit: Unit, threshold: float | None) -> tuple[float, float]:
+    """Percentages on 0-100 (3 % → 5 % must not look like a spike); states on 0-1; else the
+    data with room, never a span so thin that noise fills the chart."""
+    if unit.percent:
+        top = max([100.0, *values, *([threshold] if threshold is not None else [])])
+        return 0.0, top * 1.02 if top > 100 else 100.0
+    if unit.state:
+        return -0.1, 1.1
+    shown = values + ([threshold] if threshold is not None else [])
+    low, high = min(shown), max(shown)
+    span = max(high - low, abs(high) * 0.1, 1.0)
+    pad = span * 0.1
+    bottom = low - pad
+    if low >= 0 and bottom < 0:
+        bottom = 0.0
+    return bottom, high + pad
+
+
+def chart_figure(
+    series: list[Series],
+    title: str,
+    start: float,
+    end: float,
+    threshold: float | None = None,
+    unit: Unit | None = None,
+    zone: tzinfo | None = None,
+    subtitle: str = "",
+    firing_since: float | None = None,
+) -> Figure:
+    """A line chart of up to MAX_SERIES series, readable on a phone: the title in words (the
+    PromQL, if any, small under it), the unit on the y axis, times in the owner's time zone,
+    the firing window shaded and the threshold labelled, the legend under the plot.
+    Raises ValueError when there is nothing to plot; the caller holds _render_lock."""
+    series = [s for s in series if s.points][:MAX_SERIES]
+    if not series:
+        raise ValueError("no data to plot")
+    unit = unit or Unit("value", "")
+    zone = zone or timezone.utc
+    # Agg draws to memory without a display; importing the backend directly never touches
+    # pyplot's backend selection, so no global matplotlib.use() is needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    figure = Figure(figsize=(8, 4.6), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+
+    def when(t: float) -> datetime:
+        return datetime.fromtimestamp(t, zone)
+
+    values: list[float] = []
+    for item in series:
+        scaled = [v * unit.scale for _, v in item.points]
+        values += scaled
+        axes.plot(
+            [when(t) for t, _ in item.points],
+            scaled,
+            label=item.label,
+            color=colour_for(item.key or item.label),
+            linewidth=1.2 if item.dashed else 2.0,
+            linestyle="--" if item.dashed else "-",
+            alpha=0.7 if item.dashed else 1.0,
+            marker="." if len(item.points) < 30 else None,
+        )
+        if item.dashed:  # a threshold series: labelled on the line, not only in the legend
+            axes.annotate(
+                f"threshold {unit.format(item.points[-1][1])}",
+                xy=(0.01, scaled[-1]),
+                xycoords=("axes fraction", "data"),
+                xytext=(0, 3),
+                textcoords="offset points",
+                fontsize=8,
+                color=colour_for(item.key or item.label),
+            )
+    scaled_threshold = threshold * unit.scale if threshold is not None else None
+    if firing_since is not None and firing_since < end:
+        axes.axvspan(
+            when(max(firing_since, start)),
+            when(end),
+            color=FIRING_COLOUR,
+            alpha=0.08,
+            label=f"firing since {when(firing_since):%H:%M}",
+        )
+    if scaled_threshold is not None:
+        text = f"threshold {unit.format(threshold)}"
+        axes.axhline(scaled_threshold, color=FIRING_COLOUR, linestyle="--", linewidth=1.2)
+        axes.annotate(
+            text,
+            xy=(0.01, scaled_threshold),
+            xycoords=("axes fraction", "data"),
+            xytext=(0, 3),
+            textcoords="offset points",
+            fontsize=8,
+            color=FIRING_COLOUR,
+        )
+    axes.set_xlim(when(start), when(end))
+    axes.set_ylim(*_y_limits(values, unit, scaled_threshold))
+    locator = AutoDateLocator(tz=zone, minticks=3, maxticks=7)
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=zone))
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    axes.yaxis.set_major_formatter(formatter)
+    if unit.state:
+        axes.set_yticks([0, 1])
+    else:
+        axes.yaxis.set_major_locator(MaxNLocator(nbins=6))
+    axes.set_ylabel(unit.axis_label(), fontsize=9)
+    axes.set_xlabel(f"time ({zone_name(zone)})", fontsize=8)
+    axes.grid(True, alpha=0.3)
+    axes.tick_params(labelsize=8)
+    figure.suptitle(
+        "\n".join(textwrap.wrap(title, 70)[:2]), fontsize=11, x=0.01, ha="left", weight="bold"
+    )
+    if subtitle:
+        short = subtitle if len(subtitle) <= 110 else subtitle[:109] + "…"
+        axes.set_title(short, fontsize=7, color="#666666", loc="left")
+    handles, labels = axes.get_legend_handles_labels()
+    if handles:
+        figure.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=min(3, len(handles)),
+            fontsize=8,
+            frameon=False,
+        )
+    return figure
 
 
 def render_png(
@@ -132,52 +323,23 @@ def render_png(
     start: float,
     end: float,
     threshold: float | None = None,
+    unit: Unit | None = None,
+    zone: tzinfo | None = None,
+    subtitle: str = "",
+    firing_since: float | None = None,
 ) -> bytes:
-    """A line chart of up to MAX_SERIES series; raises ValueError when there is nothing to plot."""
-    series = [s for s in series if s.points][:MAX_SERIES]
-    if not series:
-        raise ValueError("no data to plot")
+    """The chart_figure() as PNG bytes."""
     with _render_lock:
-        # Agg draws to memory without a display; importing the backend directly never touches
-        # pyplot's backend selection, so no global matplotlib.use() is needed.
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.dates import DateFormatter
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(8, 4), dpi=100)
-        FigureCanvasAgg(figure)
-        axes = figure.add_subplot(1, 1, 1)
-        for item in series:
-            times = [datetime.fromtimestamp(t, timezone.utc) for t, _ in item.points]
-            axes.plot(
-                times,
-                [v for _, v in item.points],
-                label=item.label,
-                linewidth=1.2 if item.dashed else 1.8,
-                linestyle="--" if item.dashed else "-",
-                marker="." if len(item.points) < 30 else None,
-            )
-        if threshold is not None:
-            axes.axhline(
-                threshold,
-                color="red",
-                linestyle="--",
-                linewidth=1,
-                label=f"threshold {threshold:g}",
-            )
-        axes.set_xlim(
-            datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc)
+        figure = chart_figure(
+            series, title, start, end, threshold, unit, zone, subtitle, firing_since
         )
-        axes.set_title("\n".join(textwrap.wrap(title, 90)[:2]), fontsize=9)
-        axes.grid(True, alpha=0.3)
-        time_format = "%H:%M" if end - start <= 86400 else "%m-%d %H:%M"
-        axes.xaxis.set_major_formatter(DateFormatter(time_format, tz=timezone.utc))
-        axes.set_xlabel("UTC")
-        axes.legend(fontsize=7, loc="best")
-        figure.tight_layout()
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")
         return buffer.getvalue()
+
+
+def zone_name(zone: tzinfo) -> str:
+    return getattr(zone, "key", None) or datetime.now(zone).tzname() or "UTC"
 
 
 def _focused(result: list[dict], focus: dict[str, str] | None) -> list[dict]:
@@ -197,6 +359,22 @@ def _step(seconds: float) -> float:
     return max(1.0, round(seconds / 240))
 
 
+def _narrowed(result: list[dict], narrow: dict[str, str]) -> list[dict]:
+    """Only the series with exactly these labels (a /graph asked for one rig or card)."""
+    return [r for r in result if all(r["metric"].get(k) == v for k, v in narrow.items())]
+
+
+def _series(result: list[dict], names: dict[str, str] | None = None) -> list[Series]:
+    """Series labelled by card; a card's name from the alert when the query lacks it."""
+    out = []
+    for r in result:
+        metric = dict(r["metric"])
+        if names and metric.get("gpu") == names.get("gpu") and not metric.get("name"):
+            metric["name"] = names.get("name", "")
+        out.append(Series(series_label(metric), r["values"], key=series_key(metric)))
+    return out
+
+
 def query_chart(
     prometheus: PrometheusClient,
     expr: str,
@@ -205,11 +383,40 @@ def query_chart(
     title: str,
     focus: dict[str, str] | None = None,
     timeout: float | None = None,
+    zone: tzinfo | None = None,
+    narrow: dict[str, str] | None = None,
+    subtitle: str = "",
 ) -> bytes:
-    """Query a range and draw it."""
+    """Query a range and draw it; narrow keeps only the series with those labels."""
     result = prometheus.query_range(expr, now - seconds, now, _step(seconds), timeout)
-    series = [Series(series_label(r["metric"]), r["values"]) for r in _focused(result, focus)]
-    return render_png(series, title, now - seconds, now)
+    result = _narrowed(result, narrow) if narrow else _focused(result, focus)
+    return render_png(
+        _series(result),
+        title,
+        now - seconds,
+        now,
+        unit=unit_of(expr),
+        zone=zone,
+        subtitle=subtitle,
+    )
+
+
+def alert_title(alert: dict, unit: Unit) -> str:
+    """The alert's summary, or where it is and what it measures in words."""
+    summary = alert.get("annotations", {}).get("summary", "").strip()
+    if summary:
+        return summary
+    place = card_words(alert["labels"])
+    name = alert["labels"].get("alertname", "alert")
+    return f"{place} — {unit.quantity}" if place else f"{name} — {unit.quantity}"
+
+
+def _started(alert: dict) -> float | None:
+    try:
+        moment = datetime.fromisoformat(alert.get("startsAt", "").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.year > 1970 else None
 
 
 def alert_chart(
@@ -218,24 +425,26 @@ def alert_chart(
     seconds: float,
     now: float,
     timeout: float | None = None,
+    zone: tzinfo | None = None,
 ) -> bytes | None:
     """The chart for a firing alert's own expression (value and threshold when it compares
-    one with the other), or None when the alert carries no expression."""
+    one with the other), shaded from when it started, or None when it carries no expression."""
     expr = expression_from_generator_url(alert.get("generatorURL", ""))
     if expr is None:
         return None
-    name = alert["labels"].get("alertname", "alert")
     labels = alert["labels"]
+    start, step = now - seconds, _step(seconds)
+    firing_since = _started(alert)
     sides = comparison_sides(expr)
     if sides is not None:
         value_expr, threshold_expr = sides
-        start, step = now - seconds, _step(seconds)
         try:
             values = _focused(prometheus.query_range(value_expr, start, now, step, timeout), labels)
         except UpstreamError:
             values = []
         if values:
-            series = [Series(series_label(r["metric"]), r["values"]) for r in values]
+            unit = unit_of(value_expr)
+            series = _series(values, labels)
             threshold = None
             number = _NUMBER.match(threshold_expr)
             if number:
@@ -245,9 +454,29 @@ def alert_chart(
                     limits = prometheus.query_range(threshold_expr, start, now, step, timeout)
                 except UpstreamError:
                     limits = []
-                for r in _focused(limits, labels)[:3]:
-                    series.append(
-                        Series("threshold " + series_label(r["metric"]), r["values"], True)
-                    )
-            return render_png(series, f"{name}: {value_expr}", start, now, threshold)
-    return query_chart(prometheus, expr, seconds, now, f"{name}: {expr}", labels, timeout)
+                for item in _series(_focused(limits, labels)[:3], labels):
+                    item.label, item.dashed = f"threshold · {item.label}", True
+                    series.append(item)
+            return render_png(
+                series,
+                alert_title(alert, unit),
+                start,
+                now,
+                threshold,
+                unit=unit,
+                zone=zone,
+                subtitle=value_expr,
+                firing_since=firing_since,
+            )
+    unit = unit_of(expr)
+    result = prometheus.query_range(expr, start, now, step, timeout)
+    return render_png(
+        _series(_focused(result, labels), labels),
+        alert_title(alert, unit),
+        start,
+        now,
+        unit=unit,
+        zone=zone,
+        subtitle=expr,
+        firing_since=firing_since,
+    )

@@ -10,8 +10,10 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -120,6 +122,11 @@ class Config:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     charts: ChartSettings = field(default_factory=ChartSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    timezone: str = ""  # the owner's IANA time zone for charts; empty: the machine's
+
+    @property
+    def zone(self) -> tzinfo:
+        return time_zone(self.timezone)
 
     def chat_allowed(self, chat_id: int) -> bool:
         return chat_id == self.default_chat_id or chat_id in self.allowed_chat_ids
@@ -353,7 +360,28 @@ TOP_LEVEL_KEYS = {
     "rate_limits",
     "webhook",
     "telegram",
+    "timezone",
 }
+
+
+def time_zone(name: str) -> tzinfo:
+    """The IANA zone by name; for an empty name the machine's (TZ, then /etc/localtime)."""
+    if name:
+        return ZoneInfo(name)
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    for candidate in candidates:
+        try:
+            if candidate:
+                return ZoneInfo(candidate)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+    return datetime.now().astimezone().tzinfo or ZoneInfo("UTC")
 
 
 def _api_url(value: str) -> str | None:
@@ -544,6 +572,14 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
         out["max_body_bytes"] = _int("webhook.max_body_bytes", webhook["max_body_bytes"], 1024)
     if "dedupe_window" in webhook:
         out["dedupe_window"] = parse_duration("webhook.dedupe_window", webhook["dedupe_window"])
+    if data.get("timezone") is not None:
+        name = str(data["timezone"]).strip()
+        try:
+            if name:
+                ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError("timezone", f"unknown IANA time zone {name!r}") from None
+        out["timezone"] = name
     telegram = _check_keys("telegram", data.get("telegram"), {"long_poll_timeout"})
     if "long_poll_timeout" in telegram:
         out["long_poll_timeout"] = max(

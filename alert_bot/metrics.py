@@ -74,6 +74,11 @@ class BotMetrics:
             "rigwatch_bot_dead_letters",
             "Notifications given up on and moved to the dead-letter table.",
         )
+        self.edits = counter(
+            "rigwatch_bot_message_edits",
+            "Firing messages marked resolved by an edit, by result (edited, given_up).",
+            "result",
+        )
         self.latency = Histogram(
             "rigwatch_bot_delivery_latency_seconds",
             "Webhook receipt to Telegram accepted.",
@@ -92,5 +97,7 @@ class BotMetrics:
         self.registry.register(_QueueCollector(queue_stats))
         for reason in ("network", "5xx", "429", "400", "malformed"):
             self.delivery_failures.labels(reason)
+        for result in ("edited", "given_up"):
+            self.edits.labels(result)
         for reason in ("unauthorized", "too_large", "bad_payload", "not_found"):
             self.rejected.labels(reason)

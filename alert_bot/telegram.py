@@ -342,13 +342,14 @@ class TelegramClient:
         message_id: int,
         text: str,
         buttons: list[list[Button]] | None = None,
+        html: bool = True,
     ) -> None:
         self._call(
             self.bot.edit_message_text,
             text,
             chat_id=chat_id,
             message_id=message_id,
-            parse_mode="HTML",
+            parse_mode="HTML" if html else None,
             reply_markup=keyboard(buttons),
             link_preview_options=types.LinkPreviewOptions(is_disabled=True),
         )

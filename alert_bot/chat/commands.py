@@ -8,7 +8,7 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alert_bot.chat import alertmanager, graph, rig_state, welcome
+from alert_bot.chat import alertmanager, graph, mute, rig_state, welcome
 from alert_bot.chat.context import Chat
 from alert_bot.store import StoreError
 from alert_bot.upstream import UpstreamError
@@ -44,7 +44,8 @@ COMMANDS = [
     ),
     Command("alerts", "firing alerts, with silence buttons", alertmanager.alerts),
     Command("silences", "active silences, with unsilence buttons", alertmanager.silences),
-    Command("graph", "chart: gpu|cpu|mem|disk|PromQL [1h|6h|24h|7d]", graph.graph),
+    Command("graph", "chart: gpu|cpu|mem|disk [rig] [gpu] or PromQL [1h|6h|24h|7d]", graph.graph),
+    Command("mute", "quiet a rig's alerts: <rig> <duration> [reason]; alone: rig mutes", mute.mute),
 ]
 BY_NAME = {command.name: command for command in COMMANDS}
 PLAIN_WORDS = {command.name for command in COMMANDS if command.plain_word}
@@ -53,6 +54,7 @@ PLAIN_WORDS = {command.name for command in COMMANDS if command.plain_word}
 BUTTONS: dict[str, ButtonHandler] = {
     "s:": alertmanager.silence_button,
     "u:": alertmanager.unsilence_button,
+    "m:": mute.end_button,
 }
 
 

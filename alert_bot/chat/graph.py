@@ -1,4 +1,5 @@
-"""/graph: a chart of a named view (gpu, cpu, mem, disk) or any PromQL over a chosen range."""
+"""/graph: a chart of a named view (gpu, cpu, mem, disk), narrowed to a rig and a card, or of
+any PromQL, over a chosen range."""
 
 from __future__ import annotations
 
@@ -11,24 +12,33 @@ from alert_bot.chat.rig_state import CPU_BUSY
 from alert_bot.config import ConfigError, parse_duration
 
 GRAPHS = {
-    "gpu": ("rigwatch_gpu_temperature_celsius", "GPU temperature (°C)"),
-    "cpu": (CPU_BUSY, "CPU busy (ratio)"),
+    # The card's name joined in, so the legend says "GPU 0 (RTX 4090) on rig1".
+    "gpu": (
+        "rigwatch_gpu_temperature_celsius"
+        " * on (job, instance, gpu, uuid) group_left (name) rigwatch_gpu_info",
+        "GPU temperature",
+    ),
+    "cpu": (CPU_BUSY, "CPU busy"),
     "mem": (
         "1 - rigwatch_host_memory_available_bytes / rigwatch_host_memory_total_bytes",
-        "memory used (ratio)",
+        "memory used",
     ),
     "disk": (
         '1 - rigwatch_host_filesystem_avail_bytes{mountpoint="/"}'
         ' / rigwatch_host_filesystem_size_bytes{mountpoint="/"}',
-        "root filesystem used (ratio)",
+        "root filesystem used",
     ),
 }
 MAX_RANGE_SECONDS = 30 * 86400
+USAGE = (
+    "Usage: /graph gpu|cpu|mem|disk [rig] [gpu] [1h|6h|24h|7d], e.g. /graph gpu rig1 0 6h;"
+    " or /graph &lt;PromQL&gt; [range]"
+)
 
 
 def graph(chat: Chat, message: dict, args: list[str]) -> None:
     if not args:
-        chat.reply(message, "Usage: /graph gpu|cpu|mem|disk|&lt;PromQL&gt; [1h|6h|24h|7d]")
+        chat.reply(message, USAGE)
         return
     seconds = 3600.0
     range_text = "1h"
@@ -39,15 +49,41 @@ def graph(chat: Chat, message: dict, args: list[str]) -> None:
             args = args[:-1]
         except ConfigError:
             pass
-    what = " ".join(args)
-    expr, title = GRAPHS.get(what.lower(), (what, what))
+    narrow: dict[str, str] = {}
+    view = GRAPHS.get(args[0].lower())
+    if view is not None and len(args) > 1:
+        # A named view takes a rig, and for gpu a card index: /graph gpu rig1 0.
+        most = 3 if args[0].lower() == "gpu" else 2
+        if len(args) > most or (len(args) == 3 and not args[2].isdigit()):
+            chat.reply(message, USAGE)
+            return
+        narrow["rig"] = args[1]
+        if len(args) == 3:
+            narrow["gpu"] = args[2]
+    if view is not None:
+        expr, title = view
+        what = args[0].lower()
+    else:
+        what = " ".join(args)
+        expr, title = what, what
+    where = ""
+    if narrow:
+        where = " on " + narrow["rig"] + (f" GPU {narrow['gpu']}" if "gpu" in narrow else "")
+    heading = f"{title}{where} — last {range_text}"
     try:
         png = query_chart(
-            chat.prometheus, expr, seconds, chat.clock(), f"{title} — last {range_text}"
+            chat.prometheus,
+            expr,
+            seconds,
+            chat.clock(),
+            heading,
+            zone=chat.config.zone,
+            narrow=narrow or None,
         )
     except ValueError:
         chat.reply(
-            message, f"No data for <code>{html.escape(what)}</code> in the last {range_text}."
+            message,
+            f"No data for <code>{html.escape(what + where)}</code> in the last {range_text}.",
         )
         return
-    chat.reply_photo(message, png, f"📈 {html.escape(title)} — last {html.escape(range_text)}")
+    chat.reply_photo(message, png, f"📈 {html.escape(heading)}")

@@ -7,6 +7,7 @@ import html
 import re
 from datetime import datetime, timezone
 
+from alert_bot.chat import mute
 from alert_bot.chat.alertmanager import firing_alerts, silenced_note
 from alert_bot.chat.context import Chat
 from alert_bot.render import SEVERITY_MARKERS
@@ -246,6 +247,13 @@ def cpu(chat: Chat, message: dict, args: list[str]) -> None:
     )
 
 
+def _mutes(chat: Chat) -> dict[str, dict]:
+    try:
+        return mute.rig_mutes(chat.alertmanager.silences(), chat.config.watchdog.alertname)
+    except UpstreamError:
+        return {}
+
+
 def status(chat: Chat, message: dict, args: list[str]) -> None:
     wanted = args[0] if args else None
     cards = gpu_lines(chat, wanted)
@@ -259,9 +267,12 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
     if not rigs:
         _no_data(chat, message, wanted)
         return
+    mutes = _mutes(chat) if not alert_error else {}
     blocks = []
     for rig in rigs:
         lines = [f"🖥 <b>{html.escape(rig)}</b>"]
+        if rig in mutes:
+            lines.append(mute.describe(chat, rig, mutes[rig]))
         if rig in hosts:
             lines.append(hosts[rig])
         lines += cards.get(rig, [])

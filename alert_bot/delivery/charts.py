@@ -99,7 +99,12 @@ class ChartWorker(BotLoop):
             return
         try:
             png = alert_chart(
-                self.prometheus, alert, charts.range_seconds, self.clock(), charts.timeout
+                self.prometheus,
+                alert,
+                charts.range_seconds,
+                self.clock(),
+                charts.timeout,
+                self.config.zone,
             )
         except Exception as exc:  # noqa: BLE001 - a chart never holds back the text
             log.warning("no chart for %s: %s", alert["labels"].get("alertname"), exc)

@@ -22,12 +22,29 @@ class Sender:
         as_html: bool,
         thread_id: int | None,
         buttons: list[list[Button]] | None,
+        reply_to: int | None = None,
     ) -> Verdict:
         slot = self.limiter.reserve(chat_id, self.stop)
         if slot is None:
             return Transient("stopping")
         try:
-            return Sent(self.telegram.send_message(chat_id, text, as_html, thread_id, buttons))
+            return Sent(
+                self.telegram.send_message(chat_id, text, as_html, thread_id, buttons, reply_to)
+            )
+        except TelegramError as exc:
+            return exc.failure
+        finally:
+            slot.finish()
+
+    def edit(self, chat_id: int, message_id: int, text: str, as_html: bool) -> Verdict:
+        """A new text for a message already sent (its buttons removed), under the same flood
+        limits as a send."""
+        slot = self.limiter.reserve(chat_id, self.stop)
+        if slot is None:
+            return Transient("stopping")
+        try:
+            self.telegram.edit_text(chat_id, message_id, text, html=as_html)
+            return Sent(message_id)
         except TelegramError as exc:
             return exc.failure
         finally:

@@ -1,7 +1,9 @@
 """The delivery worker: sends what the outbox holds to Telegram, oldest first per chat, within
 flood limits, and marks each notification sent only after Telegram accepted it (at-least-once:
 a crash between send and mark resends, never loses). A message Telegram refuses is sent again
-as plain text, then isolated, then dead-lettered with a notice to the chat.
+as plain text, then isolated, then dead-lettered with a notice to the chat. Resolved notices
+reply to the firing message they close; edits marking that message resolved are queued rows
+like sends, but one that fails never holds back the chat's next message.
 
 Chats are served side by side: each due chat's next message goes to a small pool of sender
 threads, at most one in flight per chat (so each chat's order holds), so a chat whose API
@@ -28,6 +30,7 @@ from alert_bot.delivery.planner import (
 )
 from alert_bot.delivery.retrier import Retrier
 from alert_bot.delivery.sender import Sender
+from alert_bot.delivery.threads import record_delivery, reply_target
 from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
@@ -45,12 +48,20 @@ from alert_bot.telegram import (
     Failure,
     Malformed,
     Permanent,
+    RetryAfter,
     Sent,
     TelegramClient,
 )
+from rigwatch.backoff import Backoff
 from rigwatch.logs import logger
 
 log = logger("bot", "delivery")
+
+EDIT_ATTEMPTS = 8  # an edit still failing after this many tries is not worth more
+
+
+def _reply_gone(failure: Failure) -> bool:
+    return "message to reply not found" in failure.description.lower()
 
 
 def silence_buttons(short_id: str) -> list[list[Button]]:
@@ -171,23 +182,69 @@ class DeliveryWorker(BotLoop):
     def _deliver_next(self, chat_id: int) -> bool:
         self.store.database.check()  # never send from a file that is gone: it cannot be marked
         rows = self.store.outbox.pending_for_chat(chat_id, self.config.delivery.batch_rows)
-        plan = plan_next(
-            rows, self.renderer, self.config.delivery, self.clock(), chat_id in self._solo
-        )
+        now = self.clock()
+        # Edits wait behind nothing and hold back nothing: one not yet due (after a failure)
+        # is passed over, and the messages queued after it go on.
+        edits = [r for r in rows if r.kind == "edit"]
+        rows = [r for r in rows if r.kind != "edit"]
+        due_edits = [r for r in edits if r.next_attempt_at <= now]
+        if due_edits and (not rows or due_edits[0].id < rows[0].id):
+            return self._edit(chat_id, due_edits[0])
+        plan = plan_next(rows, self.renderer, self.config.delivery, now, chat_id in self._solo)
         if plan is None:
             return False
         buttons = self._buttons(plan.message)
         if any(r.attempts > 0 for r in plan.rows):
             self.metrics.retries.inc()
-        verdict = self.sender.send(chat_id, plan.message.html, True, plan.thread_id, buttons)
+        reply_to = reply_target(self.store, chat_id, plan.thread_id, plan.message)
+        verdict = self.sender.send(
+            chat_id, plan.message.html, True, plan.thread_id, buttons, reply_to
+        )
+        if isinstance(verdict, Permanent) and reply_to is not None and _reply_gone(verdict):
+            # The firing message is gone or too old to reply to: the notice goes out plainly.
+            reply_to = None
+            verdict = self.sender.send(chat_id, plan.message.html, True, plan.thread_id, buttons)
         if isinstance(verdict, Permanent):
-            return self._after_refusal(chat_id, plan, buttons, verdict)
+            return self._after_refusal(chat_id, plan, buttons, verdict, reply_to)
         return self._after(chat_id, plan, verdict)
 
-    def _after(self, chat_id: int, plan: Plan, verdict: Sent | Failure) -> bool:
+    def _edit(self, chat_id: int, row: PendingNotification) -> bool:
+        """Mark a firing message resolved. Telegram refusing (the message was deleted, or is
+        already like this) ends it quietly; anything transient retries this edit alone."""
+        payload = row.payload
+        verdict = self.sender.edit(chat_id, payload["message_id"], payload["text"], payload["html"])
+        now = self.clock()
+        if isinstance(verdict, Sent):
+            self.store.outbox.record_progress({row.id: (1, 0, True)}, now)
+            self.metrics.edits.labels("edited").inc()
+            return True
+        if isinstance(verdict, ChatMigrated):
+            self.store.migrations.record(chat_id, verdict.new_chat_id, now)
+            return False
+        if isinstance(verdict, Permanent) or row.attempts + 1 >= EDIT_ATTEMPTS:
+            log.info(
+                "message %s in chat %s not edited: %s", payload["message_id"], chat_id, verdict
+            )
+            self.store.outbox.give_up(row.id, str(verdict))
+            self.metrics.edits.labels("given_up").inc()
+            return True
+        if isinstance(verdict, RetryAfter):
+            self.metrics.rate_limited.inc()
+            self.retrier.limiter.block(chat_id, max(verdict.seconds or 1.0, 0.1))
+            delay = max(verdict.seconds or 1.0, 0.1)
+        else:
+            # The edit's own attempts count its failures: the chat is not held back.
+            settings = self.config.delivery
+            delay = Backoff(settings.backoff_initial, settings.backoff_max).delay(row.attempts + 1)
+        self.store.outbox.defer([row.id], now + delay, str(verdict))
+        return False
+
+    def _after(
+        self, chat_id: int, plan: Plan, verdict: Sent | Failure, as_html: bool = True
+    ) -> bool:
         """Sent, chat migrated, or a failure to retry; True when the message went out."""
         if isinstance(verdict, Sent):
-            self._delivered(chat_id, plan, verdict.message_id)
+            self._delivered(chat_id, plan, verdict.message_id, as_html)
             return True
         if isinstance(verdict, ChatMigrated):
             log.warning("chat %s became supergroup %s; following it", chat_id, verdict.new_chat_id)
@@ -208,10 +265,14 @@ class DeliveryWorker(BotLoop):
         )
         return silence_buttons(short_id)
 
-    def _delivered(self, chat_id: int, plan: Plan, message_id: int) -> None:
+    def _delivered(self, chat_id: int, plan: Plan, message_id: int, as_html: bool) -> None:
         now = self.clock()
         progress = progress_after(plan)
         self.store.outbox.record_progress(progress, now)
+        sent_text = plan.message.html if as_html else to_plain_text(plan.message.html)
+        record_delivery(
+            self.store, chat_id, plan.thread_id, plan.message, message_id, sent_text, as_html, now
+        )
         completed_alerts = sum(
             1 for b in plan.message.blocks if b.completes_alert and b.alert is not None
         )
@@ -232,15 +293,16 @@ class DeliveryWorker(BotLoop):
         plan: Plan,
         buttons: list[list[Button]] | None,
         refusal: Permanent,
+        reply_to: int | None = None,
     ) -> bool:
         """Telegram refused the request itself (400): plain text once, then dead letters."""
         self.metrics.delivery_failures.labels("400").inc()
         log.warning("Telegram refused a message for chat %s: %s", chat_id, refusal.description)
         plain = self.sender.send(
-            chat_id, to_plain_text(plan.message.html), False, plan.thread_id, buttons
+            chat_id, to_plain_text(plan.message.html), False, plan.thread_id, buttons, reply_to
         )
         if not isinstance(plain, Permanent):
-            self._after(chat_id, plan, plain)
+            self._after(chat_id, plan, plain, as_html=False)
             return isinstance(plain, Sent)
         self.metrics.delivery_failures.labels("400").inc()
         if len(plan.rows) > 1:

@@ -18,7 +18,9 @@ PENDING_BYTES = 8 * 1024 * 1024  # payload read per delivery step at most (one a
 class NewNotification:
     chat_id: int
     thread_id: int | None
-    kind: str  # "alerts" (an Alertmanager group for one chat) or "notice" (the bot's own text)
+    # "alerts" (an Alertmanager group for one chat), "notice" (the bot's own text) or "edit"
+    # (a new text for a message already sent: {"message_id", "text", "html"})
+    kind: str
     payload: dict
 
 
@@ -33,6 +35,7 @@ class PendingNotification:
     attempts: int
     alerts_done: int
     parts_done: int
+    next_attempt_at: float = 0.0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PendingNotification:
@@ -46,6 +49,7 @@ class PendingNotification:
             attempts=row["attempts"],
             alerts_done=row["alerts_done"],
             parts_done=row["parts_done"],
+            next_attempt_at=row["next_attempt_at"],
         )
 
 
@@ -68,21 +72,31 @@ class Outbox:
                 db, dedupe_key, now, dedupe_window
             ):
                 return False
-            for item in notifications:
-                db.execute(
-                    "INSERT INTO notifications (created_at, chat_id, thread_id, kind, payload,"
-                    " dedupe_key, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        now,
-                        self.migrations.follow(db, item.chat_id),
-                        item.thread_id,
-                        item.kind,
-                        json.dumps(item.payload, ensure_ascii=False),
-                        dedupe_key,
-                        now,
-                    ),
-                )
+            self.insert(db, notifications, now, dedupe_key)
         return True
+
+    def insert(
+        self,
+        db: sqlite3.Connection,
+        notifications: list[NewNotification],
+        now: float,
+        dedupe_key: str | None = None,
+    ) -> None:
+        """Store notifications within the caller's transaction."""
+        for item in notifications:
+            db.execute(
+                "INSERT INTO notifications (created_at, chat_id, thread_id, kind, payload,"
+                " dedupe_key, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    now,
+                    self.migrations.follow(db, item.chat_id),
+                    item.thread_id,
+                    item.kind,
+                    json.dumps(item.payload, ensure_ascii=False),
+                    dedupe_key,
+                    now,
+                ),
+            )
 
     def due_chats(self, now: float) -> list[int]:
         """Chats with a notification due now, the one waiting longest first."""
@@ -119,8 +133,8 @@ class Outbox:
             return []
         rows = self.database.query(
             "SELECT id, created_at, chat_id, thread_id, kind, payload, attempts, alerts_done,"
-            " parts_done FROM notifications WHERE status = 'pending' AND chat_id = ?"
-            " AND id <= ? ORDER BY id",
+            " parts_done, next_attempt_at FROM notifications WHERE status = 'pending'"
+            " AND chat_id = ? AND id <= ? ORDER BY id",
             (chat_id, last_id),
         )
         return [PendingNotification.from_row(row) for row in rows]
@@ -151,6 +165,16 @@ class Outbox:
                     " last_error = ? WHERE id = ? AND status = 'pending'",
                     (next_attempt_at, error[:500], notification_id),
                 )
+
+    def give_up(self, notification_id: int, error: str) -> None:
+        """Stop trying one notification whose loss costs nothing worth a dead letter (an edit
+        of a message that is gone)."""
+        with self.database.transaction() as db:
+            db.execute(
+                "UPDATE notifications SET status = 'dead', last_error = ?, attempts = attempts + 1"
+                " WHERE id = ? AND status = 'pending'",
+                (error[:500], notification_id),
+            )
 
     def dead_letter(self, ids: Iterable[int], text: str, error: str, now: float) -> int:
         """Give up on notifications: mark them dead and keep what could not be sent."""

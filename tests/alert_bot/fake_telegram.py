@@ -6,6 +6,9 @@ mode's rules (only Telegram's tags, balanced, `<` `>` `&` escaped; else 400 "can
 entities"), flood limits (per chat, per group, overall; else 429 with retry_after), and can be
 told to answer 429, 500 or 400, to be down for a while, or that a group became a supergroup.
 getUpdates long-polls updates the test injects (messages and button presses).
+It remembers the messages it accepted: replies (reply_parameters or reply_to_message_id) must
+name one of them in the same chat, edits (text, caption, buttons) must name one not deleted,
+count against the same flood limits as sends, and an edit that changes nothing is refused.
 """
 
 from __future__ import annotations
@@ -144,6 +147,21 @@ class FloodRules:
 
 DEFAULT_FLOOD = FloodRules()
 SEND_METHODS = {"sendMessage", "sendPhoto"}
+EDIT_METHODS = {"editMessageText", "editMessageCaption", "editMessageReplyMarkup"}
+
+
+@dataclass
+class Stored:
+    """A message the fake accepted, as it reads now."""
+
+    chat_id: int
+    thread_id: int | None
+    text: str
+    parse_mode: str | None
+    reply_markup: str | None
+    reply_to: int | None
+    caption: bool = False
+    edits: int = 0
 
 
 class FakeTelegram:
@@ -162,6 +180,7 @@ class FakeTelegram:
         self.chat_delays: dict[int, float] = {}  # seconds each send to that chat takes
         self.migrations: dict[int, int] = {}
         self._stamps: dict[tuple, deque] = {}
+        self.messages: dict[tuple[int, int], Stored] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self.server.daemon_threads = True
         # A client killed mid-request (the crash test) is expected: no traceback on stderr.
@@ -254,6 +273,11 @@ class FakeTelegram:
             message["entities"] = [
                 {"type": "bot_command", "offset": 0, "length": len(text.split()[0])}
             ]
+        with self.lock:  # the bot may reply to it
+            thread_id = extra.get("message_thread_id")
+            self.messages[(chat_id, message["message_id"])] = Stored(
+                chat_id, thread_id, text, None, None, None
+            )
         return self._add_update({"message": message})
 
     def inject_callback(
@@ -297,6 +321,11 @@ class FakeTelegram:
             self.updates_changed.notify_all()
         return update_id
 
+    def delete_message(self, chat_id: int, message_id: int) -> None:
+        """The user deleted a message: replies to it and edits of it are refused from now."""
+        with self.lock:
+            self.messages.pop((chat_id, message_id), None)
+
     # --- what the test reads ----------------------------------------------------------------
 
     def calls_to(self, method: str, status: int | None = 200) -> list[Call]:
@@ -329,6 +358,21 @@ class FakeTelegram:
                 parse_telegram_html(text) if call.params.get("parse_mode") == "HTML" else text
             )
         return result
+
+    def message(self, chat_id: int, message_id: int) -> Stored | None:
+        with self.lock:
+            return self.messages.get((chat_id, message_id))
+
+    def edits(self, chat_id: int | None = None) -> list[Call]:
+        """Accepted editMessageText/editMessageCaption calls, in order."""
+        with self.lock:
+            return [
+                c
+                for c in self.calls
+                if c.method in ("editMessageText", "editMessageCaption")
+                and c.status == 200
+                and (chat_id is None or int(c.params["chat_id"]) == chat_id)
+            ]
 
     def count_status(self, status: int) -> int:
         with self.lock:
@@ -399,21 +443,8 @@ class FakeTelegram:
                 ):
                     return _bad("Bad Request: BOT_COMMAND_INVALID")
             return 200, {"ok": True, "result": True}
-        if method in ("editMessageReplyMarkup", "editMessageText"):
-            if method == "editMessageText":
-                error = self._check_text(params, "text", 4096)
-                if error:
-                    return error
-            chat_id = int(params.get("chat_id", 0))
-            return 200, {
-                "ok": True,
-                "result": {
-                    "message_id": int(params.get("message_id", 0)),
-                    "date": int(time.time()),
-                    "chat": {"id": chat_id, "type": "private"},
-                    "text": params.get("text", ""),
-                },
-            }
+        if method in EDIT_METHODS:
+            return self._edit(method, params, now)
         if method == "getMe":
             return 200, {"ok": True, "result": {"id": 1, "is_bot": True, "first_name": "rigwatch"}}
         return 404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
@@ -439,6 +470,86 @@ class FakeTelegram:
                 else "Bad Request: message caption is too long"
             )
         return None
+
+    def _flood_refusal(self, chat_id: int, now: float) -> tuple[int, dict] | None:
+        wait = self._flood_check(chat_id, now)
+        if wait is None:
+            return None
+        retry = max(1, int(wait + 0.999))
+        return 429, {
+            "ok": False,
+            "error_code": 429,
+            "description": f"Too Many Requests: retry after {retry}",
+            "parameters": {"retry_after": retry},
+        }
+
+    def _edit(self, method: str, params: dict, now: float) -> tuple[int, dict]:
+        try:
+            chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
+        except (KeyError, ValueError):
+            return _bad("Bad Request: message to edit not found")
+        if method == "editMessageText":
+            error = self._check_text(params, "text", 4096)
+        elif method == "editMessageCaption":
+            error = self._check_text(params, "caption", 1024, required=False)
+        else:
+            error = None
+        if error:
+            return error
+        with self.lock:
+            stored = self.messages.get((chat_id, message_id))
+            if stored is None:
+                # Deleted, or never one of ours: Telegram cannot tell the two apart either.
+                if method == "editMessageReplyMarkup":
+                    return 200, {"ok": True, "result": True}  # buttons under a user message
+                return _bad("Bad Request: message to edit not found")
+            if method == "editMessageText" and stored.caption:
+                return _bad("Bad Request: there is no text in the message to edit")
+            if method == "editMessageCaption" and not stored.caption:
+                return _bad("Bad Request: there is no caption in the message to edit")
+            markup = params.get("reply_markup")
+            text = params.get("caption" if stored.caption else "text", stored.text)
+            if method == "editMessageReplyMarkup":
+                text = stored.text
+            parse_mode = params.get("parse_mode") if method != "editMessageReplyMarkup" else None
+            unchanged = text == stored.text and markup == stored.reply_markup
+            if method != "editMessageReplyMarkup":
+                unchanged = unchanged and parse_mode == stored.parse_mode
+            if unchanged:
+                return _bad(
+                    "Bad Request: message is not modified: specified new message content and"
+                    " reply markup are exactly the same as a current content and reply markup"
+                    " of the message"
+                )
+            refusal = self._flood_refusal(chat_id, now)
+            if refusal is not None:
+                return refusal
+            stored.text, stored.reply_markup = text, markup
+            if method != "editMessageReplyMarkup":
+                stored.parse_mode = parse_mode
+            stored.edits += 1
+        return 200, {
+            "ok": True,
+            "result": {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+                "text": text,
+            },
+        }
+
+    def _reply_target(self, chat_id: int, params: dict) -> tuple[int | None, bool]:
+        """(the message replied to, whether to send anyway when it is gone)."""
+        if params.get("reply_parameters"):
+            reply = json.loads(params["reply_parameters"])
+            target = reply.get("chat_id", chat_id)
+            if int(target) != chat_id:
+                return -1, False  # replies across chats are not something the bot does
+            return int(reply["message_id"]), bool(reply.get("allow_sending_without_reply"))
+        if params.get("reply_to_message_id"):
+            allow = params.get("allow_sending_without_reply") in ("true", "True", "1")
+            return int(params["reply_to_message_id"]), allow
+        return None, False
 
     def _send(self, method: str, params: dict, files: dict, now: float) -> tuple[int, dict]:
         try:
@@ -469,22 +580,40 @@ class FakeTelegram:
                     data = button.get("callback_data")
                     if data is not None and not 1 <= len(data.encode()) <= 64:
                         return _bad("Bad Request: BUTTON_DATA_INVALID")
+        reply_to, send_anyway = self._reply_target(chat_id, params)
+        thread_id = int(params["message_thread_id"]) if params.get("message_thread_id") else None
         with self.lock:
-            wait = self._flood_check(chat_id, now)
-            if wait is not None:
-                retry = max(1, int(wait + 0.999))
-                return 429, {
-                    "ok": False,
-                    "error_code": 429,
-                    "description": f"Too Many Requests: retry after {retry}",
-                    "parameters": {"retry_after": retry},
-                }
+            if reply_to is not None:
+                target = self.messages.get((chat_id, reply_to))
+                if target is None and not send_anyway:
+                    return _bad("Bad Request: message to reply not found")
+                if target is None:
+                    reply_to = None
+            refusal = self._flood_refusal(chat_id, now)
+            if refusal is not None:
+                return refusal
             message_id = next(self.message_ids)
+            caption = method != "sendMessage"
+            self.messages[(chat_id, message_id)] = Stored(
+                chat_id,
+                thread_id,
+                params.get("caption" if caption else "text", ""),
+                params.get("parse_mode"),
+                params.get("reply_markup"),
+                reply_to,
+                caption,
+            )
         result = {
             "message_id": message_id,
             "date": int(time.time()),
             "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
         }
+        if reply_to is not None:
+            result["reply_to_message"] = {
+                "message_id": reply_to,
+                "date": int(time.time()),
+                "chat": result["chat"],
+            }
         if method == "sendMessage":
             result["text"] = params.get("text", "")
         else:

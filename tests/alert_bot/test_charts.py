@@ -1,14 +1,30 @@
-"""Reading an alert's expression for its chart: the value and the threshold it is compared with."""
+"""Charts: reading an alert's expression (the value and the threshold it is compared with), its
+unit, and a drawing a person can read on a phone."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import urllib.parse
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
-from alert_bot.charts import Series, comparison_sides, expression_from_generator_url, render_png
+from alert_bot.charts import (
+    Series,
+    alert_chart,
+    alert_title,
+    chart_figure,
+    comparison_sides,
+    expression_from_generator_url,
+    render_png,
+    series_label,
+)
+from alert_bot.units import unit_of
 from tests.support import REPO
 
 SHIPPED_STYLE = """(
@@ -77,3 +93,191 @@ print(json.dumps(heavy))
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+# --- charts a person reads ----------------------------------------------------------------
+
+NOW = 1_764_000_000.0
+ZONE = ZoneInfo("Asia/Yekaterinburg")  # UTC+5 all year: times on the axis are easy to check
+
+
+def _rules() -> list[dict]:
+    rules = []
+    for path in sorted((REPO / "prometheus" / "rules").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            rules += [r for r in group["rules"] if "alert" in r]
+    return rules
+
+
+class AnyData:
+    """A Prometheus that has an hour of samples for any query, for a card and a host."""
+
+    def __init__(self):
+        self.queries: list[str] = []
+
+    def query_range(self, expr, start, end, step, timeout=None):
+        self.queries.append(expr)
+        times = [start + step * i for i in range(int((end - start) / step) + 1)]
+        metric = {"rig": "rig1", "instance": "rig1:9835", "gpu": "0", "uuid": "u0"}
+        return [{"metric": metric, "values": [(t, 0.5 + (t - start) / 10000) for t in times]}]
+
+
+@pytest.mark.parametrize("rule", _rules(), ids=lambda r: r["alert"])
+def test_every_shipped_alert_charts_with_a_unit_and_a_title_in_words(rule):
+    url = "http://prom:9090/graph?g0.expr=" + urllib.parse.quote(rule["expr"])
+    labels = {"alertname": rule["alert"], "rig": "rig1", "gpu": "0", "uuid": "u0"}
+    alert = {"labels": labels, "annotations": {}, "generatorURL": url, "startsAt": ""}
+    sides = comparison_sides(rule["expr"])
+    unit = unit_of(sides[0] if sides else rule["expr"])
+    assert unit.symbol, rule["alert"]
+    assert not re.search(r"[{}\[\]]|rigwatch_|by \(", unit.axis_label())
+    title = alert_title(alert, unit)
+    assert "rigwatch_" not in title and "(" not in title.replace("(1 = yes)", "")
+    png = alert_chart(AnyData(), alert, 3600, NOW, zone=ZONE)
+    assert png is not None and png.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("expr", "symbol", "scaled"),
+    [
+        ("rigwatch_gpu_temperature_celsius", "°C", 83.0),
+        ("rigwatch_gpu_power_usage_watts", "W", 83.0),
+        ("rigwatch_gpu_memory_used_bytes", "GB", 83e-9),
+        ("rigwatch_gpu_utilization_ratio", "%", 8300.0),
+        ("rigwatch_host_memory_available_bytes / rigwatch_host_memory_total_bytes", "%", 8300.0),
+        ('rate(rigwatch_host_swap_in_bytes_total{x="/"}[5m])', "MB/s", 83e-6),
+        ("increase(rigwatch_gpu_xid_errors_total[30m])", "errors", 83.0),
+        ("rigwatch_gpu_up == 0", "state", 83.0),
+    ],
+)
+def test_units_from_metric_suffixes(expr, symbol, scaled):
+    unit = unit_of(expr)
+    assert unit.symbol == symbol
+    assert unit.scale * 83 == pytest.approx(scaled)
+
+
+def _drawn(series, **kwargs):
+    figure = chart_figure(series, "title", NOW - kwargs.pop("seconds", 3600), NOW, **kwargs)
+    figure.canvas.draw()
+    return figure
+
+
+def _points(seconds: float, value) -> list[tuple[float, float]]:
+    step = seconds / 240
+    return [(NOW - seconds + i * step, value(i)) for i in range(241)]
+
+
+def _overlaps(boxes) -> bool:
+    boxes = sorted(boxes, key=lambda b: b.x0)
+    return any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:], strict=False))
+
+
+def test_two_days_of_time_labels_do_not_overlap_and_are_in_the_owner_zone():
+    series = [Series("GPU 0", _points(2 * 86400, lambda i: 60 + i % 7), key="rig1|0")]
+    figure = _drawn(
+        series, seconds=2 * 86400, unit=unit_of("rigwatch_gpu_temperature_celsius"), zone=ZONE
+    )
+    axes = figure.axes[0]
+    renderer = figure.canvas.get_renderer()
+    labels = [t for t in axes.get_xticklabels() if t.get_text()]
+    assert len(labels) >= 3
+    assert not _overlaps([t.get_window_extent(renderer) for t in labels])
+    assert "Asia/Yekaterinburg" in axes.get_xlabel()
+    assert axes.get_ylabel() == "temperature (°C)"
+
+
+def test_a_nearly_flat_ratio_has_no_offset_and_stays_on_a_percent_scale():
+    # /graph disk: 69.991 % ± 0.001 % used to read "1e-5+6.999e-1" over the axis.
+    flat = [Series("rig1", _points(7 * 86400, lambda i: 0.69991 + 1e-5 * (i % 2)))]
+    axes = _drawn(
+        flat,
+        seconds=7 * 86400,
+        unit=unit_of(
+            "1 - rigwatch_host_filesystem_avail_bytes / rigwatch_host_filesystem_size_bytes"
+        ),
+    ).axes[0]
+    assert axes.yaxis.get_offset_text().get_text() == ""
+    assert axes.get_ylim() == (0.0, 100.0)
+    assert axes.get_ylabel().endswith("(%)")
+    # 3 % → 5 % of memory is not a spike: the axis still spans 0-100 %.
+    step = [Series("rig1", _points(3600, lambda i: 0.03 if i < 200 else 0.05))]
+    assert _drawn(step, unit=unit_of("rigwatch_gpu_utilization_ratio")).axes[0].get_ylim() == (
+        0.0,
+        100.0,
+    )
+
+
+def test_legend_under_the_plot_firing_window_and_labelled_threshold():
+    series = [
+        Series(
+            f"GPU {n} (RTX 4090) on rig1",
+            _points(3600, lambda i, n=n: 70 + n + i / 20),
+            key=f"rig1|{n}",
+        )
+        for n in range(6)
+    ]
+    figure = _drawn(
+        series,
+        unit=unit_of("rigwatch_gpu_temperature_celsius"),
+        threshold=80.0,
+        zone=ZONE,
+        firing_since=NOW - 1200,
+    )
+    axes = figure.axes[0]
+    renderer = figure.canvas.get_renderer()
+    legend = figure.legends[0].get_window_extent(renderer)
+    plot = axes.get_window_extent(renderer)
+    assert legend.y1 <= plot.y0  # below the plot: it never covers a line
+    texts = [t.get_text() for t in axes.texts]
+    assert "threshold 80 °C" in texts
+    labels = [t.get_text() for t in figure.legends[0].get_texts()]
+    firing = datetime.fromtimestamp(NOW - 1200, ZONE).strftime("%H:%M")
+    assert f"firing since {firing}" in labels
+    assert "GPU 0 (RTX 4090) on rig1" in labels
+
+
+def test_one_card_keeps_its_colour_across_charts():
+    def colours(keys):
+        series = [Series(k, _points(3600, lambda i: 1.0), key=k) for k in keys]
+        lines = _drawn(series).axes[0].get_lines()
+        return {line.get_label(): line.get_color() for line in lines}
+
+    first = colours(["rig1|0", "rig1|1", "rig2|0"])
+    second = colours(["rig2|0", "rig1|1"])
+    assert second["rig2|0"] == first["rig2|0"] and second["rig1|1"] == first["rig1|1"]
+
+
+def test_series_are_named_by_card_not_by_instance():
+    metric = {
+        "rig": "rig1",
+        "instance": "10.0.0.5:9835",
+        "gpu": "0",
+        "uuid": "u",
+        "name": "NVIDIA GeForce RTX 4090",
+    }
+    assert series_label(metric) == "GPU 0 (RTX 4090) on rig1"
+    assert series_label({"rig": "rig1", "instance": "10.0.0.5:9835"}) == "rig1"
+    assert series_label({"instance": "10.0.0.5:9835", "job": "x"}) == "10.0.0.5:9835"
+
+
+def test_an_alert_chart_is_titled_by_its_summary_or_its_card():
+    unit = unit_of("rigwatch_gpu_temperature_celsius")
+    labels = {
+        "alertname": "GpuTemperatureCritical",
+        "rig": "rig1",
+        "gpu": "0",
+        "name": "NVIDIA GeForce RTX 4090",
+    }
+    assert alert_title({"labels": labels, "annotations": {}}, unit) == (
+        "GPU 0 (RTX 4090) on rig1 — temperature"
+    )
+    summary = {"summary": "GPU 0 on rig1 is at 96 °C"}
+    assert alert_title({"labels": labels, "annotations": summary}, unit) == summary["summary"]
+
+
+def test_timezone_setting_names_an_iana_zone_or_the_machines(tmp_path, monkeypatch):
+    from alert_bot.config import time_zone
+
+    assert time_zone("Europe/Moscow").key == "Europe/Moscow"
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    assert time_zone("").key == "Asia/Tokyo"

@@ -5,15 +5,18 @@ creating and expiring real silences in a real Alertmanager, and the chart of a c
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.alert_bot.botkit import (
     CHAT,
@@ -29,12 +32,14 @@ from tests.alert_bot.botkit import (
 from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
 from tests.servers import have_binary, running_alertmanager, running_prometheus
 from tests.support import (
+    REPO,
     build_fake_nvml,
     http_get,
     make_device,
     make_scenario,
     running_exporter,
     wait_until,
+    write_scenario,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -125,6 +130,7 @@ def test_command_menu_and_start_help(bot, telegram):
         "alerts",
         "silences",
         "graph",
+        "mute",
     }
     mine = _visible(_ask(telegram, CHAT, "/start")[0])
     assert str(CHAT) in mine and "is allowed" in mine
@@ -132,7 +138,7 @@ def test_command_menu_and_start_help(bot, telegram):
     assert str(STRANGER) in theirs and "not allowed" in theirs
     assert f"TELEGRAM_CHAT_ID={STRANGER}" in theirs
     help_text = _visible(_ask(telegram, CHAT, "/help@rigwatch_bot")[0])
-    for name in ("/status", "/gpu", "/cpu", "/alerts", "/silences", "/graph"):
+    for name in ("/status", "/gpu", "/cpu", "/alerts", "/silences", "/graph", "/mute"):
         assert name in help_text
 
 
@@ -438,3 +444,162 @@ def test_updates_already_handled_are_not_handled_again_after_a_restart(tmp_path,
         assert int(first.params["offset"]) == update_id + 1
         time.sleep(0.5)
         assert len(telegram.sent(CHAT)) == 1
+
+
+def test_graph_narrows_to_a_rig_and_a_card(bot, telegram):
+    reply = _ask(telegram, CHAT, "/graph gpu rig1 0 5m")[0]
+    assert reply.method == "sendPhoto", _visible(reply)
+    assert _visible(reply) == "📈 GPU temperature on rig1 GPU 0 — last 5m"
+    assert "No data" in _visible(_ask(telegram, CHAT, "/graph gpu rig9 0")[0])
+    assert "No data" in _visible(_ask(telegram, CHAT, "/graph mem rig9")[0])
+    assert _ask(telegram, CHAT, "/graph mem rig1 6h")[0].method == "sendPhoto"
+    assert "Usage" in _visible(_ask(telegram, CHAT, "/graph gpu rig1 zero")[0])
+
+
+def test_mute_quiets_a_rig_with_one_real_silence_and_the_button_ends_it(bot, telegram, services):
+    app, base = bot
+
+    def mutes():
+        return [
+            s
+            for s in _am(services, "/api/v2/silences")
+            if s["status"]["state"] == "active" and "rigwatch mute" in s.get("comment", "")
+        ]
+
+    assert "No rig is muted" in _visible(_ask(telegram, CHAT, "/mute")[0])
+    # A stranger cannot mute, and nothing is created.
+    refusal = _visible(_ask(telegram, STRANGER, "/mute rig1 2h")[0])
+    assert "not allowed" in refusal
+    assert mutes() == []
+    for bad in ("/mute rig1", "/mute rig1 soon", "/mute rig1 30d"):
+        assert "/mute" in _visible(_ask(telegram, CHAT, bad)[0]) or "7d" in _visible(
+            telegram.sent(CHAT)[-1]
+        )
+    assert mutes() == []
+
+    reply = _ask(telegram, CHAT, "/mute rig1 2h swapping a riser")[0]
+    text = _visible(reply)
+    assert "rig1 muted until" in text and "swapping a riser" in text
+    assert "Watchdog" in text and "AlertBotDeliveryFailing" in text
+    (silence,) = mutes()
+    assert silence["createdBy"] == f"telegram:user{CHAT}"
+    matchers = {m["name"]: m for m in silence["matchers"]}
+    assert set(matchers) == {"rig", "alertname"}
+    assert matchers["rig"]["value"] == "rig1" and matchers["rig"]["isEqual"]
+    assert not matchers["alertname"]["isEqual"] and matchers["alertname"]["isRegex"]
+    length = _parse(silence["endsAt"]) - _parse(silence["startsAt"])
+    assert 7190 <= length <= 7210
+
+    # In Alertmanager: the rig's alerts are silenced, the Watchdog and delivery alerts are not.
+    sent = [
+        {"labels": {"alertname": "MutedProbe", "rig": "rig1", "severity": "warning"}},
+        {"labels": {"alertname": "Watchdog", "rig": "rig1", "severity": "none"}},
+        {"labels": {"alertname": "AlertBotDeliveryFailing", "rig": "rig1"}},
+        {"labels": {"alertname": "MutedProbe", "rig": "rig2", "severity": "warning"}},
+    ]
+    _am(services, "/api/v2/alerts", sent, "POST")
+
+    def states():
+        return {
+            (a["labels"]["alertname"], a["labels"]["rig"]): a["status"]["state"]
+            for a in _am(services, "/api/v2/alerts")
+            if a["labels"].get("alertname") in ("MutedProbe", "Watchdog", "AlertBotDeliveryFailing")
+        }
+
+    wait_until(lambda: len(states()) == 4, what="probe alerts in Alertmanager")
+    assert states() == {
+        ("MutedProbe", "rig1"): "suppressed",
+        ("Watchdog", "rig1"): "active",
+        ("AlertBotDeliveryFailing", "rig1"): "active",
+        ("MutedProbe", "rig2"): "active",
+    }
+
+    # /mute alone lists it; /status shows the rig as muted with its end time.
+    listing = _ask(telegram, CHAT, "/mute")[0]
+    assert "rig1 muted until" in _visible(listing) and "user1001" in _visible(listing)
+    status = _visible(_ask(telegram, CHAT, "/status")[0])
+    assert "🔇 rig1 muted until" in status
+
+    # A stranger pressing "end now" is refused; the owner's press expires the silence.
+    end = json.loads(reply.params["reply_markup"])["inline_keyboard"][0][0]
+    assert end["text"] == "🔔 End now"
+    telegram.inject_callback(STRANGER, end["callback_data"])
+    time.sleep(0.5)
+    assert len(mutes()) == 1
+    message_id = reply.response["result"]["message_id"]
+    telegram.inject_callback(CHAT, end["callback_data"], message_id=message_id)
+    wait_until(lambda: mutes() == [], what="mute expired")
+    wait_until(lambda: "Mute ended" in _visible(telegram.sent(CHAT)[-1]), what="ended notice")
+    assert "muted" not in _visible(_ask(telegram, CHAT, "/status")[0])
+    assert metric_value(base, "rigwatch_bot_commands_total", {"command": "unmute"}) == 1
+
+
+def _parse(moment: str) -> float:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
+
+
+def test_charts_from_the_real_renderer_for_the_docs(tmp_path, telegram):
+    """A critical alert's chart and a /graph, drawn by the real renderer from a real Prometheus
+    scraping the real exporter while card 0 heats past its slowdown temperature.
+    RIGWATCH_CHART_DIR=docs keeps them (README shows docs/chart-*.png)."""
+    rules = yaml.safe_load((REPO / "prometheus/rules/gpu.yml").read_text())["groups"]
+    rule = next(r for g in rules for r in g["rules"] if r.get("alert") == "GpuTemperatureCritical")
+    scenario = tmp_path / "scenario.json"
+
+    def cards(hot: float) -> dict:
+        return make_scenario(
+            devices=[
+                make_device(0, temperature_c=hot, temperature_slowdown_c=90),
+                make_device(1, temperature_c=62, temperature_slowdown_c=91),
+            ]
+        )
+
+    write_scenario(scenario, cards(72))
+    with running_exporter(scenario) as (_, exporter_url):
+        config = (
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
+            f"      - targets: ['{exporter_url.removeprefix('http://')}']\n"
+            "        labels: {rig: rig1}\n"
+        )
+        with running_prometheus(tmp_path, config) as prometheus:
+            wait_prometheus_has(prometheus, "rigwatch_gpu_temperature_celsius")
+            hot_since = None
+            for second in range(36):  # 72 °C → 93 °C and holding
+                temperature = min(72 + second * 0.9, 93)
+                if temperature >= 90 and hot_since is None:
+                    hot_since = time.time()
+                write_scenario(scenario, cards(temperature))
+                time.sleep(1)
+            telegram.flood = FloodRules(per_chat=(20, 1.0))
+            env = bot_env(
+                tmp_path,
+                telegram.url,
+                {"charts": {"range": "45s"}, "timezone": "Europe/Moscow"},
+                prometheus=prometheus,
+            )
+            hot = alert(
+                name="GpuTemperatureCritical",
+                severity="critical",
+                gpu="0",
+                summary="GPU 0 (NVIDIA GeForce RTX 4090) on rig1 is at 93 °C, past its slowdown"
+                " at 90 °C",
+                starts=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(hot_since)),
+                generator=prometheus
+                + "/graph?"
+                + urllib.parse.urlencode({"g0.expr": rule["expr"]}),
+            )
+            hot["labels"]["name"] = "NVIDIA GeForce RTX 4090"  # as the rule's group_left gives
+            with running_bot(env) as (app, base):
+                wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+                assert post(base, notification(hot))[0] == 200
+                wait_until(lambda: telegram.calls_to("sendPhoto"), timeout=30, what="chart")
+                chart = telegram.calls_to("sendPhoto")[-1].files["photo"]
+                graph = _ask(telegram, CHAT, "/graph gpu 1m")[0]
+    assert graph.method == "sendPhoto", _visible(graph)
+    for png in (chart, graph.files["photo"]):
+        assert png.startswith(b"\x89PNG") and len(png) > 10000
+    keep = os.environ.get("RIGWATCH_CHART_DIR")
+    if keep:
+        (Path(keep) / "chart-alert.png").write_bytes(chart)
+        (Path(keep) / "chart-graph-gpu.png").write_bytes(graph.files["photo"])

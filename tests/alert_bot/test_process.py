@@ -57,6 +57,7 @@ def test_bad_configuration_is_one_line_naming_the_key_and_exit_2(tmp_path):
         "watchdog:\n  alertname: ''\n": "watchdog.alertname",
         "delivery:\n  batch_rows: 0\n": "delivery.batch_rows",
         "template_file: latin1.html.j2\n": "template_file",
+        "timezone: Mars/Olympus_Mons\n": "timezone",
     }
     # Files that are not UTF-8 text were a traceback, not a line naming the key.
     (tmp_path / "latin1.html.j2").write_bytes(b"\xe9t\xe9 {{ alertname }}")

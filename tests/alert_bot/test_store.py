@@ -45,3 +45,25 @@ def test_a_backlog_of_large_notifications_is_read_a_few_megabytes_at_a_time(tmp_
         assert [r.chat_id for r in store.outbox.pending_for_chat(8, 500)] == [8]
     finally:
         store.close()
+
+
+def test_firing_messages_are_forgotten_after_a_month(tmp_path):
+    """Which message announced which alert is kept a month, then forgotten with the rest."""
+    store = Store(tmp_path / "bot.db")
+    try:
+        start = 1_000_000.0
+        with store.database.transaction() as db:
+            store.threads.record_firing(db, 7, None, 41, "old", True, [("a@1", start)], start)
+            store.threads.record_firing(
+                db, 7, 3, 42, "new", True, [("b@1", start)], start + 20 * DAY
+            )
+        store.prune(start + 31 * DAY, dedupe_window=300)
+        assert store.threads.firing_message(7, None, "a@1") is None
+        assert store.threads.firing_message(7, 3, "b@1") == 42
+        assert store.threads.firing_message(7, None, "b@1") is None  # another topic
+        with store.database.transaction() as db:
+            (closed,) = store.threads.record_resolved(db, 7, 3, [("b@1", start + 600)], start)
+            assert store.threads.record_resolved(db, 7, 3, [("b@1", start + 600)], start) == []
+        assert (closed.message.message_id, closed.alerts, closed.lasted) == (42, 1, 600)
+    finally:
+        store.close()

@@ -1,0 +1,148 @@
+"""/mute: quiet every alert of one rig in Alertmanager for a while (one silence on its rig
+label that never hides the Watchdog nor the bot's own delivery alerts), list the rig mutes,
+and end one early with its button (m:SILENCE_ID)."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import datetime
+
+from alert_bot.chat.alertmanager import SILENCE_ID
+from alert_bot.chat.context import Chat, log
+from alert_bot.config import ConfigError, parse_duration
+from alert_bot.telegram import Button, TelegramError
+
+# The stack's alerts about the bot's own delivery (prometheus/rules/stack.yml): a muted rig
+# must not hide that the bot itself cannot deliver.
+DELIVERY_ALERTS = ("AlertBotDeliveryFailing", "AlertBotBacklogGrowing", "AlertBotDeadLetters")
+LONGEST = 7 * 86400.0
+RIG_NAME = re.compile(r"[^\s]{1,100}")
+USAGE = "Usage: /mute &lt;rig&gt; &lt;duration&gt; [reason], e.g. /mute rig1 2h swapping a riser"
+
+
+def never_muted(watchdog: str) -> list[str]:
+    return sorted({watchdog, *DELIVERY_ALERTS})
+
+
+def mute_matchers(rig: str, watchdog: str) -> list[dict]:
+    """Every alert with this rig label, except the ones a mute must never hide."""
+    kept = "|".join(re.escape(name) for name in never_muted(watchdog))
+    return [
+        {"name": "rig", "value": rig, "isRegex": False, "isEqual": True},
+        {"name": "alertname", "value": kept, "isRegex": True, "isEqual": False},
+    ]
+
+
+def rig_mutes(silences: list[dict], watchdog: str) -> dict[str, dict]:
+    """Active silences that are rig mutes, by rig (the one ending last when there are more)."""
+    mutes: dict[str, dict] = {}
+    for silence in silences:
+        rig = next(
+            (
+                m.get("value", "")
+                for m in silence.get("matchers", [])
+                if m.get("name") == "rig" and not m.get("isRegex") and m.get("isEqual", True)
+            ),
+            None,
+        )
+        if rig is None:
+            continue
+        if _shape(silence.get("matchers", [])) != _shape(mute_matchers(rig, watchdog)):
+            continue
+        if rig not in mutes or silence.get("endsAt", "") > mutes[rig].get("endsAt", ""):
+            mutes[rig] = silence
+    return mutes
+
+
+def _shape(matchers: list[dict]) -> list[tuple]:
+    return sorted(
+        (m.get("name"), m.get("value"), bool(m.get("isRegex")), m.get("isEqual", True))
+        for m in matchers
+    )
+
+
+def until_text(chat: Chat, ends_at: str) -> str:
+    """An Alertmanager end time in the owner's time zone."""
+    try:
+        moment = datetime.fromisoformat(ends_at.replace("Z", "+00:00"))
+    except ValueError:
+        return ends_at
+    return moment.astimezone(chat.config.zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def describe(chat: Chat, rig: str, silence: dict) -> str:
+    until = until_text(chat, silence["endsAt"])
+    text = f"🔇 <b>{html.escape(rig)}</b> muted until {html.escape(until)}"
+    if silence.get("createdBy"):
+        text += f" by {html.escape(silence['createdBy'].removeprefix('telegram:'))}"
+    reason = silence.get("comment", "").partition(": ")[2]
+    if reason:
+        text += f": {html.escape(reason[:200])}"
+    return text
+
+
+def _who(message: dict) -> str:
+    user = message.get("from") or {}
+    return user.get("username") or user.get("first_name") or str(user.get("id", "someone"))
+
+
+def mute(chat: Chat, message: dict, args: list[str]) -> None:
+    watchdog = chat.config.watchdog.alertname
+    if not args:
+        mutes = rig_mutes(chat.alertmanager.silences(), watchdog)
+        if not mutes:
+            chat.reply(message, "No rig is muted. " + USAGE)
+            return
+        lines = [describe(chat, rig, silence) for rig, silence in sorted(mutes.items())]
+        buttons = [
+            [Button(f"🔔 end {rig[:40]} now", f"m:{silence['id']}")]
+            for rig, silence in sorted(mutes.items())
+        ]
+        chat.reply(message, "\n".join(lines), buttons[:10])
+        return
+    if len(args) < 2 or not RIG_NAME.fullmatch(args[0]):
+        chat.reply(message, USAGE)
+        return
+    rig, reason = args[0], " ".join(args[2:])[:300]
+    try:
+        seconds = parse_duration("duration", args[1])
+    except ConfigError:
+        chat.reply(message, USAGE)
+        return
+    if not 60 <= seconds <= LONGEST:
+        chat.reply(message, "A mute lasts from 1m to 7d.")
+        return
+    who = _who(message)
+    comment = f"rigwatch mute of {rig} from Telegram" + (f": {reason}" if reason else "")
+    silence_id = chat.alertmanager.create_silence(
+        mute_matchers(rig, watchdog), seconds, chat.clock(), f"telegram:{who}", comment
+    )
+    silence = {
+        "endsAt": datetime.fromtimestamp(chat.clock() + seconds).astimezone().isoformat(),
+        "createdBy": who,
+        "comment": comment,
+    }
+    text = (
+        describe(chat, rig, silence)
+        + f".\nStill sent: {html.escape(', '.join(never_muted(watchdog)))}."
+    )
+    chat.reply(message, text, [[Button("🔔 End now", f"m:{silence_id}")]])
+
+
+def end_button(chat: Chat, query: dict, data: str, who: str, message: dict) -> None:
+    silence_id = data[2:]
+    if not SILENCE_ID.fullmatch(silence_id):
+        chat.answer(query, "This button is not one of mine.")
+        return
+    chat.alertmanager.expire_silence(silence_id)
+    chat.metrics.commands.labels("unmute").inc()
+    chat.answer(query, "Mute ended.")
+    if message.get("message_id"):
+        try:
+            chat.telegram.edit_buttons(message["chat"]["id"], message["message_id"], None)
+        except TelegramError as exc:
+            log.info("could not remove the end-now button: %s", exc)
+    chat.reply(
+        message, f"🔔 Mute ended by {html.escape(who)}: the rig's alerts come through again."
+    )
