@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -137,9 +138,9 @@ def _mirror_proc(fake, real_pid: int, as_pid: int, cgroup: str | None = None) ->
     target = fake / str(as_pid)
     target.mkdir(exist_ok=True)
     for name in ("stat", "cmdline"):
-        (target / name).write_bytes(open(f"/proc/{real_pid}/{name}", "rb").read())
+        (target / name).write_bytes(Path(f"/proc/{real_pid}/{name}").read_bytes())
     (target / "cgroup").write_text(
-        cgroup if cgroup is not None else open(f"/proc/{real_pid}/cgroup").read()
+        cgroup if cgroup is not None else Path(f"/proc/{real_pid}/cgroup").read_text()
     )
 
 
