@@ -20,6 +20,7 @@ from alert_bot.delivery import ChartWorker, DeliveryWorker
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
 from alert_bot.render import AlertRenderer, LinkSettings
+from alert_bot.runs.watch import RunWatch
 from alert_bot.store import Store, StoreError
 from alert_bot.telegram import TelegramClient
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
@@ -72,6 +73,11 @@ class BotApp:
             config, store, telegram, prometheus, alertmanager, self.metrics, self.limiter, clock
         )
         self.watchdog = Watchdog(config, store, self.metrics, self.worker.wake, clock)
+        self.runs = (
+            RunWatch(config, store, self.metrics, prometheus, self.worker.wake, clock)
+            if config.runs.enabled
+            else None
+        )
         self.run_updates = run_updates
         self.server = _BotHTTPServer((config.listen_host, config.listen_port), self)
         self._server_thread: threading.Thread | None = None
@@ -87,6 +93,8 @@ class BotApp:
         if self.run_updates:
             self.updates.start()
         self.watchdog.start()
+        if self.runs is not None:
+            self.runs.start()
         self._server_thread = threading.Thread(
             target=self.server.serve_forever,
             name="http",
@@ -102,6 +110,8 @@ class BotApp:
         self.server.shutdown()
         self.server.server_close()
         self.watchdog.stop()
+        if self.runs is not None:
+            self.runs.stop()
         self.updates.stop()
         self.worker.stop()
         self.charts.stop()
