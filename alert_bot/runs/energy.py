@@ -1,5 +1,5 @@
-"""GPU energy and its cost over a time window, from the recorded per-card energy rate
-(gpu:rigwatch_energy_watts:rate1m), split where the tariff changes; plus local-time helpers
+"""GPU energy and its cost over a time window (NVML's energy counter where a card has one, its
+power readings integrated where not), split where the tariff changes; plus local-time helpers
 for everything a person reads (the store keeps UTC)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from alert_bot.config import Config, EnergySettings
 from alert_bot.upstream import PrometheusClient
 
 ENERGY_SERIES = "gpu:rigwatch_energy_watts:rate1m"
+COUNTER = "rigwatch_gpu_energy_joules_total"
 JOULES_PER_KWH = 3.6e6
 
 
@@ -92,16 +93,22 @@ def card_energy(
     prometheus: PrometheusClient, config: Config, selector: str, start: float, end: float
 ) -> dict[tuple[str, str], CardEnergy]:
     """(instance, uuid) -> energy and cost of each card the selector picks over [start, end],
-    at the wall (the cards' figure × energy.wall_factor). A stretch without data (Prometheus
-    down) counts at the average of the data around it within the piece."""
+    at the wall (the cards' figure × energy.wall_factor). A card with NVML's energy counter
+    counts its increase (exact across gaps in the data); a card without one counts its power
+    readings' average over the piece × its length (estimated)."""
     cards: dict[tuple[str, str], CardEnergy] = {}
     factor = config.energy.wall_factor
     for a, b, price in segments(config, start, end):
         millis = int((b - a) * 1000)
         if millis < 1000:
             continue
-        rows = prometheus.query(f"avg_over_time({ENERGY_SERIES}{{{selector}}}[{millis}ms])", at=b)
-        for row in rows:
+        counted = prometheus.query(f"increase({COUNTER}{{{selector}}}[{millis}ms])", at=b)
+        integrated = prometheus.query(
+            f'avg_over_time({ENERGY_SERIES}{{{selector},estimated="true"}}[{millis}ms])'
+            f" * {millis / 1000:g}",
+            at=b,
+        )
+        for row, estimated in [(r, False) for r in counted] + [(r, True) for r in integrated]:
             metric = row["metric"]
             key = (metric.get("instance", ""), metric.get("uuid", ""))
             card = cards.get(key)
@@ -111,10 +118,10 @@ def card_energy(
                     metric.get("gpu", ""),
                     metric.get("uuid", ""),
                 )
-            joules = row["value"] * (millis / 1000) * factor
+            joules = row["value"] * factor
             card.joules += joules
             card.cost += joules / JOULES_PER_KWH * price
-            card.estimated = card.estimated or metric.get("estimated") == "true"
+            card.estimated = card.estimated or estimated
     return cards
 
 

@@ -21,6 +21,14 @@ from rigwatch.logs import logger
 log = logger("bot", "runs")
 
 PROCESSES = "rigwatch_gpu_process_start_time_seconds"
+# The processes in each rig's latest scrape. A Prometheus restarted after an outage answers
+# with the last samples from before it stopped (no staleness markers were written) until it
+# scrapes again: a process counts only when its sample is as new as its rig's latest one.
+PRESENT = (
+    f"{PROCESSES} and on (job, instance, gpu, uuid, pid) (timestamp({PROCESSES})"
+    " >= on (job, instance) group_left ()"
+    ' timestamp(rigwatch_scrape_collector_success{collector="gpu_process"}))'
+)
 # Rigs whose process list is trustworthy right now: scraped, NVML up, the collector succeeded.
 READABLE = (
     'rigwatch_scrape_collector_success{collector="gpu_process"} == 1'
@@ -135,7 +143,7 @@ class RunWatch(BotLoop):
 
     def _present(self) -> dict[tuple[str, int, float], Run]:
         runs: dict[tuple[str, int, float], Run] = {}
-        for row in self._query(PROCESSES):
+        for row in self._query(PRESENT):
             metric = row["metric"]
             try:
                 pid = int(metric.get("pid", ""))
