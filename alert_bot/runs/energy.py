@@ -102,9 +102,10 @@ def card_energy(
         millis = int((b - a) * 1000)
         if millis < 1000:
             continue
+        estimated_selector = ",".join(p for p in (selector, 'estimated="true"') if p)
         counted = prometheus.query(f"increase({COUNTER}{{{selector}}}[{millis}ms])", at=b)
         integrated = prometheus.query(
-            f'avg_over_time({ENERGY_SERIES}{{{selector},estimated="true"}}[{millis}ms])'
+            f"avg_over_time({ENERGY_SERIES}{{{estimated_selector}}}[{millis}ms])"
             f" * {millis / 1000:g}",
             at=b,
         )

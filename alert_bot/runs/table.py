@@ -163,6 +163,17 @@ class RunTable:
             _enqueue(db, self.store, notice, now)
         return True
 
+    def queue_once(self, key: str, value: str, notices: list[NewNotification], now: float) -> bool:
+        """Queue notices unless the state key already holds value (set in the same
+        transaction): the daily digest goes out once per day, restarts included."""
+        with self.database.transaction() as db:
+            row = db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+            if row is not None and row["value"] == value:
+                return False
+            db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+            _enqueue(db, self.store, notices, now)
+        return True
+
     def forget_before(self, moment: float) -> None:
         with self.database.transaction() as db:
             db.execute("DELETE FROM runs WHERE status = 'ended' AND ended_at < ?", (moment,))

@@ -12,9 +12,9 @@ from alert_bot.config import Config
 from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.runs import messages
-from alert_bot.runs.energy import card_energy
+from alert_bot.runs.energy import card_energy, local
 from alert_bot.runs.table import Run, RunTable
-from alert_bot.store import Store, StoreError
+from alert_bot.store import NewNotification, Store, StoreError
 from alert_bot.upstream import PrometheusClient, UpstreamError
 from rigwatch.logs import logger
 
@@ -35,6 +35,7 @@ READABLE = (
     " and on (job, instance) rigwatch_nvml_up == 1"
 )
 SINCE_KEY = "runs_watch_since"
+DIGEST_KEY = "digest_last_day"
 KEEP_ENDED_SECONDS = 30 * 86400.0
 
 
@@ -135,11 +136,31 @@ class RunWatch(BotLoop):
             if key in present or run.instance not in readable:
                 continue
             queued |= self._end(run, now)
+        queued |= self._digest(now)
         if queued:
             self.notify()
         if now - self._last_prune > 3600:
             self._last_prune = now
             self.table.forget_before(now - KEEP_ENDED_SECONDS)
+
+    def _digest(self, now: float) -> bool:
+        """The daily digest, once a local day at digest.at (late after downtime, never twice)."""
+        minute = self.config.digest_minute
+        if minute is None:
+            return False
+        when = local(self.config, now)
+        if when.hour * 60 + when.minute < minute:
+            return False
+        day = when.date().isoformat()
+        if self.store.state.get(DIGEST_KEY) == day:
+            return False
+        from alert_bot.runs.chat import digest_text  # the chat side imports this module
+
+        text = digest_text(self.prometheus, self.config, self.table, now)  # type: ignore[arg-type]
+        notice = NewNotification(
+            self.config.default_chat_id, self.config.default_thread_id, "notice", {"html": text}
+        )
+        return self.table.queue_once(DIGEST_KEY, day, [notice], now)
 
     def _present(self) -> dict[tuple[str, int, float], Run]:
         runs: dict[tuple[str, int, float], Run] = {}
