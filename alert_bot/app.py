@@ -20,6 +20,7 @@ from alert_bot.delivery import ChartWorker, DeliveryWorker
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
 from alert_bot.render import AlertRenderer, LinkSettings
+from alert_bot.runs.price import register_price
 from alert_bot.runs.watch import RunWatch
 from alert_bot.store import Store, StoreError
 from alert_bot.telegram import TelegramClient
@@ -58,6 +59,7 @@ class BotApp:
         self.store = store
         self.clock = clock
         self.metrics = BotMetrics(lambda: store.outbox.queue_stats(clock()))
+        register_price(self.metrics.registry, config, clock)
         self.limiter = FloodLimiter(config.rate_limits)
         self.renderer = AlertRenderer(
             LinkSettings(config.grafana_url, config.grafana_dashboard_uid, config.alertmanager_url),
