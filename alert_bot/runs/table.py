@@ -133,13 +133,15 @@ class RunTable:
             _enqueue(db, self.store, notice, now)
         return True
 
-    def seen(self, run: Run, now: float) -> None:
-        """Still running now, on these cards."""
+    def seen(self, runs: list[Run], now: float) -> None:
+        """Still running now, on these cards (one transaction, one fsync, for all of them)."""
+        if not runs:
+            return
         with self.database.transaction() as db:
-            db.execute(
+            db.executemany(
                 "UPDATE runs SET last_seen = ?, cards = ? WHERE instance = ? AND pid = ?"
                 " AND start_time = ? AND status = 'running'",
-                (now, json.dumps(run.cards), *run.key),
+                [(now, json.dumps(run.cards), *run.key) for run in runs],
             )
 
     def end(

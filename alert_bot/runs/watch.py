@@ -111,11 +111,12 @@ class RunWatch(BotLoop):
         known = {run.key: run for run in self.table.running()}
         queued = False
         models: dict[tuple[str, str], str] | None = None
+        still: list[Run] = []
         for key, run in present.items():
             old = known.get(key)
             if old is not None:
                 old.cards.update({u: c for u, c in run.cards.items() if u not in old.cards})
-                self.table.seen(old, now)
+                still.append(old)
                 continue
             if models is None:
                 models = {
@@ -132,6 +133,7 @@ class RunWatch(BotLoop):
                     self.config, run, messages.started_text(self.config, run)
                 )
             queued |= self.table.begin(run, notice, now) and bool(notice)
+        self.table.seen(still, now)
         for key, run in known.items():
             if key in present or run.instance not in readable:
                 continue
