@@ -236,7 +236,7 @@ class RunWatch(BotLoop):
             ended_at,
         )
         others = self._query(
-            f"max by (pid, process) (max_over_time(rigwatch_gpu_process_memory_bytes"
+            f"max by (pid, run) (max_over_time({PROCESSES}"
             f'{{{card_selector},pid!="{run.pid}"}}[{window}]))',
             ended_at,
         )
@@ -250,10 +250,7 @@ class RunWatch(BotLoop):
             ).values()
         )
         shared = sorted(
-            {
-                f"{r['metric'].get('process') or '?'} (pid {r['metric'].get('pid', '?')})"
-                for r in others
-            }
+            {f"{r['metric'].get('run') or '?'} (pid {r['metric'].get('pid', '?')})" for r in others}
         )
         return {
             "peak_memory_bytes": max((r["value"] for r in peak), default=None),

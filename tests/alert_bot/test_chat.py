@@ -125,6 +125,8 @@ def test_command_menu_and_start_help(bot, telegram):
         "alerts",
         "silences",
         "graph",
+        "runs",
+        "energy",
     }
     mine = _visible(_ask(telegram, CHAT, "/start")[0])
     assert str(CHAT) in mine and "is allowed" in mine

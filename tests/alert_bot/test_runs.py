@@ -99,7 +99,7 @@ def test_runs_sharing_a_card_each_end_with_one_message(tmp_path, telegram):
     assert "IST" in text  # Asia/Kolkata
     assert "ended" in text.lower() and "succe" not in text.lower()
     assert "hidden" not in text  # the command line's arguments stay out
-    assert "shared its cards with" in text and "eval.py" not in text.split("shared")[0]
+    assert f"shared its cards with eval.py (pid {evaluate.pid}) meanwhile" in text
     summary = __import__("json").loads(runs["train.py"]["summary"])
     duration = runs["train.py"]["ended_at"] - runs["train.py"]["start_time"]
     assert abs(runs["train.py"]["ended_at"] - killed_at) < 2.5
@@ -114,7 +114,7 @@ def test_runs_sharing_a_card_each_end_with_one_message(tmp_path, telegram):
     other = _run_messages(telegram, "eval.py")[0]
     assert "(estimated from power readings)" in other
     assert "NVIDIA GeForce RTX 4090" in other and "GPU 1, 2" in other
-    assert "shared its cards with" in other
+    assert f"shared its cards with train.py (pid {train.pid}) meanwhile" in other
     assert __import__("json").loads(runs["eval.py"]["summary"])["estimated"] is True
 
 
