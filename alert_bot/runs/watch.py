@@ -37,6 +37,7 @@ READABLE = (
 SINCE_KEY = "runs_watch_since"
 DIGEST_KEY = "digest_last_day"
 KEEP_ENDED_SECONDS = 30 * 86400.0
+START_TOLERANCE = 2.0  # seconds within which two start times of one pid are one run
 
 
 def quote(value: str) -> str:
@@ -109,6 +110,7 @@ class RunWatch(BotLoop):
         present = self._present()
         readable = {r["metric"].get("instance", "") for r in self._query(READABLE)}
         known = {run.key: run for run in self.table.running()}
+        present = self._same_runs(present, known)
         queued = False
         models: dict[tuple[str, str], str] | None = None
         still: list[Run] = []
@@ -164,6 +166,27 @@ class RunWatch(BotLoop):
         )
         return self.table.queue_once(DIGEST_KEY, day, [notice], now)
 
+    @staticmethod
+    def _same_runs(
+        present: dict[tuple[str, int, float], Run], known: dict[tuple[str, int, float], Run]
+    ) -> dict[tuple[str, int, float], Run]:
+        """Present runs keyed as the store knows them: a start time read again after an
+        exporter restart may differ by a second (the kernel's boot time, which it is computed
+        from, is whole seconds and can shift), which is the same run, not a new one."""
+        by_pid: dict[tuple[str, int], list[Run]] = {}
+        for run in known.values():
+            by_pid.setdefault((run.instance, run.pid), []).append(run)
+        out = {}
+        for key, run in present.items():
+            if key not in known:
+                for old in by_pid.get((run.instance, run.pid), []):
+                    if abs(old.start_time - run.start_time) <= START_TOLERANCE:
+                        run.start_time = old.start_time
+                        key = old.key
+                        break
+            out[key] = run
+        return out
+
     def _present(self) -> dict[tuple[str, int, float], Run]:
         runs: dict[tuple[str, int, float], Run] = {}
         for row in self._query(PRESENT):
@@ -215,7 +238,7 @@ class RunWatch(BotLoop):
             t
             for row in rows
             for t, value in row["values"]
-            if abs(round(value, 2) - run.start_time) < 0.02
+            if abs(value - run.start_time) <= START_TOLERANCE
         ]
         return max(stamps) if stamps else run.last_seen
 
