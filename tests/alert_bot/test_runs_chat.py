@@ -33,7 +33,7 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
     rig.without_counter(2)
     children = []
     settings = {
-        "runs": {"interval": "1s", "min_duration": "2s"},
+        "runs": {"interval": "1s", "min_duration": "4s"},
         "energy": {"price_per_kwh": 0.25, "currency": "EUR", "host_watts": 60},
         "timezone": "Pacific/Auckland",
         "digest": {"at": "00:00"},  # any moment is past it: the digest goes out at once
@@ -48,6 +48,14 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
             env = bot_env(tmp_path, telegram.url, settings, prometheus=prometheus.url)
             with running_bot(env) as (app, _):
                 wait_until(lambda: len(app.runs.table.running()) == 2, 30, what="two runs")
+                # A run shorter than runs.min_duration: recorded, ended, never reported.
+                blip = training_process(tmp_path, "blip.py")
+                children.append(blip)
+                rig.place(blip.pid, [2], memory=1 << 30)
+                wait_until(lambda: len(app.runs.table.running()) == 3, 30, what="the blip")
+                blip.kill()
+                rig.remove(blip.pid)
+                wait_until(lambda: len(app.runs.table.running()) == 2, 30, what="blip gone")
                 time.sleep(4)
                 evaluate.kill()
                 rig.remove(evaluate.pid)
@@ -78,6 +86,10 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
     assert "train.py (pid" in running and "GPU 0, 1 (NVIDIA GeForce RTX 4090)" in running
     assert re.search(r"mem 12\.9 GB · util 90% · [\d.]+ kWh ≈ [\d.]+ EUR", running), running
     assert "eval.py" in ended and abbreviation in ended and "GPU 2" in ended
+    assert "blip.py" not in ended
+    assert not any("Run ended · blip.py" in text for text in telegram.visible_texts(CHAT))
+    # It did share GPU 2 with eval.py, and eval.py's message says so.
+    assert any("shared its cards with blip.py" in t for t in telegram.visible_texts(CHAT))
     assert "(estimated from power readings)" in ended
     # /energy: per rig (with the host share) and per card; the card without a counter marked.
     assert "GPU energy, last 7d" in energy and abbreviation in energy
