@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 
 from tests.alert_bot.botkit import BOT_TOKEN, bot_env, running_bot, wait_prometheus_has
 from tests.alert_bot.fake_telegram import FakeTelegram
 from tests.alert_bot.runkit import RULES, SimulatedRig
 from tests.servers import running_prometheus
-from tests.stack.stack_support import GRAFANA_DIR, dashboard_queries, query, substitute_variables
-from tests.support import running_exporter
+from tests.stack.stack_support import GRAFANA_DIR, dashboard_queries, substitute_variables
+from tests.support import http_get, running_exporter
 
-RANGE = {"$__range": "5s", "$__range_s": "5"}
+RANGE = {"$__range": "10s", "$__range_s": "10"}
 
 
 def test_every_energy_query_answers_with_kwh_cost_and_estimates(tmp_path):
@@ -41,22 +42,32 @@ def test_every_energy_query_answers_with_kwh_cost_and_estimates(tmp_path):
         with running_prometheus(tmp_path, config) as prometheus:
             wait_prometheus_has(prometheus, "gpu:rigwatch_energy_watts:rate1m", timeout=30)
             wait_prometheus_has(prometheus, "rigwatch_bot_energy_price_per_kwh", timeout=30)
-            time.sleep(3)
+            time.sleep(11)  # a whole range of data
             board = json.loads((GRAFANA_DIR / "dashboards" / "energy.json").read_text())
             answers = {}
+            at = time.time()
             for title, expr, _ in dashboard_queries(board):
-                result = query(prometheus, substitute_variables(expr, RANGE))
+                # One moment for every query, so kWh and cost describe the same window.
+                result = _query_at(prometheus, substitute_variables(expr, RANGE), at)
                 assert result, f"{title}: no data for {expr}"
                 answers.setdefault(title, []).append((expr, result))
     per_card = answers["Per card, today"]
     kwh = {
         r["metric"]["gpu"]: (r["metric"]["estimated"], float(r["value"][1])) for r in per_card[0][1]
     }
-    # 250 W for the 5 s range ≈ 0.000347 kWh per card.
+    # 250 W for the 10 s range ≈ 0.000694 kWh per card.
     assert kwh["0"][0] == "false" and kwh["1"][0] == "true"
     for _, value in kwh.values():
-        assert abs(value - 250 * 5 / 3.6e6) < 0.2 * 250 * 5 / 3.6e6
+        assert abs(value - 250 * 10 / 3.6e6) < 0.2 * 250 * 10 / 3.6e6
     cost = {r["metric"]["gpu"]: float(r["value"][1]) for r in per_card[1][1]}
     assert abs(cost["0"] - kwh["0"][1] * 0.5) < 1e-9
     estimated = answers["Per rig, 7 days"][2][1]
     assert [float(r["value"][1]) for r in estimated] == [1.0]
+
+
+def _query_at(base: str, promql: str, at: float) -> list[dict]:
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"})
+    status, body = http_get(url, timeout=10)
+    data = json.loads(body)
+    assert status == 200 and data.get("status") == "success", body
+    return data["data"]["result"]
