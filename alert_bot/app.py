@@ -19,6 +19,8 @@ from alert_bot.delivery import ChartWorker, DeliveryWorker
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
 from alert_bot.render import AlertRenderer, LinkSettings
+from alert_bot.runs.price import register_price
+from alert_bot.runs.watch import RunWatch
 from alert_bot.store import Store, StoreError
 from alert_bot.telegram import TelegramClient
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
@@ -57,6 +59,7 @@ class BotApp:
         self.store = store
         self.clock = clock
         self.metrics = BotMetrics(lambda: store.outbox.queue_stats(clock()))
+        register_price(self.metrics.registry, config, clock)
         self.limiter = FloodLimiter(config.rate_limits)
         self.renderer = AlertRenderer(
             LinkSettings(config.grafana_url, config.grafana_dashboard_uid, config.alertmanager_url),
@@ -74,6 +77,11 @@ class BotApp:
         self.watchdog = Watchdog(
             config, store, self.metrics, self.worker.wake, clock, alertmanager.silences
         )
+        self.runs = (
+            RunWatch(config, store, self.metrics, prometheus, self.worker.wake, clock)
+            if config.runs.enabled
+            else None
+        )
         self.run_updates = run_updates
         self.server = _BotHTTPServer((config.listen_host, config.listen_port), self)
         self._server_thread: threading.Thread | None = None
@@ -89,6 +97,8 @@ class BotApp:
         if self.run_updates:
             self.updates.start()
         self.watchdog.start()
+        if self.runs is not None:
+            self.runs.start()
         self._server_thread = threading.Thread(
             target=self.server.serve_forever,
             name="http",
@@ -104,6 +114,8 @@ class BotApp:
         self.server.shutdown()
         self.server.server_close()
         self.watchdog.stop()
+        if self.runs is not None:
+            self.runs.stop()
         self.updates.stop()
         self.worker.stop()
         self.charts.stop()

@@ -96,6 +96,49 @@ class WatchdogSettings:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """The training-run watch: how often it looks, and which runs it reports."""
+
+    enabled: bool = True
+    interval: float = 30.0
+    min_duration: float = 600.0
+    notify_start: bool = False
+
+
+@dataclass(frozen=True)
+class Tariff:
+    """A price from a local time of day (minutes after midnight) until the next tariff's."""
+
+    start_minute: int
+    price_per_kwh: float
+
+
+@dataclass(frozen=True)
+class EnergySettings:
+    """What a kWh costs and how the cards' own figures relate to what the socket sees."""
+
+    price_per_kwh: float | None = None
+    currency: str = "€"
+    wall_factor: float = 1.0
+    host_watts: float = 0.0
+    tariffs: tuple[Tariff, ...] = ()
+
+    @property
+    def priced(self) -> bool:
+        return self.price_per_kwh is not None or bool(self.tariffs)
+
+    def price_at(self, minute_of_day: int) -> float:
+        """The price per kWh at a local minute of the day (the flat price without tariffs)."""
+        if not self.tariffs:
+            return self.price_per_kwh or 0.0
+        current = self.tariffs[-1]  # the last tariff of the day runs past midnight
+        for tariff in self.tariffs:
+            if tariff.start_minute <= minute_of_day:
+                current = tariff
+        return current.price_per_kwh
+
+
+@dataclass(frozen=True)
 class Config:
     telegram_token: str
     default_chat_id: int
@@ -122,7 +165,10 @@ class Config:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     charts: ChartSettings = field(default_factory=ChartSettings)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
-    timezone: str = ""  # the owner's IANA time zone for charts; empty: the machine's
+    runs: RunSettings = field(default_factory=RunSettings)
+    energy: EnergySettings = field(default_factory=EnergySettings)
+    digest_minute: int | None = None  # local minute of the day for the daily digest; None = off
+    timezone: str = ""  # the owner's IANA time zone for every time a person reads; "": machine's
 
     @property
     def zone(self) -> tzinfo:
@@ -360,6 +406,9 @@ TOP_LEVEL_KEYS = {
     "rate_limits",
     "webhook",
     "telegram",
+    "runs",
+    "energy",
+    "digest",
     "timezone",
 }
 
@@ -578,13 +627,95 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
             if name:
                 ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError("timezone", f"unknown IANA time zone {name!r}") from None
+            raise ConfigError(
+                "timezone", f"unknown time zone {name!r} (a name like Europe/Berlin)"
+            ) from None
         out["timezone"] = name
     telegram = _check_keys("telegram", data.get("telegram"), {"long_poll_timeout"})
     if "long_poll_timeout" in telegram:
         out["long_poll_timeout"] = max(
             1, int(parse_duration("telegram.long_poll_timeout", telegram["long_poll_timeout"]))
         )
+    out.update(_runs_energy_time(data))
+    return out
+
+
+def _number(key: str, value: Any, minimum: float, maximum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(key, f"expected a number, got {value!r}") from None
+    if not minimum <= number <= (maximum if maximum is not None else float("inf")):
+        upper = f" and at most {maximum:g}" if maximum is not None else ""
+        raise ConfigError(key, f"must be at least {minimum:g}{upper}, got {value!r}")
+    return number
+
+
+def _time_of_day(key: str, value: Any) -> int:
+    """Minutes after midnight from "HH:MM"."""
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", str(value).strip())
+    if isinstance(value, bool) or not match:
+        raise ConfigError(key, f"expected a local time like 07:30, got {value!r}")
+    return int(match.group(1)) * 60 + int(match.group(2))
+
+
+def _tariffs(key: str, value: Any) -> tuple[Tariff, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(key, "expected a list of {from: HH:MM, price_per_kwh: N}")
+    tariffs = []
+    for index, item in enumerate(value):
+        where = f"{key}[{index}]"
+        item = _check_keys(where, item, {"from", "price_per_kwh"})
+        for name in ("from", "price_per_kwh"):
+            if name not in item:
+                raise ConfigError(f"{where}.{name}", "required")
+        tariffs.append(
+            Tariff(
+                _time_of_day(f"{where}.from", item["from"]),
+                _number(f"{where}.price_per_kwh", item["price_per_kwh"], 0),
+            )
+        )
+    starts = [t.start_minute for t in tariffs]
+    if starts != sorted(set(starts)):
+        raise ConfigError(key, "tariffs must be listed by their start time, each once")
+    return tuple(tariffs)
+
+
+def _runs_energy_time(data: dict) -> dict[str, Any]:
+    """runs.*, energy.*, digest.at and timezone: the training-run watch and energy cost."""
+    out: dict[str, Any] = {
+        "runs": _section(
+            "runs",
+            data.get("runs"),
+            RunSettings,
+            {
+                "enabled": _bool,
+                "interval": parse_duration,
+                "min_duration": lambda k, v: 0.0 if v in (0, "0") else parse_duration(k, v),
+                "notify_start": _bool,
+            },
+        ),
+        "energy": _section(
+            "energy",
+            data.get("energy"),
+            EnergySettings,
+            {
+                "price_per_kwh": lambda k, v: _number(k, v, 0),
+                "currency": _name,
+                "wall_factor": lambda k, v: _number(k, v, 0.5, 3),
+                "host_watts": lambda k, v: _number(k, v, 0, 10000),
+                "tariffs": _tariffs,
+            },
+        ),
+    }
+    energy = out["energy"]
+    if energy.tariffs and energy.price_per_kwh is not None:
+        raise ConfigError("energy.tariffs", "set either energy.price_per_kwh or energy.tariffs")
+    digest = _check_keys("digest", data.get("digest"), {"at"})
+    if digest.get("at") is not None:
+        out["digest_minute"] = _time_of_day("digest.at", digest["at"])
     return out
 
 

@@ -39,14 +39,27 @@ class PrometheusClient:
             raise UpstreamError(f"Prometheus: {body.get('error', 'query failed')}")
         return body["data"]
 
-    def query(self, expr: str) -> list[dict]:
-        """Instant vector: [{"metric": {...}, "value": float}]."""
-        data = self._get("/api/v1/query", {"query": expr})
+    def query(self, expr: str, at: float | None = None) -> list[dict]:
+        """Instant vector: [{"metric": {...}, "value": float}] (now, or at a moment)."""
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        data = self._get("/api/v1/query", params)
         if data.get("resultType") == "scalar":
             return [{"metric": {}, "value": float(data["result"][1])}]
         if data.get("resultType") != "vector":
             raise UpstreamError("Prometheus: expected an instant vector")
         return [{"metric": r["metric"], "value": float(r["value"][1])} for r in data["result"]]
+
+    def samples(self, expr: str, at: float | None = None) -> list[dict]:
+        """The raw samples of a range selector (``metric{...}[5m]``) with their timestamps:
+        [{"metric": {...}, "values": [(t, v), ...]}]."""
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        data = self._get("/api/v1/query", params)
+        if data.get("resultType") != "matrix":
+            raise UpstreamError("Prometheus: expected a range vector")
+        return [
+            {"metric": r["metric"], "values": [(float(t), float(v)) for t, v in r["values"]]}
+            for r in data["result"]
+        ]
 
     def query_range(
         self, expr: str, start: float, end: float, step: float, timeout: float | None = None

@@ -7,7 +7,7 @@ fake Telegram Bot API server from the tests (tests/alert_bot/fake_telegram.py), 
 Telegram-like flood limits: 3 messages per 3 s per chat, 20 per minute per group, 30 per second
 overall, answering 429 with retry_after beyond them.
 
-    python3 bench/bench_alert_bot.py [--ingest N] [--naive-cap SECONDS]
+    python3 bench/bench_alert_bot.py [--ingest N] [--naive-cap SECONDS] [--runs-only]
 
 Measured:
 - ingest: N notifications POSTed by 4 client threads over kept-alive connections; each answer
@@ -21,6 +21,11 @@ Measured:
   retry_after on 429) gets the same storm against the same fake; it is stopped after
   --naive-cap seconds and its total time projected from its rate.
 - RSS of the bot process (current and peak) after the storm.
+- the run watch: one cycle against a real Prometheus holding 20 rigs × 8 cards × 10 runs
+  (simulated exporters serving those series, scraped every second with the shipped rules):
+  queries, wall time and bot CPU per cycle while every run goes on, and in a cycle where 20
+  runs end (their summaries: peak memory, utilisation, energy, shared cards), and the ratio of
+  a cycle to the default 30 s interval. `--runs-only` measures only this.
 
 Speed and memory are measured only here, never in timed tests.
 """
@@ -58,6 +63,8 @@ from tests.alert_bot.botkit import (  # noqa: E402
 )
 from tests.alert_bot.fake_telegram import FakeTelegram, FloodRules  # noqa: E402
 from tests.support import free_port  # noqa: E402
+
+RIGS, CARDS, RUNS = 20, 8, 10
 
 STORM_CHAT = 4242
 
@@ -166,6 +173,156 @@ class NaiveRelay:
         self.server.server_close()
 
 
+class SimulatedExporters:
+    """RIGS tiny HTTP servers, each serving one rig's GPU and process series as the exporter
+    would (RUNS processes over CARDS cards; runs 8 and 9 on two cards), energy counters rising
+    at 300 W; `end(rig, pid)` makes a process disappear."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.gone: set[tuple[int, int]] = set()
+        self.servers = []
+        for rig in range(RIGS):
+            server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(rig))
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.servers.append(server)
+
+    def targets(self) -> list[str]:
+        return [f"127.0.0.1:{server.server_address[1]}" for server in self.servers]
+
+    def end(self, rig: int, pid: int) -> None:
+        self.gone.add((rig, pid))
+
+    def page(self, rig: int) -> str:
+        joules = 1e6 + 300 * (time.time() - self.started)
+        lines = [
+            "rigwatch_nvml_up 1",
+            'rigwatch_scrape_collector_success{collector="gpu_process"} 1',
+        ]
+        for card in range(CARDS):
+            ids = f'gpu="{card}",uuid="GPU-{rig:04d}-{card:04d}"'
+            lines += [
+                f'rigwatch_gpu_info{{{ids},name="NVIDIA GeForce RTX 4090",pci_bus_id="x"}} 1',
+                f"rigwatch_gpu_utilization_ratio{{{ids}}} 0.9",
+                f"rigwatch_gpu_power_watts{{{ids}}} 300",
+                f"rigwatch_gpu_energy_joules_total{{{ids}}} {joules:.3f}",
+            ]
+        for run in range(RUNS):
+            pid = 1000 + run
+            if (rig, pid) in self.gone:
+                continue
+            for card in {run % CARDS, (run + 1) % CARDS} if run >= CARDS else {run}:
+                ids = f'gpu="{card}",uuid="GPU-{rig:04d}-{card:04d}"'
+                who = f'{ids},pid="{pid}",process="python3",user="ann"'
+                lines += [
+                    f"rigwatch_gpu_process_memory_bytes{{{who}}} 2.2e10",
+                    f'rigwatch_gpu_process_start_time_seconds{{{who},run="train{run}.py",'
+                    f'container=""}} {self.started - 3600:.2f}',
+                ]
+        return "\n".join(lines) + "\n"
+
+    def _handler(self, rig: int):
+        exporters = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body = exporters.page(rig).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+def bench_run_watch(tmp: Path) -> list[tuple[str, str, str]]:
+    """The run watch's cost per cycle on 20 rigs × 8 cards × 10 runs (see the docstring)."""
+    from alert_bot.config import load_config
+    from alert_bot.metrics import BotMetrics
+    from alert_bot.runs.watch import RunWatch
+    from alert_bot.store import Store
+    from alert_bot.upstream import PrometheusClient
+    from tests.alert_bot.botkit import wait_prometheus_has
+    from tests.alert_bot.runkit import RULES
+    from tests.servers import running_prometheus
+
+    exporters = SimulatedExporters()
+    targets = ", ".join(
+        f"{{targets: ['{target}'], labels: {{rig: rig{n:02d}}}}}"
+        for n, target in enumerate(exporters.targets())
+    )
+    config_text = (
+        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{RULES}']\n"
+        f"scrape_configs:\n  - job_name: rigwatch\n    static_configs: [{targets}]\n"
+    )
+    rows = []
+    try:
+        with running_prometheus(tmp, config_text) as prometheus:
+            wait_prometheus_has(prometheus, "gpu:rigwatch_energy_watts:rate1m", timeout=60)
+            time.sleep(5)
+            env = bot_env(tmp, "http://127.0.0.1:9", {"energy": {"price_per_kwh": 0.3}})
+            config = load_config(env)
+            store = Store(tmp / "runs-bench.db")
+            watch = RunWatch(
+                config,
+                store,
+                BotMetrics(lambda: (0, 0.0)),
+                PrometheusClient(prometheus, timeout=30),
+                lambda: None,
+            )
+            watch.cycle()  # the first sight of every run: recorded
+            assert len(watch.table.running()) == RIGS * RUNS
+
+            def measured() -> tuple[int, float, float]:
+                queries = watch.prometheus.queries
+                wall, cpu = time.perf_counter(), time.process_time()
+                watch.cycle()
+                return (
+                    watch.prometheus.queries - queries,
+                    time.perf_counter() - wall,
+                    time.process_time() - cpu,
+                )
+
+            steady = [measured() for _ in range(5)]
+            for rig in range(RIGS):
+                exporters.end(rig, 1000 + RUNS - 1)  # a two-card run on every rig ends
+            time.sleep(3)  # scraped without them
+            ending = measured()
+            assert len(watch.table.running()) == RIGS * (RUNS - 1), "every ended run reported"
+            store.close()
+    finally:
+        exporters.stop()
+    interval = 30.0
+    steady_wall = statistics.median(s[1] for s in steady)
+    steady_cpu = statistics.median(s[2] for s in steady)
+    rows.append(
+        (
+            f"run watch cycle, {RIGS} rigs × {CARDS} cards × {RUNS} runs, nothing ends",
+            f"{steady_wall * 1000:.0f} ms, {steady[0][0]} queries",
+            f"bot CPU {steady_cpu * 1000:.0f} ms; "
+            f"{steady_wall / interval:.2%} of the 30 s interval",
+        )
+    )
+    rows.append(
+        (
+            f"run watch cycle in which {RIGS} runs end (summaries)",
+            f"{ending[1] * 1000:.0f} ms, {ending[0]} queries",
+            f"bot CPU {ending[2] * 1000:.0f} ms; {ending[1] / interval:.2%} of the 30 s interval",
+        )
+    )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -174,7 +331,12 @@ def main() -> int:
     parser.add_argument(
         "--naive-cap", type=float, default=60.0, help="seconds the naive relay gets"
     )
+    parser.add_argument("--runs-only", action="store_true", help="only the run watch's cost")
     args = parser.parse_args()
+    if args.runs_only:
+        with tempfile.TemporaryDirectory(prefix="rigwatch-bench-") as tmp_dir:
+            _print_table(bench_run_watch(Path(tmp_dir)))
+        return 0
 
     results: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="rigwatch-bench-") as tmp_dir:
@@ -303,11 +465,17 @@ def main() -> int:
             )
         finally:
             telegram.stop()
+        progress("run watch: 20 rigs × 8 cards × 10 runs...")
+        results += bench_run_watch(tmp)
+    _print_table(results)
+    return 0
+
+
+def _print_table(results: list[tuple[str, str, str]]) -> None:
     print("| measurement | result | detail |")
     print("|---|---|---|")
     for row in results:
         print("| " + " | ".join(row) + " |")
-    return 0
 
 
 if __name__ == "__main__":

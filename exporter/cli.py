@@ -131,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CODES",
     )
     add(
+        "--collector.gpu_process.full-command-line",
+        "label each GPU process's run with its whole command line (up to 256 characters) "
+        "instead of its script or module name; command lines can hold tokens and paths",
+        dest="process_full_command_line",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+    )
+    add(
         "--scrape.timeout-seconds",
         "scrape deadline; a Prometheus X-Prometheus-Scrape-Timeout-Seconds header lowers it",
         dest="scrape_timeout",
@@ -307,6 +315,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         sysfs=args.sysfs,
         rootfs=args.rootfs,
         log_level=level,
+        process_full_command_line=bool(args.process_full_command_line),
     )
 
 

@@ -43,6 +43,7 @@ class Settings:
     sysfs: str = "/sys"
     rootfs: str = "/"
     log_level: str = "info"
+    process_full_command_line: bool = False
 
 
 def selected(name: str, include: re.Pattern | None, exclude: re.Pattern | None) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from alert_bot.chat import alertmanager, graph, mute, rig_state, welcome
 from alert_bot.chat.context import Chat
+from alert_bot.runs import chat as runs_chat
 from alert_bot.store import StoreError
 from alert_bot.upstream import UpstreamError
 
@@ -46,6 +47,8 @@ COMMANDS = [
     Command("silences", "active silences, with unsilence buttons", alertmanager.silences),
     Command("graph", "chart: gpu|cpu|mem|disk [rig] [gpu] or PromQL [1h|6h|24h|7d]", graph.graph),
     Command("mute", "quiet a rig's alerts: <rig> <duration> [reason]; alone: rig mutes", mute.mute),
+    Command("runs", "training runs: running now and ended in 24 h [rig]", runs_chat.runs),
+    Command("energy", "GPU energy and cost per rig and card [rig] [1d|7d|30d]", runs_chat.energy),
 ]
 BY_NAME = {command.name: command for command in COMMANDS}
 PLAIN_WORDS = {command.name for command in COMMANDS if command.plain_word}

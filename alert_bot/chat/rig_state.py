@@ -268,6 +268,7 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
         _no_data(chat, message, wanted)
         return
     mutes = _mutes(chat) if not alert_error else {}
+    energy_today = _energy_today(chat)
     blocks = []
     for rig in rigs:
         lines = [f"🖥 <b>{html.escape(rig)}</b>"]
@@ -276,6 +277,8 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
         if rig in hosts:
             lines.append(hosts[rig])
         lines += cards.get(rig, [])
+        if rig in energy_today:
+            lines.append(energy_today[rig])
         firing = [a for a in alerts if rig_of(a.get("labels", {})) == rig]
         for alert in firing:
             labels = alert.get("labels", {})
@@ -297,3 +300,13 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
     if alert_error:
         blocks.append(f"⚠️ {html.escape(alert_error)}")
     chat.reply(message, "\n\n".join(blocks))
+
+
+def _energy_today(chat: Chat) -> dict[str, str]:
+    """rig -> today's kWh and cost line; none when Prometheus cannot say (status goes on)."""
+    from alert_bot.runs.chat import today_lines  # which imports this package
+
+    try:
+        return today_lines(chat)
+    except UpstreamError:
+        return {}

@@ -12,6 +12,7 @@ import threading
 import time
 
 from exporter.collectors.percard import PerCardCollector
+from exporter.collectors.runinfo import RunInfo
 from exporter.exposition import LabelSet
 from exporter.families import Sample, specs
 from exporter.nvml.device import Gpu
@@ -31,6 +32,11 @@ FAMILIES = specs(
         "gauge",
         "Fraction of time the process had a kernel running on the SMs (0-1), latest sample.",
     ),
+    (
+        "rigwatch_gpu_process_start_time_seconds",
+        "gauge",
+        "When the process started (seconds since the epoch), with its run name and container.",
+    ),
 )
 
 # How far back nvmlDeviceGetProcessUtilization samples are considered current.
@@ -41,12 +47,14 @@ NAME_CACHE_LIMIT = 4096
 class ProcessNames:
     """pid -> (process short name, user), cached by (pid, start time); bounded."""
 
-    def __init__(self, procfs: str) -> None:
+    def __init__(self, procfs: str, full_command_line: bool = False) -> None:
         self.procfs = procfs
+        self.runs = RunInfo(procfs, full_command_line)
         self._cache: dict[int, tuple[bytes, str, str]] = {}
         self._lock = threading.Lock()
         # A process's label set on a card, built once while it keeps its pid, name and owner.
         self._label_sets: dict[tuple[str, str, int, str, str], LabelSet] = {}
+        self._run_label_sets: dict[tuple, LabelSet] = {}
 
     def labels(self, gpu: Gpu, pid: int) -> LabelSet:
         """gpu, uuid, pid, process and user labels of pid on gpu (never raises)."""
@@ -62,6 +70,24 @@ class ProcessNames:
                     gpu=index, uuid=gpu.uuid, pid=str(pid), process=process, user=user
                 )
         return labels
+
+    def start_sample(self, gpu: Gpu, pid: int, labels: LabelSet) -> Sample | None:
+        """The process's start time, labelled with its run name and container; None when the
+        process is gone (a pid NVML still lists but /proc no longer has)."""
+        start = self._start_time(pid)
+        if start is None:
+            return None
+        seconds, run, container = self.runs.lookup(pid, start, labels["process"])
+        key = (*labels.values(), run, container)
+        run_labels = self._run_label_sets.get(key)
+        if run_labels is None:
+            with self._lock:
+                if len(self._run_label_sets) >= NAME_CACHE_LIMIT:
+                    self._run_label_sets.clear()
+                run_labels = self._run_label_sets[key] = LabelSet(
+                    labels, run=run, container=container
+                )
+        return ("rigwatch_gpu_process_start_time_seconds", run_labels, seconds)
 
     def _start_time(self, pid: int) -> bytes | None:
         # os.open/os.read: this runs for every GPU process on every scrape, and the buffered
@@ -163,6 +189,9 @@ def read_processes(
         sm = sm_by_pid.get(pid)
         if sm is not None:
             out.append(("rigwatch_gpu_process_sm_utilization_ratio", labels, sm[1] / 100))
+        start = names.start_sample(gpu, pid, labels)
+        if start is not None:
+            out.append(start)
     return out
 
 
@@ -172,7 +201,9 @@ class GpuProcessCollector(PerCardCollector):
 
     def __init__(self, settings: Settings, session: NvmlSession) -> None:
         super().__init__(settings, session)
-        self.names = ProcessNames(settings.procfs.rstrip("/") or "/proc")
+        self.names = ProcessNames(
+            settings.procfs.rstrip("/") or "/proc", settings.process_full_command_line
+        )
         self._reads: ProcessReads | None = None
 
     def read_card(self, gpu: Gpu) -> list[Sample]:

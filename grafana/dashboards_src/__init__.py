@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import gpu_detail, host_detail, rig_overview
+from . import energy, gpu_detail, host_detail, rig_overview
 from .dashboard import render
 
-DASHBOARDS: tuple[ModuleType, ...] = (rig_overview, gpu_detail, host_detail)
+DASHBOARDS: tuple[ModuleType, ...] = (rig_overview, gpu_detail, host_detail, energy)
 
 
 def render_all() -> dict[str, str]:

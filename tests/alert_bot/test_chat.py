@@ -131,6 +131,8 @@ def test_command_menu_and_start_help(bot, telegram):
         "silences",
         "graph",
         "mute",
+        "runs",
+        "energy",
     }
     mine = _visible(_ask(telegram, CHAT, "/start")[0])
     assert str(CHAT) in mine and "is allowed" in mine

@@ -30,6 +30,7 @@ GOLDEN = Path(__file__).with_name("golden") / "full_scenario.prom"
 UPDATE = os.environ.get("RIGWATCH_UPDATE_GOLDEN") == "1"
 
 _DURATION = re.compile(r"^(rigwatch_scrape_collector_duration_seconds\{[^}]*\}) (\S+)$")
+_START = re.compile(r'^(rigwatch_gpu_process_start_time_seconds\{.*)run="[^"]*"(.*\}) (\S+)$')
 
 
 def normalise(text: str, pid: int, process: str, user: str) -> str:
@@ -44,6 +45,11 @@ def normalise(text: str, pid: int, process: str, user: str) -> str:
             seconds = float(duration.group(2))
             assert math.isfinite(seconds) and seconds >= 0, line
             line = f"{duration.group(1)} DURATION"
+        start = _START.match(line)
+        if start:
+            # This test's own process: its start time and run name (how pytest was invoked).
+            assert abs(float(start.group(3)) - psutil.Process(pid).create_time()) < 2, line
+            line = f'{start.group(1)}run="RUN"{start.group(2)} START'
         line = line.replace(
             f'pid="{pid}",process="{process}",user="{user}"',
             'pid="PID",process="PROCESS",user="USER"',

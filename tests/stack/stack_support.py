@@ -101,6 +101,7 @@ def substitute_variables(expr: str, values: dict[str, str] | None = None) -> str
     replacements = {
         "$__rate_interval": "10s",
         "$__range": "1m",
+        "$__range_s": "60",
         "$__interval": "1s",
         "$job": ".*",
         "$rig": ".*",

@@ -29,6 +29,7 @@ EXPECTED_UIDS = {
     "rig-overview.json": "rigwatch-overview",
     "gpu-detail.json": "rigwatch-gpu",
     "host-detail.json": "rigwatch-host",
+    "energy.json": "rigwatch-energy",
 }
 RANGE_FUNCTIONS = re.compile(r"\b(rate|irate|increase|delta|deriv|\w+_over_time)\s*\(")
 

@@ -1,0 +1,229 @@
+"""/runs and /energy, today's energy line in /status, and the daily digest's text: the run
+watch and energy figures as people read them (local time, kWh, cost)."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import defaultdict
+
+from alert_bot.chat.context import Chat
+from alert_bot.config import Config
+from alert_bot.runs.energy import (
+    JOULES_PER_KWH,
+    CardEnergy,
+    card_energy,
+    duration_text,
+    kwh_text,
+    local_text,
+    money,
+    start_of_day,
+)
+from alert_bot.runs.messages import GB, cards_text
+from alert_bot.runs.table import RunTable
+from alert_bot.runs.watch import quote
+from alert_bot.upstream import PrometheusClient
+
+PERIODS = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
+DAY = 86400.0
+
+
+def _wanted(rig: str, wanted: str | None) -> bool:
+    return wanted is None or rig == wanted or rig.split(":")[0] == wanted
+
+
+def runs(chat: Chat, message: dict, args: list[str]) -> None:
+    """Running runs with elapsed time, cards, memory, utilisation and energy so far; and the
+    runs that ended in the last 24 h."""
+    wanted = args[0] if args else None
+    now = chat.clock()
+    table = RunTable(chat.store)
+    running = [r for r in table.running() if _wanted(r.rig, wanted)]
+    ended = [r for r in table.ended_since(now - DAY) if _wanted(r.rig, wanted)]
+    lines = ["🏃 <b>Running</b>"] if running else ["🏃 No run is running."]
+    if running:
+        memory = {
+            (r["metric"].get("instance", ""), r["metric"].get("pid", "")): r["value"]
+            for r in chat.prometheus.query(
+                "sum by (instance, pid) (rigwatch_gpu_process_memory_bytes)"
+            )
+        }
+        util = {
+            (r["metric"].get("instance", ""), r["metric"].get("uuid", "")): r["value"]
+            for r in chat.prometheus.query("rigwatch_gpu_utilization_ratio")
+        }
+    for run in running:
+        parts = [
+            f"🖥 {html.escape(run.rig)} · <code>{html.escape(run.run_name)}</code>"
+            f" (pid {run.pid}{', ' + html.escape(run.user) if run.user else ''})",
+            html.escape(cards_text(run)),
+            f"{duration_text(now - run.start_time)}",
+        ]
+        used = memory.get((run.instance, str(run.pid)))
+        if used is not None:
+            parts.append(f"mem {used / GB:.1f} GB")
+        busy = [util[(run.instance, u)] for u in run.cards if (run.instance, u) in util]
+        if busy:
+            parts.append(f"util {sum(busy) / len(busy) * 100:.0f}%")
+        selector = f'instance="{quote(run.instance)}",uuid=~"{"|".join(run.cards)}"'
+        energy = list(
+            card_energy(chat.prometheus, chat.config, selector, run.start_time, now).values()
+        )
+        if energy:
+            parts.append(_total_text(chat.config, energy))
+        lines.append(" · ".join(parts))
+    lines.append("")
+    if ended:
+        lines.append("🏁 <b>Ended in the last 24 h</b>")
+        for run in ended:
+            summary = run.summary or {}
+            text = (
+                f"🖥 {html.escape(run.rig)} · <code>{html.escape(run.run_name)}</code>"
+                f" (pid {run.pid}) · {html.escape(cards_text(run))} · ended"
+                f" {local_text(chat.config, run.ended_at or now)} after"
+                f" {duration_text((run.ended_at or now) - run.start_time)}"
+            )
+            if summary.get("kwh") is not None:
+                text += " · " + kwh_text(
+                    chat.config, summary["kwh"], summary.get("cost", 0.0), summary["estimated"]
+                )
+            lines.append(text)
+    else:
+        lines.append("🏁 No run ended in the last 24 h.")
+    chat.reply(message, "\n".join(lines).strip())
+
+
+def _total_text(config: Config, cards: list[CardEnergy]) -> str:
+    return kwh_text(
+        config,
+        sum(c.kwh for c in cards),
+        sum(c.cost for c in cards),
+        any(c.estimated for c in cards),
+    )
+
+
+def rig_energy(
+    prometheus: PrometheusClient, config: Config, start: float, end: float
+) -> dict[str, list[CardEnergy]]:
+    """rig -> its cards' energy over the window."""
+    by_rig: dict[str, list[CardEnergy]] = defaultdict(list)
+    for card in card_energy(prometheus, config, "", start, end).values():
+        by_rig[card.rig].append(card)
+    return by_rig
+
+
+def host_share(config: Config, seconds: float) -> tuple[float, float]:
+    """(kWh, cost) of the configured fixed host share over a window (flat or first price)."""
+    kwh = config.energy.host_watts * seconds / 3600 / 1000
+    price = config.energy.price_per_kwh
+    if price is None and config.energy.tariffs:
+        price = sum(t.price_per_kwh for t in config.energy.tariffs) / len(config.energy.tariffs)
+    return kwh, kwh * (price or 0.0)
+
+
+def energy(chat: Chat, message: dict, args: list[str]) -> None:
+    """/energy [rig] [1d|7d|30d]: kWh and cost per rig and per card."""
+    wanted, period = None, "1d"
+    for arg in args:
+        if arg.lower() in PERIODS:
+            period = arg.lower()
+        elif re.fullmatch(r"\d+[dhm]", arg):
+            chat.reply(message, "Periods: 1d, 7d or 30d.")
+            return
+        else:
+            wanted = arg
+    now = chat.clock()
+    window = PERIODS[period]
+    by_rig = {
+        rig: cards
+        for rig, cards in rig_energy(chat.prometheus, chat.config, now - window, now).items()
+        if _wanted(rig, wanted)
+    }
+    if not by_rig:
+        where = f" for rig {html.escape(wanted)}" if wanted else ""
+        chat.reply(message, f"No energy data from Prometheus{where}.")
+        return
+    config = chat.config
+    lines = [f"⚡ <b>GPU energy, last {period}</b> (to {local_text(config, now)})"]
+    for rig in sorted(by_rig):
+        cards = sorted(by_rig[rig], key=lambda c: (len(c.gpu), c.gpu))
+        kwh = sum(c.kwh for c in cards)
+        cost = sum(c.cost for c in cards)
+        host_kwh, host_cost = host_share(config, window)
+        line = f"🖥 <b>{html.escape(rig)}</b>: " + kwh_text(
+            config, kwh + host_kwh, cost + host_cost, any(c.estimated for c in cards)
+        )
+        if host_kwh:
+            line += f" (host {config.energy.host_watts:g} W included)"
+        lines.append(line)
+        for card in cards:
+            lines.append(
+                f"  GPU {html.escape(card.gpu)}: "
+                + kwh_text(config, card.kwh, card.cost, card.estimated)
+            )
+    if config.energy.wall_factor != 1.0:
+        lines.append(f"At the wall: the cards' figures × {config.energy.wall_factor:g}.")
+    chat.reply(message, "\n".join(lines))
+
+
+def today_lines(chat: Chat) -> dict[str, str]:
+    """rig -> "⚡ today 3.2 kWh ≈ €0.96" for /status."""
+    now = chat.clock()
+    start = start_of_day(chat.config, now)
+    out = {}
+    for rig, cards in rig_energy(chat.prometheus, chat.config, start, now).items():
+        host_kwh, host_cost = host_share(chat.config, now - start)
+        out[rig] = "⚡ today " + kwh_text(
+            chat.config,
+            sum(c.kwh for c in cards) + host_kwh,
+            sum(c.cost for c in cards) + host_cost,
+            any(c.estimated for c in cards),
+        )
+    return out
+
+
+def digest_text(prometheus: PrometheusClient, config: Config, table: RunTable, now: float) -> str:
+    """The daily digest: per rig, GPU-hours busy, runs ended, alerts fired, peak temperatures,
+    kWh and cost over the last 24 h."""
+
+    def by_rig(expr: str) -> dict[str, float]:
+        return {
+            r["metric"].get("rig") or r["metric"].get("instance", "?"): r["value"]
+            for r in prometheus.query(expr, at=now)
+        }
+
+    busy = by_rig("sum by (rig, instance) (avg_over_time(rigwatch_gpu_utilization_ratio[1d])) * 24")
+    alerts = by_rig(
+        'count by (rig) (max_over_time(ALERTS{alertstate="firing",alertname!="Watchdog"}[1d]))'
+    )
+    peak = by_rig("max by (rig, instance) (max_over_time(rigwatch_gpu_temperature_celsius[1d]))")
+    energy_by_rig = rig_energy(prometheus, config, now - DAY, now)
+    ended: dict[str, int] = defaultdict(int)
+    for run in table.ended_since(now - DAY):
+        ended[run.rig] += 1
+    lines = [f"🗓 <b>Daily digest</b> · {local_text(config, now)}"]
+    for rig in sorted({*busy, *energy_by_rig, *ended}):
+        parts = [f"🖥 <b>{html.escape(rig)}</b>"]
+        if rig in busy:
+            parts.append(f"{busy[rig]:.1f} GPU-hours busy")
+        parts.append(f"{ended.get(rig, 0)} runs ended")
+        parts.append(f"{alerts.get(rig, 0):.0f} alerts fired")
+        if rig in peak:
+            parts.append(f"peak {peak[rig]:.0f} °C")
+        cards = energy_by_rig.get(rig, [])
+        host_kwh, host_cost = host_share(config, DAY)
+        parts.append(
+            kwh_text(
+                config,
+                sum(c.joules for c in cards) / JOULES_PER_KWH + host_kwh,
+                sum(c.cost for c in cards) + host_cost,
+                any(c.estimated for c in cards),
+            )
+        )
+        lines.append(" · ".join(parts))
+    if len(lines) == 1:
+        lines.append("No data from Prometheus for the last 24 h.")
+    return "\n".join(lines)
+
+
+__all__ = ["digest_text", "energy", "money", "runs", "today_lines"]

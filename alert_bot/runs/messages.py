@@ -1,0 +1,97 @@
+"""The run watch's messages: a run started, a run ended (with its summary), and where they go
+(the configured routes, matched against the run's labels like an alert's)."""
+
+from __future__ import annotations
+
+import html
+
+from alert_bot.config import Config
+from alert_bot.runs.energy import duration_text, kwh_text, local_text
+from alert_bot.runs.table import Run
+from alert_bot.store import NewNotification
+
+GB = 1e9
+
+
+def destinations(config: Config, run: Run, html_text: str) -> list[NewNotification]:
+    """One notice per chat (and topic) the routes give for the run's labels."""
+    labels = run.labels()
+    targets = []
+    for route in config.routes:
+        if route.matches(labels):
+            targets.append((route.chat_id, route.message_thread_id))
+            if not route.continue_matching:
+                break
+    if not targets:
+        targets.append((config.default_chat_id, config.default_thread_id))
+    return [
+        NewNotification(chat_id, thread_id, "notice", {"html": html_text})
+        for chat_id, thread_id in dict.fromkeys(targets)
+    ]
+
+
+def cards_text(run: Run) -> str:
+    """ "GPU 0, 1 (NVIDIA GeForce RTX 4090)", or each card with its model when they differ."""
+    cards = sorted(run.cards.values(), key=lambda c: (len(c["gpu"]), c["gpu"]))
+    models = {c.get("name", "") for c in cards}
+    if len(models) == 1:
+        model = models.pop()
+        text = "GPU " + ", ".join(c["gpu"] for c in cards)
+        return text + (f" ({model})" if model else "")
+    return ", ".join(f"GPU {c['gpu']} ({c.get('name') or '?'})" for c in cards)
+
+
+def _who(run: Run) -> str:
+    parts = []
+    if run.user:
+        parts.append(f"👤 {html.escape(run.user)}")
+    if run.container:
+        parts.append(f"🐳 container <code>{html.escape(run.container)}</code>")
+    else:
+        parts.append("on the host")
+    return " · ".join(parts)
+
+
+def started_text(config: Config, run: Run) -> str:
+    return "\n".join(
+        [
+            f"▶️ <b>Run started</b> · <code>{html.escape(run.run_name)}</code> (pid {run.pid})",
+            f"🖥 rig {html.escape(run.rig)} · {html.escape(cards_text(run))}",
+            _who(run),
+            f"🕒 started {local_text(config, run.start_time)}",
+        ]
+    )
+
+
+def ended_text(config: Config, run: Run, ended_at: float, summary: dict) -> str:
+    """The finished-run message. It says "ended": from outside, a clean exit, a crash and a
+    kill look the same."""
+    lines = [
+        f"🏁 <b>Run ended</b> · <code>{html.escape(run.run_name)}</code> (pid {run.pid})",
+        f"🖥 rig {html.escape(run.rig)} · {html.escape(cards_text(run))}",
+        _who(run),
+        f"🕒 {local_text(config, run.start_time)} → "
+        f"{local_text(config, ended_at, _same_day(config, run.start_time, ended_at))}"
+        f" ({duration_text(ended_at - run.start_time)})",
+    ]
+    figures = []
+    if summary.get("peak_memory_bytes") is not None:
+        figures.append(f"peak {summary['peak_memory_bytes'] / GB:.1f} GB GPU memory")
+    if summary.get("mean_utilization") is not None:
+        figures.append(f"mean utilisation {summary['mean_utilization'] * 100:.0f}%")
+    if figures:
+        lines.append("📊 " + " · ".join(figures))
+    if summary.get("kwh") is not None:
+        lines.append(
+            "⚡ " + kwh_text(config, summary["kwh"], summary.get("cost", 0.0), summary["estimated"])
+        )
+    shared = summary.get("shared_with") or []
+    if shared:
+        others = ", ".join(html.escape(name) for name in shared[:5])
+        lines.append(f"👥 shared its cards with {others} meanwhile: the energy is the cards' total")
+    return "\n".join(lines)
+
+
+def _same_day(config: Config, a: float, b: float) -> bool:
+    """Whether the end needs its date (False when it is the start's local day)."""
+    return local_text(config, a)[:10] != local_text(config, b)[:10]

@@ -1,0 +1,200 @@
+"""The runs table in the bot's SQLite store: every run seen (rig, pid, start time), whether it
+is still running, and its summary once it ended; times are UTC seconds since the epoch."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+from alert_bot.store import Database, NewNotification, Store
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    instance TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    start_time REAL NOT NULL,
+    rig TEXT NOT NULL,
+    run_name TEXT NOT NULL,
+    process TEXT NOT NULL,
+    user TEXT NOT NULL,
+    container TEXT NOT NULL,
+    cards TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'ended')),
+    ended_at REAL,
+    summary TEXT,
+    PRIMARY KEY (instance, pid, start_time)
+);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, ended_at);
+"""
+
+
+@dataclass
+class Run:
+    instance: str
+    pid: int
+    start_time: float
+    rig: str
+    run_name: str
+    process: str
+    user: str
+    container: str
+    cards: dict[str, dict] = field(default_factory=dict)  # uuid -> {"gpu": "0", "name": ...}
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    status: str = "running"
+    ended_at: float | None = None
+    summary: dict | None = None
+
+    @property
+    def key(self) -> tuple[str, int, float]:
+        return (self.instance, self.pid, self.start_time)
+
+    def labels(self) -> dict[str, str]:
+        """What routes match a run's messages against, like an alert's labels."""
+        return {
+            "rig": self.rig,
+            "instance": self.instance,
+            "pid": str(self.pid),
+            "run": self.run_name,
+            "process": self.process,
+            "user": self.user,
+            "container": self.container,
+        }
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Run:
+        return cls(
+            instance=row["instance"],
+            pid=row["pid"],
+            start_time=row["start_time"],
+            rig=row["rig"],
+            run_name=row["run_name"],
+            process=row["process"],
+            user=row["user"],
+            container=row["container"],
+            cards=json.loads(row["cards"]),
+            first_seen=row["first_seen"],
+            last_seen=row["last_seen"],
+            status=row["status"],
+            ended_at=row["ended_at"],
+            summary=json.loads(row["summary"]) if row["summary"] else None,
+        )
+
+
+class RunTable:
+    """Runs over the store's database; an ended run and its message commit together."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.database: Database = store.database
+        with self.database.transaction() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    def running(self) -> list[Run]:
+        rows = self.database.query("SELECT * FROM runs WHERE status = 'running' ORDER BY rig")
+        return [Run.from_row(row) for row in rows]
+
+    def ended_since(self, moment: float) -> list[Run]:
+        rows = self.database.query(
+            "SELECT * FROM runs WHERE status = 'ended' AND ended_at >= ? AND summary IS NOT NULL"
+            " ORDER BY ended_at",
+            (moment,),
+        )
+        return [Run.from_row(row) for row in rows]
+
+    def begin(self, run: Run, notice: list[NewNotification], now: float) -> bool:
+        """Record a run seen for the first time (and its start message); False if known."""
+        with self.database.transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO runs (instance, pid, start_time, rig, run_name, process,"
+                " user, container, cards, first_seen, last_seen, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+                (
+                    run.instance,
+                    run.pid,
+                    run.start_time,
+                    run.rig,
+                    run.run_name,
+                    run.process,
+                    run.user,
+                    run.container,
+                    json.dumps(run.cards),
+                    now,
+                    now,
+                ),
+            )
+            if cursor.rowcount != 1:
+                return False
+            _enqueue(db, self.store, notice, now)
+        return True
+
+    def seen(self, runs: list[Run], now: float) -> None:
+        """Still running now, on these cards (one transaction, one fsync, for all of them)."""
+        if not runs:
+            return
+        with self.database.transaction() as db:
+            db.executemany(
+                "UPDATE runs SET last_seen = ?, cards = ? WHERE instance = ? AND pid = ?"
+                " AND start_time = ? AND status = 'running'",
+                [(now, json.dumps(run.cards), *run.key) for run in runs],
+            )
+
+    def end(
+        self,
+        run: Run,
+        ended_at: float,
+        summary: dict | None,
+        notice: list[NewNotification],
+        now: float,
+    ) -> bool:
+        """Mark the run ended and queue its message in one transaction: a crash before the
+        commit leaves it running (looked at again), after it the outbox delivers it once."""
+        with self.database.transaction() as db:
+            cursor = db.execute(
+                "UPDATE runs SET status = 'ended', ended_at = ?, summary = ? WHERE instance = ?"
+                " AND pid = ? AND start_time = ? AND status = 'running'",
+                (ended_at, json.dumps(summary) if summary else None, *run.key),
+            )
+            if cursor.rowcount != 1:
+                return False
+            _enqueue(db, self.store, notice, now)
+        return True
+
+    def queue_once(self, key: str, value: str, notices: list[NewNotification], now: float) -> bool:
+        """Queue notices unless the state key already holds value (set in the same
+        transaction): the daily digest goes out once per day, restarts included."""
+        with self.database.transaction() as db:
+            row = db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+            if row is not None and row["value"] == value:
+                return False
+            db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+            _enqueue(db, self.store, notices, now)
+        return True
+
+    def forget_before(self, moment: float) -> None:
+        with self.database.transaction() as db:
+            db.execute("DELETE FROM runs WHERE status = 'ended' AND ended_at < ?", (moment,))
+
+
+def _enqueue(
+    db: sqlite3.Connection, store: Store, notices: list[NewNotification], now: float
+) -> None:
+    """Outbox rows written inside the caller's transaction (Outbox.add opens its own)."""
+    for item in notices:
+        db.execute(
+            "INSERT INTO notifications (created_at, chat_id, thread_id, kind, payload,"
+            " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                now,
+                store.migrations.follow(db, item.chat_id),
+                item.thread_id,
+                item.kind,
+                json.dumps(item.payload, ensure_ascii=False),
+                now,
+            ),
+        )
