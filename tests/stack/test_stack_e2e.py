@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -28,7 +27,9 @@ from tests.stack.stack_support import (
     remove_tree,
     running_shipped_alertmanager,
     running_shipped_prometheus,
+    start_rich_rigs,
     substitute_variables,
+    wait_rigs_scraped,
     write_alertmanager_overlay,
     write_targets,
 )
@@ -38,7 +39,6 @@ from tests.support import (
     fake_nvml_env,
     free_port,
     http_get,
-    make_device,
     make_scenario,
     running_exporter,
     wait_for_http,
@@ -243,57 +243,16 @@ def test_critical_inhibits_warning_for_the_same_card_only(pipeline):
 RIGS = 20
 
 
-def _rich_scenario() -> dict:
-    """Card 0 reports everything (datacenter-like); card 1 is a consumer card lacking
-    memory temperature, ECC and row remapping."""
-    scenario = make_scenario(2)
-    scenario["devices"][0] = make_device(
-        0,
-        name="NVIDIA A100-SXM4-40GB",
-        memory_temperature_c=60,
-        temperature_memory_max_c=95,
-        ecc={
-            "corrected_volatile": 3,
-            "uncorrected_volatile": 0,
-            "corrected_aggregate": 10,
-            "uncorrected_aggregate": 0,
-        },
-        remapped_rows={"correctable": 1, "uncorrectable": 0, "pending": 0, "failure": 0},
-        processes=[
-            {"pid": os.getpid(), "used_memory_bytes": 2147483648, "sm_util_percent": 40},
-        ],
-        xid_events=[13],
-        clock_event_reasons=0x4,
-    )
-    return scenario
-
-
 @pytest.fixture(scope="module")
 def twenty_rigs(tmp_path_factory, fake_nvml_dir):
     workdir = tmp_path_factory.mktemp("stack-20-rigs")
     try:
-        scenario_path = workdir / "scenario.json"
-        write_scenario(scenario_path, _rich_scenario())
-        sysfs = fake_sysfs(workdir / "sys")
-        (sysfs / "class" / "hwmon" / "hwmon0" / "fan1_input").write_text("1200\n")
         with contextlib.ExitStack() as stack:
-            rigs = {}
-            for number in range(1, RIGS + 1):
-                _, base = stack.enter_context(
-                    running_exporter(
-                        scenario_path, f"--path.sysfs={sysfs}", "--collector.pcie_throughput"
-                    )
-                )
-                rigs[f"rig{number:02d}"] = base.removeprefix("http://")
+            rigs = start_rich_rigs(stack, workdir, RIGS, "rig{:02d}")
             prometheus = stack.enter_context(running_shipped_prometheus(workdir, None))
             write_targets(workdir / "targets" / "rigs.yml", rigs)
 
-            def rigs_with_rates() -> bool:
-                rate = 'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[10s])'
-                result = query(prometheus, f"count(count by (rig) ({rate}))")
-                return bool(result) and result[0]["value"][1] == str(RIGS)
-
-            wait_until(rigs_with_rates, timeout=60, interval=0.5, what="20 rigs scraped")
+            wait_rigs_scraped(prometheus, RIGS, "20 rigs scraped")
             yield prometheus, set(rigs)
     finally:
         remove_tree(workdir)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import time
 
@@ -24,12 +23,13 @@ from tests.stack.stack_support import (
     WebhookReceiver,
     alerting_rules,
     dashboard_queries,
-    fake_sysfs,
     query,
     recorded_names,
     remove_tree,
     running_shipped_alertmanager,
+    start_rich_rigs,
     substitute_variables,
+    wait_rigs_scraped,
     write_prometheus_overlay,
     write_targets,
 )
@@ -42,38 +42,11 @@ from tests.stack.vm_support import (
 from tests.support import (
     REPO,
     free_port,
-    make_device,
-    make_scenario,
-    running_exporter,
     wait_until,
-    write_scenario,
 )
 
 RIGS = 3
 TOKEN = "vm-webhook-token"
-
-
-def _scenario() -> dict:
-    """Card 0 reports everything (datacenter-like); card 1 is a consumer card without memory
-    temperature, ECC and row remapping."""
-    scenario = make_scenario(2)
-    scenario["devices"][0] = make_device(
-        0,
-        name="NVIDIA A100-SXM4-40GB",
-        memory_temperature_c=60,
-        temperature_memory_max_c=95,
-        ecc={
-            "corrected_volatile": 3,
-            "uncorrected_volatile": 0,
-            "corrected_aggregate": 10,
-            "uncorrected_aggregate": 0,
-        },
-        remapped_rows={"correctable": 1, "uncorrectable": 0, "pending": 0, "failure": 0},
-        processes=[{"pid": os.getpid(), "used_memory_bytes": 2147483648, "sm_util_percent": 40}],
-        xid_events=[13],
-        clock_event_reasons=0x4,
-    )
-    return scenario
 
 
 class VmCentre:
@@ -89,19 +62,8 @@ class VmCentre:
 def centre(tmp_path_factory, fake_nvml_dir):
     workdir = tmp_path_factory.mktemp("vm-centre")
     try:
-        scenario_path = workdir / "scenario.json"
-        write_scenario(scenario_path, _scenario())
-        sysfs = fake_sysfs(workdir / "sys")
-        (sysfs / "class" / "hwmon" / "hwmon0" / "fan1_input").write_text("1200\n")
         with contextlib.ExitStack() as stack:
-            rigs = {}
-            for number in range(1, RIGS + 1):
-                _, base = stack.enter_context(
-                    running_exporter(
-                        scenario_path, f"--path.sysfs={sysfs}", "--collector.pcie_throughput"
-                    )
-                )
-                rigs[f"rig{number}"] = base.removeprefix("http://")
+            rigs = start_rich_rigs(stack, workdir, RIGS, "rig{}")
             webhook = stack.enter_context(WebhookReceiver(TOKEN))
             alertmanager = stack.enter_context(
                 running_shipped_alertmanager(workdir, webhook.url, TOKEN)
@@ -114,12 +76,7 @@ def centre(tmp_path_factory, fake_nvml_dir):
             # The shipped rule files themselves, not the overlay's copies.
             _, vmalert = stack.enter_context(running_vmalert(RULE_FILES, vm, alertmanager))
 
-            def rigs_with_rates() -> bool:
-                rate = 'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[10s])'
-                result = query(vm, f"count(count by (rig) ({rate}))")
-                return bool(result) and result[0]["value"][1] == str(RIGS)
-
-            wait_until(rigs_with_rates, timeout=60, interval=0.5, what="rigs scraped by VM")
+            wait_rigs_scraped(vm, RIGS, "rigs scraped by VM")
             yield VmCentre(vm, vmalert, webhook, alertmanager, set(rigs))
     finally:
         remove_tree(workdir)
