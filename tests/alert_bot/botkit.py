@@ -255,3 +255,23 @@ def wait_prometheus_has(base: str, expr: str, timeout: float = 60) -> None:
     wait_until(
         lambda: prometheus_has(base, expr), timeout=timeout, what=f"Prometheus to have {expr}"
     )
+
+
+@contextlib.contextmanager
+def running_chat_bot(tmp_path: Path, telegram, services: dict) -> Iterator[tuple[BotApp, str]]:
+    """The bot in-process against ``services``' Prometheus and Alertmanager, once its command
+    menu is set. Chat tests hold many short conversations: a faster chat limit on both sides
+    (the fake Telegram's and the bot's) keeps them quick."""
+    from tests.alert_bot.fake_telegram import FloodRules
+
+    telegram.flood = FloodRules(per_chat=(20, 1.0))
+    env = bot_env(
+        tmp_path,
+        telegram.url,
+        {"rate_limits": {"per_chat_messages": 20, "per_chat_window": "1s"}},
+        prometheus=services["prometheus"],
+        alertmanager=services["alertmanager"],
+    )
+    with running_bot(env) as (app, base):
+        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+        yield app, base

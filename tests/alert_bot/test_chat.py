@@ -24,9 +24,10 @@ from tests.alert_bot.botkit import (
     notification,
     post,
     running_bot,
+    running_chat_bot,
     wait_prometheus_has,
 )
-from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
+from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.servers import have_binary, running_alertmanager, running_prometheus
 from tests.support import (
     build_fake_nvml,
@@ -74,17 +75,7 @@ def services(tmp_path_factory) -> Iterator[dict]:
 
 @pytest.fixture
 def bot(tmp_path: Path, telegram, services):
-    # Conversations here are short and many; a faster chat limit on both sides keeps it quick.
-    telegram.flood = FloodRules(per_chat=(20, 1.0))
-    env = bot_env(
-        tmp_path,
-        telegram.url,
-        {"rate_limits": {"per_chat_messages": 20, "per_chat_window": "1s"}},
-        prometheus=services["prometheus"],
-        alertmanager=services["alertmanager"],
-    )
-    with running_bot(env) as (app, base):
-        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+    with running_chat_bot(tmp_path, telegram, services) as (app, base):
         yield app, base
 
 

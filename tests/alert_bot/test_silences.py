@@ -20,9 +20,10 @@ from tests.alert_bot.botkit import (
     notification,
     post,
     running_bot,
+    running_chat_bot,
     wait_prometheus_has,
 )
-from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
+from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.servers import have_binary, running_alertmanager, running_prometheus
 from tests.support import build_fake_nvml, make_device, make_scenario, running_exporter, wait_until
 
@@ -102,16 +103,7 @@ def _expire_all(services: dict) -> None:
 
 @pytest.fixture
 def bot(tmp_path: Path, telegram, services):
-    telegram.flood = FloodRules(per_chat=(20, 1.0))
-    env = bot_env(
-        tmp_path,
-        telegram.url,
-        {"rate_limits": {"per_chat_messages": 20, "per_chat_window": "1s"}},
-        prometheus=services["prometheus"],
-        alertmanager=services["alertmanager"],
-    )
-    with running_bot(env) as (app, base):
-        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+    with running_chat_bot(tmp_path, telegram, services) as (app, base):
         try:
             yield app, base
         finally:
