@@ -275,3 +275,17 @@ def running_chat_bot(tmp_path: Path, telegram, services: dict) -> Iterator[tuple
     with running_bot(env) as (app, base):
         wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
         yield app, base
+
+
+def alertmanager_api(services: dict, path: str, body: object | None = None, method: str = "GET"):
+    """One call to the Alertmanager of ``services`` (JSON in and out; None for an empty answer)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        services["alertmanager"] + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = response.read()
+        return json.loads(raw) if raw else None

@@ -27,6 +27,7 @@ from tests.alert_bot.botkit import (
     running_chat_bot,
     wait_prometheus_has,
 )
+from tests.alert_bot.botkit import alertmanager_api as _am
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.servers import have_binary, running_alertmanager, running_prometheus
 from tests.support import (
@@ -90,19 +91,6 @@ def _ask(telegram, chat: int, text: str, user: int | None = None, replies: int =
 def _visible(call) -> str:
     text = call.params.get("text", call.params.get("caption", ""))
     return parse_telegram_html(text)
-
-
-def _am(services, path: str, body: object | None = None, method: str = "GET"):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        services["alertmanager"] + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        raw = response.read()
-        return json.loads(raw) if raw else None
 
 
 def test_command_menu_and_start_help(bot, telegram):

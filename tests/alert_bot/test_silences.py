@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tests.alert_bot.botkit import (
     running_chat_bot,
     wait_prometheus_has,
 )
+from tests.alert_bot.botkit import alertmanager_api as _am
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.servers import have_binary, running_alertmanager, running_prometheus
 from tests.support import build_fake_nvml, make_device, make_scenario, running_exporter, wait_until
@@ -56,19 +56,6 @@ def services(tmp_path_factory) -> Iterator[dict]:
         with running_prometheus(tmp, config) as prometheus, running_alertmanager(tmp) as am:
             wait_prometheus_has(prometheus, "rigwatch_gpu_throttle_reason_active")
             yield {"prometheus": prometheus, "alertmanager": am}
-
-
-def _am(services: dict, path: str, body: object | None = None, method: str = "GET"):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        services["alertmanager"] + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        raw = response.read()
-        return json.loads(raw) if raw else None
 
 
 def _fire(services: dict, *label_sets: dict) -> None:
