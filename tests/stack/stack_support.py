@@ -385,6 +385,28 @@ def wait_rigs_scraped(base: str, count: int, what: str) -> None:
     wait_until(rigs_with_rates, timeout=60, interval=0.5, what=what)
 
 
+def load_dashboard(name: str) -> dict:
+    """The generated dashboard file of that name, parsed."""
+    return json.loads(next(p for p in DASHBOARD_FILES if p.name == name).read_text())
+
+
+def assert_dashboard_answers(base: str, name: str) -> None:
+    """Every query of dashboard ``name`` is accepted by ``base`` and has data (ALERTS queries
+    may be empty), and every query variable has values."""
+    dashboard = load_dashboard(name)
+    for title, expr, _ in dashboard_queries(dashboard):
+        result = query(base, substitute_variables(expr))
+        if "ALERTS" not in expr:
+            assert result, f"{name} / {title}: no data for {expr}"
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        definition = substitute_variables(variable["definition"])
+        selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(",", 1)
+        result = query(base, f"group by ({label.strip()}) ({selector})")
+        assert result, f"variable {variable['name']} has no values"
+
+
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 

@@ -17,11 +17,12 @@ import pytest
 import yaml
 
 from tests.stack.stack_support import (
-    DASHBOARD_FILES,
     SERVER_OWN_METRICS,
     WebhookReceiver,
+    assert_dashboard_answers,
     dashboard_queries,
     fake_sysfs,
+    load_dashboard,
     post_alerts,
     query,
     remove_tree,
@@ -258,15 +259,10 @@ def twenty_rigs(tmp_path_factory, fake_nvml_dir):
         remove_tree(workdir)
 
 
-def _dashboard(name: str) -> dict:
-    path = next(p for p in DASHBOARD_FILES if p.name == name)
-    return json.loads(path.read_text())
-
-
 def test_overview_queries_answer_for_all_twenty_rigs(twenty_rigs):
     prometheus, rigs = twenty_rigs
     checked = 0
-    for title, expr, _ in dashboard_queries(_dashboard("rig-overview.json")):
+    for title, expr, _ in dashboard_queries(load_dashboard("rig-overview.json")):
         result = query(prometheus, substitute_variables(expr))
         if "ALERTS" in expr:
             continue  # which alerts fire is not the point here; the query was accepted
@@ -278,7 +274,7 @@ def test_overview_queries_answer_for_all_twenty_rigs(twenty_rigs):
 
 def test_overview_filters_by_rig(twenty_rigs):
     prometheus, _ = twenty_rigs
-    for title, expr, _ in dashboard_queries(_dashboard("rig-overview.json")):
+    for title, expr, _ in dashboard_queries(load_dashboard("rig-overview.json")):
         if "ALERTS" in expr:
             continue
         result = query(prometheus, substitute_variables(expr, {"$rig": "rig07"}))
@@ -289,7 +285,7 @@ def test_not_supported_is_apart_from_no_data(twenty_rigs):
     """A consumer card answers NaN (shown "not supported on this card"); a rig that does not
     exist answers nothing (shown "no data")."""
     prometheus, _ = twenty_rigs
-    gpu = {title: expr for title, expr, _ in dashboard_queries(_dashboard("gpu-detail.json"))}
+    gpu = {title: expr for title, expr, _ in dashboard_queries(load_dashboard("gpu-detail.json"))}
     expr = gpu["Memory temperature"]
     result = query(prometheus, substitute_variables(expr, {"$rig": "rig03"}))
     values = {s["metric"]["gpu"]: s["value"][1] for s in result}
@@ -300,18 +296,7 @@ def test_not_supported_is_apart_from_no_data(twenty_rigs):
 @pytest.mark.parametrize("name", ["rig-overview.json", "gpu-detail.json", "host-detail.json"])
 def test_every_dashboard_query_is_accepted_and_has_data(twenty_rigs, name):
     prometheus, _ = twenty_rigs
-    dashboard = _dashboard(name)
-    for title, expr, _ in dashboard_queries(dashboard):
-        result = query(prometheus, substitute_variables(expr))
-        if "ALERTS" not in expr:
-            assert result, f"{name} / {title}: no data for {expr}"
-    for variable in dashboard["templating"]["list"]:
-        if variable["type"] != "query":
-            continue
-        definition = substitute_variables(variable["definition"])
-        selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(",", 1)
-        result = query(prometheus, f"group by ({label.strip()}) ({selector})")
-        assert result, f"variable {variable['name']} has no values"
+    assert_dashboard_answers(prometheus, name)
 
 
 # --- a card missing after the exporter restarts ----------------------------------------------

@@ -10,6 +10,7 @@ import contextlib
 import json
 import subprocess
 import time
+from dataclasses import dataclass
 
 import pytest
 import yaml
@@ -18,11 +19,12 @@ from alert_bot.charts import expression_from_generator_url
 from tests.alert_bot.botkit import BOT_TOKEN, CHAT, bot_env, running_bot
 from tests.alert_bot.fake_telegram import FakeTelegram, parse_telegram_html
 from tests.stack.stack_support import (
-    DASHBOARD_FILES,
     RULE_FILES,
     WebhookReceiver,
     alerting_rules,
+    assert_dashboard_answers,
     dashboard_queries,
+    load_dashboard,
     query,
     recorded_names,
     remove_tree,
@@ -49,13 +51,13 @@ RIGS = 3
 TOKEN = "vm-webhook-token"
 
 
+@dataclass
 class VmCentre:
-    def __init__(self, vm, vmalert, webhook, alertmanager, rigs) -> None:
-        self.vm = vm
-        self.vmalert = vmalert
-        self.webhook = webhook
-        self.alertmanager = alertmanager
-        self.rigs = rigs
+    vm: str
+    vmalert: str
+    webhook: WebhookReceiver
+    alertmanager: str
+    rigs: set[str]
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +82,6 @@ def centre(tmp_path_factory, fake_nvml_dir):
             yield VmCentre(vm, vmalert, webhook, alertmanager, set(rigs))
     finally:
         remove_tree(workdir)
-
-
-def _dashboard(name: str) -> dict:
-    return json.loads(next(p for p in DASHBOARD_FILES if p.name == name).read_text())
 
 
 def test_vmalert_loads_the_shipped_rules_unchanged(centre):
@@ -132,7 +130,7 @@ def test_watchdog_reaches_alertmanager_and_the_webhook(centre):
 
 def test_overview_queries_answer_for_every_rig(centre):
     checked = 0
-    for title, expr, _ in dashboard_queries(_dashboard("rig-overview.json")):
+    for title, expr, _ in dashboard_queries(load_dashboard("rig-overview.json")):
         result = query(centre.vm, substitute_variables(expr))
         if "ALERTS" in expr:
             continue
@@ -146,23 +144,13 @@ def test_overview_queries_answer_for_every_rig(centre):
 
 @pytest.mark.parametrize("name", ["rig-overview.json", "gpu-detail.json", "host-detail.json"])
 def test_every_dashboard_query_is_accepted_and_has_data(centre, name):
-    dashboard = _dashboard(name)
-    for title, expr, _ in dashboard_queries(dashboard):
-        result = query(centre.vm, substitute_variables(expr))
-        if "ALERTS" not in expr:
-            assert result, f"{name} / {title}: no data for {expr}"
-    for variable in dashboard["templating"]["list"]:
-        if variable["type"] != "query":
-            continue
-        definition = substitute_variables(variable["definition"])
-        selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(",", 1)
-        assert query(centre.vm, f"group by ({label.strip()}) ({selector})"), variable["name"]
+    assert_dashboard_answers(centre.vm, name)
 
 
 def test_not_supported_reads_as_no_data_on_vm(centre):
     """The documented difference: MetricsQL drops NaN from answers, so a consumer card's
     "not supported" panel (a value * NaN on Prometheus) shows "no data" on VM instead."""
-    gpu = {title: expr for title, expr, _ in dashboard_queries(_dashboard("gpu-detail.json"))}
+    gpu = {title: expr for title, expr, _ in dashboard_queries(load_dashboard("gpu-detail.json"))}
     result = query(centre.vm, substitute_variables(gpu["Memory temperature"], {"$rig": "rig3"}))
     assert {s["metric"]["gpu"]: s["value"][1] for s in result} == {"0": "60"}
 
