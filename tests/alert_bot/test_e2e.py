@@ -128,11 +128,8 @@ def test_heating_a_card_alerts_with_a_chart_and_cooling_resolves(tmp_path, teleg
         )
         heated = make_scenario(devices=[make_device(0, temperature_c=96), make_device(1)])
         write_scenario(scenario, heated)
-        firing = wait_until(
-            lambda: _message_with(telegram, "GpuTemperatureCritical", "FIRING"),
-            timeout=60,
-            interval=0.5,
-            what="the critical alert in Telegram",
+        firing = _wait_for_message(
+            telegram, "GpuTemperatureCritical", "FIRING", "the critical alert in Telegram"
         )
         assert "rig rig1 · GPU 0 (NVIDIA GeForce RTX 4090)" in firing
         assert "96 °C" in firing
@@ -148,11 +145,8 @@ def test_heating_a_card_alerts_with_a_chart_and_cooling_resolves(tmp_path, teleg
         assert photo.files["photo"].startswith(b"\x89PNG")
         (tmp_path / "chart.png").write_bytes(photo.files["photo"])
         write_scenario(scenario, cool)
-        resolved = wait_until(
-            lambda: _message_with(telegram, "GpuTemperatureCritical", "RESOLVED"),
-            timeout=60,
-            interval=0.5,
-            what="the resolved notice",
+        resolved = _wait_for_message(
+            telegram, "GpuTemperatureCritical", "RESOLVED", "the resolved notice"
         )
         assert "lasted" in resolved
         assert "rig rig1 · GPU 0" in resolved
@@ -160,6 +154,13 @@ def test_heating_a_card_alerts_with_a_chart_and_cooling_resolves(tmp_path, teleg
     assert "Traceback" not in log, log[-3000:]
     assert telegram.count_status(429) == 0
     assert telegram.count_status(400) == 0
+
+
+def _wait_for_message(telegram, name: str, word: str, what: str, timeout: float = 60) -> str:
+    """The first message about alert ``name`` saying ``word``, once it has come."""
+    return wait_until(
+        lambda: _message_with(telegram, name, word), timeout=timeout, interval=0.5, what=what
+    )
 
 
 def _message_with(telegram, name: str, word: str) -> str | None:

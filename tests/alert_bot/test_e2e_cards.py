@@ -12,6 +12,7 @@ from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.alert_bot.test_e2e import (
     _message_with,
     _running_chain,
+    _wait_for_message,
 )
 from tests.alert_bot.test_e2e import (
     pytestmark as pytestmark,  # the same skip: needs Debian's prometheus and alertmanager
@@ -36,11 +37,12 @@ def test_card_lost_at_start_reaches_the_chat_named_by_bus_id(tmp_path, telegram)
     chain = _running_chain(tmp_path, telegram, scenario, {}, f"--path.sysfs={tree.root}")
     with chain as (bot, prometheus, _):
         wait_prometheus_has(prometheus, "rigwatch_gpu_open_failure_info")
-        firing = wait_until(
-            lambda: _message_with(telegram, "GpuCannotBeOpened", "FIRING"),
+        firing = _wait_for_message(
+            telegram,
+            "GpuCannotBeOpened",
+            "FIRING",
+            "the alert for the card lost at start in Telegram",
             timeout=90,
-            interval=0.5,
-            what="the alert for the card lost at start in Telegram",
         )
         assert (
             "GPU 2 (0000:03:00.0) on rig1: on the bus, the driver cannot reach it (lost)" in firing
