@@ -289,3 +289,30 @@ def alertmanager_api(services: dict, path: str, body: object | None = None, meth
     with urllib.request.urlopen(request, timeout=10) as response:
         raw = response.read()
         return json.loads(raw) if raw else None
+
+
+@contextlib.contextmanager
+def running_rig_services(
+    tmp: Path, devices: list[dict], *wait_for: str, evaluate: bool = False
+) -> Iterator[dict]:
+    """The exporter on one rig (rig1) of ``devices`` scraped every second by a real Prometheus
+    (evaluating every second too when ``evaluate``), and an Alertmanager; yields their URLs
+    once Prometheus has each of the ``wait_for`` expressions."""
+    from tests.servers import running_alertmanager, running_prometheus
+    from tests.support import build_fake_nvml, make_scenario, running_exporter
+
+    build_fake_nvml()
+    scenario = tmp / "scenario.json"
+    scenario.write_text(json.dumps(make_scenario(devices=devices)))
+    with running_exporter(scenario) as (_, exporter_url):
+        target = exporter_url.removeprefix("http://")
+        config = (
+            "global:\n  scrape_interval: 1s\n"
+            + ("  evaluation_interval: 1s\n" if evaluate else "")
+            + "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
+            f"      - targets: ['{target}']\n        labels: {{rig: rig1}}\n"
+        )
+        with running_prometheus(tmp, config) as prometheus, running_alertmanager(tmp) as am:
+            for expr in wait_for:
+                wait_prometheus_has(prometheus, expr)
+            yield {"prometheus": prometheus, "alertmanager": am}

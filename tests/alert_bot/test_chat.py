@@ -25,17 +25,14 @@ from tests.alert_bot.botkit import (
     post,
     running_bot,
     running_chat_bot,
-    wait_prometheus_has,
+    running_rig_services,
 )
 from tests.alert_bot.botkit import alertmanager_api as _am
 from tests.alert_bot.fake_telegram import parse_telegram_html
-from tests.servers import have_binary, running_alertmanager, running_prometheus
+from tests.servers import have_binary
 from tests.support import (
-    build_fake_nvml,
     http_get,
     make_device,
-    make_scenario,
-    running_exporter,
     wait_until,
 )
 
@@ -48,30 +45,15 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def services(tmp_path_factory) -> Iterator[dict]:
     """Exporter (two simulated cards, one hot) → Prometheus; and an Alertmanager."""
-    build_fake_nvml()
-    tmp = tmp_path_factory.mktemp("chat")
-    scenario = tmp / "scenario.json"
-    scenario.write_text(
-        json.dumps(
-            make_scenario(
-                devices=[make_device(0, temperature_c=83), make_device(1, temperature_c=41)]
-            )
-        )
-    )
-    with running_exporter(scenario) as (_, exporter_url):
-        target = exporter_url.removeprefix("http://")
-        config = (
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
-            f"      - targets: ['{target}']\n        labels: {{rig: rig1}}\n"
-        )
-        with running_prometheus(tmp, config) as prometheus, running_alertmanager(tmp) as am:
-            wait_prometheus_has(prometheus, "rigwatch_gpu_temperature_celsius")
-            wait_prometheus_has(
-                prometheus,
-                'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[2m])',
-            )
-            yield {"prometheus": prometheus, "alertmanager": am}
+    devices = [make_device(0, temperature_c=83), make_device(1, temperature_c=41)]
+    with running_rig_services(
+        tmp_path_factory.mktemp("chat"),
+        devices,
+        "rigwatch_gpu_temperature_celsius",
+        'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[2m])',
+        evaluate=True,
+    ) as services:
+        yield services
 
 
 @pytest.fixture
