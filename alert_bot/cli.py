@@ -10,11 +10,15 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from alert_bot import __version__
 from rigwatch.backoff import Backoff
 from rigwatch.logs import LEVELS, logger, parse_level
 from rigwatch.logs import configure as configure_logs
+
+if TYPE_CHECKING:
+    from alert_bot.telegram import TelegramClient
 
 
 def _level(text: str) -> str:
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         logger("bot").warning("%s", note)
     from alert_bot.app import BotApp
     from alert_bot.store import Store, StoreError
-    from alert_bot.telegram import TelegramClient, configure_api, install_scrubber
+    from alert_bot.telegram import install_scrubber
     from alert_bot.upstream import AlertmanagerClient, PrometheusClient
 
     install_scrubber(config.telegram_token)
@@ -81,12 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"rigwatch-bot: configuration error: ALERT_BOT_DB: {exc}", file=sys.stderr)
         return 2
-    configure_api(config.telegram_api_url)
-    telegram = TelegramClient(config.telegram_token)
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
-    verdict = _check_token(telegram)
+    telegram, stopping, verdict = _connect(config)
     if verdict == REJECTED:
         store.close()
         return 2
@@ -127,6 +126,19 @@ def main(argv: list[str] | None = None) -> int:
 ACCEPTED, REJECTED, UNKNOWN = "accepted", "rejected", "unknown"
 
 
+def _connect(config) -> tuple[TelegramClient, threading.Event, str]:
+    """The Telegram client at the configured Bot API, the event SIGTERM/SIGINT set, and what
+    Telegram says of the token (ACCEPTED, REJECTED or UNKNOWN)."""
+    from alert_bot.telegram import TelegramClient, configure_api
+
+    configure_api(config.telegram_api_url)
+    telegram = TelegramClient(config.telegram_token)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    return telegram, stopping, _check_token(telegram)
+
+
 def _check_token(telegram) -> str:
     """Ask Telegram who the bot is (getMe): ACCEPTED, REJECTED (the one line is printed) or
     UNKNOWN when Telegram could not be reached."""
@@ -162,7 +174,7 @@ def _first_run(log_level: str) -> int:
     """No default chat yet: only answer /start, so the owner learns the chat's id."""
     from alert_bot.chat import first_run
     from alert_bot.config import ConfigError, load_first_run_config
-    from alert_bot.telegram import TelegramClient, configure_api, install_scrubber
+    from alert_bot.telegram import install_scrubber
 
     try:
         config = load_first_run_config()
@@ -171,12 +183,7 @@ def _first_run(log_level: str) -> int:
         return 2
     configure_logs(log_level)
     install_scrubber(config.telegram_token)
-    configure_api(config.telegram_api_url)
-    telegram = TelegramClient(config.telegram_token)
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
-    verdict = _check_token(telegram)
+    telegram, stopping, verdict = _connect(config)
     if verdict == REJECTED:
         return 2
     worker = threading.Thread(

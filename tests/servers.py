@@ -29,6 +29,39 @@ def _config_file(workdir: Path, name: str, config: str | Path) -> Path:
 
 
 @contextlib.contextmanager
+def _running_server(
+    name: str,
+    program: str,
+    workdir: Path,
+    config: str | Path,
+    storage_flag: str,
+    args: tuple[str, ...],
+    port: int,
+    ready_within: float,
+    in_home: bool = False,
+) -> Iterator[str]:
+    """``program`` on 127.0.0.1:port with its config (``name``.yml) and storage in a fresh
+    directory under workdir (its working directory too when ``in_home``); yields its base URL
+    once ready."""
+    home = workdir / f"{name}-{port}"
+    home.mkdir(parents=True)
+    config_path = _config_file(home, f"{name}.yml", config)
+    proc = ManagedProcess(
+        [
+            program,
+            f"--config.file={config_path}",
+            f"{storage_flag}={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            *args,
+        ],
+        cwd=home if in_home else None,
+    )
+    base = f"http://127.0.0.1:{port}"
+    with stopped_after(proc, base + "/-/ready", name, ready_within):
+        yield base
+
+
+@contextlib.contextmanager
 def running_prometheus(
     workdir: Path,
     config: str | Path,
@@ -37,22 +70,17 @@ def running_prometheus(
 ) -> Iterator[str]:
     """A real Prometheus configured by config (YAML text, or a file already written), with its
     TSDB in a fresh directory under workdir; yields its base URL."""
-    port = port or free_port()
-    home = workdir / f"prometheus-{port}"
-    home.mkdir(parents=True)
-    config_path = _config_file(home, "prometheus.yml", config)
-    proc = ManagedProcess(
-        [
-            "prometheus",
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={home / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            *extra_args,
-        ],
-        cwd=home,
-    )
-    base = f"http://127.0.0.1:{port}"
-    with stopped_after(proc, base + "/-/ready", "prometheus", 60):
+    with _running_server(
+        "prometheus",
+        "prometheus",
+        workdir,
+        config,
+        "--storage.tsdb.path",
+        extra_args,
+        port or free_port(),
+        60,
+        in_home=True,
+    ) as base:
         yield base
 
 
@@ -64,20 +92,15 @@ def running_alertmanager(
 ) -> Iterator[str]:
     """A real Alertmanager (no clustering) configured by config (YAML text, or a file already
     written), with its storage in a fresh directory under workdir; yields its base URL."""
-    port = free_port()
-    home = workdir / f"alertmanager-{port}"
-    home.mkdir(parents=True)
-    config_path = _config_file(home, "alertmanager.yml", config)
-    proc = ManagedProcess(
-        [
-            "prometheus-alertmanager",
-            f"--config.file={config_path}",
-            f"--storage.path={home / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-            *extra_args,
-        ]
-    )
-    base = f"http://127.0.0.1:{port}"
-    with stopped_after(proc, base + "/-/ready", "alertmanager", 30):
+    args = ("--cluster.listen-address=", *extra_args)
+    with _running_server(
+        "alertmanager",
+        "prometheus-alertmanager",
+        workdir,
+        config,
+        "--storage.path",
+        args,
+        free_port(),
+        30,
+    ) as base:
         yield base

@@ -174,11 +174,8 @@ class PciBus:
 
     def _speed(self, path: str) -> float | None:
         # "16.0 GT/s PCIe" (kernel 5.x on), "8 GT/s" (older), "Unknown" when the link is down.
-        try:
-            text = _read(path)
-        except OSError as err:
-            if not isinstance(err, FileNotFoundError):
-                self._log_once(path, f"cannot read {path}: {err}")
+        text = self._read_link(path)
+        if text is None:
             return None
         try:
             gts = float(text.split()[0])
@@ -187,17 +184,24 @@ class PciBus:
         return gts * 1e9 if gts > 0 else None
 
     def _width(self, path: str) -> int | None:
-        try:
-            text = _read(path)
-        except OSError as err:
-            if not isinstance(err, FileNotFoundError):
-                self._log_once(path, f"cannot read {path}: {err}")
+        text = self._read_link(path)
+        if text is None:
             return None
         try:
             width = int(text.strip().lstrip("x"))
         except ValueError:
             return None
         return width if 0 <= width <= MAX_LINK_WIDTH else None
+
+    def _read_link(self, path: str) -> str | None:
+        """A link attribute's text, or None when it cannot be read; errors other than a missing
+        file are logged, once a path."""
+        try:
+            return _read(path)
+        except OSError as err:
+            if not isinstance(err, FileNotFoundError):
+                self._log_once(path, f"cannot read {path}: {err}")
+            return None
 
     def _log_once(self, key: str, message: str) -> None:
         if (key, message) not in self._logged:

@@ -26,6 +26,12 @@ from .queries import CARD_BY, GPU, critical_xids, gpu, host, per_card, rate, vol
 FILE_NAME = "gpu-detail.json"
 UID = "rigwatch-gpu"
 
+
+def _series(ref: str, metric: str, what: str) -> Query:
+    """One gpu metric of the shown cards, its legend "GPU <index> <what>"."""
+    return Query(ref, gpu(metric), "GPU {{gpu}} " + what)
+
+
 COUNT_STEPS = (("green", None), ("red", 1))
 # NVML's P-states: 0 (fastest) to 15, 32 when unknown.
 PSTATE_MAPPING = value_mapping(
@@ -125,24 +131,18 @@ def _over_time(board: Dashboard) -> None:
             "Temperature and the card's thresholds",
             "celsius",
             [
-                Query("core", gpu("rigwatch_gpu_temperature_celsius"), "GPU {{gpu}} core"),
-                Query(
-                    "memory", gpu("rigwatch_gpu_memory_temperature_celsius"), "GPU {{gpu}} memory"
+                _series("core", "rigwatch_gpu_temperature_celsius", "core"),
+                _series("memory", "rigwatch_gpu_memory_temperature_celsius", "memory"),
+                _series(
+                    "slowdown", "rigwatch_gpu_temperature_slowdown_threshold_celsius", "slowdown"
                 ),
-                Query(
-                    "slowdown",
-                    gpu("rigwatch_gpu_temperature_slowdown_threshold_celsius"),
-                    "GPU {{gpu}} slowdown",
+                _series(
+                    "shutdown", "rigwatch_gpu_temperature_shutdown_threshold_celsius", "shutdown"
                 ),
-                Query(
-                    "shutdown",
-                    gpu("rigwatch_gpu_temperature_shutdown_threshold_celsius"),
-                    "GPU {{gpu}} shutdown",
-                ),
-                Query(
+                _series(
                     "memory_limit",
-                    gpu("rigwatch_gpu_memory_temperature_threshold_celsius"),
-                    "GPU {{gpu}} memory limit",
+                    "rigwatch_gpu_memory_temperature_threshold_celsius",
+                    "memory limit",
                 ),
             ],
         )
@@ -151,18 +151,10 @@ def _over_time(board: Dashboard) -> None:
         percent_timeseries(
             "Utilisation",
             [
-                Query("compute", gpu("rigwatch_gpu_utilization_ratio"), "GPU {{gpu}} compute"),
-                Query(
-                    "memory_bus",
-                    gpu("rigwatch_gpu_memory_utilization_ratio"),
-                    "GPU {{gpu}} memory bus",
-                ),
-                Query(
-                    "encoder", gpu("rigwatch_gpu_encoder_utilization_ratio"), "GPU {{gpu}} encoder"
-                ),
-                Query(
-                    "decoder", gpu("rigwatch_gpu_decoder_utilization_ratio"), "GPU {{gpu}} decoder"
-                ),
+                _series("compute", "rigwatch_gpu_utilization_ratio", "compute"),
+                _series("memory_bus", "rigwatch_gpu_memory_utilization_ratio", "memory bus"),
+                _series("encoder", "rigwatch_gpu_encoder_utilization_ratio", "encoder"),
+                _series("decoder", "rigwatch_gpu_decoder_utilization_ratio", "decoder"),
             ],
         )
     )
@@ -171,8 +163,8 @@ def _over_time(board: Dashboard) -> None:
             "Memory",
             "bytes",
             [
-                Query("used", gpu("rigwatch_gpu_memory_used_bytes"), "GPU {{gpu}} used"),
-                Query("total", gpu("rigwatch_gpu_memory_total_bytes"), "GPU {{gpu}} total"),
+                _series("used", "rigwatch_gpu_memory_used_bytes", "used"),
+                _series("total", "rigwatch_gpu_memory_total_bytes", "total"),
             ],
             minimum=0,
         )
@@ -182,8 +174,8 @@ def _over_time(board: Dashboard) -> None:
             "Power and its limit",
             "watt",
             [
-                Query("draw", gpu("rigwatch_gpu_power_watts"), "GPU {{gpu}} draw"),
-                Query("limit", gpu("rigwatch_gpu_power_limit_watts"), "GPU {{gpu}} limit"),
+                _series("draw", "rigwatch_gpu_power_watts", "draw"),
+                _series("limit", "rigwatch_gpu_power_limit_watts", "limit"),
                 Query(
                     "from_energy",
                     rate("rigwatch_gpu_energy_joules_total", GPU),
@@ -198,10 +190,8 @@ def _over_time(board: Dashboard) -> None:
             "Clocks",
             "hertz",
             [
-                Query("clock", gpu("rigwatch_gpu_clock_hertz"), "GPU {{gpu}} {{clock}}"),
-                Query(
-                    "clock_max", gpu("rigwatch_gpu_clock_max_hertz"), "GPU {{gpu}} {{clock}} max"
-                ),
+                _series("clock", "rigwatch_gpu_clock_hertz", "{{clock}}"),
+                _series("clock_max", "rigwatch_gpu_clock_max_hertz", "{{clock}} max"),
             ],
         )
     )
@@ -210,8 +200,8 @@ def _over_time(board: Dashboard) -> None:
             "Fans and P-state",
             "percentunit",
             [
-                Query("fan", gpu("rigwatch_gpu_fan_speed_ratio"), "GPU {{gpu}} fan {{fan}}"),
-                Query("pstate", gpu("rigwatch_gpu_pstate"), "GPU {{gpu}} P-state"),
+                _series("fan", "rigwatch_gpu_fan_speed_ratio", "fan {{fan}}"),
+                _series("pstate", "rigwatch_gpu_pstate", "P-state"),
             ],
         ).override_by_regexp(
             ".*P-state",
@@ -228,13 +218,7 @@ def _over_time(board: Dashboard) -> None:
     board.with_panel(
         state_timeline_panel(
             "Throttle reasons",
-            [
-                Query(
-                    "throttle_reasons",
-                    gpu("rigwatch_gpu_throttle_reason_active"),
-                    "GPU {{gpu}} {{reason}}",
-                )
-            ],
+            [_series("throttle_reasons", "rigwatch_gpu_throttle_reason_active", "{{reason}}")],
             size=(24, 9),
             mappings=[THROTTLE_MAPPING],
             description=(
@@ -252,14 +236,10 @@ def _pcie_and_errors(board: Dashboard) -> None:
             "PCIe link against the card's maximum",
             "short",
             [
-                Query("width", gpu("rigwatch_gpu_pcie_link_width"), "GPU {{gpu}} width"),
-                Query(
-                    "max_width", gpu("rigwatch_gpu_pcie_link_max_width"), "GPU {{gpu}} max width"
-                ),
-                Query("gen", gpu("rigwatch_gpu_pcie_link_generation"), "GPU {{gpu}} gen"),
-                Query(
-                    "max_gen", gpu("rigwatch_gpu_pcie_link_max_generation"), "GPU {{gpu}} max gen"
-                ),
+                _series("width", "rigwatch_gpu_pcie_link_width", "width"),
+                _series("max_width", "rigwatch_gpu_pcie_link_max_width", "max width"),
+                _series("gen", "rigwatch_gpu_pcie_link_generation", "gen"),
+                _series("max_gen", "rigwatch_gpu_pcie_link_max_generation", "max gen"),
             ],
             size=(8, 8),
             minimum=0,
@@ -270,10 +250,8 @@ def _pcie_and_errors(board: Dashboard) -> None:
             "PCIe throughput",
             "Bps",
             [
-                Query(
-                    "throughput",
-                    gpu("rigwatch_gpu_pcie_throughput_bytes_per_second"),
-                    "GPU {{gpu}} {{direction}}",
+                _series(
+                    "throughput", "rigwatch_gpu_pcie_throughput_bytes_per_second", "{{direction}}"
                 )
             ],
             size=(8, 8),

@@ -255,3 +255,64 @@ def wait_prometheus_has(base: str, expr: str, timeout: float = 60) -> None:
     wait_until(
         lambda: prometheus_has(base, expr), timeout=timeout, what=f"Prometheus to have {expr}"
     )
+
+
+@contextlib.contextmanager
+def running_chat_bot(tmp_path: Path, telegram, services: dict) -> Iterator[tuple[BotApp, str]]:
+    """The bot in-process against ``services``' Prometheus and Alertmanager, once its command
+    menu is set. Chat tests hold many short conversations: a faster chat limit on both sides
+    (the fake Telegram's and the bot's) keeps them quick."""
+    from tests.alert_bot.fake_telegram import FloodRules
+
+    telegram.flood = FloodRules(per_chat=(20, 1.0))
+    env = bot_env(
+        tmp_path,
+        telegram.url,
+        {"rate_limits": {"per_chat_messages": 20, "per_chat_window": "1s"}},
+        prometheus=services["prometheus"],
+        alertmanager=services["alertmanager"],
+    )
+    with running_bot(env) as (app, base):
+        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+        yield app, base
+
+
+def alertmanager_api(services: dict, path: str, body: object | None = None, method: str = "GET"):
+    """One call to the Alertmanager of ``services`` (JSON in and out; None for an empty answer)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        services["alertmanager"] + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = response.read()
+        return json.loads(raw) if raw else None
+
+
+@contextlib.contextmanager
+def running_rig_services(
+    tmp: Path, devices: list[dict], *wait_for: str, evaluate: bool = False
+) -> Iterator[dict]:
+    """The exporter on one rig (rig1) of ``devices`` scraped every second by a real Prometheus
+    (evaluating every second too when ``evaluate``), and an Alertmanager; yields their URLs
+    once Prometheus has each of the ``wait_for`` expressions."""
+    from tests.servers import running_alertmanager, running_prometheus
+    from tests.support import build_fake_nvml, make_scenario, running_exporter
+
+    build_fake_nvml()
+    scenario = tmp / "scenario.json"
+    scenario.write_text(json.dumps(make_scenario(devices=devices)))
+    with running_exporter(scenario) as (_, exporter_url):
+        target = exporter_url.removeprefix("http://")
+        config = (
+            "global:\n  scrape_interval: 1s\n"
+            + ("  evaluation_interval: 1s\n" if evaluate else "")
+            + "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
+            f"      - targets: ['{target}']\n        labels: {{rig: rig1}}\n"
+        )
+        with running_prometheus(tmp, config) as prometheus, running_alertmanager(tmp) as am:
+            for expr in wait_for:
+                wait_prometheus_has(prometheus, expr)
+            yield {"prometheus": prometheus, "alertmanager": am}

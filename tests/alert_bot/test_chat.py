@@ -27,13 +27,15 @@ from tests.alert_bot.botkit import (
     notification,
     post,
     running_bot,
+    running_chat_bot,
+    running_rig_services,
     wait_prometheus_has,
 )
+from tests.alert_bot.botkit import alertmanager_api as _am
 from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
-from tests.servers import have_binary, running_alertmanager, running_prometheus
+from tests.servers import have_binary, running_prometheus
 from tests.support import (
     REPO,
-    build_fake_nvml,
     http_get,
     make_device,
     make_scenario,
@@ -51,45 +53,20 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def services(tmp_path_factory) -> Iterator[dict]:
     """Exporter (two simulated cards, one hot) → Prometheus; and an Alertmanager."""
-    build_fake_nvml()
-    tmp = tmp_path_factory.mktemp("chat")
-    scenario = tmp / "scenario.json"
-    scenario.write_text(
-        json.dumps(
-            make_scenario(
-                devices=[make_device(0, temperature_c=83), make_device(1, temperature_c=41)]
-            )
-        )
-    )
-    with running_exporter(scenario) as (_, exporter_url):
-        target = exporter_url.removeprefix("http://")
-        config = (
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
-            f"      - targets: ['{target}']\n        labels: {{rig: rig1}}\n"
-        )
-        with running_prometheus(tmp, config) as prometheus, running_alertmanager(tmp) as am:
-            wait_prometheus_has(prometheus, "rigwatch_gpu_temperature_celsius")
-            wait_prometheus_has(
-                prometheus,
-                'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[2m])',
-            )
-            yield {"prometheus": prometheus, "alertmanager": am}
+    devices = [make_device(0, temperature_c=83), make_device(1, temperature_c=41)]
+    with running_rig_services(
+        tmp_path_factory.mktemp("chat"),
+        devices,
+        "rigwatch_gpu_temperature_celsius",
+        'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[2m])',
+        evaluate=True,
+    ) as services:
+        yield services
 
 
 @pytest.fixture
 def bot(tmp_path: Path, telegram, services):
-    # Conversations here are short and many; a faster chat limit on both sides keeps it quick.
-    telegram.flood = FloodRules(per_chat=(20, 1.0))
-    env = bot_env(
-        tmp_path,
-        telegram.url,
-        {"rate_limits": {"per_chat_messages": 20, "per_chat_window": "1s"}},
-        prometheus=services["prometheus"],
-        alertmanager=services["alertmanager"],
-    )
-    with running_bot(env) as (app, base):
-        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+    with running_chat_bot(tmp_path, telegram, services) as (app, base):
         yield app, base
 
 
@@ -104,19 +81,6 @@ def _ask(telegram, chat: int, text: str, user: int | None = None, replies: int =
 def _visible(call) -> str:
     text = call.params.get("text", call.params.get("caption", ""))
     return parse_telegram_html(text)
-
-
-def _am(services, path: str, body: object | None = None, method: str = "GET"):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        services["alertmanager"] + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        raw = response.read()
-        return json.loads(raw) if raw else None
 
 
 def test_command_menu_and_start_help(bot, telegram):

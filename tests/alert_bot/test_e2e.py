@@ -9,9 +9,11 @@ cut to seconds, and the webhook URL and token file point at this test's bot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,16 +72,18 @@ def _fast_alertmanager(bot_url: str, token_file: Path) -> str:
     return text
 
 
-def test_heating_a_card_alerts_with_a_chart_and_cooling_resolves(tmp_path, telegram):
-    build_fake_nvml()
-    scenario = tmp_path / "scenario.json"
-    cool = make_scenario(devices=[make_device(0, temperature_c=45), make_device(1)])
-    write_scenario(scenario, cool)
+@contextlib.contextmanager
+def _running_chain(
+    tmp_path: Path, telegram, scenario: Path, settings: dict, *exporter_args: str
+) -> Iterator[tuple]:
+    """The whole chain on the fast clock: the exporter on ``scenario`` → a real Prometheus with
+    the shipped rules → the shipped Alertmanager → the bot with ``settings`` → the fake Telegram.
+    Yields the bot's process, Prometheus's URL and the bot's port."""
     token_file = tmp_path / "webhook_token"
     token_file.write_text(WEBHOOK_TOKEN)
     bot_port = free_port()
     rules = _fast_rules(tmp_path / "rules")
-    with running_exporter(scenario) as (_, exporter_url):
+    with running_exporter(scenario, *exporter_args) as (_, exporter_url):
         am_config = _fast_alertmanager(f"http://127.0.0.1:{bot_port}", token_file)
         with running_alertmanager(tmp_path, am_config) as alertmanager:
             prometheus_port = free_port()
@@ -95,7 +99,7 @@ def test_heating_a_card_alerts_with_a_chart_and_cooling_resolves(tmp_path, teleg
             env = bot_env(
                 tmp_path,
                 telegram.url,
-                {"watchdog": {"enabled": True, "timeout": "5m"}},
+                settings,
                 prometheus=f"http://127.0.0.1:{prometheus_port}",
                 alertmanager=alertmanager,
                 port=bot_port,
@@ -104,47 +108,59 @@ def test_heating_a_card_alerts_with_a_chart_and_cooling_resolves(tmp_path, teleg
                 bot_process(env) as (bot, _),
                 _prometheus_on(tmp_path, prometheus_config, prometheus_port) as prometheus,
             ):
-                wait_prometheus_has(prometheus, "rigwatch_gpu_temperature_celsius")
-                # The Watchdog heartbeat flows through the whole pipeline first.
-                wait_until(
-                    lambda: _bot_metric(bot_port, "rigwatch_bot_watchdog_last_seen") > 0,
-                    timeout=40,
-                    what="Watchdog heartbeat at the bot",
-                )
-                heated = make_scenario(devices=[make_device(0, temperature_c=96), make_device(1)])
-                write_scenario(scenario, heated)
-                firing = wait_until(
-                    lambda: _message_with(telegram, "GpuTemperatureCritical", "FIRING"),
-                    timeout=60,
-                    interval=0.5,
-                    what="the critical alert in Telegram",
-                )
-                assert "rig rig1 · GPU 0 (NVIDIA GeForce RTX 4090)" in firing
-                assert "96 °C" in firing
-                photo = wait_until(
-                    lambda: [
-                        c
-                        for c in telegram.calls_to("sendPhoto")
-                        if "GpuTemperatureCritical" in c.params.get("caption", "")
-                    ],
-                    timeout=30,
-                    what="the chart",
-                )[0]
-                assert photo.files["photo"].startswith(b"\x89PNG")
-                (tmp_path / "chart.png").write_bytes(photo.files["photo"])
-                write_scenario(scenario, cool)
-                resolved = wait_until(
-                    lambda: _message_with(telegram, "GpuTemperatureCritical", "RESOLVED"),
-                    timeout=60,
-                    interval=0.5,
-                    what="the resolved notice",
-                )
-                assert "lasted" in resolved
-                assert "rig rig1 · GPU 0" in resolved
-                log = bot.output()
-        assert "Traceback" not in log, log[-3000:]
-        assert telegram.count_status(429) == 0
-        assert telegram.count_status(400) == 0
+                yield bot, prometheus, bot_port
+
+
+def test_heating_a_card_alerts_with_a_chart_and_cooling_resolves(tmp_path, telegram):
+    build_fake_nvml()
+    scenario = tmp_path / "scenario.json"
+    cool = make_scenario(devices=[make_device(0, temperature_c=45), make_device(1)])
+    write_scenario(scenario, cool)
+    with _running_chain(
+        tmp_path, telegram, scenario, {"watchdog": {"enabled": True, "timeout": "5m"}}
+    ) as (bot, prometheus, bot_port):
+        wait_prometheus_has(prometheus, "rigwatch_gpu_temperature_celsius")
+        # The Watchdog heartbeat flows through the whole pipeline first.
+        wait_until(
+            lambda: _bot_metric(bot_port, "rigwatch_bot_watchdog_last_seen") > 0,
+            timeout=40,
+            what="Watchdog heartbeat at the bot",
+        )
+        heated = make_scenario(devices=[make_device(0, temperature_c=96), make_device(1)])
+        write_scenario(scenario, heated)
+        firing = _wait_for_message(
+            telegram, "GpuTemperatureCritical", "FIRING", "the critical alert in Telegram"
+        )
+        assert "rig rig1 · GPU 0 (NVIDIA GeForce RTX 4090)" in firing
+        assert "96 °C" in firing
+        photo = wait_until(
+            lambda: [
+                c
+                for c in telegram.calls_to("sendPhoto")
+                if "GpuTemperatureCritical" in c.params.get("caption", "")
+            ],
+            timeout=30,
+            what="the chart",
+        )[0]
+        assert photo.files["photo"].startswith(b"\x89PNG")
+        (tmp_path / "chart.png").write_bytes(photo.files["photo"])
+        write_scenario(scenario, cool)
+        resolved = _wait_for_message(
+            telegram, "GpuTemperatureCritical", "RESOLVED", "the resolved notice"
+        )
+        assert "lasted" in resolved
+        assert "rig rig1 · GPU 0" in resolved
+        log = bot.output()
+    assert "Traceback" not in log, log[-3000:]
+    assert telegram.count_status(429) == 0
+    assert telegram.count_status(400) == 0
+
+
+def _wait_for_message(telegram, name: str, word: str, what: str, timeout: float = 60) -> str:
+    """The first message about alert ``name`` saying ``word``, once it has come."""
+    return wait_until(
+        lambda: _message_with(telegram, name, word), timeout=timeout, interval=0.5, what=what
+    )
 
 
 def _message_with(telegram, name: str, word: str) -> str | None:

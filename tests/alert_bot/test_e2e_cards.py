@@ -7,26 +7,20 @@ The clock is shortened as in test_e2e.py."""
 
 from __future__ import annotations
 
-import json
-
-from tests.alert_bot.botkit import CHAT, WEBHOOK_TOKEN, bot_env, bot_process, wait_prometheus_has
+from tests.alert_bot.botkit import CHAT, wait_prometheus_has
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.alert_bot.test_e2e import (
-    _fast_alertmanager,
-    _fast_rules,
     _message_with,
-    _prometheus_on,
+    _running_chain,
+    _wait_for_message,
 )
 from tests.alert_bot.test_e2e import (
     pytestmark as pytestmark,  # the same skip: needs Debian's prometheus and alertmanager
 )
 from tests.exporter.sysfs_tree import rig_tree
-from tests.servers import running_alertmanager
 from tests.support import (
     build_fake_nvml,
-    free_port,
     make_scenario,
-    running_exporter,
     wait_until,
     write_scenario,
 )
@@ -40,74 +34,46 @@ def test_card_lost_at_start_reaches_the_chat_named_by_bus_id(tmp_path, telegram)
     write_scenario(scenario, three)
     # The three cards, and a fourth NVIDIA card bound to vfio-pci that NVML never sees.
     tree = rig_tree(tmp_path / "sys")
-    token_file = tmp_path / "webhook_token"
-    token_file.write_text(WEBHOOK_TOKEN)
-    bot_port = free_port()
-    rules = _fast_rules(tmp_path / "rules")
-    with running_exporter(scenario, f"--path.sysfs={tree.root}") as (_, exporter_url):
-        am_config = _fast_alertmanager(f"http://127.0.0.1:{bot_port}", token_file)
-        with running_alertmanager(tmp_path, am_config) as alertmanager:
-            prometheus_port = free_port()
-            prometheus_config = (
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                "alerting:\n  alertmanagers:\n    - static_configs:\n"
-                f"        - targets: ['{alertmanager.removeprefix('http://')}']\n"
-                f"rule_files: {json.dumps([str(r) for r in rules])}\n"
-                "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
-                f"      - targets: ['{exporter_url.removeprefix('http://')}']\n"
-                "        labels: {rig: rig1}\n"
-            )
-            env = bot_env(
-                tmp_path,
-                telegram.url,
-                {},
-                prometheus=f"http://127.0.0.1:{prometheus_port}",
-                alertmanager=alertmanager,
-                port=bot_port,
-            )
-            with (
-                bot_process(env) as (bot, _),
-                _prometheus_on(tmp_path, prometheus_config, prometheus_port) as prometheus,
-            ):
-                wait_prometheus_has(prometheus, "rigwatch_gpu_open_failure_info")
-                firing = wait_until(
-                    lambda: _message_with(telegram, "GpuCannotBeOpened", "FIRING"),
-                    timeout=90,
-                    interval=0.5,
-                    what="the alert for the card lost at start in Telegram",
-                )
-                assert (
-                    "GPU 2 (0000:03:00.0) on rig1: on the bus, the driver cannot reach it (lost)"
-                    in firing
-                ), firing
-                assert "reseat its riser and PCIe power cables" in firing
-                assert "dmesg" in firing
-                # Nothing else about this card pages twice.
-                assert _message_with(telegram, "GpuLost", "FIRING") is None
+    chain = _running_chain(tmp_path, telegram, scenario, {}, f"--path.sysfs={tree.root}")
+    with chain as (bot, prometheus, _):
+        wait_prometheus_has(prometheus, "rigwatch_gpu_open_failure_info")
+        firing = _wait_for_message(
+            telegram,
+            "GpuCannotBeOpened",
+            "FIRING",
+            "the alert for the card lost at start in Telegram",
+            timeout=90,
+        )
+        assert (
+            "GPU 2 (0000:03:00.0) on rig1: on the bus, the driver cannot reach it (lost)" in firing
+        ), firing
+        assert "reseat its riser and PCIe power cables" in firing
+        assert "dmesg" in firing
+        # Nothing else about this card pages twice.
+        assert _message_with(telegram, "GpuLost", "FIRING") is None
 
-                def ask_gpu() -> str:
-                    before = len(telegram.sent(CHAT))
-                    telegram.inject_message(CHAT, "/gpu")
-                    wait_until(lambda: len(telegram.sent(CHAT)) > before, timeout=15, what="/gpu")
-                    return parse_telegram_html(telegram.sent(CHAT)[before].params["text"])
+        def ask_gpu() -> str:
+            before = len(telegram.sent(CHAT))
+            telegram.inject_message(CHAT, "/gpu")
+            wait_until(lambda: len(telegram.sent(CHAT)) > before, timeout=15, what="/gpu")
+            return parse_telegram_html(telegram.sent(CHAT)[before].params["text"])
 
-                lost_line = (
-                    "❌ GPU 2 (0000:03:00.0) on rig1: on the bus, the driver cannot reach it "
-                    "— lost since "
-                )
-                # "since" comes from a 10 s subquery: a few seconds after the first scrape.
-                reply = wait_until(
-                    lambda: (text := ask_gpu()) and lost_line in text and text,
-                    timeout=30,
-                    interval=2,
-                    what="/gpu naming the lost card with its start",
-                )
-                assert "GPU 0 · NVIDIA GeForce RTX 4090: 🌡 45 °C" in reply, reply
-                assert "GPU 1 · NVIDIA GeForce RTX 4090: 🌡 45 °C" in reply, reply
-                assert reply.count("GPU 2") == 1, reply
-                assert (
-                    "❌ GPU 0000:0b:00.0 on rig1: on the bus, not served by the NVIDIA driver "
-                    "(held by vfio-pci) since "
-                ) in reply, reply
-                log = bot.output()
-        assert "Traceback" not in log, log[-3000:]
+        lost_line = (
+            "❌ GPU 2 (0000:03:00.0) on rig1: on the bus, the driver cannot reach it — lost since "
+        )
+        # "since" comes from a 10 s subquery: a few seconds after the first scrape.
+        reply = wait_until(
+            lambda: (text := ask_gpu()) and lost_line in text and text,
+            timeout=30,
+            interval=2,
+            what="/gpu naming the lost card with its start",
+        )
+        assert "GPU 0 · NVIDIA GeForce RTX 4090: 🌡 45 °C" in reply, reply
+        assert "GPU 1 · NVIDIA GeForce RTX 4090: 🌡 45 °C" in reply, reply
+        assert reply.count("GPU 2") == 1, reply
+        assert (
+            "❌ GPU 0000:0b:00.0 on rig1: on the bus, not served by the NVIDIA driver "
+            "(held by vfio-pci) since "
+        ) in reply, reply
+        log = bot.output()
+    assert "Traceback" not in log, log[-3000:]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,11 +19,14 @@ from tests.alert_bot.botkit import (
     notification,
     post,
     running_bot,
+    running_chat_bot,
+    running_rig_services,
     wait_prometheus_has,
 )
-from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
-from tests.servers import have_binary, running_alertmanager, running_prometheus
-from tests.support import build_fake_nvml, make_device, make_scenario, running_exporter, wait_until
+from tests.alert_bot.botkit import alertmanager_api as _am
+from tests.alert_bot.fake_telegram import parse_telegram_html
+from tests.servers import have_binary
+from tests.support import make_device, wait_until
 
 pytestmark = pytest.mark.skipif(
     not (have_binary("prometheus") and have_binary("prometheus-alertmanager")),
@@ -36,38 +38,15 @@ SW_THERMAL = 0x20  # NVML's clocks event reason bit for software thermal slowdow
 @pytest.fixture(scope="module")
 def services(tmp_path_factory) -> Iterator[dict]:
     """One rig with a card past its slowdown and throttling, and a cool one; an Alertmanager."""
-    build_fake_nvml()
-    tmp = tmp_path_factory.mktemp("silences")
-    scenario = tmp / "scenario.json"
     devices = [
         make_device(0, temperature_c=93, clock_event_reasons=SW_THERMAL),
         make_device(1, temperature_c=86),
         make_device(2, temperature_c=41),
     ]
-    scenario.write_text(json.dumps(make_scenario(devices=devices)))
-    with running_exporter(scenario) as (_, exporter_url):
-        target = exporter_url.removeprefix("http://")
-        config = (
-            "global:\n  scrape_interval: 1s\n"
-            "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
-            f"      - targets: ['{target}']\n        labels: {{rig: rig1}}\n"
-        )
-        with running_prometheus(tmp, config) as prometheus, running_alertmanager(tmp) as am:
-            wait_prometheus_has(prometheus, "rigwatch_gpu_throttle_reason_active")
-            yield {"prometheus": prometheus, "alertmanager": am}
-
-
-def _am(services: dict, path: str, body: object | None = None, method: str = "GET"):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        services["alertmanager"] + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        raw = response.read()
-        return json.loads(raw) if raw else None
+    with running_rig_services(
+        tmp_path_factory.mktemp("silences"), devices, "rigwatch_gpu_throttle_reason_active"
+    ) as services:
+        yield services
 
 
 def _fire(services: dict, *label_sets: dict) -> None:
@@ -102,16 +81,7 @@ def _expire_all(services: dict) -> None:
 
 @pytest.fixture
 def bot(tmp_path: Path, telegram, services):
-    telegram.flood = FloodRules(per_chat=(20, 1.0))
-    env = bot_env(
-        tmp_path,
-        telegram.url,
-        {"rate_limits": {"per_chat_messages": 20, "per_chat_window": "1s"}},
-        prometheus=services["prometheus"],
-        alertmanager=services["alertmanager"],
-    )
-    with running_bot(env) as (app, base):
-        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+    with running_chat_bot(tmp_path, telegram, services) as (app, base):
         try:
             yield app, base
         finally:

@@ -173,25 +173,30 @@ def test_readonly_and_tmpfs_mounts_in_a_private_mount_namespace(host_exporter, t
 
 def test_hwmon_temperatures_with_thresholds_and_fans(host_exporter, tmp_path):
     hwmon = tmp_path / "sys" / "class" / "hwmon"
-    _write(hwmon / "hwmon0" / "name", "coretemp")
-    _write(hwmon / "hwmon0" / "temp1_input", "51000")
-    _write(hwmon / "hwmon0" / "temp1_label", "Package id 0")
-    _write(hwmon / "hwmon0" / "temp1_max", "80000")
-    _write(hwmon / "hwmon0" / "temp1_crit", "100000")
-    _write(hwmon / "hwmon0" / "temp2_input", "47500")
-    _write(hwmon / "hwmon0" / "temp2_label", "Core 0")
-    _write(hwmon / "hwmon0" / "temp2_crit", "0")  # drivers write 0 for "no limit"
-    _write(hwmon / "hwmon1" / "name", "nct6798")
-    _write(hwmon / "hwmon1" / "fan1_input", "1180")
-    _write(hwmon / "hwmon1" / "fan2_input", "0")
-    _write(hwmon / "hwmon1" / "fan2_label", "CPU_OPT")
-    # Two chips of one kind, e.g. two NVMe drives: distinct chip labels.
-    _write(hwmon / "hwmon2" / "name", "nvme")
-    _write(hwmon / "hwmon2" / "temp1_input", "38850")
-    _write(hwmon / "hwmon2" / "temp1_label", "Composite")
-    _write(hwmon / "hwmon3" / "name", "nvme")
-    _write(hwmon / "hwmon3" / "temp1_input", "41850")
-    _write(hwmon / "hwmon3" / "temp1_label", "Composite")
+    chips = {
+        "hwmon0": {
+            "name": "coretemp",
+            "temp1_input": "51000",
+            "temp1_label": "Package id 0",
+            "temp1_max": "80000",
+            "temp1_crit": "100000",
+            "temp2_input": "47500",
+            "temp2_label": "Core 0",
+            "temp2_crit": "0",  # drivers write 0 for "no limit"
+        },
+        "hwmon1": {
+            "name": "nct6798",
+            "fan1_input": "1180",
+            "fan2_input": "0",
+            "fan2_label": "CPU_OPT",
+        },
+        # Two chips of one kind, e.g. two NVMe drives: distinct chip labels.
+        "hwmon2": {"name": "nvme", "temp1_input": "38850", "temp1_label": "Composite"},
+        "hwmon3": {"name": "nvme", "temp1_input": "41850", "temp1_label": "Composite"},
+    }
+    for chip, files in chips.items():
+        for name, text in files.items():
+            _write(hwmon / chip / name, text)
     base = host_exporter(f"--path.sysfs={tmp_path / 'sys'}")
     s = scrape(base)
     package = {"chip": "coretemp", "sensor": "Package id 0"}

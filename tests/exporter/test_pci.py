@@ -3,6 +3,10 @@ their links and AER counters from sysfs, and the driver's recovery verdict."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from exporter.pci.bus import attribute_unopened, normalise_bus_id
@@ -18,6 +22,15 @@ VFIO_BUS_ID = "0000:0b:00.0"
 
 def _sysfs_flag(tree: SysfsTree) -> str:
     return f"--path.sysfs={tree.root}"
+
+
+@contextlib.contextmanager
+def _exporter_on_rig(scenario_file: Path, tmp_path: Path, scenario: dict) -> Iterator[tuple]:
+    """The exporter on ``scenario`` with the simulated rig's sysfs (rig_tree): tree, proc, base."""
+    tree = rig_tree(tmp_path / "sys")
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (proc, base):
+        yield tree, proc, base
 
 
 def test_bus_ids_get_one_spelling():
@@ -45,11 +58,9 @@ def test_unopened_indices_take_the_free_bus_ids_between_their_neighbours():
 def test_card_lost_at_start_is_reported_with_bus_id_and_reason_and_joins_when_healed(
     scenario_file, tmp_path
 ):
-    tree = rig_tree(tmp_path / "sys")
     scenario = make_scenario(3)
     scenario["devices"][2]["lost"] = True
-    write_scenario(scenario_file, scenario)
-    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (proc, base):
+    with _exporter_on_rig(scenario_file, tmp_path, scenario) as (_, proc, base):
         s = scrape(base)
         assert s.value("rigwatch_nvml_devices") == 3
         assert [v for _, v in s.all("rigwatch_gpu_up")].count(1) == 2
@@ -83,11 +94,9 @@ def test_card_lost_at_start_is_reported_with_bus_id_and_reason_and_joins_when_he
 
 
 def test_no_permission_reads_as_its_own_reason(scenario_file, tmp_path):
-    tree = rig_tree(tmp_path / "sys")
     scenario = make_scenario(3)
     scenario["devices"][1]["errors"] = {"nvmlDeviceGetHandleByIndex": "NO_PERMISSION"}
-    write_scenario(scenario_file, scenario)
-    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (_, base):
+    with _exporter_on_rig(scenario_file, tmp_path, scenario) as (_, _, base):
         s = scrape(base)
         assert s.all("rigwatch_gpu_open_failure_info") == [
             ({"gpu": "1", "pci_bus_id": "0000:02:00.0", "reason": "no_permission"}, 1.0)
@@ -95,11 +104,9 @@ def test_no_permission_reads_as_its_own_reason(scenario_file, tmp_path):
 
 
 def test_card_only_the_bus_knows(scenario_file, tmp_path):
-    tree = rig_tree(tmp_path / "sys")
     scenario = make_scenario(3)
     scenario["devices"][1]["uncounted"] = True
-    write_scenario(scenario_file, scenario)
-    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (_, base):
+    with _exporter_on_rig(scenario_file, tmp_path, scenario) as (tree, _, base):
         s = scrape(base)
         assert s.value("rigwatch_nvml_devices") == 2
         assert s.all("rigwatch_gpu_open_failure_info") == []
@@ -132,9 +139,7 @@ def test_card_only_the_bus_knows(scenario_file, tmp_path):
 
 
 def test_card_that_leaves_the_bus_disappears_from_it(scenario_file, tmp_path):
-    tree = rig_tree(tmp_path / "sys")
-    write_scenario(scenario_file, make_scenario(3))
-    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (_, base):
+    with _exporter_on_rig(scenario_file, tmp_path, make_scenario(3)) as (tree, _, base):
         assert scrape(base).value("rigwatch_pci_gpu_info", pci_bus_id=LOST_BUS_ID) == 1
         tree.remove(LOST_BUS_ID)
         s = scrape(base)
@@ -145,9 +150,7 @@ def test_card_that_leaves_the_bus_disappears_from_it(scenario_file, tmp_path):
 
 
 def test_aer_counters_rise_and_fall_back_to_the_upstream_port(scenario_file, tmp_path):
-    tree = rig_tree(tmp_path / "sys")
-    write_scenario(scenario_file, make_scenario(3))
-    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (_, base):
+    with _exporter_on_rig(scenario_file, tmp_path, make_scenario(3)) as (tree, _, base):
         s = scrape(base)
         own = s.all("rigwatch_pci_aer_errors_total", pci_bus_id="0000:01:00.0")
         # Every error the kernel lists, none of its TOTAL_ERR_* lines, all zero yet.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +19,16 @@ from pathlib import Path
 import yaml
 
 from tests.servers import running_alertmanager, running_prometheus
-from tests.support import REPO, free_port, http_get
+from tests.support import (
+    REPO,
+    free_port,
+    http_get,
+    make_device,
+    make_scenario,
+    running_exporter,
+    wait_until,
+    write_scenario,
+)
 
 PROMETHEUS_DIR = REPO / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
@@ -322,6 +332,80 @@ def fake_sysfs(root: Path) -> Path:
     }.items():
         (chip / name).write_text(text + "\n")
     return root
+
+
+def rich_scenario() -> dict:
+    """Card 0 reports everything (datacenter-like); card 1 is a consumer card lacking
+    memory temperature, ECC and row remapping."""
+    scenario = make_scenario(2)
+    scenario["devices"][0] = make_device(
+        0,
+        name="NVIDIA A100-SXM4-40GB",
+        memory_temperature_c=60,
+        temperature_memory_max_c=95,
+        ecc={
+            "corrected_volatile": 3,
+            "uncorrected_volatile": 0,
+            "corrected_aggregate": 10,
+            "uncorrected_aggregate": 0,
+        },
+        remapped_rows={"correctable": 1, "uncorrectable": 0, "pending": 0, "failure": 0},
+        processes=[{"pid": os.getpid(), "used_memory_bytes": 2147483648, "sm_util_percent": 40}],
+        xid_events=[13],
+        clock_event_reasons=0x4,
+    )
+    return scenario
+
+
+def start_rich_rigs(
+    stack: contextlib.ExitStack, workdir: Path, count: int, name: str
+) -> dict[str, str]:
+    """``count`` exporters (PCIe throughput on) on rich_scenario() and one fake sysfs with a
+    spinning fan, entered into ``stack``: rig name (``name.format(1..count)``) -> host:port."""
+    scenario_path = workdir / "scenario.json"
+    write_scenario(scenario_path, rich_scenario())
+    sysfs = fake_sysfs(workdir / "sys")
+    (sysfs / "class" / "hwmon" / "hwmon0" / "fan1_input").write_text("1200\n")
+    rigs = {}
+    for number in range(1, count + 1):
+        _, base = stack.enter_context(
+            running_exporter(scenario_path, f"--path.sysfs={sysfs}", "--collector.pcie_throughput")
+        )
+        rigs[name.format(number)] = base.removeprefix("http://")
+    return rigs
+
+
+def wait_rigs_scraped(base: str, count: int, what: str) -> None:
+    """Until ``base`` has CPU rates (two scrapes at least) from ``count`` rigs."""
+
+    def rigs_with_rates() -> bool:
+        rate = 'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[10s])'
+        result = query(base, f"count(count by (rig) ({rate}))")
+        return bool(result) and result[0]["value"][1] == str(count)
+
+    wait_until(rigs_with_rates, timeout=60, interval=0.5, what=what)
+
+
+def load_dashboard(name: str) -> dict:
+    """The generated dashboard file of that name, parsed."""
+    return json.loads(next(p for p in DASHBOARD_FILES if p.name == name).read_text())
+
+
+def assert_dashboard_answers(base: str, name: str) -> None:
+    """Every query of dashboard ``name`` is accepted by ``base`` and has data (ALERTS queries
+    may be empty), and every query variable has values."""
+    dashboard = load_dashboard(name)
+    for title, expr, _ in dashboard_queries(dashboard):
+        result = query(base, substitute_variables(expr))
+        if "ALERTS" not in expr:
+            assert result, f"{name} / {title}: no data for {expr}"
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        definition = substitute_variables(variable["definition"])
+        selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(",", 1)
+        result = query(base, f"group by ({label.strip()}) ({selector})")
+        assert result, f"variable {variable['name']} has no values"
 
 
 def remove_tree(path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -18,17 +17,20 @@ import pytest
 import yaml
 
 from tests.stack.stack_support import (
-    DASHBOARD_FILES,
     SERVER_OWN_METRICS,
     WebhookReceiver,
+    assert_dashboard_answers,
     dashboard_queries,
     fake_sysfs,
+    load_dashboard,
     post_alerts,
     query,
     remove_tree,
     running_shipped_alertmanager,
     running_shipped_prometheus,
+    start_rich_rigs,
     substitute_variables,
+    wait_rigs_scraped,
     write_alertmanager_overlay,
     write_targets,
 )
@@ -38,7 +40,6 @@ from tests.support import (
     fake_nvml_env,
     free_port,
     http_get,
-    make_device,
     make_scenario,
     running_exporter,
     wait_for_http,
@@ -243,71 +244,25 @@ def test_critical_inhibits_warning_for_the_same_card_only(pipeline):
 RIGS = 20
 
 
-def _rich_scenario() -> dict:
-    """Card 0 reports everything (datacenter-like); card 1 is a consumer card lacking
-    memory temperature, ECC and row remapping."""
-    scenario = make_scenario(2)
-    scenario["devices"][0] = make_device(
-        0,
-        name="NVIDIA A100-SXM4-40GB",
-        memory_temperature_c=60,
-        temperature_memory_max_c=95,
-        ecc={
-            "corrected_volatile": 3,
-            "uncorrected_volatile": 0,
-            "corrected_aggregate": 10,
-            "uncorrected_aggregate": 0,
-        },
-        remapped_rows={"correctable": 1, "uncorrectable": 0, "pending": 0, "failure": 0},
-        processes=[
-            {"pid": os.getpid(), "used_memory_bytes": 2147483648, "sm_util_percent": 40},
-        ],
-        xid_events=[13],
-        clock_event_reasons=0x4,
-    )
-    return scenario
-
-
 @pytest.fixture(scope="module")
 def twenty_rigs(tmp_path_factory, fake_nvml_dir):
     workdir = tmp_path_factory.mktemp("stack-20-rigs")
     try:
-        scenario_path = workdir / "scenario.json"
-        write_scenario(scenario_path, _rich_scenario())
-        sysfs = fake_sysfs(workdir / "sys")
-        (sysfs / "class" / "hwmon" / "hwmon0" / "fan1_input").write_text("1200\n")
         with contextlib.ExitStack() as stack:
-            rigs = {}
-            for number in range(1, RIGS + 1):
-                _, base = stack.enter_context(
-                    running_exporter(
-                        scenario_path, f"--path.sysfs={sysfs}", "--collector.pcie_throughput"
-                    )
-                )
-                rigs[f"rig{number:02d}"] = base.removeprefix("http://")
+            rigs = start_rich_rigs(stack, workdir, RIGS, "rig{:02d}")
             prometheus = stack.enter_context(running_shipped_prometheus(workdir, None))
             write_targets(workdir / "targets" / "rigs.yml", rigs)
 
-            def rigs_with_rates() -> bool:
-                rate = 'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[10s])'
-                result = query(prometheus, f"count(count by (rig) ({rate}))")
-                return bool(result) and result[0]["value"][1] == str(RIGS)
-
-            wait_until(rigs_with_rates, timeout=60, interval=0.5, what="20 rigs scraped")
+            wait_rigs_scraped(prometheus, RIGS, "20 rigs scraped")
             yield prometheus, set(rigs)
     finally:
         remove_tree(workdir)
 
 
-def _dashboard(name: str) -> dict:
-    path = next(p for p in DASHBOARD_FILES if p.name == name)
-    return json.loads(path.read_text())
-
-
 def test_overview_queries_answer_for_all_twenty_rigs(twenty_rigs):
     prometheus, rigs = twenty_rigs
     checked = 0
-    for title, expr, _ in dashboard_queries(_dashboard("rig-overview.json")):
+    for title, expr, _ in dashboard_queries(load_dashboard("rig-overview.json")):
         result = query(prometheus, substitute_variables(expr))
         if "ALERTS" in expr:
             continue  # which alerts fire is not the point here; the query was accepted
@@ -319,7 +274,7 @@ def test_overview_queries_answer_for_all_twenty_rigs(twenty_rigs):
 
 def test_overview_filters_by_rig(twenty_rigs):
     prometheus, _ = twenty_rigs
-    for title, expr, _ in dashboard_queries(_dashboard("rig-overview.json")):
+    for title, expr, _ in dashboard_queries(load_dashboard("rig-overview.json")):
         if "ALERTS" in expr:
             continue
         result = query(prometheus, substitute_variables(expr, {"$rig": "rig07"}))
@@ -330,7 +285,7 @@ def test_not_supported_is_apart_from_no_data(twenty_rigs):
     """A consumer card answers NaN (shown "not supported on this card"); a rig that does not
     exist answers nothing (shown "no data")."""
     prometheus, _ = twenty_rigs
-    gpu = {title: expr for title, expr, _ in dashboard_queries(_dashboard("gpu-detail.json"))}
+    gpu = {title: expr for title, expr, _ in dashboard_queries(load_dashboard("gpu-detail.json"))}
     expr = gpu["Memory temperature"]
     result = query(prometheus, substitute_variables(expr, {"$rig": "rig03"}))
     values = {s["metric"]["gpu"]: s["value"][1] for s in result}
@@ -341,18 +296,7 @@ def test_not_supported_is_apart_from_no_data(twenty_rigs):
 @pytest.mark.parametrize("name", ["rig-overview.json", "gpu-detail.json", "host-detail.json"])
 def test_every_dashboard_query_is_accepted_and_has_data(twenty_rigs, name):
     prometheus, _ = twenty_rigs
-    dashboard = _dashboard(name)
-    for title, expr, _ in dashboard_queries(dashboard):
-        result = query(prometheus, substitute_variables(expr))
-        if "ALERTS" not in expr:
-            assert result, f"{name} / {title}: no data for {expr}"
-    for variable in dashboard["templating"]["list"]:
-        if variable["type"] != "query":
-            continue
-        definition = substitute_variables(variable["definition"])
-        selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(",", 1)
-        result = query(prometheus, f"group by ({label.strip()}) ({selector})")
-        assert result, f"variable {variable['name']} has no values"
+    assert_dashboard_answers(prometheus, name)
 
 
 # --- a card missing after the exporter restarts ----------------------------------------------

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import time
+from dataclasses import dataclass
 
 import pytest
 import yaml
@@ -19,17 +19,19 @@ from alert_bot.charts import expression_from_generator_url
 from tests.alert_bot.botkit import BOT_TOKEN, CHAT, bot_env, running_bot
 from tests.alert_bot.fake_telegram import FakeTelegram, parse_telegram_html
 from tests.stack.stack_support import (
-    DASHBOARD_FILES,
     RULE_FILES,
     WebhookReceiver,
     alerting_rules,
+    assert_dashboard_answers,
     dashboard_queries,
-    fake_sysfs,
+    load_dashboard,
     query,
     recorded_names,
     remove_tree,
     running_shipped_alertmanager,
+    start_rich_rigs,
     substitute_variables,
+    wait_rigs_scraped,
     write_prometheus_overlay,
     write_targets,
 )
@@ -42,66 +44,28 @@ from tests.stack.vm_support import (
 from tests.support import (
     REPO,
     free_port,
-    make_device,
-    make_scenario,
-    running_exporter,
     wait_until,
-    write_scenario,
 )
 
 RIGS = 3
 TOKEN = "vm-webhook-token"
 
 
-def _scenario() -> dict:
-    """Card 0 reports everything (datacenter-like); card 1 is a consumer card without memory
-    temperature, ECC and row remapping."""
-    scenario = make_scenario(2)
-    scenario["devices"][0] = make_device(
-        0,
-        name="NVIDIA A100-SXM4-40GB",
-        memory_temperature_c=60,
-        temperature_memory_max_c=95,
-        ecc={
-            "corrected_volatile": 3,
-            "uncorrected_volatile": 0,
-            "corrected_aggregate": 10,
-            "uncorrected_aggregate": 0,
-        },
-        remapped_rows={"correctable": 1, "uncorrectable": 0, "pending": 0, "failure": 0},
-        processes=[{"pid": os.getpid(), "used_memory_bytes": 2147483648, "sm_util_percent": 40}],
-        xid_events=[13],
-        clock_event_reasons=0x4,
-    )
-    return scenario
-
-
+@dataclass
 class VmCentre:
-    def __init__(self, vm, vmalert, webhook, alertmanager, rigs) -> None:
-        self.vm = vm
-        self.vmalert = vmalert
-        self.webhook = webhook
-        self.alertmanager = alertmanager
-        self.rigs = rigs
+    vm: str
+    vmalert: str
+    webhook: WebhookReceiver
+    alertmanager: str
+    rigs: set[str]
 
 
 @pytest.fixture(scope="module")
 def centre(tmp_path_factory, fake_nvml_dir):
     workdir = tmp_path_factory.mktemp("vm-centre")
     try:
-        scenario_path = workdir / "scenario.json"
-        write_scenario(scenario_path, _scenario())
-        sysfs = fake_sysfs(workdir / "sys")
-        (sysfs / "class" / "hwmon" / "hwmon0" / "fan1_input").write_text("1200\n")
         with contextlib.ExitStack() as stack:
-            rigs = {}
-            for number in range(1, RIGS + 1):
-                _, base = stack.enter_context(
-                    running_exporter(
-                        scenario_path, f"--path.sysfs={sysfs}", "--collector.pcie_throughput"
-                    )
-                )
-                rigs[f"rig{number}"] = base.removeprefix("http://")
+            rigs = start_rich_rigs(stack, workdir, RIGS, "rig{}")
             webhook = stack.enter_context(WebhookReceiver(TOKEN))
             alertmanager = stack.enter_context(
                 running_shipped_alertmanager(workdir, webhook.url, TOKEN)
@@ -114,19 +78,10 @@ def centre(tmp_path_factory, fake_nvml_dir):
             # The shipped rule files themselves, not the overlay's copies.
             _, vmalert = stack.enter_context(running_vmalert(RULE_FILES, vm, alertmanager))
 
-            def rigs_with_rates() -> bool:
-                rate = 'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[10s])'
-                result = query(vm, f"count(count by (rig) ({rate}))")
-                return bool(result) and result[0]["value"][1] == str(RIGS)
-
-            wait_until(rigs_with_rates, timeout=60, interval=0.5, what="rigs scraped by VM")
+            wait_rigs_scraped(vm, RIGS, "rigs scraped by VM")
             yield VmCentre(vm, vmalert, webhook, alertmanager, set(rigs))
     finally:
         remove_tree(workdir)
-
-
-def _dashboard(name: str) -> dict:
-    return json.loads(next(p for p in DASHBOARD_FILES if p.name == name).read_text())
 
 
 def test_vmalert_loads_the_shipped_rules_unchanged(centre):
@@ -175,7 +130,7 @@ def test_watchdog_reaches_alertmanager_and_the_webhook(centre):
 
 def test_overview_queries_answer_for_every_rig(centre):
     checked = 0
-    for title, expr, _ in dashboard_queries(_dashboard("rig-overview.json")):
+    for title, expr, _ in dashboard_queries(load_dashboard("rig-overview.json")):
         result = query(centre.vm, substitute_variables(expr))
         if "ALERTS" in expr:
             continue
@@ -189,23 +144,13 @@ def test_overview_queries_answer_for_every_rig(centre):
 
 @pytest.mark.parametrize("name", ["rig-overview.json", "gpu-detail.json", "host-detail.json"])
 def test_every_dashboard_query_is_accepted_and_has_data(centre, name):
-    dashboard = _dashboard(name)
-    for title, expr, _ in dashboard_queries(dashboard):
-        result = query(centre.vm, substitute_variables(expr))
-        if "ALERTS" not in expr:
-            assert result, f"{name} / {title}: no data for {expr}"
-    for variable in dashboard["templating"]["list"]:
-        if variable["type"] != "query":
-            continue
-        definition = substitute_variables(variable["definition"])
-        selector, label = definition.removeprefix("label_values(").removesuffix(")").rsplit(",", 1)
-        assert query(centre.vm, f"group by ({label.strip()}) ({selector})"), variable["name"]
+    assert_dashboard_answers(centre.vm, name)
 
 
 def test_not_supported_reads_as_no_data_on_vm(centre):
     """The documented difference: MetricsQL drops NaN from answers, so a consumer card's
     "not supported" panel (a value * NaN on Prometheus) shows "no data" on VM instead."""
-    gpu = {title: expr for title, expr, _ in dashboard_queries(_dashboard("gpu-detail.json"))}
+    gpu = {title: expr for title, expr, _ in dashboard_queries(load_dashboard("gpu-detail.json"))}
     result = query(centre.vm, substitute_variables(gpu["Memory temperature"], {"$rig": "rig3"}))
     assert {s["metric"]["gpu"]: s["value"][1] for s in result} == {"0": "60"}
 
