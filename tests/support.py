@@ -57,6 +57,13 @@ def wait_for_http(url: str, timeout: float = 20.0) -> None:
     wait_until(lambda: http_get(url, timeout=2)[0] == 200, timeout=timeout, what=url)
 
 
+def inherited_environment() -> dict[str, str]:
+    """The test runner's environment less its RIGWATCH_* variables (CI's RIGWATCH_REQUIRE_ENGINE,
+    RIGWATCH_UPDATE_GOLDEN, ...): the exporter warns about every RIGWATCH_* name that is not one
+    of its flags, and a program under test takes its settings from the test alone."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RIGWATCH_")}
+
+
 class ManagedProcess:
     """A child process whose output goes to a log file and which is always stopped by its pid."""
 
@@ -69,7 +76,7 @@ class ManagedProcess:
             args,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**inherited_environment(), **(env or {})},
             cwd=cwd or REPO,
             start_new_session=True,
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from tests.support import (
     ManagedProcess,
     free_port,
     http_get,
+    inherited_environment,
     running_exporter,
     wait_for_http,
 )
@@ -27,7 +27,7 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         text=True,
         timeout=30,
         cwd=REPO,
-        env={**os.environ, **(env or {})},
+        env={**inherited_environment(), **(env or {})},
     )
 
 

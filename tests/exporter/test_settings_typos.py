@@ -4,7 +4,6 @@ boolean variables take exactly the words docs/exporter.md lists."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import sys
 import pytest
 
 from exporter.cli import parse_settings
-from tests.support import REPO, running_exporter, wait_until
+from tests.support import REPO, inherited_environment, running_exporter, wait_until
 
 
 def test_an_unknown_rigwatch_variable_is_one_warning_naming_the_nearest(scenario_file):
@@ -32,7 +31,7 @@ def test_a_mistyped_flag_suggests_the_nearest():
         text=True,
         timeout=30,
         cwd=REPO,
-        env={**os.environ},
+        env=inherited_environment(),
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
