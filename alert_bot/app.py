@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from alert_bot import __version__
+from alert_bot import __version__, i18n
 from alert_bot.chat.updates import UpdateLoop
 from alert_bot.config import Config
 from alert_bot.delivery import ChartWorker, DeliveryWorker
@@ -58,12 +58,14 @@ class BotApp:
         self.config = config
         self.store = store
         self.clock = clock
+        i18n.use(config.language)
         self.metrics = BotMetrics(lambda: store.outbox.queue_stats(clock()))
         register_price(self.metrics.registry, config, clock)
         self.limiter = FloodLimiter(config.rate_limits)
         self.renderer = AlertRenderer(
             LinkSettings(config.grafana_url, config.grafana_dashboard_uid, config.alertmanager_url),
             config.template_source,
+            config.zone,
         )
         self.charts = ChartWorker(
             config, store, telegram, self.metrics, self.limiter, prometheus, clock

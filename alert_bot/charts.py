@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING
 
+from alert_bot.i18n import _
+from alert_bot.render import annotation
 from alert_bot.units import Unit, unit_of
 from alert_bot.upstream import PrometheusClient, UpstreamError
 
@@ -141,8 +143,8 @@ def card_words(labels: dict[str, str], with_rig: bool = True) -> str:
     gpu = labels.get("gpu", "")
     if gpu:
         name = short_gpu_name(labels.get("name") or labels.get("gpu_name", ""))
-        text = f"GPU {gpu}" + (f" ({name})" if name else "")
-        return f"{text} on {rig}" if rig and with_rig else text
+        text = _("GPU {gpu}").format(gpu=gpu) + (f" ({name})" if name else "")
+        return _("{card} on {rig}").format(card=text, rig=rig) if rig and with_rig else text
     extra = [labels[k] for k in ("mountpoint", "chip", "sensor", "device") if labels.get(k)]
     return " ".join([rig, *extra]).strip()
 
@@ -253,7 +255,7 @@ def chart_figure(
         )
         if item.dashed:  # a threshold series: labelled on the line, not only in the legend
             axes.annotate(
-                f"threshold {unit.format(item.points[-1][1])}",
+                _("threshold {value}").format(value=unit.format(item.points[-1][1])),
                 xy=(0.01, scaled[-1]),
                 xycoords=("axes fraction", "data"),
                 xytext=(0, 3),
@@ -268,10 +270,10 @@ def chart_figure(
             when(end),
             color=FIRING_COLOUR,
             alpha=0.08,
-            label=f"firing since {when(firing_since):%H:%M}",
+            label=_("firing since {time}").format(time=f"{when(firing_since):%H:%M}"),
         )
     if scaled_threshold is not None:
-        text = f"threshold {unit.format(threshold)}"
+        text = _("threshold {value}").format(value=unit.format(threshold))
         axes.axhline(scaled_threshold, color=FIRING_COLOUR, linestyle="--", linewidth=1.2)
         axes.annotate(
             text,
@@ -295,7 +297,7 @@ def chart_figure(
     else:
         axes.yaxis.set_major_locator(MaxNLocator(nbins=6))
     axes.set_ylabel(unit.axis_label(), fontsize=9)
-    axes.set_xlabel(f"time ({zone_name(zone)})", fontsize=8)
+    axes.set_xlabel(_("time ({zone})").format(zone=zone_name(zone)), fontsize=8)
     axes.grid(True, alpha=0.3)
     axes.tick_params(labelsize=8)
     figure.suptitle(
@@ -403,11 +405,11 @@ def query_chart(
 
 def alert_title(alert: dict, unit: Unit) -> str:
     """The alert's summary, or where it is and what it measures in words."""
-    summary = alert.get("annotations", {}).get("summary", "").strip()
+    summary = annotation(alert.get("annotations", {}), "summary").strip()
     if summary:
         return summary
     place = card_words(alert["labels"])
-    name = alert["labels"].get("alertname", "alert")
+    name = alert["labels"].get("alertname", _("alert"))
     return f"{place} — {unit.quantity}" if place else f"{name} — {unit.quantity}"
 
 
@@ -455,7 +457,10 @@ def alert_chart(
                 except UpstreamError:
                     limits = []
                 for item in _series(_focused(limits, labels)[:3], labels):
-                    item.label, item.dashed = f"threshold · {item.label}", True
+                    item.label, item.dashed = (
+                        _("threshold · {series}").format(series=item.label),
+                        True,
+                    )
                     series.append(item)
             return render_png(
                 series,

@@ -169,6 +169,7 @@ class Config:
     energy: EnergySettings = field(default_factory=EnergySettings)
     digest_minute: int | None = None  # local minute of the day for the daily digest; None = off
     timezone: str = ""  # the owner's IANA time zone for every time a person reads; "": machine's
+    language: str = "en"  # what the bot speaks in chats: en or ru (alert_bot.i18n.LANGUAGES)
 
     @property
     def zone(self) -> tzinfo:
@@ -410,6 +411,7 @@ TOP_LEVEL_KEYS = {
     "energy",
     "digest",
     "timezone",
+    "language",
 }
 
 
@@ -631,6 +633,8 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
                 "timezone", f"unknown time zone {name!r} (a name like Europe/Berlin)"
             ) from None
         out["timezone"] = name
+    if data.get("language") is not None:
+        out["language"] = _language(data["language"])
     telegram = _check_keys("telegram", data.get("telegram"), {"long_poll_timeout"})
     if "long_poll_timeout" in telegram:
         out["long_poll_timeout"] = max(
@@ -638,6 +642,15 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
         )
     out.update(_runs_energy_time(data))
     return out
+
+
+def _language(value: Any) -> str:
+    from alert_bot.i18n import LANGUAGES
+
+    name = str(value).strip().lower()
+    if isinstance(value, bool) or name not in LANGUAGES:
+        raise ConfigError("language", f"expected one of {', '.join(LANGUAGES)}, got {value!r}")
+    return name
 
 
 def _number(key: str, value: Any, minimum: float, maximum: float | None = None) -> float:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import html
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from html.parser import HTMLParser
 
 from alert_bot.config import ConfigError
+from alert_bot.i18n import N_, _, format_duration, format_time, language
 from alert_bot.webhook import parse_time
 
 # The tags Telegram's HTML parse mode understands.
@@ -40,7 +41,7 @@ TELEGRAM_TAGS = frozenset(
 )
 SEVERITY_MARKERS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info": "🔵"}
 RESOLVED_MARKER = "✅"
-TRUNCATED_NOTE = "…(truncated)"
+TRUNCATED_NOTE = N_("…(truncated)")
 SEPARATOR = "\n\n"
 CONTINUED_TITLE_CHARS = 60
 
@@ -94,7 +95,7 @@ def to_plain_text(markup: str) -> str:
 def check_markup(markup: str) -> str | None:
     """None when Telegram would accept the HTML, else what is wrong."""
     stack: list[str] = []
-    for kind, tag, _ in tokenize(markup):
+    for kind, tag, _raw in tokenize(markup):
         if kind == "start":
             if tag not in TELEGRAM_TAGS:
                 return f"tag <{tag}> is not supported by Telegram"
@@ -177,24 +178,6 @@ def split_html(markup: str, budget: int) -> list[str]:
     return pieces
 
 
-def _format_duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s" if minutes < 10 and secs else f"{minutes}m"
-    return f"{secs}s"
-
-
-def _format_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _valid_time(text: str) -> datetime | None:
     if not text:
         return None
@@ -222,13 +205,21 @@ def silence_matchers(labels: dict[str, str]) -> list[dict]:
 
 # The silences a button offers, and how long each lasts (seconds).
 SILENCE_DURATIONS = {"1h": 3600, "4h": 4 * 3600, "24h": 24 * 3600}
+
+
+def silence_length(key: str) -> str:
+    """A silence button's length in words ("4h")."""
+    return _("{hours}h").format(hours=SILENCE_DURATIONS[key] // 3600)
+
+
 PLACE_LABELS = ("rig", "instance", "gpu")
+PLACE_WORDS = {"rig": N_("rig"), "instance": N_("instance"), "gpu": N_("gpu")}
 
 
 def alert_place(labels: dict[str, str], keys: tuple[str, ...] = PLACE_LABELS) -> list[str]:
     """Where an alert is ("rig rig1", "instance host:9835", "gpu 0"), as the bot names it in
     /alerts, chart captions and the descriptions of silence buttons."""
-    return [f"{key} {labels[key]}" for key in keys if labels.get(key)]
+    return [f"{_(PLACE_WORDS.get(key, key))} {labels[key]}" for key in keys if labels.get(key)]
 
 
 SILENCE_URL_MAX_CHARS = 2000
@@ -254,8 +245,11 @@ def alertmanager_silence_url(base: str, labels: dict[str, str]) -> str:
 class AlertRenderer:
     """Renders one alert as an HTML block, by default layout or the user's template."""
 
-    def __init__(self, links: LinkSettings, template_source: str | None = None):
+    def __init__(
+        self, links: LinkSettings, template_source: str | None = None, zone: tzinfo | None = None
+    ):
         self.links = links
+        self.zone = zone or timezone.utc  # times are shown in the owner's zone
         self.template = None
         if template_source is not None:
             import jinja2  # only with a user template: ~7 MiB the default layout does not need
@@ -295,13 +289,13 @@ class AlertRenderer:
         started = _valid_time(alert.get("startsAt", ""))
         ended = _valid_time(alert.get("endsAt", "")) if status == "resolved" else None
         if started and ended:
-            duration = _format_duration((ended - started).total_seconds())
+            duration = format_duration((ended - started).total_seconds())
         elif started:
-            duration = _format_duration(now - started.timestamp())
+            duration = format_duration(now - started.timestamp())
         else:
             duration = ""
-        summary = annotations.get("summary", "")
-        description = annotations.get("description", "")
+        summary = annotation(annotations, "summary")
+        description = annotation(annotations, "description")
         rig = labels.get("rig") or labels.get("instance", "")
         gpu = labels.get("gpu", "")
         gpu_name = labels.get("gpu_name") or labels.get("name", "")
@@ -334,8 +328,8 @@ class AlertRenderer:
             "gpu_name": gpu_name,
             "summary": summary,
             "description": description,
-            "since": _format_time(started) if started else "",
-            "ended": _format_time(ended) if ended else "",
+            "since": format_time(started, self.zone) if started else "",
+            "ended": format_time(ended, self.zone) if ended else "",
             "duration": duration,
             "dashboard_url": dashboard,
             "silence_url": alertmanager_silence_url(base_am, labels),
@@ -351,33 +345,36 @@ class AlertRenderer:
     @staticmethod
     def _default(ctx: dict, compact: bool) -> str:
         esc = html.escape
+        resolved = ctx["status"] == "resolved"
         where = []
         if ctx["rig"]:
-            where.append(f"rig <b>{esc(ctx['rig'])}</b>")
+            where.append(_("rig <b>{rig}</b>").format(rig=esc(ctx["rig"])))
         if ctx["gpu"]:
-            card = f"GPU {esc(ctx['gpu'])}"
+            card = _("GPU {gpu}").format(gpu=esc(ctx["gpu"]))
             if ctx["gpu_name"]:
                 card += f" ({esc(ctx['gpu_name'])})"
             where.append(card)
-        status_word = "RESOLVED" if ctx["status"] == "resolved" else "FIRING"
-        if ctx["status"] == "resolved":
-            when = f"lasted {ctx['duration']}" if ctx["duration"] else "resolved"
-            if ctx["since"]:
-                when += f" (since {ctx['since']})"
+        duration, since = ctx["duration"], ctx["since"]
+        if resolved:
+            when = _("lasted {duration}").format(duration=duration) if duration else _("resolved")
+            if since:
+                when += _(" (since {time})").format(time=since)
         else:
-            when = f"since {ctx['since']}" if ctx["since"] else ""
-            if ctx["duration"]:
-                when += f" ({ctx['duration']} ago)"
+            when = _("since {time}").format(time=since) if since else ""
+            if duration:
+                when += _(" ({duration} ago)").format(duration=duration)
         if compact:
             line = f"{ctx['marker']} <b>{esc(ctx['alertname'])}</b>"
             if where:
                 line += " · " + " · ".join(where)
-            if ctx["summary"]:
-                was = "was: " if ctx["status"] == "resolved" else ""
-                line += f" — {was}{esc(ctx['summary'])}"
-            if ctx["status"] == "resolved" and ctx["duration"]:
-                line += f" (lasted {ctx['duration']})"
+            if ctx["summary"] and resolved:
+                line += _(" — was: {summary}").format(summary=esc(ctx["summary"]))
+            elif ctx["summary"]:
+                line += f" — {esc(ctx['summary'])}"
+            if resolved and duration:
+                line += _(" (lasted {duration})").format(duration=duration)
             return line
+        status_word = _("RESOLVED") if resolved else _("FIRING")
         head = f"{ctx['marker']} <b>{status_word}</b>"
         if ctx["severity"]:
             head += f" · {esc(ctx['severity'])}"
@@ -385,13 +382,15 @@ class AlertRenderer:
         lines = [head]
         if where:
             lines.append("🖥 " + " · ".join(where))
-        if ctx["status"] == "resolved":
+        if resolved:
             # The summary is what Prometheus last saw while it fired, in the present tense, and
             # the description is what to do about it: neither is true any more.
-            ended = f" at {ctx['ended']}" if ctx["ended"] else ""
-            line = f"No longer true{ended}"
+            if ctx["ended"]:
+                line = _("No longer true at {time}").format(time=ctx["ended"])
+            else:
+                line = _("No longer true")
             if ctx["summary"]:
-                line += f"; while firing: <i>{esc(ctx['summary'])}</i>"
+                line += _("; while firing: <i>{summary}</i>").format(summary=esc(ctx["summary"]))
             lines.append(line)
         else:
             if ctx["summary"]:
@@ -400,11 +399,19 @@ class AlertRenderer:
                 lines.append(f"<i>{esc(ctx['description'])}</i>")
         if when:
             lines.append("🕒 " + esc(when))
-        links = [f'<a href="{esc(ctx["dashboard_url"])}">📈 dashboard</a>']
-        if ctx["status"] == "firing":
-            links.append(f'<a href="{esc(ctx["silence_url"])}">🔕 silence in Alertmanager</a>')
+        link = '<a href="{url}">{text}</a>'
+        links = [link.format(url=esc(ctx["dashboard_url"]), text=_("📈 dashboard"))]
+        if not resolved:
+            silence = _("🔕 silence in Alertmanager")
+            links.append(link.format(url=esc(ctx["silence_url"]), text=silence))
         lines.append(" · ".join(links))
         return "\n".join(lines)
+
+
+def annotation(annotations: dict[str, str], key: str) -> str:
+    """An alert's annotation in the bot's language: `<key>_<language>` (summary_ru) where the
+    rule has one, else the rule's own (English) `<key>`."""
+    return annotations.get(f"{key}_{language()}") or annotations.get(key, "")
 
 
 @dataclass
@@ -450,10 +457,15 @@ def blocks_for(
     # The title is a label value of any length: shortened, so the note leaves room for text.
     if len(title) > CONTINUED_TITLE_CHARS:
         title = title[: CONTINUED_TITLE_CHARS - 1] + "…"
-    continued = f"<i>(continued: {html.escape(title)})</i>\n" if title else "<i>(continued)</i>\n"
-    note = "\n" + TRUNCATED_NOTE
+    bare = "<i>" + _("(continued)") + "</i>\n"
+    continued = (
+        "<i>" + _("(continued: {title})").format(title=html.escape(title)) + "</i>\n"
+        if title
+        else bare
+    )
+    note = "\n" + _(TRUNCATED_NOTE)
     if visible_length(continued) > budget // 4:  # a small budget: the text needs the room
-        continued = "<i>(continued)</i>\n"
+        continued = bare
     inner_budget = budget - visible_length(continued) - utf16_len(note)
     pieces = split_html(markup, inner_budget)
     if len(pieces) > max_parts:

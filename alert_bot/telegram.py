@@ -321,9 +321,14 @@ class TelegramClient:
     def answer_callback(self, callback_id: str, text: str, alert: bool = False) -> None:
         self._call(self.bot.answer_callback_query, callback_id, text=text[:200], show_alert=alert)
 
-    def set_commands(self, commands: list[tuple[str, str]]) -> None:
+    def set_commands(
+        self, commands: list[tuple[str, str]], language_code: str | None = None
+    ) -> None:
+        """The command menu; with a language code, the one for users whose app speaks it."""
         self._call(
-            self.bot.set_my_commands, [types.BotCommand(name, text) for name, text in commands]
+            self.bot.set_my_commands,
+            [types.BotCommand(name, text) for name, text in commands],
+            language_code=language_code,
         )
 
     def edit_buttons(

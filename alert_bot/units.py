@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from alert_bot.i18n import N_, _
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -27,23 +29,23 @@ class Unit:
 
 # Suffix → (quantity, symbol, scale). Longest suffixes first where one ends another.
 SUFFIXES: tuple[tuple[str, str, str, float], ...] = (
-    ("_celsius", "temperature", "°C", 1.0),
-    ("_watts", "power", "W", 1.0),
-    ("_joules", "energy", "kJ", 1e-3),
-    ("_bytes", "size", "GB", 1e-9),
-    ("_hertz", "clock", "MHz", 1e-6),
-    ("_rpm", "fan speed", "RPM", 1.0),
-    ("_volts", "voltage", "V", 1.0),
-    ("_amperes", "current", "A", 1.0),
-    ("_seconds", "time", "s", 1.0),
-    ("_width", "PCIe link width", "lanes", 1.0),
-    ("_generation", "PCIe link generation", "gen", 1.0),
-    ("_depth", "queue", "items", 1.0),
-    (":count", "count", "GPUs", 1.0),
-    ("_recovery_action", "recovery action", "code", 1.0),  # NVML's numbered verdicts
+    ("_celsius", N_("temperature"), "°C", 1.0),
+    ("_watts", N_("power"), "W", 1.0),
+    ("_joules", N_("energy"), "kJ", 1e-3),
+    ("_bytes", N_("size"), "GB", 1e-9),
+    ("_hertz", N_("clock"), "MHz", 1e-6),
+    ("_rpm", N_("fan speed"), "RPM", 1.0),
+    ("_volts", N_("voltage"), "V", 1.0),
+    ("_amperes", N_("current"), "A", 1.0),
+    ("_seconds", N_("time"), "s", 1.0),
+    ("_width", N_("PCIe link width"), "lanes", 1.0),
+    ("_generation", N_("PCIe link generation"), "gen", 1.0),
+    ("_depth", N_("queue"), "items", 1.0),
+    (":count", N_("count"), "GPUs", 1.0),
+    ("_recovery_action", N_("recovery action"), "code", 1.0),  # NVML's numbered verdicts
 )
 STATES = ("_up", "_info", "_active", "_pending", "_failure", "_success", "_readonly")
-PERCENT = Unit("share", "%", 100.0, percent=True)
+PERCENT_WORD = N_("share")
 
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _SELECTORS = re.compile(r"\{[^}]*\}|\[[^\]]*\]")
@@ -85,18 +87,18 @@ def _base_unit(name: str, rated: bool) -> Unit:
         if stem.endswith(suffix):
             if counter and rated:
                 if suffix == "_seconds":  # seconds per second: the share of time busy
-                    return Unit("busy", "%", 100.0, percent=True)
+                    return Unit(_("busy"), "%", 100.0, percent=True)
                 if suffix == "_bytes":
-                    return Unit("throughput", "MB/s", 1e-6)
-                return Unit(f"{quantity} rate", f"{symbol}/s", scale)
-            return Unit(quantity, symbol, scale)
+                    return Unit(_("throughput"), "MB/s", 1e-6)
+                return Unit(_("{quantity} rate").format(quantity=_(quantity)), f"{symbol}/s", scale)
+            return Unit(_(quantity), symbol, scale)
     if stem.endswith(STATES) or name == "up":
         word = stem.rsplit("_", 1)[-1] if name != "up" else "up"
-        return Unit(f"{word} (1 = yes)", "state", 1.0, state=True)
+        return Unit(_("{word} (1 = yes)").format(word=word), _("state"), 1.0, state=True)
     if counter:
         what = _counted(stem)
         if rated:
-            return Unit(f"{what} rate", f"{what}/s", 1.0)
+            return Unit(_("{quantity} rate").format(quantity=what), f"{what}/s", 1.0)
         return Unit(what, what, 1.0)
     return Unit(stem.rsplit("_", 1)[-1], "", 1.0)
 
@@ -107,17 +109,15 @@ def unit_of(expr: str) -> Unit:
     names = metric_names(expr)
     rated = bool(re.search(r"\b(?:i?rate|deriv)\s*\(", expr))
     if not names:
-        return Unit("value", "state", 1.0, state=True)  # vector(1): a heartbeat
+        return Unit(_("value"), _("state"), 1.0, state=True)  # vector(1): a heartbeat
     units = [_base_unit(n, rated) for n in names]
     divides = "/" in _SELECTORS.sub(" ", _STRINGS.sub(" ", expr)) and len(names) >= 2
     same_kind = divides and (
         units[0].symbol == units[1].symbol or all(n.endswith("_total") for n in names[:2])
     )
-    if same_kind:
-        return PERCENT
-    if names[0].endswith("_ratio"):
-        return PERCENT
+    if same_kind or names[0].endswith("_ratio"):
+        return Unit(_(PERCENT_WORD), "%", 100.0, percent=True)
     if not rated and re.search(r"\bincrease\s*\(", expr) and names[0].endswith("_total"):
         what = _counted(names[0].removesuffix("_total"))
-        return Unit(f"new {what}", what, 1.0)
+        return Unit(_("new {what}").format(what=what), what, 1.0)
     return units[0]

@@ -11,8 +11,10 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from alert_bot.config import Config
+from alert_bot.i18n import _, format_rfc3339
 from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.store import NewNotification, Store, StoreError
@@ -93,8 +95,9 @@ class Watchdog(BotLoop):
             if self.store.state.get(STATE) == "silent":
                 self.store.state.set(STATE, "ok")
                 self._notice(
-                    "💚 <b>Monitoring pipeline is back</b>\n"
-                    "The Watchdog heartbeat from Alertmanager arrives again.",
+                    _("💚 <b>Monitoring pipeline is back</b>")
+                    + "\n"
+                    + _("The Watchdog heartbeat from Alertmanager arrives again."),
                     now,
                 )
 
@@ -121,16 +124,16 @@ class Watchdog(BotLoop):
             )
             text = f"<code>{html.escape(matchers)}</code>"
             if silence.get("createdBy"):
-                text += f" by {html.escape(str(silence['createdBy']))}"
-            until = str(silence.get("endsAt", ""))[:16].replace("T", " ")
-            if until:
-                text += f" until {html.escape(until)} UTC"
+                text += _(" by {who}").format(who=html.escape(str(silence["createdBy"])))
+            if silence.get("endsAt"):
+                until = format_rfc3339(str(silence["endsAt"]), self.config.zone)
+                text += " " + _("until {time}").format(time=html.escape(until))
             names.append(text)
-        return (
-            f"\n🔕 A silence in Alertmanager matches the {html.escape(self.settings.alertname)}"
-            f" heartbeat: {'; '.join(names)}. That silence, not a broken pipeline, is the "
-            "likely reason: remove it (/silences) and the heartbeat comes back."
-        )
+        return "\n" + _(
+            "🔕 A silence in Alertmanager matches the {alertname} heartbeat: {silences}. That "
+            "silence, not a broken pipeline, is the likely reason: remove it (/silences) and the "
+            "heartbeat comes back."
+        ).format(alertname=html.escape(self.settings.alertname), silences="; ".join(names))
 
     def check(self) -> None:
         now = self.clock()
@@ -149,15 +152,23 @@ class Watchdog(BotLoop):
             if silent_for > self.settings.timeout and self.store.state.get(STATE) != "silent":
                 self.store.state.set(STATE, "silent")
                 seen = (
-                    time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last))
+                    datetime.fromtimestamp(last, self.config.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
                     if last_text is not None
-                    else "never since the bot started"
+                    else _("never since the bot started")
+                )
+                text = _(
+                    "No {alertname} heartbeat from Alertmanager for {seconds} s (last: {seen}). "
+                    "Alerts may not be reaching you: check Prometheus, Alertmanager and the bot's "
+                    "webhook."
+                ).format(
+                    alertname=html.escape(self.settings.alertname),
+                    seconds=int(silent_for),
+                    seen=html.escape(seen),
                 )
                 self._notice(
-                    "🚨 <b>Monitoring pipeline is silent</b>\n"
-                    f"No {html.escape(self.settings.alertname)} heartbeat from Alertmanager for "
-                    f"{int(silent_for)} s (last: {html.escape(seen)}). Alerts may not be reaching"
-                    " you: check Prometheus, Alertmanager and the bot's webhook."
+                    _("🚨 <b>Monitoring pipeline is silent</b>")
+                    + "\n"
+                    + text
                     + (explanation or ""),
                     now,
                 )

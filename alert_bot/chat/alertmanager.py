@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import html
 import re
-import time
 
 from alert_bot.chat.context import Chat, log
-from alert_bot.render import SEVERITY_MARKERS, SILENCE_DURATIONS, alert_place, silence_matchers
+from alert_bot.i18n import _, format_rfc3339, format_time, ngettext
+from alert_bot.render import (
+    SEVERITY_MARKERS,
+    SILENCE_DURATIONS,
+    alert_place,
+    silence_length,
+    silence_matchers,
+)
 from alert_bot.telegram import Button, TelegramError
 from alert_bot.upstream import UpstreamError
 
@@ -25,7 +31,7 @@ def is_heartbeat(chat: Chat, labels: dict[str, str]) -> bool:
 
 def firing_alerts(chat: Chat) -> list[dict]:
     """Firing alerts, silenced ones included, without the heartbeat; a silenced alert carries
-    ``silenced_until`` ("YYYY-MM-DD HH:MM", UTC), the latest end of the silences on it."""
+    ``silenced_until`` (Alertmanager's time), the latest end of the silences on it."""
     alerts = [
         a for a in chat.alertmanager.alerts(silenced=True) if not is_heartbeat(chat, a["labels"])
     ]
@@ -37,24 +43,35 @@ def firing_alerts(chat: Chat) -> list[dict]:
             ends = {}
         for alert in silenced:
             times = [ends.get(i, "") for i in alert["status"]["silencedBy"]]
-            alert["silenced_until"] = max(times)[:16].replace("T", " ") if any(times) else "?"
+            alert["silenced_until"] = max(times) if any(times) else "?"
     return alerts
 
 
-def silenced_note(alert: dict) -> str:
+def until_text(chat: Chat, ends_at: str) -> str:
+    """An Alertmanager time (RFC 3339) in the owner's time zone; as given when unreadable."""
+    return format_rfc3339(ends_at, chat.config.zone)
+
+
+def silenced_note(chat: Chat, alert: dict) -> str:
     until = alert.get("silenced_until")
-    return f"🔕 silenced until {html.escape(until)} UTC" if until else ""
+    if not until:
+        return ""
+    return _("🔕 silenced until {time}").format(time=html.escape(until_text(chat, until)))
 
 
 def alerts(chat: Chat, message: dict, args: list[str]) -> None:
     firing = firing_alerts(chat)
     if not firing:
-        chat.reply(message, "✅ No firing alerts.")
+        chat.reply(message, _("✅ No firing alerts."))
         return
     silenced = sum(1 for a in firing if a.get("silenced_until"))
-    title = f"<b>{len(firing)} firing alert(s)</b>"
+    count = len(firing)
+    title = ngettext("<b>{count} firing alert</b>", "<b>{count} firing alerts</b>", count)
+    title = title.format(count=count)
     if silenced:
-        title += f" ({silenced} silenced)"
+        title += ngettext(" ({count} silenced)", " ({count} silenced)", silenced).format(
+            count=silenced
+        )
     lines = [title]
     buttons: list[list[Button]] = []
     now = chat.clock()
@@ -69,17 +86,21 @@ def alerts(chat: Chat, message: dict, args: list[str]) -> None:
         if summary:
             line += f" — {html.escape(summary)}"
         if alert.get("silenced_until"):
-            line += f" · {silenced_note(alert)}"
+            line += f" · {silenced_note(chat, alert)}"
         lines.append(line)
         if number <= WITH_BUTTONS and not alert.get("silenced_until"):
             short_id = chat.store.buttons.save(
                 [silence_matchers(labels)], f"{labels.get('alertname', '?')} {where}", now
             )
             buttons.append(
-                [Button(f"#{number} 🔕 {d}", f"s:{short_id}:{d}") for d in SILENCE_DURATIONS]
+                [
+                    Button(f"#{number} 🔕 {silence_length(d)}", f"s:{short_id}:{d}")
+                    for d in SILENCE_DURATIONS
+                ]
             )
     if len(firing) > LISTED:
-        lines.append(f"… and {len(firing) - LISTED} more")
+        more = len(firing) - LISTED
+        lines.append(ngettext("… and {count} more", "… and {count} more", more).format(count=more))
     chat.reply(message, "\n".join(lines), buttons)
 
 
@@ -93,21 +114,29 @@ def describe_matchers(silence: dict) -> str:
 def silences(chat: Chat, message: dict, args: list[str]) -> None:
     active = chat.alertmanager.silences()
     if not active:
-        chat.reply(message, "No active silences.")
+        chat.reply(message, _("No active silences."))
         return
-    lines = [f"<b>{len(active)} active silence(s)</b>"]
+    count = len(active)
+    lines = [
+        ngettext("<b>{count} active silence</b>", "<b>{count} active silences</b>", count).format(
+            count=count
+        )
+    ]
     buttons = []
     for number, silence in enumerate(active[:LISTED], start=1):
         matchers = describe_matchers(silence)
-        until = silence.get("endsAt", "")[:16].replace("T", " ")
-        line = f"{number}. <code>{html.escape(matchers)}</code> until {html.escape(until)} UTC"
+        until = until_text(chat, silence.get("endsAt", ""))
+        line = f"{number}. <code>{html.escape(matchers)}</code> " + _("until {time}").format(
+            time=html.escape(until)
+        )
         if silence.get("createdBy"):
-            line += f" by {html.escape(silence['createdBy'])}"
+            line += _(" by {who}").format(who=html.escape(silence["createdBy"]))
         if silence.get("comment"):
             line += f": {html.escape(silence['comment'][:200])}"
         lines.append(line)
         if number <= WITH_BUTTONS:
-            buttons.append([Button(f"#{number} 🔔 unsilence", f"u:{silence['id']}")])
+            label = _("#{number} 🔔 unsilence").format(number=number)
+            buttons.append([Button(label, f"u:{silence['id']}")])
     chat.reply(message, "\n".join(lines), buttons)
 
 
@@ -123,12 +152,12 @@ def silence_button(chat: Chat, query: dict, data: str, who: str, message: dict) 
     short_id, duration = (parts[1], parts[2]) if len(parts) == 3 else ("", "")
     target = chat.store.buttons.target(short_id) if short_id else None
     if target is None or duration not in SILENCE_DURATIONS:
-        chat.answer(query, "This button has expired; use /alerts for fresh ones.", alert=True)
+        chat.answer(query, _("This button has expired; use /alerts for fresh ones."), alert=True)
         return
     silences, description = target
     silences = [m for m in silences if not _matches_heartbeat(chat, m)]
     if not silences:
-        chat.answer(query, "The Watchdog heartbeat is never silenced from here.", alert=True)
+        chat.answer(query, _("The Watchdog heartbeat is never silenced from here."), alert=True)
         return
     now = chat.clock()
     seconds = SILENCE_DURATIONS[duration]
@@ -143,18 +172,24 @@ def silence_button(chat: Chat, query: dict, data: str, who: str, message: dict) 
         for matchers in silences
     ]
     chat.metrics.commands.labels("silence").inc()
-    chat.answer(query, f"Silenced for {duration}.")
-    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now + seconds))
+    length = silence_length(duration)
+    chat.answer(query, _("Silenced for {duration}.").format(duration=length))
+    until = format_time(now + seconds, chat.config.zone)
     names = description.split("; ")
     if len(names) == 1:
-        text = f"🔕 <b>{html.escape(description)}</b> silenced for {duration}"
+        text = _("🔕 <b>{alert}</b> silenced for {duration} (until {time}) by {who}.").format(
+            alert=html.escape(description), duration=length, time=until, who=html.escape(who)
+        )
     else:
-        text = f"🔕 {len(names)} alerts silenced for {duration}"
-    text += f" (until {until}) by {html.escape(who)}."
+        text = ngettext(
+            "🔕 {count} alert silenced for {duration} (until {time}) by {who}.",
+            "🔕 {count} alerts silenced for {duration} (until {time}) by {who}.",
+            len(names),
+        ).format(count=len(names), duration=length, time=until, who=html.escape(who))
     if len(names) > 1:
         text += "\n" + "\n".join(f"• {html.escape(name)}" for name in names)
-    label = "🔔 Unsilence" if len(ids) == 1 else "🔔 Unsilence #{}"
-    rows = [[Button(label.format(n), f"u:{i}")] for n, i in enumerate(ids, start=1)]
+    label = _("🔔 Unsilence") if len(ids) == 1 else _("🔔 Unsilence #{number}")
+    rows = [[Button(label.format(number=n), f"u:{i}")] for n, i in enumerate(ids, start=1)]
     chat.reply(message, text, rows)
 
 
@@ -172,7 +207,7 @@ def _without_row(message: dict, data: str) -> list[list[Button]]:
 def unsilence_button(chat: Chat, query: dict, data: str, who: str, message: dict) -> None:
     silence_id = data[2:]
     if not SILENCE_ID.fullmatch(silence_id):
-        chat.answer(query, "This button is not one of mine.")
+        chat.answer(query, _("This button is not one of mine."))
         return
     try:
         what = describe_matchers(chat.alertmanager.silence(silence_id))
@@ -180,7 +215,7 @@ def unsilence_button(chat: Chat, query: dict, data: str, who: str, message: dict
         what = ""  # named by its id only; the expiry below says whether Alertmanager answers
     chat.alertmanager.expire_silence(silence_id)
     chat.metrics.commands.labels("unsilence").inc()
-    chat.answer(query, "Silence removed.")
+    chat.answer(query, _("Silence removed."))
     if message.get("message_id"):
         try:
             chat.telegram.edit_buttons(
@@ -189,4 +224,6 @@ def unsilence_button(chat: Chat, query: dict, data: str, who: str, message: dict
         except TelegramError as exc:
             log.info("could not remove the unsilence button: %s", exc)
     name = f"<code>{html.escape(what)}</code>" if what else f"<code>{silence_id}</code>"
-    chat.reply(message, f"🔔 Silence {name} removed by {html.escape(who)}.")
+    chat.reply(
+        message, _("🔔 Silence {name} removed by {who}.").format(name=name, who=html.escape(who))
+    )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from alert_bot.chat import alertmanager, graph, mute, rig_state, welcome
 from alert_bot.chat.context import Chat
+from alert_bot.i18n import LANGUAGES, N_, _, language, translations
 from alert_bot.runs import chat as runs_chat
 from alert_bot.store import StoreError
 from alert_bot.upstream import UpstreamError
@@ -17,7 +18,7 @@ from alert_bot.upstream import UpstreamError
 Handler = Callable[[Chat, dict, list[str]], None]
 ButtonHandler = Callable[[Chat, dict, str, str, dict], None]
 
-REFUSAL = "Sorry, only the people this bot is set up for can do that."
+REFUSAL = N_("Sorry, only the people this bot is set up for can do that.")
 
 
 @dataclass(frozen=True)
@@ -34,21 +35,32 @@ def _help(chat: Chat, message: dict, args: list[str]) -> None:
 
 
 COMMANDS = [
-    Command("start", "this chat's id and whether it may use the bot", welcome.start, public=True),
-    Command("help", "what the bot can do", _help, public=True),
-    Command("status", "every rig: cards, host and firing alerts", rig_state.status),
     Command(
-        "gpu", "GPU temperatures, load, memory, power, fans [rig]", rig_state.gpu, plain_word=True
+        "start", N_("this chat's id and whether it may use the bot"), welcome.start, public=True
+    ),
+    Command("help", N_("what the bot can do"), _help, public=True),
+    Command("status", N_("every rig: cards, host and firing alerts"), rig_state.status),
+    Command(
+        "gpu",
+        N_("GPU temperatures, load, memory, power, fans [rig]"),
+        rig_state.gpu,
+        plain_word=True,
     ),
     Command(
-        "cpu", "host CPU temperature, load, memory, disk [rig]", rig_state.cpu, plain_word=True
+        "cpu", N_("host CPU temperature, load, memory, disk [rig]"), rig_state.cpu, plain_word=True
     ),
-    Command("alerts", "firing alerts, with silence buttons", alertmanager.alerts),
-    Command("silences", "active silences, with unsilence buttons", alertmanager.silences),
-    Command("graph", "chart: gpu|cpu|mem|disk [rig] [gpu] or PromQL [1h|6h|24h|7d]", graph.graph),
-    Command("mute", "quiet a rig's alerts: <rig> <duration> [reason]; alone: rig mutes", mute.mute),
-    Command("runs", "training runs: running now and ended in 24 h [rig]", runs_chat.runs),
-    Command("energy", "GPU energy and cost per rig and card [rig] [1d|7d|30d]", runs_chat.energy),
+    Command("alerts", N_("firing alerts, with silence buttons"), alertmanager.alerts),
+    Command("silences", N_("active silences, with unsilence buttons"), alertmanager.silences),
+    Command(
+        "graph", N_("chart: gpu|cpu|mem|disk [rig] [gpu] or PromQL [1h|6h|24h|7d]"), graph.graph
+    ),
+    Command(
+        "mute", N_("quiet a rig's alerts: <rig> <duration> [reason]; alone: rig mutes"), mute.mute
+    ),
+    Command("runs", N_("training runs: running now and ended in 24 h [rig]"), runs_chat.runs),
+    Command(
+        "energy", N_("GPU energy and cost per rig and card [rig] [1d|7d|30d]"), runs_chat.energy
+    ),
 ]
 BY_NAME = {command.name: command for command in COMMANDS}
 PLAIN_WORDS = {command.name for command in COMMANDS if command.plain_word}
@@ -61,18 +73,28 @@ BUTTONS: dict[str, ButtonHandler] = {
 }
 
 
-def menu() -> list[tuple[str, str]]:
-    """(name, description) of every command, in the table's order: /help and setMyCommands."""
-    return [(command.name, command.description) for command in COMMANDS]
+def menu(in_language: str | None = None) -> list[tuple[str, str]]:
+    """(name, description) of every command, in the table's order, in the bot's language or
+    the one given: /help and setMyCommands."""
+    catalog = translations(in_language or language())
+    return [(command.name, catalog.gettext(command.description)) for command in COMMANDS]
+
+
+def menus() -> list[tuple[str | None, list[tuple[str, str]]]]:
+    """The command menus to register: the bot's language for everyone (no language code), and
+    each language for the Telegram users whose app speaks it."""
+    return [(None, menu()), *((code, menu(code)) for code in LANGUAGES)]
 
 
 def _refuse_chat(chat: Chat, message: dict, chat_id: int) -> None:
     chat.metrics.commands.labels("refused").inc()
     chat.reply(
         message,
-        "Sorry, this chat is not allowed to use rigwatch. Its id is "
-        f"<code>{chat_id}</code>: add it to <code>access.allowed_chat_ids</code> in the "
-        "bot's configuration if it should be.",
+        _(
+            "Sorry, this chat is not allowed to use rigwatch. Its id is <code>{chat_id}</code>: "
+            "add it to <code>access.allowed_chat_ids</code> in the bot's configuration if it "
+            "should be."
+        ).format(chat_id=chat_id),
     )
 
 
@@ -95,7 +117,7 @@ def handle_message(chat: Chat, message: dict) -> None:
     command = BY_NAME.get(name)
     if command is None:
         if "@" not in first:  # "/x@other_bot" in a group is another bot's business
-            chat.reply(message, "Unknown command. /help lists what I can do.")
+            chat.reply(message, _("Unknown command. /help lists what I can do."))
         return
     user_id = (message.get("from") or {}).get("id")
     if not command.public and not chat.access.may_use(chat_id, user_id):
@@ -115,19 +137,19 @@ def handle_button(chat: Chat, query: dict) -> None:
     chat_id = (message.get("chat") or {}).get("id", user.get("id"))
     if not chat.access.may_use(chat_id, user.get("id")):
         chat.metrics.commands.labels("refused").inc()
-        chat.answer(query, REFUSAL, alert=True)
+        chat.answer(query, _(REFUSAL), alert=True)
         return
-    who = user.get("username") or user.get("first_name") or str(user.get("id", "someone"))
+    who = user.get("username") or user.get("first_name") or str(user.get("id", _("someone")))
     handler = next((h for prefix, h in BUTTONS.items() if data.startswith(prefix)), None)
     try:
         if handler is None:
-            chat.answer(query, "This button is not one of mine.")
+            chat.answer(query, _("This button is not one of mine."))
         else:
             handler(chat, query, data, who, message)
     except UpstreamError as exc:
-        chat.answer(query, f"Alertmanager did not do it: {exc}", alert=True)
+        chat.answer(query, _("Alertmanager did not do it: {error}").format(error=exc), alert=True)
     except StoreError:
-        chat.answer(query, "The bot's store is unavailable; try again later.", alert=True)
+        chat.answer(query, _("The bot's store is unavailable; try again later."), alert=True)
 
 
 def handle_update(chat: Chat, update: dict) -> None:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import html
 import threading
 
+from alert_bot.chat.welcome import greeting
+from alert_bot.i18n import N_, _
 from alert_bot.telegram import RetryAfter, TelegramClient, TelegramError
 from rigwatch.backoff import Backoff
 from rigwatch.logs import logger
 
 log = logger("bot", "first_run")
 
-NOT_YET = (
+NOT_YET = N_(
     "rigwatch is not set up yet: send /start here to learn this chat's id, put it in "
     "<code>TELEGRAM_CHAT_ID</code> and restart the bot."
 )
@@ -25,18 +27,17 @@ def answer(message: dict) -> str | None:
         return None
     command = text.split()[0][1:].split("@", 1)[0].lower()
     if command != "start":
-        return None if "@" in text.split()[0] else NOT_YET
+        return None if "@" in text.split()[0] else _(NOT_YET)
     chat_id = message["chat"]["id"]
     user_id = (message.get("from") or {}).get("id")
-    reply = f"👋 This is rigwatch. This chat's id is <code>{chat_id}</code>"
-    if user_id is not None:
-        reply += f", yours is <code>{user_id}</code>"
-    reply += (
-        ".\nTo get the alerts here, put "
-        f"<code>{html.escape(f'TELEGRAM_CHAT_ID={chat_id}')}</code> in the bot's environment "
-        "(.env) with the other settings and restart the bot."
+    return (
+        greeting(chat_id, user_id)
+        + "\n"
+        + _(
+            "To get the alerts here, put <code>{setting}</code> in the bot's environment (.env) "
+            "with the other settings and restart the bot."
+        ).format(setting=html.escape(f"TELEGRAM_CHAT_ID={chat_id}"))
     )
-    return reply
 
 
 def run(telegram: TelegramClient, stop: threading.Event, poll_timeout: int = 25) -> None:
@@ -69,7 +70,7 @@ def run(telegram: TelegramClient, stop: threading.Event, poll_timeout: int = 25)
 
 def _send(telegram: TelegramClient, chat_id: int, text: str, stop: threading.Event) -> None:
     # A group takes about one message a second: wait as long as Telegram asks, a few times.
-    for _ in range(5):
+    for _attempt in range(5):
         try:
             telegram.send_message(chat_id, text)
             log.info("answered in chat %s", chat_id)

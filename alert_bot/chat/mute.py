@@ -8,9 +8,10 @@ import html
 import re
 from datetime import datetime
 
-from alert_bot.chat.alertmanager import SILENCE_ID
+from alert_bot.chat.alertmanager import SILENCE_ID, until_text
 from alert_bot.chat.context import Chat, log
 from alert_bot.config import ConfigError, parse_duration
+from alert_bot.i18n import N_, _
 from alert_bot.telegram import Button, TelegramError
 
 # The stack's alerts about the bot's own delivery (prometheus/rules/stack.yml): a muted rig
@@ -18,7 +19,9 @@ from alert_bot.telegram import Button, TelegramError
 DELIVERY_ALERTS = ("AlertBotDeliveryFailing", "AlertBotBacklogGrowing", "AlertBotDeadLetters")
 LONGEST = 7 * 86400.0
 RIG_NAME = re.compile(r"[^\s]{1,100}")
-USAGE = "Usage: /mute &lt;rig&gt; &lt;duration&gt; [reason], e.g. /mute rig1 2h swapping a riser"
+USAGE = N_(
+    "Usage: /mute &lt;rig&gt; &lt;duration&gt; [reason], e.g. /mute rig1 2h swapping a riser"
+)
 
 
 def never_muted(watchdog: str) -> list[str]:
@@ -62,20 +65,15 @@ def _shape(matchers: list[dict]) -> list[tuple]:
     )
 
 
-def until_text(chat: Chat, ends_at: str) -> str:
-    """An Alertmanager end time in the owner's time zone."""
-    try:
-        moment = datetime.fromisoformat(ends_at.replace("Z", "+00:00"))
-    except ValueError:
-        return ends_at
-    return moment.astimezone(chat.config.zone).strftime("%Y-%m-%d %H:%M %Z")
-
-
 def describe(chat: Chat, rig: str, silence: dict) -> str:
     until = until_text(chat, silence["endsAt"])
-    text = f"🔇 <b>{html.escape(rig)}</b> muted until {html.escape(until)}"
+    text = _("🔇 <b>{rig}</b> muted until {time}").format(
+        rig=html.escape(rig), time=html.escape(until)
+    )
     if silence.get("createdBy"):
-        text += f" by {html.escape(silence['createdBy'].removeprefix('telegram:'))}"
+        text += _(" by {who}").format(
+            who=html.escape(silence["createdBy"].removeprefix("telegram:"))
+        )
     reason = silence.get("comment", "").partition(": ")[2]
     if reason:
         text += f": {html.escape(reason[:200])}"
@@ -84,7 +82,7 @@ def describe(chat: Chat, rig: str, silence: dict) -> str:
 
 def _who(message: dict) -> str:
     user = message.get("from") or {}
-    return user.get("username") or user.get("first_name") or str(user.get("id", "someone"))
+    return user.get("username") or user.get("first_name") or str(user.get("id", _("someone")))
 
 
 def mute(chat: Chat, message: dict, args: list[str]) -> None:
@@ -92,26 +90,26 @@ def mute(chat: Chat, message: dict, args: list[str]) -> None:
     if not args:
         mutes = rig_mutes(chat.alertmanager.silences(), watchdog)
         if not mutes:
-            chat.reply(message, "No rig is muted. " + USAGE)
+            chat.reply(message, _("No rig is muted.") + " " + _(USAGE))
             return
         lines = [describe(chat, rig, silence) for rig, silence in sorted(mutes.items())]
         buttons = [
-            [Button(f"🔔 end {rig[:40]} now", f"m:{silence['id']}")]
+            [Button(_("🔔 end {rig} now").format(rig=rig[:40]), f"m:{silence['id']}")]
             for rig, silence in sorted(mutes.items())
         ]
         chat.reply(message, "\n".join(lines), buttons[:10])
         return
     if len(args) < 2 or not RIG_NAME.fullmatch(args[0]):
-        chat.reply(message, USAGE)
+        chat.reply(message, _(USAGE))
         return
     rig, reason = args[0], " ".join(args[2:])[:300]
     try:
         seconds = parse_duration("duration", args[1])
     except ConfigError:
-        chat.reply(message, USAGE)
+        chat.reply(message, _(USAGE))
         return
     if not 60 <= seconds <= LONGEST:
-        chat.reply(message, "A mute lasts from 1m to 7d.")
+        chat.reply(message, _("A mute lasts from 1m to 7d."))
         return
     who = _who(message)
     comment = f"rigwatch mute of {rig} from Telegram" + (f": {reason}" if reason else "")
@@ -123,26 +121,27 @@ def mute(chat: Chat, message: dict, args: list[str]) -> None:
         "createdBy": who,
         "comment": comment,
     }
-    text = (
-        describe(chat, rig, silence)
-        + f".\nStill sent: {html.escape(', '.join(never_muted(watchdog)))}."
-    )
-    chat.reply(message, text, [[Button("🔔 End now", f"m:{silence_id}")]])
+    still = html.escape(", ".join(never_muted(watchdog)))
+    text = describe(chat, rig, silence) + ".\n" + _("Still sent: {alerts}.").format(alerts=still)
+    chat.reply(message, text, [[Button(_("🔔 End now"), f"m:{silence_id}")]])
 
 
 def end_button(chat: Chat, query: dict, data: str, who: str, message: dict) -> None:
     silence_id = data[2:]
     if not SILENCE_ID.fullmatch(silence_id):
-        chat.answer(query, "This button is not one of mine.")
+        chat.answer(query, _("This button is not one of mine."))
         return
     chat.alertmanager.expire_silence(silence_id)
     chat.metrics.commands.labels("unmute").inc()
-    chat.answer(query, "Mute ended.")
+    chat.answer(query, _("Mute ended."))
     if message.get("message_id"):
         try:
             chat.telegram.edit_buttons(message["chat"]["id"], message["message_id"], None)
         except TelegramError as exc:
             log.info("could not remove the end-now button: %s", exc)
     chat.reply(
-        message, f"🔔 Mute ended by {html.escape(who)}: the rig's alerts come through again."
+        message,
+        _("🔔 Mute ended by {who}: the rig's alerts come through again.").format(
+            who=html.escape(who)
+        ),
     )

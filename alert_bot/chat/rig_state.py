@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import datetime, timezone
 
 from alert_bot.chat import mute
 from alert_bot.chat.alertmanager import firing_alerts, silenced_note
 from alert_bot.chat.context import Chat
+from alert_bot.i18n import N_, _, format_time
 from alert_bot.render import SEVERITY_MARKERS
 from alert_bot.upstream import UpstreamError
 
@@ -35,7 +35,7 @@ NOT_SERVED = (
     " unless on (job, instance) (rigwatch_nvml_up == 0)"
 )
 NOT_SERVED_SINCE = f"min_over_time(timestamp({NOT_SERVED})[24h:10s])"
-REASONS = {"gpu_is_lost": "lost", "no_permission": "no permission to open it"}
+REASONS = {"gpu_is_lost": N_("lost"), "no_permission": N_("no permission to open it")}
 
 
 def rig_of(metric: dict[str, str]) -> str:
@@ -95,28 +95,33 @@ def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
         if key in unreachable:
             result.setdefault(rig, []).append(unreachable[key])
             continue
-        line = f"GPU {html.escape(gpu)}"
+        line = _("GPU {gpu}").format(gpu=html.escape(gpu))
         if names.get(key):
             line += f" · {html.escape(names[key])}"
         if up.get(key) == 0:
-            result.setdefault(rig, []).append(line + ": ❌ lost / unreachable")
+            result.setdefault(rig, []).append(line + _(": ❌ lost / unreachable"))
             continue
         parts = []
         if key in temps:
             parts.append(f"🌡 {temps[key]:.0f} °C" + _heat_mark(temps[key], slowdown.get(key)))
         if key in util:
-            parts.append(f"util {_pct(util[key])}")
+            parts.append(_("util {percent}").format(percent=_pct(util[key])))
         if key in used and key in total and total[key] > 0:
-            parts.append(f"mem {used[key] / GIB:.1f}/{total[key] / GIB:.1f} GiB")
+            parts.append(
+                _("mem {used}/{total} GiB").format(
+                    used=f"{used[key] / GIB:.1f}", total=f"{total[key] / GIB:.1f}"
+                )
+            )
         if key in power:
             watts = f"{power[key]:.0f}"
             if key in limit:
                 watts += f"/{limit[key]:.0f}"
             parts.append(f"{watts} W")
         if key in fan:
-            parts.append(f"fan {_pct(fan[key])}")
+            parts.append(_("fan {percent}").format(percent=_pct(fan[key])))
         if key in throttling:
-            parts.append("⚠️ <b>throttling</b> (" + ", ".join(sorted(throttling[key])) + ")")
+            reasons = ", ".join(sorted(throttling[key]))
+            parts.append(_("⚠️ <b>throttling</b> ({reasons})").format(reasons=reasons))
         result.setdefault(rig, []).append(line + ": " + " · ".join(parts))
     return result
 
@@ -127,19 +132,20 @@ def _heat_mark(celsius: float, slowdown: float | None) -> str:
     critical = slowdown if slowdown else FALLBACK_CRITICAL
     near = slowdown - NEAR_SLOWDOWN_MARGIN if slowdown else FALLBACK_NEAR
     if celsius >= critical:
-        return f" 🔥🔥 <b>past slowdown {critical:.0f} °C</b>"
+        return _(" 🔥🔥 <b>past slowdown {celsius} °C</b>").format(celsius=f"{critical:.0f}")
     if celsius >= near:
-        return f" 🔥 <b>near slowdown {critical:.0f} °C</b>"
+        return _(" 🔥 <b>near slowdown {celsius} °C</b>").format(celsius=f"{critical:.0f}")
     return ""
 
 
 def _since(chat: Chat, expr: str, *keys: str) -> dict[tuple[str, ...], str]:
-    """When each series of expr started (within 24 h), as "since 07:12 UTC"."""
+    """When each series of expr started (within 24 h), as " since 07:12 CEST" (the owner's
+    time zone)."""
     since = {}
     for r in chat.prometheus.query(expr):
-        moment = datetime.fromtimestamp(r["value"], timezone.utc)
+        moment = format_time(r["value"], chat.config.zone, with_date=False)
         key = (rig_of(r["metric"]), *(r["metric"].get(k, "") for k in keys))
-        since[key] = f" since {moment:%H:%M} UTC"
+        since[key] = _(" since {time}").format(time=moment)
     return since
 
 
@@ -152,21 +158,30 @@ def unreachable_lines(chat: Chat) -> dict[tuple[str, str], str]:
         metric = r["metric"]
         rig, gpu, bus_id = rig_of(metric), metric.get("gpu", ""), metric.get("pci_bus_id", "")
         reason = metric.get("reason", "")
-        why = REASONS.get(reason, reason.replace("_", " ") or "unknown error")
+        why = _(REASONS[reason]) if reason in REASONS else reason.replace("_", " ")
         where = f" ({html.escape(bus_id)})" if bus_id else ""
-        lines[rig, gpu] = (
-            f"❌ GPU {html.escape(gpu)}{where} on {html.escape(rig)}: on the bus, the driver "
-            f"cannot reach it — {html.escape(why)}{since.get((rig, gpu), '')}"
+        lines[rig, gpu] = _(
+            "❌ GPU {gpu}{bus} on {rig}: on the bus, the driver cannot reach it — {why}{since}"
+        ).format(
+            gpu=html.escape(gpu),
+            bus=where,
+            rig=html.escape(rig),
+            why=html.escape(why or _("unknown error")),
+            since=since.get((rig, gpu), ""),
         )
     since = _since(chat, NOT_SERVED_SINCE, "pci_bus_id")
     for r in chat.prometheus.query(NOT_SERVED):
         metric = r["metric"]
         rig, bus_id = rig_of(metric), metric.get("pci_bus_id", "")
         driver = metric.get("driver", "none")
-        held = "no driver" if driver == "none" else f"held by {driver}"
-        lines[rig, bus_id] = (
-            f"❌ GPU {html.escape(bus_id)} on {html.escape(rig)}: on the bus, not served by the "
-            f"NVIDIA driver ({html.escape(held)}){since.get((rig, bus_id), '')}"
+        held = _("no driver") if driver == "none" else _("held by {driver}").format(driver=driver)
+        lines[rig, bus_id] = _(
+            "❌ GPU {bus} on {rig}: on the bus, not served by the NVIDIA driver ({held}){since}"
+        ).format(
+            bus=html.escape(bus_id),
+            rig=html.escape(rig),
+            held=html.escape(held),
+            since=since.get((rig, bus_id), ""),
         )
     return lines
 
@@ -202,27 +217,35 @@ def host_lines(chat: Chat, wanted: str | None) -> dict[str, str]:
         if temp is not None:
             parts.append(f"CPU 🌡 {temp:.0f} °C")
         if rig in busy:
-            parts.append(f"busy {_pct(busy[rig])}")
+            parts.append(_("busy {percent}").format(percent=_pct(busy[rig])))
         if rig in load:
-            parts.append(f"load {load[rig]:.2f}")
+            parts.append(_("load {load}").format(load=f"{load[rig]:.2f}"))
         if rig in mem_total and rig in mem_avail and mem_total[rig] > 0:
             used = mem_total[rig] - mem_avail[rig]
             total_gib = mem_total[rig] / GIB
             parts.append(
-                f"mem {_pct(used / mem_total[rig])} ({used / GIB:.1f}/{total_gib:.1f} GiB)"
+                _("mem {percent} ({used}/{total} GiB)").format(
+                    percent=_pct(used / mem_total[rig]),
+                    used=f"{used / GIB:.1f}",
+                    total=f"{total_gib:.1f}",
+                )
             )
         if rig in disks:
-            parts.append(f"disk {html.escape(disks[rig][0])} {_pct(disks[rig][1])}")
+            parts.append(
+                _("disk {mount} {percent}").format(
+                    mount=html.escape(disks[rig][0]), percent=_pct(disks[rig][1])
+                )
+            )
         result[rig] = " · ".join(parts)
     return result
 
 
 def _no_data(chat: Chat, message: dict, wanted: str | None) -> None:
-    where = f" for rig {html.escape(wanted)}" if wanted else ""
-    chat.reply(
-        message,
-        f"No data from Prometheus{where}. Is the exporter running and scraped?",
-    )
+    if wanted:
+        text = _("No data from Prometheus for rig {rig}. Is the exporter running and scraped?")
+    else:
+        text = _("No data from Prometheus. Is the exporter running and scraped?")
+    chat.reply(message, text.format(rig=html.escape(wanted or "")))
 
 
 def gpu(chat: Chat, message: dict, args: list[str]) -> None:
@@ -283,18 +306,18 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
         for alert in firing:
             labels = alert.get("labels", {})
             marker = SEVERITY_MARKERS.get(labels.get("severity", ""), "⚪")
-            card = f" GPU {labels['gpu']}" if labels.get("gpu") else ""
+            card = " " + _("GPU {gpu}").format(gpu=labels["gpu"]) if labels.get("gpu") else ""
             line = f"{marker} {html.escape(labels.get('alertname', '?') + card)}"
             if alert.get("silenced_until"):
-                line += f" · {silenced_note(alert)}"
+                line += f" · {silenced_note(chat, alert)}"
             lines.append(line)
         if not firing and not alert_error:
-            lines.append("✅ no firing alerts")
+            lines.append(_("✅ no firing alerts"))
         blocks.append("\n".join(lines))
     other = [a for a in alerts if rig_of(a.get("labels", {})) not in rigs]
     if other and wanted is None:
         blocks.append(
-            "Other firing alerts: "
+            _("Other firing alerts: ")
             + html.escape(", ".join(sorted({a["labels"].get("alertname", "?") for a in other})))
         )
     if alert_error:

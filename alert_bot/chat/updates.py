@@ -67,7 +67,8 @@ class UpdateLoop(BotLoop):
         while not self._stop.is_set():
             try:
                 if not self.commands_registered:
-                    self.telegram.set_commands(commands.menu())
+                    for code, menu in commands.menus():
+                        self.telegram.set_commands(menu, code)
                     self.commands_registered = True
                 updates = self.telegram.get_updates(self.offset, self.config.long_poll_timeout)
                 self.backoff.reset()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from alert_bot.charts import alert_chart
 from alert_bot.config import Config
+from alert_bot.i18n import _, ngettext
 from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
@@ -115,9 +116,12 @@ class ChartWorker(BotLoop):
         caption = f"📈 <b>{html.escape(labels.get('alertname', ''))}</b>"
         for place in alert_place(labels, ("rig", "gpu")):
             caption += f" · {html.escape(place)}"
-        caption += f" — last {int(charts.range_seconds // 60)} min"
+        minutes = int(charts.range_seconds // 60)
+        caption += ngettext(" — last {count} min", " — last {count} min", minutes).format(
+            count=minutes
+        )
         if utf16_len(caption) > CAPTION_LIMIT:
-            caption = "📈 chart"
+            caption = _("📈 chart")
         slot = self.limiter.reserve(job.chat_id, self._stop, limit=30)
         if slot is None:
             return

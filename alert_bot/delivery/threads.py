@@ -7,9 +7,9 @@ from __future__ import annotations
 import html
 import json
 
+from alert_bot.i18n import _, format_duration, ngettext
 from alert_bot.render import (
     OutgoingMessage,
-    _format_duration,
     _valid_time,
     split_html,
     utf16_len,
@@ -72,13 +72,15 @@ def record_delivery(
 
 
 def resolved_header(closed: ClosedMessage, as_html: bool) -> str:
-    lasted = _format_duration(closed.lasted) if closed.lasted else ""
+    lasted = format_duration(closed.lasted) if closed.lasted else ""
     if closed.alerts > 1:
-        words = f"ALL {closed.alerts} RESOLVED"
-        detail = f" · the longest lasted {lasted}" if lasted else ""
+        words = ngettext("ALL {count} RESOLVED", "ALL {count} RESOLVED", closed.alerts).format(
+            count=closed.alerts
+        )
+        detail = _(" · the longest lasted {duration}").format(duration=lasted) if lasted else ""
     else:
-        words = "RESOLVED"
-        detail = f" · lasted {lasted}" if lasted else ""
+        words = _("RESOLVED")
+        detail = _(" · lasted {duration}").format(duration=lasted) if lasted else ""
     if as_html:
         return f"✅ <b>{words}</b>{html.escape(detail)}\n\n"
     return f"✅ {words}{detail}\n\n"

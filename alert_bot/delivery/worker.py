@@ -31,6 +31,7 @@ from alert_bot.delivery.planner import (
 from alert_bot.delivery.retrier import Retrier
 from alert_bot.delivery.sender import Sender
 from alert_bot.delivery.threads import record_delivery, reply_target
+from alert_bot.i18n import _
 from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
@@ -38,6 +39,7 @@ from alert_bot.render import (
     SILENCE_DURATIONS,
     AlertRenderer,
     OutgoingMessage,
+    silence_length,
     silence_matchers,
     to_plain_text,
 )
@@ -65,7 +67,7 @@ def _reply_gone(failure: Failure) -> bool:
 
 
 def silence_buttons(short_id: str) -> list[list[Button]]:
-    return [[Button(f"🔕 {d}", f"s:{short_id}:{d}") for d in SILENCE_DURATIONS]]
+    return [[Button("🔕 " + silence_length(d), f"s:{short_id}:{d}") for d in SILENCE_DURATIONS]]
 
 
 class DeliveryWorker(BotLoop):
@@ -279,7 +281,7 @@ class DeliveryWorker(BotLoop):
         self.metrics.messages_delivered.inc()
         self.metrics.alerts_delivered.inc(completed_alerts)
         created = {r.id: r.created_at for r in plan.rows}
-        for row_id, (_, _, finished) in progress.items():
+        for row_id, (_count, _parts, finished) in progress.items():
             if finished:
                 self.metrics.latency.observe(max(0.0, now - created[row_id]))
         self.retrier.succeeded(chat_id)
@@ -332,13 +334,18 @@ class DeliveryWorker(BotLoop):
             return  # a report about a dead letter that itself failed: do not loop
         names = sorted({a["labels"].get("alertname", "?") for a in row.payload.get("alerts", [])})
         text = (
-            "⚠️ <b>A notification could not be delivered</b>\n"
-            f"Telegram refused it twice (as HTML and as plain text): "
-            f"{html.escape(refusal.description[:300])}\n"
+            _("⚠️ <b>A notification could not be delivered</b>")
+            + "\n"
+            + _("Telegram refused it twice (as HTML and as plain text): {reason}").format(
+                reason=html.escape(refusal.description[:300])
+            )
+            + "\n"
         )
         if names:
-            text += "Alerts: " + html.escape(", ".join(names)[:500]) + "\n"
-        text += f"It is kept in the bot's dead-letter table (notification {row.id})."
+            text += _("Alerts: {names}").format(names=html.escape(", ".join(names)[:500])) + "\n"
+        text += _("It is kept in the bot's dead-letter table (notification {id}).").format(
+            id=row.id
+        )
         self.store.outbox.add(
             [NewNotification(chat_id, row.thread_id, "notice", {"html": text, "report": True})], now
         )

@@ -9,6 +9,7 @@ from collections import defaultdict
 
 from alert_bot.chat.context import Chat
 from alert_bot.config import Config
+from alert_bot.i18n import _, ngettext
 from alert_bot.runs.energy import (
     JOULES_PER_KWH,
     CardEnergy,
@@ -40,7 +41,7 @@ def runs(chat: Chat, message: dict, args: list[str]) -> None:
     table = RunTable(chat.store)
     running = [r for r in table.running() if _wanted(r.rig, wanted)]
     ended = [r for r in table.ended_since(now - DAY) if _wanted(r.rig, wanted)]
-    lines = ["🏃 <b>Running</b>"] if running else ["🏃 No run is running."]
+    lines = [_("🏃 <b>Running</b>")] if running else [_("🏃 No run is running.")]
     if running:
         memory = {
             (r["metric"].get("instance", ""), r["metric"].get("pid", "")): r["value"]
@@ -61,10 +62,10 @@ def runs(chat: Chat, message: dict, args: list[str]) -> None:
         ]
         used = memory.get((run.instance, str(run.pid)))
         if used is not None:
-            parts.append(f"mem {used / GB:.1f} GB")
+            parts.append(_("mem {size} GB").format(size=f"{used / GB:.1f}"))
         busy = [util[(run.instance, u)] for u in run.cards if (run.instance, u) in util]
         if busy:
-            parts.append(f"util {sum(busy) / len(busy) * 100:.0f}%")
+            parts.append(_("util {percent}").format(percent=f"{sum(busy) / len(busy) * 100:.0f}%"))
         selector = f'instance="{quote(run.instance)}",uuid=~"{"|".join(run.cards)}"'
         energy = list(
             card_energy(chat.prometheus, chat.config, selector, run.start_time, now).values()
@@ -74,14 +75,16 @@ def runs(chat: Chat, message: dict, args: list[str]) -> None:
         lines.append(" · ".join(parts))
     lines.append("")
     if ended:
-        lines.append("🏁 <b>Ended in the last 24 h</b>")
+        lines.append(_("🏁 <b>Ended in the last 24 h</b>"))
         for run in ended:
             summary = run.summary or {}
             text = (
                 f"🖥 {html.escape(run.rig)} · <code>{html.escape(run.run_name)}</code>"
-                f" (pid {run.pid}) · {html.escape(cards_text(run))} · ended"
-                f" {local_text(chat.config, run.ended_at or now)} after"
-                f" {duration_text((run.ended_at or now) - run.start_time)}"
+                f" (pid {run.pid}) · {html.escape(cards_text(run))} · "
+                + _("ended {time} after {duration}").format(
+                    time=local_text(chat.config, run.ended_at or now),
+                    duration=duration_text((run.ended_at or now) - run.start_time),
+                )
             )
             if summary.get("kwh") is not None:
                 text += " · " + kwh_text(
@@ -89,7 +92,7 @@ def runs(chat: Chat, message: dict, args: list[str]) -> None:
                 )
             lines.append(text)
     else:
-        lines.append("🏁 No run ended in the last 24 h.")
+        lines.append(_("🏁 No run ended in the last 24 h."))
     chat.reply(message, "\n".join(lines).strip())
 
 
@@ -128,7 +131,7 @@ def energy(chat: Chat, message: dict, args: list[str]) -> None:
         if arg.lower() in PERIODS:
             period = arg.lower()
         elif re.fullmatch(r"\d+[dhm]", arg):
-            chat.reply(message, "Periods: 1d, 7d or 30d.")
+            chat.reply(message, _("Periods: 1d, 7d or 30d."))
             return
         else:
             wanted = arg
@@ -140,11 +143,18 @@ def energy(chat: Chat, message: dict, args: list[str]) -> None:
         if _wanted(rig, wanted)
     }
     if not by_rig:
-        where = f" for rig {html.escape(wanted)}" if wanted else ""
-        chat.reply(message, f"No energy data from Prometheus{where}.")
+        if wanted:
+            text = _("No energy data from Prometheus for rig {rig}.")
+        else:
+            text = _("No energy data from Prometheus.")
+        chat.reply(message, text.format(rig=html.escape(wanted or "")))
         return
     config = chat.config
-    lines = [f"⚡ <b>GPU energy, last {period}</b> (to {local_text(config, now)})"]
+    lines = [
+        _("⚡ <b>GPU energy, last {period}</b> (to {time})").format(
+            period=period, time=local_text(config, now)
+        )
+    ]
     for rig in sorted(by_rig):
         cards = sorted(by_rig[rig], key=lambda c: (len(c.gpu), c.gpu))
         kwh = sum(c.kwh for c in cards)
@@ -154,15 +164,21 @@ def energy(chat: Chat, message: dict, args: list[str]) -> None:
             config, kwh + host_kwh, cost + host_cost, any(c.estimated for c in cards)
         )
         if host_kwh:
-            line += f" (host {config.energy.host_watts:g} W included)"
+            line += _(" (host {watts} W included)").format(watts=f"{config.energy.host_watts:g}")
         lines.append(line)
         for card in cards:
             lines.append(
-                f"  GPU {html.escape(card.gpu)}: "
+                "  "
+                + _("GPU {gpu}").format(gpu=html.escape(card.gpu))
+                + ": "
                 + kwh_text(config, card.kwh, card.cost, card.estimated)
             )
     if config.energy.wall_factor != 1.0:
-        lines.append(f"At the wall: the cards' figures × {config.energy.wall_factor:g}.")
+        lines.append(
+            _("At the wall: the cards' figures × {factor}.").format(
+                factor=f"{config.energy.wall_factor:g}"
+            )
+        )
     chat.reply(message, "\n".join(lines))
 
 
@@ -173,7 +189,7 @@ def today_lines(chat: Chat) -> dict[str, str]:
     out = {}
     for rig, cards in rig_energy(chat.prometheus, chat.config, start, now).items():
         host_kwh, host_cost = host_share(chat.config, now - start)
-        out[rig] = "⚡ today " + kwh_text(
+        out[rig] = _("⚡ today ") + kwh_text(
             chat.config,
             sum(c.kwh for c in cards) + host_kwh,
             sum(c.cost for c in cards) + host_cost,
@@ -201,15 +217,21 @@ def digest_text(prometheus: PrometheusClient, config: Config, table: RunTable, n
     ended: dict[str, int] = defaultdict(int)
     for run in table.ended_since(now - DAY):
         ended[run.rig] += 1
-    lines = [f"🗓 <b>Daily digest</b> · {local_text(config, now)}"]
+    lines = [_("🗓 <b>Daily digest</b> · {time}").format(time=local_text(config, now))]
     for rig in sorted({*busy, *energy_by_rig, *ended}):
         parts = [f"🖥 <b>{html.escape(rig)}</b>"]
         if rig in busy:
-            parts.append(f"{busy[rig]:.1f} GPU-hours busy")
-        parts.append(f"{ended.get(rig, 0)} runs ended")
-        parts.append(f"{alerts.get(rig, 0):.0f} alerts fired")
+            parts.append(_("{hours} GPU-hours busy").format(hours=f"{busy[rig]:.1f}"))
+        runs_ended = ended.get(rig, 0)
+        parts.append(
+            ngettext("{count} run ended", "{count} runs ended", runs_ended).format(count=runs_ended)
+        )
+        fired = int(round(alerts.get(rig, 0)))
+        parts.append(
+            ngettext("{count} alert fired", "{count} alerts fired", fired).format(count=fired)
+        )
         if rig in peak:
-            parts.append(f"peak {peak[rig]:.0f} °C")
+            parts.append(_("peak {celsius} °C").format(celsius=f"{peak[rig]:.0f}"))
         cards = energy_by_rig.get(rig, [])
         host_kwh, host_cost = host_share(config, DAY)
         parts.append(
@@ -222,7 +244,7 @@ def digest_text(prometheus: PrometheusClient, config: Config, table: RunTable, n
         )
         lines.append(" · ".join(parts))
     if len(lines) == 1:
-        lines.append("No data from Prometheus for the last 24 h.")
+        lines.append(_("No data from Prometheus for the last 24 h."))
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from alert_bot.config import Config, EnergySettings
+from alert_bot.i18n import _, format_duration, format_time
 from alert_bot.upstream import PrometheusClient
 
 ENERGY_SERIES = "gpu:rigwatch_energy_watts:rate1m"
@@ -25,8 +26,7 @@ def local(config: Config, moment: float) -> dt.datetime:
 
 
 def local_text(config: Config, moment: float, with_date: bool = True) -> str:
-    when = local(config, moment)
-    return when.strftime("%Y-%m-%d %H:%M %Z" if with_date else "%H:%M %Z")
+    return format_time(moment, zone(config), with_date)
 
 
 def start_of_day(config: Config, moment: float) -> float:
@@ -36,17 +36,8 @@ def start_of_day(config: Config, moment: float) -> float:
 
 
 def duration_text(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h {minutes}m"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
+    """A run's length to the minute ("1d 2h 3m", "12m 0s")."""
+    return format_duration(seconds, precise=True)
 
 
 def segments(config: Config, start: float, end: float) -> list[tuple[float, float, float]]:
@@ -132,9 +123,10 @@ def money(energy: EnergySettings, amount: float) -> str:
 
 def kwh_text(config: Config, kwh: float, cost: float, estimated: bool) -> str:
     """ "11.8 kWh ≈ €3.54", marked when any of it was integrated from power readings."""
-    text = f"{kwh:.3g} kWh" if kwh < 10 else f"{kwh:.1f} kWh"
+    number = f"{kwh:.3g}" if kwh < 10 else f"{kwh:.1f}"
+    text = _("{number} kWh").format(number=number)
     if config.energy.priced:
         text += f" ≈ {money(config.energy, cost)}"
     if estimated:
-        text += " (estimated from power readings)"
+        text += _(" (estimated from power readings)")
     return text

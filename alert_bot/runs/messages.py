@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 
 from alert_bot.config import Config
+from alert_bot.i18n import _
 from alert_bot.runs.energy import duration_text, kwh_text, local_text
 from alert_bot.runs.table import Run
 from alert_bot.store import NewNotification
@@ -36,9 +37,11 @@ def cards_text(run: Run) -> str:
     models = {c.get("name", "") for c in cards}
     if len(models) == 1:
         model = models.pop()
-        text = "GPU " + ", ".join(c["gpu"] for c in cards)
+        text = _("GPU {gpu}").format(gpu=", ".join(c["gpu"] for c in cards))
         return text + (f" ({model})" if model else "")
-    return ", ".join(f"GPU {c['gpu']} ({c.get('name') or '?'})" for c in cards)
+    return ", ".join(
+        _("GPU {gpu}").format(gpu=c["gpu"]) + f" ({c.get('name') or '?'})" for c in cards
+    )
 
 
 def _who(run: Run) -> str:
@@ -46,19 +49,21 @@ def _who(run: Run) -> str:
     if run.user:
         parts.append(f"👤 {html.escape(run.user)}")
     if run.container:
-        parts.append(f"🐳 container <code>{html.escape(run.container)}</code>")
+        parts.append(_("🐳 container <code>{name}</code>").format(name=html.escape(run.container)))
     else:
-        parts.append("on the host")
+        parts.append(_("on the host"))
     return " · ".join(parts)
 
 
 def started_text(config: Config, run: Run) -> str:
     return "\n".join(
         [
-            f"▶️ <b>Run started</b> · <code>{html.escape(run.run_name)}</code> (pid {run.pid})",
-            f"🖥 rig {html.escape(run.rig)} · {html.escape(cards_text(run))}",
+            _("▶️ <b>Run started</b> · <code>{run}</code> (pid {pid})").format(
+                run=html.escape(run.run_name), pid=run.pid
+            ),
+            _where(run),
             _who(run),
-            f"🕒 started {local_text(config, run.start_time)}",
+            _("🕒 started {time}").format(time=local_text(config, run.start_time)),
         ]
     )
 
@@ -67,8 +72,10 @@ def ended_text(config: Config, run: Run, ended_at: float, summary: dict) -> str:
     """The finished-run message. It says "ended": from outside, a clean exit, a crash and a
     kill look the same."""
     lines = [
-        f"🏁 <b>Run ended</b> · <code>{html.escape(run.run_name)}</code> (pid {run.pid})",
-        f"🖥 rig {html.escape(run.rig)} · {html.escape(cards_text(run))}",
+        _("🏁 <b>Run ended</b> · <code>{run}</code> (pid {pid})").format(
+            run=html.escape(run.run_name), pid=run.pid
+        ),
+        _where(run),
         _who(run),
         f"🕒 {local_text(config, run.start_time)} → "
         f"{local_text(config, ended_at, _same_day(config, run.start_time, ended_at))}"
@@ -76,9 +83,15 @@ def ended_text(config: Config, run: Run, ended_at: float, summary: dict) -> str:
     ]
     figures = []
     if summary.get("peak_memory_bytes") is not None:
-        figures.append(f"peak {summary['peak_memory_bytes'] / GB:.1f} GB GPU memory")
+        figures.append(
+            _("peak {size} GB GPU memory").format(size=f"{summary['peak_memory_bytes'] / GB:.1f}")
+        )
     if summary.get("mean_utilization") is not None:
-        figures.append(f"mean utilisation {summary['mean_utilization'] * 100:.0f}%")
+        figures.append(
+            _("mean utilisation {percent}%").format(
+                percent=f"{summary['mean_utilization'] * 100:.0f}"
+            )
+        )
     if figures:
         lines.append("📊 " + " · ".join(figures))
     if summary.get("kwh") is not None:
@@ -88,8 +101,18 @@ def ended_text(config: Config, run: Run, ended_at: float, summary: dict) -> str:
     shared = summary.get("shared_with") or []
     if shared:
         others = ", ".join(html.escape(name) for name in shared[:5])
-        lines.append(f"👥 shared its cards with {others} meanwhile: the energy is the cards' total")
+        lines.append(
+            _("👥 shared its cards with {runs} meanwhile: the energy is the cards' total").format(
+                runs=others
+            )
+        )
     return "\n".join(lines)
+
+
+def _where(run: Run) -> str:
+    return _("🖥 rig {rig} · {cards}").format(
+        rig=html.escape(run.rig), cards=html.escape(cards_text(run))
+    )
 
 
 def _same_day(config: Config, a: float, b: float) -> bool:
