@@ -219,7 +219,7 @@ PLACE_WORDS = {"rig": N_("rig"), "instance": N_("instance"), "gpu": N_("gpu")}
 def alert_place(labels: dict[str, str], keys: tuple[str, ...] = PLACE_LABELS) -> list[str]:
     """Where an alert is ("rig rig1", "instance host:9835", "gpu 0"), as the bot names it in
     /alerts, chart captions and the descriptions of silence buttons."""
-    return [f"{_(PLACE_WORDS.get(key, key))} {labels[key]}" for key in keys if labels.get(key)]
+    return [_(PLACE_WORDS.get(key, key)) + " " + labels[key] for key in keys if labels.get(key)]
 
 
 SILENCE_URL_MAX_CHARS = 2000

@@ -258,17 +258,19 @@ def wait_prometheus_has(base: str, expr: str, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def running_chat_bot(tmp_path: Path, telegram, services: dict) -> Iterator[tuple[BotApp, str]]:
+def running_chat_bot(
+    tmp_path: Path, telegram, services: dict, settings: dict | None = None
+) -> Iterator[tuple[BotApp, str]]:
     """The bot in-process against ``services``' Prometheus and Alertmanager, once its command
     menu is set. Chat tests hold many short conversations: a faster chat limit on both sides
-    (the fake Telegram's and the bot's) keeps them quick."""
+    (the fake Telegram's and the bot's) keeps them quick. ``settings`` go into its YAML."""
     from tests.alert_bot.fake_telegram import FloodRules
 
     telegram.flood = FloodRules(per_chat=(20, 1.0))
     env = bot_env(
         tmp_path,
         telegram.url,
-        {"rate_limits": {"per_chat_messages": 20, "per_chat_window": "1s"}},
+        {"rate_limits": {"per_chat_messages": 20, "per_chat_window": "1s"}, **(settings or {})},
         prometheus=services["prometheus"],
         alertmanager=services["alertmanager"],
     )
@@ -316,3 +318,20 @@ def running_rig_services(
             for expr in wait_for:
                 wait_prometheus_has(prometheus, expr)
             yield {"prometheus": prometheus, "alertmanager": am}
+
+
+@contextlib.contextmanager
+def two_card_rig(tmp: Path, evaluate: bool = False) -> Iterator[dict]:
+    """running_rig_services with the chat tests' rig: two simulated cards, card 0 hot (83 °C),
+    card 1 cool (41 °C), once Prometheus has their temperatures and the host's CPU rate."""
+    from tests.support import make_device
+
+    devices = [make_device(0, temperature_c=83), make_device(1, temperature_c=41)]
+    with running_rig_services(
+        tmp,
+        devices,
+        "rigwatch_gpu_temperature_celsius",
+        'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[2m])',
+        evaluate=evaluate,
+    ) as services:
+        yield services

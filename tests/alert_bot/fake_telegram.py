@@ -435,6 +435,9 @@ class FakeTelegram:
                 return _bad("Bad Request: text is too long")
             return 200, {"ok": True, "result": True}
         if method == "setMyCommands":
+            # The menu for the users whose app speaks this language (ISO 639-1), or for all.
+            if not re.fullmatch(r"([a-z]{2})?", params.get("language_code", "")):
+                return _bad("Bad Request: invalid language code specified")
             commands = json.loads(params.get("commands", "[]"))
             for command in commands:
                 if (

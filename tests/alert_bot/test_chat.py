@@ -28,7 +28,7 @@ from tests.alert_bot.botkit import (
     post,
     running_bot,
     running_chat_bot,
-    running_rig_services,
+    two_card_rig,
     wait_prometheus_has,
 )
 from tests.alert_bot.botkit import alertmanager_api as _am
@@ -53,14 +53,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def services(tmp_path_factory) -> Iterator[dict]:
     """Exporter (two simulated cards, one hot) → Prometheus; and an Alertmanager."""
-    devices = [make_device(0, temperature_c=83), make_device(1, temperature_c=41)]
-    with running_rig_services(
-        tmp_path_factory.mktemp("chat"),
-        devices,
-        "rigwatch_gpu_temperature_celsius",
-        'rate(rigwatch_host_cpu_seconds_total{mode="idle"}[2m])',
-        evaluate=True,
-    ) as services:
+    with two_card_rig(tmp_path_factory.mktemp("chat"), evaluate=True) as services:
         yield services
 
 

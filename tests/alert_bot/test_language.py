@@ -1,0 +1,324 @@
+"""The language setting: the catalogs against the code (every message translated, plural forms
+right), the duration and time words, and the bot speaking Russian end to end: an alert firing
+and resolving, the command menu, and every command against a real Prometheus and Alertmanager
+(times in the owner's time zone)."""
+
+from __future__ import annotations
+
+import gettext
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
+
+from alert_bot import i18n
+from alert_bot.config import ConfigError, load_config
+from alert_bot.i18n import format_duration, translations
+from tests.alert_bot import botkit
+from tests.alert_bot.fake_telegram import parse_telegram_html
+from tests.servers import have_binary
+from tests.support import REPO, wait_until
+
+PO = REPO / "alert_bot/locale/ru/LC_MESSAGES/rigwatch-bot.po"
+POT = REPO / "alert_bot/locale/rigwatch-bot.pot"
+RUSSIAN = {"language": "ru", "timezone": "Europe/Moscow"}  # MSK: UTC+3 all year
+CYRILLIC = re.compile("[а-яё]", re.IGNORECASE)
+
+
+@pytest.fixture(autouse=True)
+def english_afterwards() -> Iterator[None]:
+    """The language is the process's: the tests after these speak English again."""
+    yield
+    i18n.use("en")
+
+
+def _ids(messages) -> set:
+    return {m.id if isinstance(m.id, str) else tuple(m.id) for m in messages if m.id}
+
+
+def _placeholders(text: str) -> set[str]:
+    return set(re.findall(r"\{(\w*)\}", text))
+
+
+# --- the catalogs ---------------------------------------------------------------------------
+
+
+def test_every_message_of_the_code_is_in_the_catalog_and_translated():
+    extracted = {
+        (message if isinstance(message, str) else tuple(message))
+        for _, _, message, _, _ in extract_from_dir(str(REPO / "alert_bot"))
+    }
+    assert len(extracted) > 150
+    with POT.open("rb") as source:
+        assert _ids(read_po(source)) == extracted, "regenerate the .pot (docs/alert-bot.md)"
+    with PO.open("rb") as source:
+        catalog = read_po(source)
+    assert _ids(catalog) == extracted
+    assert catalog.num_plurals == 3
+    for message in catalog:
+        if not message.id:
+            continue
+        assert not message.fuzzy, message.id
+        singular = message.id if isinstance(message.id, str) else message.id[0]
+        forms = [message.string] if isinstance(message.string, str) else list(message.string)
+        assert len(forms) == (1 if isinstance(message.id, str) else 3), message.id
+        for form in forms:
+            assert form.strip(), message.id
+            assert _placeholders(form) == _placeholders(singular), (message.id, form)
+
+
+def test_no_message_hides_in_an_f_string_where_extraction_cannot_see_it():
+    hidden = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in sorted((REPO / "alert_bot").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(r"\{\s*(_|N_|ngettext)\(", line)
+    ]
+    assert hidden == []
+
+
+@pytest.mark.parametrize(
+    ("count", "russian", "english"),
+    [
+        (1, "1 алерт", "1 alert fired"),
+        (2, "2 алерта", "2 alerts fired"),
+        (5, "5 алертов", "5 alerts fired"),
+        (11, "11 алертов", "11 alerts fired"),
+        (21, "21 алерт", "21 alerts fired"),  # English has no rule for 21
+        (22, "22 алерта", "22 alerts fired"),
+        (25, "25 алертов", "25 alerts fired"),
+    ],
+)
+def test_plural_forms(count, russian, english):
+    ru, en = translations("ru"), translations("en")
+    singular, plural = "{count} alert fired", "{count} alerts fired"
+    assert ru.ngettext(singular, plural, count).format(count=count) == russian
+    assert en.ngettext(singular, plural, count).format(count=count) == english
+    firing = ru.ngettext("<b>{count} firing alert</b>", "<b>{count} firing alerts</b>", count)
+    assert firing.format(count=count).split(" ", 1)[1].startswith("активн")
+
+
+def test_the_installed_package_carries_a_compiled_catalog(tmp_path):
+    """setup.py's build step compiles the .po into the built package (what pip installs and the
+    bot image holds); it reads the same as the .po compiled at start-up."""
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    compiled = tmp_path / "alert_bot/locale/ru/LC_MESSAGES/rigwatch-bot.mo"
+    with compiled.open("rb") as source:
+        installed = gettext.GNUTranslations(source)
+    assert installed.gettext("RESOLVED") == translations("ru").gettext("RESOLVED") == "ОТБОЙ"
+    assert installed.ngettext("{count} alert fired", "{count} alerts fired", 5) == "{count} алертов"
+    assert not list(PO.parent.glob("*.mo")), ".mo files are build output, not in the checkout"
+
+
+# --- words shared by the messages -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "alerts", "runs", "russian"),
+    [
+        (40, "40s", "40s", "40с"),
+        (300, "5m", "5m 0s", "5м"),
+        (270, "4m 30s", "4m 30s", "4м 30с"),
+        (720, "12m", "12m 0s", "12м"),
+        (7500, "2h 5m", "2h 5m", "2ч 5м"),
+        (93784, "1d 2h", "1d 2h 3m", "1д 2ч"),
+    ],
+)
+def test_one_duration_formatter_two_precisions(seconds, alerts, runs, russian):
+    assert format_duration(seconds) == alerts
+    assert format_duration(seconds, precise=True) == runs
+    i18n.use("ru")
+    assert format_duration(seconds) == russian
+
+
+def test_the_language_setting(tmp_path):
+    def config(settings: dict):
+        return load_config(botkit.bot_env(tmp_path, botkit.NOWHERE, settings))
+
+    assert config({}).language == "en"
+    assert config({"language": "ru"}).language == "ru"
+    assert config({"language": " RU "}).language == "ru"
+    for wrong in ("de", "", True, "russian"):
+        with pytest.raises(ConfigError) as caught:
+            config({"language": wrong})
+        assert str(caught.value).startswith("language:") and "en, ru" in str(caught.value)
+
+
+# --- the bot in Russian ---------------------------------------------------------------------
+
+
+def test_an_alert_fires_and_resolves_in_russian_in_the_owner_time_zone(tmp_path, telegram):
+    annotations = {
+        "summary_ru": "Карта 0 нагрелась до 91 °C",
+        "description_ru": "Проверьте вентиляторы.",
+        "description": "Check the fans.",
+    }
+    firing, resolved = botkit.alert(), botkit.alert(status="resolved")
+    for one in (firing, resolved):
+        one["annotations"].update(annotations)
+    env = botkit.bot_env(tmp_path, telegram.url, RUSSIAN)
+    with botkit.running_bot(env) as (app, base):
+        assert botkit.post(base, botkit.notification(firing))[0] == 200
+        wait_until(lambda: telegram.sent(botkit.CHAT), what="the firing message")
+        assert botkit.post(base, botkit.notification(resolved))[0] == 200
+        wait_until(lambda: telegram.edits(botkit.CHAT), what="the firing message edited")
+        menus = {
+            c.params.get("language_code"): json.loads(c.params["commands"])
+            for c in telegram.calls_to("setMyCommands")
+        }
+    first, second = telegram.sent(botkit.CHAT)
+    text = parse_telegram_html(first.params["text"])
+    lines = text.split("\n")
+    assert lines[0] == "🟠 ТРЕВОГА · warning · GpuTooHot"
+    assert lines[1] == "🖥 риг rig1 · GPU 0"
+    assert lines[2:4] == ["Карта 0 нагрелась до 91 °C", "Проверьте вентиляторы."]
+    assert lines[4].startswith("🕒 с 2026-11-22 13:00 MSK (") and lines[4].endswith(" назад)")
+    assert lines[5] == "📈 дашборд · 🔕 заглушить в Alertmanager"
+    buttons = json.loads(first.params["reply_markup"])["inline_keyboard"][0]
+    assert [b["text"] for b in buttons] == ["🔕 1ч", "🔕 4ч", "🔕 24ч"]
+    assert [b["callback_data"][-3:] for b in buttons] == [":1h", ":4h", "24h"]
+    text = parse_telegram_html(second.params["text"])
+    assert text.split("\n")[:4] == [
+        "✅ ОТБОЙ · warning · GpuTooHot",
+        "🖥 риг rig1 · GPU 0",
+        "Уже не актуально с 2026-11-22 13:12 MSK; было: Карта 0 нагрелась до 91 °C",
+        "🕒 длился 12м (с 2026-11-22 13:00 MSK)",
+    ]
+    (edit,) = telegram.edits(botkit.CHAT)
+    edited = parse_telegram_html(edit.params["text"])
+    assert edited.startswith("✅ ОТБОЙ · длился 12м\n\n🟠 ТРЕВОГА · warning · GpuTooHot")
+    # The menu: the configured language for everyone, and each language for its own users.
+    assert set(menus) == {None, "en", "ru"}
+    described = {code: {c["command"]: c["description"] for c in m} for code, m in menus.items()}
+    assert described[None] == described["ru"] != described["en"]
+    assert described["ru"]["status"] == "все риги: карты, хост и активные алерты"
+    assert described["en"]["status"] == "every rig: cards, host and firing alerts"
+    assert all(CYRILLIC.search(text) for text in described["ru"].values())
+
+
+needs_services = pytest.mark.skipif(
+    not (have_binary("prometheus") and have_binary("prometheus-alertmanager")),
+    reason="tests/run.sh installs Debian's prometheus and prometheus-alertmanager",
+)
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory) -> Iterator[dict]:
+    """Exporter (two simulated cards, one hot) → Prometheus; and an Alertmanager."""
+    with botkit.two_card_rig(tmp_path_factory.mktemp("language")) as services:
+        yield services
+
+
+def _ask(telegram, chat: int, text: str) -> str:
+    before = len(telegram.sent(chat))
+    telegram.inject_message(chat, text)
+    wait_until(lambda: len(telegram.sent(chat)) > before, timeout=15, what=text)
+    time.sleep(0.1)
+    call = telegram.sent(chat)[before]
+    return parse_telegram_html(call.params.get("text", call.params.get("caption", "")))
+
+
+def _press(telegram, data: str, message) -> str:
+    before = len(telegram.calls_to("answerCallbackQuery"))
+    telegram.inject_callback(botkit.CHAT, data, message_id=message.response["result"]["message_id"])
+    wait_until(lambda: len(telegram.calls_to("answerCallbackQuery")) > before, what=data)
+    return telegram.calls_to("answerCallbackQuery")[before].params["text"]
+
+
+@needs_services
+def test_every_command_in_russian(tmp_path: Path, telegram, services):
+    labels = {"alertname": "GpuHotRu", "rig": "rig1", "gpu": "0", "severity": "critical"}
+    botkit.alertmanager_api(services, "/api/v2/alerts", [{"labels": labels}], "POST")
+    wait_until(
+        lambda: botkit.alertmanager_api(services, "/api/v2/alerts"), what="alert in Alertmanager"
+    )
+    with botkit.running_chat_bot(tmp_path, telegram, services, RUSSIAN):
+        answers = {ask: _ask(telegram, botkit.CHAT, ask) for ask in ("/start", "/help", "/nosuch")}
+        assert answers["/start"].startswith(
+            f"👋 Это rigwatch. id этого чата — {botkit.CHAT}, ваш — "
+        )
+        assert "✅ Этому чату бот доступен. Команды — в /help." in answers["/start"]
+        assert answers["/help"].startswith("Бот rigwatch\n/start — id этого чата")
+        assert "/gpu — GPU: температура, загрузка, память" in answers["/help"]
+        assert answers["/nosuch"] == "Неизвестная команда. Что я умею — в /help."
+        refused = _ask(telegram, botkit.STRANGER, "/gpu")
+        assert refused.startswith(
+            f"Извините, этому чату rigwatch недоступен. Его id — {botkit.STRANGER}"
+        )
+
+        gpu = _ask(telegram, botkit.CHAT, "/gpu")
+        assert "GPU 0 · NVIDIA GeForce RTX 4090: 🌡 83 °C" in gpu
+        assert "загрузка 10%" in gpu and "память 1.0/24.0 ГиБ" in gpu and "вент. 30%" in gpu
+        assert "Нет данных от Prometheus по ригу nosuchrig." in _ask(
+            telegram, botkit.CHAT, "/gpu nosuchrig"
+        )
+        cpu = _ask(telegram, botkit.CHAT, "cpu")
+        assert cpu.startswith("🖥 rig1: ") and "загрузка " in cpu and "нагрузка " in cpu
+        assert "память " in cpu and " ГиБ)" in cpu and "диск / " in cpu
+        status = _ask(telegram, botkit.CHAT, "/status")
+        assert "🖥 rig1" in status and "🔴 GpuHotRu GPU 0" in status and "нагрузка" in status
+
+        listing = _ask(telegram, botkit.CHAT, "/alerts")
+        assert listing.startswith("1 активный алерт\n1. 🔴 GpuHotRu · риг rig1 · GPU 0")
+        message = telegram.sent(botkit.CHAT)[-1]
+        buttons = json.loads(message.params["reply_markup"])["inline_keyboard"][0]
+        assert [b["text"] for b in buttons] == ["#1 🔕 1ч", "#1 🔕 4ч", "#1 🔕 24ч"]
+        sent_before = len(telegram.sent(botkit.CHAT))
+        assert _press(telegram, buttons[1]["callback_data"], message) == "Заглушено на 4ч."
+        wait_until(lambda: len(telegram.sent(botkit.CHAT)) > sent_before, what="confirmation")
+        confirmation = parse_telegram_html(telegram.sent(botkit.CHAT)[-1].params["text"])
+        assert re.fullmatch(
+            r"🔕 GpuHotRu риг rig1 · GPU 0 заглушён на 4ч \(до \d{4}-\d\d-\d\d \d\d:\d\d MSK\), "
+            r"кто: user\d+\.",
+            confirmation,
+        ), confirmation
+        silences = _ask(telegram, botkit.CHAT, "/silences")
+        assert (
+            silences.startswith("1 активная заглушка\n1. ") and " MSK, кто: telegram:" in silences
+        )
+        message = telegram.sent(botkit.CHAT)[-1]
+        (unsilence,) = json.loads(message.params["reply_markup"])["inline_keyboard"][0]
+        assert unsilence["text"] == "#1 🔔 снять"
+        assert _press(telegram, unsilence["callback_data"], message) == "Заглушка снята."
+        wait_until(lambda: "снята, кто:" in telegram.visible_texts(botkit.CHAT)[-1], what="notice")
+        assert _ask(telegram, botkit.CHAT, "/silences") == "Активных заглушек нет."
+
+        assert _ask(telegram, botkit.CHAT, "/graph").startswith(
+            "Формат: /graph gpu|cpu|mem|disk [риг]"
+        )
+        assert (
+            _ask(telegram, botkit.CHAT, "/graph gpu rig1 0 6h")
+            == "📈 температура GPU на rig1, GPU 0 — за 6h"
+        )
+        assert _ask(telegram, botkit.CHAT, "/mute").startswith(
+            "Заглушённых ригов нет. Формат: /mute"
+        )
+        assert (
+            _ask(telegram, botkit.CHAT, "/mute rig1 30d") == "Заглушить можно на срок от 1m до 7d."
+        )
+        muted = _ask(telegram, botkit.CHAT, "/mute rig1 2h меняю райзер")
+        assert re.match(r"🔇 rig1 заглушён до \d{4}-\d\d-\d\d \d\d:\d\d MSK, кто: user\d+", muted)
+        assert "\nПриходить будут: AlertBotBacklogGrowing, " in muted
+        message = telegram.sent(botkit.CHAT)[-1]
+        (end,) = json.loads(message.params["reply_markup"])["inline_keyboard"][0]
+        assert end["text"] == "🔔 Снять сейчас"
+        assert _press(telegram, end["callback_data"], message) == "Заглушка снята."
+
+        runs = _ask(telegram, botkit.CHAT, "/runs")
+        assert runs == "🏃 Сейчас ничего не обучается.\n\n🏁 За 24 ч ничего не завершилось."
+        assert _ask(telegram, botkit.CHAT, "/energy 5d") == "Периоды: 1d, 7d или 30d."
+        energy = _ask(telegram, botkit.CHAT, "/energy")
+        assert energy.startswith(("⚡ Энергия GPU за 1d (по ", "Нет данных об энергии")), energy
+        assert telegram.calls_to("sendPhoto")
