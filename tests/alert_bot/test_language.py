@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
-from alert_bot import i18n
+from alert_bot import i18n, render
 from alert_bot.config import ConfigError, load_config
 from alert_bot.i18n import format_duration, translations
 from tests.alert_bot import botkit
@@ -120,6 +121,52 @@ def test_the_installed_package_carries_a_compiled_catalog(tmp_path):
     assert installed.gettext("RESOLVED") == translations("ru").gettext("RESOLVED") == "ОТБОЙ"
     assert installed.ngettext("{count} alert fired", "{count} alerts fired", 5) == "{count} алертов"
     assert not list(PO.parent.glob("*.mo")), ".mo files are build output, not in the checkout"
+
+
+# --- the rules' Russian annotations ---------------------------------------------------------
+
+
+def _alerting_rules() -> list[dict]:
+    return [
+        rule
+        for path in sorted((REPO / "prometheus/rules").glob("*.yml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+
+
+def test_every_shipped_alert_has_both_annotation_sets():
+    rules = _alerting_rules()
+    assert len(rules) > 40
+    for rule in rules:
+        annotations = rule["annotations"]
+        for key in ("summary", "description"):
+            english, russian = annotations[key], annotations[f"{key}_ru"]
+            assert CYRILLIC.search(russian) and not CYRILLIC.search(english), rule["alert"]
+            # The same values in both: the labels and queries the English one shows.
+            uses = re.compile(r"\$labels\.\w+|\$value|\| query")
+            assert set(uses.findall(russian)) == set(uses.findall(english)), (rule["alert"], key)
+
+
+def test_promtool_checks_the_russian_annotations_too():
+    """promtool compares annotations exactly: every firing case spells out the Russian ones."""
+    for path in sorted((REPO / "prometheus/tests").glob("*_test.yml")):
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for check in test.get("alert_rule_test", []):
+                for expected in check.get("exp_alerts") or []:
+                    annotations = expected["exp_annotations"]
+                    assert {"summary_ru", "description_ru"} <= set(annotations), check
+                    assert CYRILLIC.search(annotations["summary_ru"]), check
+
+
+def test_the_bot_picks_the_annotations_of_its_language():
+    annotations = {"summary": "GPU 0 is hot", "summary_ru": "GPU 0 горячая", "description": "d"}
+    assert render.annotation(annotations, "summary") == "GPU 0 is hot"
+    i18n.use("ru")
+    assert render.annotation(annotations, "summary") == "GPU 0 горячая"
+    assert render.annotation(annotations, "description") == "d"  # no Russian one: the rule's own
+    assert render.annotation({}, "summary") == ""
 
 
 # --- words shared by the messages -----------------------------------------------------------
