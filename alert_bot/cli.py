@@ -172,6 +172,7 @@ def _check_token(telegram) -> str:
 
 def _first_run(log_level: str) -> int:
     """No default chat yet: only answer /start, so the owner learns the chat's id."""
+    from alert_bot import i18n
     from alert_bot.chat import first_run
     from alert_bot.config import ConfigError, load_first_run_config
     from alert_bot.telegram import install_scrubber
@@ -183,6 +184,7 @@ def _first_run(log_level: str) -> int:
         return 2
     configure_logs(log_level)
     install_scrubber(config.telegram_token)
+    i18n.use(config.language)
     telegram, stopping, verdict = _connect(config)
     if verdict == REJECTED:
         return 2

@@ -483,12 +483,20 @@ def first_run(env: dict[str, str] | None = None) -> bool:
 class FirstRunConfig:
     telegram_token: str
     telegram_api_url: str | None = None
+    language: str = "en"
 
 
 def load_first_run_config(env: dict[str, str] | None = None) -> FirstRunConfig:
-    """What the first-run mode needs: the bot token and the Bot API server, nothing else."""
+    """What the first-run mode needs: the bot token, the Bot API server and, when a YAML file
+    is already given, the language it answers in; nothing else."""
     env = dict(os.environ if env is None else env)
-    return FirstRunConfig(_bot_token(env), _api_url(env.get("TELEGRAM_API_URL", "")))
+    language = "en"
+    config_path = env.get("ALERT_BOT_CONFIG", "").strip()
+    if config_path:
+        data = load_yaml(config_path)
+        if data.get("language") is not None:
+            language = _language(data["language"])
+    return FirstRunConfig(_bot_token(env), _api_url(env.get("TELEGRAM_API_URL", "")), language)
 
 
 def load_config(env: dict[str, str] | None = None) -> Config:

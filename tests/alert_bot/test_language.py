@@ -20,7 +20,8 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 from alert_bot import i18n, render
-from alert_bot.config import ConfigError, load_config
+from alert_bot.chat import first_run
+from alert_bot.config import ConfigError, load_config, load_first_run_config
 from alert_bot.i18n import format_duration, translations
 from tests.alert_bot import botkit
 from tests.alert_bot.fake_telegram import parse_telegram_html
@@ -201,6 +202,25 @@ def test_the_language_setting(tmp_path):
         with pytest.raises(ConfigError) as caught:
             config({"language": wrong})
         assert str(caught.value).startswith("language:") and "en, ru" in str(caught.value)
+
+
+def test_the_first_run_mode_speaks_the_configured_language(tmp_path):
+    """Before a chat is configured the bot answers /start; with a YAML file already saying
+    `language: ru`, in Russian."""
+    env = botkit.bot_env(tmp_path, botkit.NOWHERE, {"language": "ru"})
+    del env["TELEGRAM_CHAT_ID"]
+    assert load_first_run_config(env).language == "ru"
+    del env["ALERT_BOT_CONFIG"]
+    assert load_first_run_config(env).language == "en"
+    i18n.use("ru")
+    start = first_run.answer({"chat": {"id": -100500}, "from": {"id": 7}, "text": "/start"})
+    assert start == (
+        "👋 Это rigwatch. id этого чата — <code>-100500</code>, ваш — <code>7</code>.\n"
+        "Чтобы алерты приходили сюда, впишите <code>TELEGRAM_CHAT_ID=-100500</code> в окружение "
+        "бота (.env) рядом с другими настройками и перезапустите бота."
+    )
+    other = first_run.answer({"chat": {"id": -100500}, "text": "/status"})
+    assert other.startswith("rigwatch ещё не настроен: отправьте сюда /start")
 
 
 # --- the bot in Russian ---------------------------------------------------------------------
