@@ -52,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"rigwatch-bot {__version__}")
     args = parser.parse_args(argv)
 
+    from alert_bot import i18n
     from alert_bot.config import ConfigError, first_run, load_config
 
     if first_run() and not args.check_config:
         return _first_run(args.log_level)
     try:
         config = load_config()
+        i18n.translations(config.language)  # its catalog loads (or --check-config says why)
         if config.template_source is not None:
             from alert_bot.render import AlertRenderer, LinkSettings
 
@@ -179,12 +181,12 @@ def _first_run(log_level: str) -> int:
 
     try:
         config = load_first_run_config()
+        i18n.use(config.language)
     except ConfigError as exc:
         print(f"rigwatch-bot: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logs(log_level)
     install_scrubber(config.telegram_token)
-    i18n.use(config.language)
     telegram, stopping, verdict = _connect(config)
     if verdict == REJECTED:
         return 2

@@ -5,8 +5,8 @@ Messages are gettext catalogs: the code's English strings are the message ids, m
 `_()` (and `ngettext()` where a number decides the form, `N_()` where a string is translated
 later); the Russian lives in alert_bot/locale/ru/LC_MESSAGES/rigwatch-bot.po. Installing the
 package compiles it to a .mo next to it (setup.py's build step); a source checkout without one
-(or with a stale one) compiles the .po in memory at start-up with Babel, so a fresh `git clone`
-and an edited .po both work without a build step.
+(or with a stale one) compiles the .po in memory at start-up with Babel (installed with the
+test extra), so a fresh `git clone` and an edited .po both work without a build step.
 
 One bot process speaks one language: `use()` sets it at start-up for every thread.
 """
@@ -18,6 +18,8 @@ import gettext
 import io
 from datetime import datetime, tzinfo
 from pathlib import Path
+
+from alert_bot.config import ConfigError
 
 DOMAIN = "rigwatch-bot"
 LANGUAGES = ("en", "ru")
@@ -55,7 +57,17 @@ def translations(language: str) -> gettext.NullTranslations:
     if mo.exists() and (not po.exists() or mo.stat().st_mtime >= po.stat().st_mtime):
         with mo.open("rb") as compiled:
             return gettext.GNUTranslations(compiled)
-    return gettext.GNUTranslations(io.BytesIO(compile_catalog(po)))
+    try:
+        return gettext.GNUTranslations(io.BytesIO(compile_catalog(po)))
+    except ImportError:
+        if mo.exists():  # installed: the .po only looks newer (files unpacked in any order)
+            with mo.open("rb") as compiled:
+                return gettext.GNUTranslations(compiled)
+        raise ConfigError(
+            "language",
+            f"{mo} is missing and Babel is not installed to compile {po.name}: install the "
+            "package with `pip install .` (which compiles it), or `pip install Babel`",
+        ) from None
 
 
 def use(language: str) -> None:

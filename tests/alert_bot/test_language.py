@@ -107,7 +107,7 @@ def test_plural_forms(count, russian, english):
     assert firing.format(count=count).split(" ", 1)[1].startswith("активн")
 
 
-def test_the_installed_package_carries_a_compiled_catalog(tmp_path):
+def test_the_installed_package_carries_a_compiled_catalog(tmp_path, monkeypatch):
     """setup.py's build step compiles the .po into the built package (what pip installs and the
     bot image holds); it reads the same as the .po compiled at start-up."""
     subprocess.run(
@@ -122,6 +122,15 @@ def test_the_installed_package_carries_a_compiled_catalog(tmp_path):
     assert installed.gettext("RESOLVED") == translations("ru").gettext("RESOLVED") == "ОТБОЙ"
     assert installed.ngettext("{count} alert fired", "{count} alerts fired", 5) == "{count} алертов"
     assert not list(PO.parent.glob("*.mo")), ".mo files are build output, not in the checkout"
+    # Installed without Babel (the image), its .po unpacked after its .mo: the .mo serves.
+    (tmp_path / "alert_bot/locale/ru/LC_MESSAGES/rigwatch-bot.po").touch()
+    monkeypatch.setattr(i18n, "LOCALE_DIR", tmp_path / "alert_bot/locale")
+    monkeypatch.setitem(sys.modules, "babel.messages.mofile", None)
+    i18n.translations.cache_clear()
+    try:
+        assert i18n.translations("ru").gettext("FIRING") == "ТРЕВОГА"
+    finally:
+        i18n.translations.cache_clear()
 
 
 # --- the rules' Russian annotations ---------------------------------------------------------
@@ -170,6 +179,22 @@ def test_the_bot_picks_the_annotations_of_its_language():
     assert render.annotation({}, "summary") == ""
 
 
+def test_without_a_compiled_catalog_or_babel_the_setting_says_what_to_do(monkeypatch):
+    """An installed package has its .mo; a checkout without one needs Babel to compile the .po
+    (the test extra brings it). Without either, a configuration error says so."""
+    monkeypatch.setattr(i18n, "LOCALE_DIR", REPO / "alert_bot/locale")  # a checkout: no .mo
+    monkeypatch.setitem(sys.modules, "babel.messages.mofile", None)  # as if not installed
+    i18n.translations.cache_clear()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            i18n.translations("ru")
+        assert str(caught.value).startswith("language: ")
+        assert "rigwatch-bot.mo is missing" in str(caught.value)
+        assert "pip install ." in str(caught.value)
+    finally:
+        i18n.translations.cache_clear()
+
+
 # --- words shared by the messages -----------------------------------------------------------
 
 
@@ -215,7 +240,7 @@ def test_the_first_run_mode_speaks_the_configured_language(tmp_path):
     i18n.use("ru")
     start = first_run.answer({"chat": {"id": -100500}, "from": {"id": 7}, "text": "/start"})
     assert start == (
-        "👋 Это rigwatch. id этого чата — <code>-100500</code>, ваш — <code>7</code>.\n"
+        "👋 Это rigwatch. ID этого чата — <code>-100500</code>, ваш — <code>7</code>.\n"
         "Чтобы алерты приходили сюда, впишите <code>TELEGRAM_CHAT_ID=-100500</code> в окружение "
         "бота (.env) рядом с другими настройками и перезапустите бота."
     )
@@ -314,15 +339,15 @@ def test_every_command_in_russian(tmp_path: Path, telegram, services):
     with botkit.running_chat_bot(tmp_path, telegram, services, RUSSIAN):
         answers = {ask: _ask(telegram, botkit.CHAT, ask) for ask in ("/start", "/help", "/nosuch")}
         assert answers["/start"].startswith(
-            f"👋 Это rigwatch. id этого чата — {botkit.CHAT}, ваш — "
+            f"👋 Это rigwatch. ID этого чата — {botkit.CHAT}, ваш — "
         )
         assert "✅ Этому чату бот доступен. Команды — в /help." in answers["/start"]
-        assert answers["/help"].startswith("Бот rigwatch\n/start — id этого чата")
+        assert answers["/help"].startswith("Бот rigwatch\n/start — ID этого чата")
         assert "/gpu — GPU: температура, загрузка, память" in answers["/help"]
         assert answers["/nosuch"] == "Неизвестная команда. Что я умею — в /help."
         refused = _ask(telegram, botkit.STRANGER, "/gpu")
         assert refused.startswith(
-            f"Извините, этому чату rigwatch недоступен. Его id — {botkit.STRANGER}"
+            f"Извините, этому чату rigwatch недоступен. Его ID — {botkit.STRANGER}"
         )
 
         gpu = _ask(telegram, botkit.CHAT, "/gpu")
@@ -347,19 +372,21 @@ def test_every_command_in_russian(tmp_path: Path, telegram, services):
         wait_until(lambda: len(telegram.sent(botkit.CHAT)) > sent_before, what="confirmation")
         confirmation = parse_telegram_html(telegram.sent(botkit.CHAT)[-1].params["text"])
         assert re.fullmatch(
-            r"🔕 GpuHotRu риг rig1 · GPU 0 заглушён на 4ч \(до \d{4}-\d\d-\d\d \d\d:\d\d MSK\), "
-            r"кто: user\d+\.",
+            r"🔕 user\d+ заглушил\(а\) GpuHotRu риг rig1 · GPU 0 на 4ч "
+            r"\(до \d{4}-\d\d-\d\d \d\d:\d\d MSK\)\.",
             confirmation,
         ), confirmation
         silences = _ask(telegram, botkit.CHAT, "/silences")
         assert (
-            silences.startswith("1 активная заглушка\n1. ") and " MSK, кто: telegram:" in silences
+            silences.startswith("1 активная заглушка\n1. ") and " MSK, автор: telegram:" in silences
         )
         message = telegram.sent(botkit.CHAT)[-1]
         (unsilence,) = json.loads(message.params["reply_markup"])["inline_keyboard"][0]
         assert unsilence["text"] == "#1 🔔 снять"
         assert _press(telegram, unsilence["callback_data"], message) == "Заглушка снята."
-        wait_until(lambda: "снята, кто:" in telegram.visible_texts(botkit.CHAT)[-1], what="notice")
+        wait_until(
+            lambda: "снял(а) заглушку" in telegram.visible_texts(botkit.CHAT)[-1], what="notice"
+        )
         assert _ask(telegram, botkit.CHAT, "/silences") == "Активных заглушек нет."
 
         assert _ask(telegram, botkit.CHAT, "/graph").startswith(
@@ -376,8 +403,8 @@ def test_every_command_in_russian(tmp_path: Path, telegram, services):
             _ask(telegram, botkit.CHAT, "/mute rig1 30d") == "Заглушить можно на срок от 1m до 7d."
         )
         muted = _ask(telegram, botkit.CHAT, "/mute rig1 2h меняю райзер")
-        assert re.match(r"🔇 rig1 заглушён до \d{4}-\d\d-\d\d \d\d:\d\d MSK, кто: user\d+", muted)
-        assert "\nПриходить будут: AlertBotBacklogGrowing, " in muted
+        assert re.match(r"🔇 rig1 заглушён до \d{4}-\d\d-\d\d \d\d:\d\d MSK, автор: user\d+", muted)
+        assert "\nПродолжат приходить: AlertBotBacklogGrowing, " in muted
         message = telegram.sent(botkit.CHAT)[-1]
         (end,) = json.loads(message.params["reply_markup"])["inline_keyboard"][0]
         assert end["text"] == "🔔 Снять сейчас"
