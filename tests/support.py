@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -230,3 +231,16 @@ def running_exporter(
         yield proc, base
     finally:
         proc.stop()
+
+
+def mirror_proc(fake: Path, real_pid: int, as_pid: int, cgroup: str | None = None) -> None:
+    """A procfs tree in which as_pid shows real_pid's stat and cmdline (and a given cgroup)."""
+    fake.mkdir(exist_ok=True)
+    shutil.copyfile("/proc/stat", fake / "stat")
+    target = fake / str(as_pid)
+    target.mkdir(exist_ok=True)
+    for name in ("stat", "cmdline"):
+        (target / name).write_bytes(Path(f"/proc/{real_pid}/{name}").read_bytes())
+    (target / "cgroup").write_text(
+        cgroup if cgroup is not None else Path(f"/proc/{real_pid}/cgroup").read_text()
+    )
