@@ -375,6 +375,20 @@ def start_rich_rigs(
     return rigs
 
 
+@contextlib.contextmanager
+def rich_rigs_workdir(
+    tmp_path_factory, label: str, count: int, name: str
+) -> Iterator[tuple[contextlib.ExitStack, Path, dict[str, str]]]:
+    """A fresh working folder and start_rich_rigs() in it, entered into an ExitStack the caller
+    adds its own servers to; everything stopped and the folder removed afterwards."""
+    workdir = tmp_path_factory.mktemp(label)
+    try:
+        with contextlib.ExitStack() as stack:
+            yield stack, workdir, start_rich_rigs(stack, workdir, count, name)
+    finally:
+        remove_tree(workdir)
+
+
 def wait_rigs_scraped(base: str, count: int, what: str) -> None:
     """Until ``base`` has CPU rates (two scrapes at least) from ``count`` rigs."""
 
