@@ -113,8 +113,7 @@ class BotApp:
         )
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
         self.watchdog.stop()
         if self.runs is not None:
             self.runs.stop()

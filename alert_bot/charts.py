@@ -13,9 +13,10 @@ import textwrap
 import threading
 import urllib.parse
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec
 
 from alert_bot.i18n import _
 from alert_bot.render import annotation
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MAX_SERIES = 12
+P = ParamSpec("P")
 _render_lock = threading.Lock()  # matplotlib's font cache and text layout are not thread-safe
 _NUMBER = re.compile(r"^\s*\(?\s*(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*\)?\s*$", re.IGNORECASE)
 _MODIFIERS = re.compile(
@@ -319,25 +321,22 @@ def chart_figure(
     return figure
 
 
-def render_png(
-    series: list[Series],
-    title: str,
-    start: float,
-    end: float,
-    threshold: float | None = None,
-    unit: Unit | None = None,
-    zone: tzinfo | None = None,
-    subtitle: str = "",
-    firing_since: float | None = None,
-) -> bytes:
-    """The chart_figure() as PNG bytes."""
-    with _render_lock:
-        figure = chart_figure(
-            series, title, start, end, threshold, unit, zone, subtitle, firing_since
-        )
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        return buffer.getvalue()
+def _as_png(draw: Callable[P, Figure]) -> Callable[P, bytes]:
+    """A drawing function that returns PNG bytes instead of the figure, drawn under
+    _render_lock."""
+
+    def render(*args: P.args, **kwargs: P.kwargs) -> bytes:
+        with _render_lock:
+            figure = draw(*args, **kwargs)
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png")
+            return buffer.getvalue()
+
+    render.__doc__ = f"The {draw.__name__}() as PNG bytes."
+    return render
+
+
+render_png = _as_png(chart_figure)
 
 
 def zone_name(zone: tzinfo) -> str:

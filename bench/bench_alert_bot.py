@@ -49,10 +49,7 @@ from pathlib import Path
 
 from benchkit import percentile  # bench/ is sys.path[0] when run as a script
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.alert_bot.botkit import (  # noqa: E402
+from tests.alert_bot.botkit import (
     BOT_TOKEN,
     Poster,
     alert,
@@ -61,8 +58,8 @@ from tests.alert_bot.botkit import (  # noqa: E402
     notification,
     storm_notifications,
 )
-from tests.alert_bot.fake_telegram import FakeTelegram, FloodRules  # noqa: E402
-from tests.support import free_port  # noqa: E402
+from tests.alert_bot.fake_telegram import FakeTelegram, FloodRules
+from tests.support import free_port
 
 RIGS, CARDS, RUNS = 20, 8, 10
 

@@ -47,12 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from benchkit import percentile  # bench/ is sys.path[0] when run as a script
+from benchkit import REPO, percentile  # bench/ is sys.path[0] when run as a script
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-from tests.support import (  # noqa: E402 - the repository root must be importable first
+from tests.support import (
     ManagedProcess,
     build_fake_nvml,
     fake_nvml_env,
@@ -556,6 +553,11 @@ def table_row(
     return (label, show(mine), *beside, target, verdict(judged, limit, unit, strict))
 
 
+def below_peer(label: str, mine: float | None, reference: float | None) -> tuple[str, ...]:
+    """A table row whose target is rigwatch's figure strictly under the peer's."""
+    return table_row(label, mine, reference, ratio_limit=1.0, strict=True)
+
+
 def megabytes(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} MB"
 
@@ -594,12 +596,10 @@ def render(results: Results, args: argparse.Namespace, versions: dict[str, str])
             get(floor, "p50_ms"),
             ratio_limit=TARGETS["floor_ratio"],
         ),
-        table_row(
+        below_peer(
             "CPU per scrape vs nvitop-exporter CPU per refresh",
             get(full, "cpu_ms_per_scrape"),
             get(nv, "cpu_ms_per_refresh"),
-            ratio_limit=1.0,
-            strict=True,
         ),
         table_row(
             "RSS after the run (nvitop-exporter beside)",
@@ -618,12 +618,8 @@ def render(results: Results, args: argparse.Namespace, versions: dict[str, str])
     ):
         rows.append(table_row(label, get(ours, attr), get(theirs, attr), show=show))
     rows.append(
-        table_row(
-            "host-only scrape p50 vs node_exporter",
-            get(host, "p50_ms"),
-            get(node, "p50_ms"),
-            ratio_limit=1.0,
-            strict=True,
+        below_peer(
+            "host-only scrape p50 vs node_exporter", get(host, "p50_ms"), get(node, "p50_ms")
         )
     )
     for label, attr, show in (

@@ -40,19 +40,17 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import benchkit  # noqa: F401 - puts the repository root on sys.path (bench/ is sys.path[0])
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.stack.stack_support import (  # noqa: E402 - after the path insert
+from tests.stack.stack_support import (
     DASHBOARD_FILES,
     RULE_FILES,
     dashboard_queries,
     fake_sysfs,
     substitute_variables,
 )
-from tests.support import (  # noqa: E402
+from tests.support import (
     ManagedProcess,
     build_fake_nvml,
     free_port,
@@ -185,21 +183,33 @@ def overview_p50(base: str) -> float:
 
 
 @contextlib.contextmanager
+def serving(argv: list[str], ready_url: str) -> Iterator[ManagedProcess]:
+    """The process of argv once ready_url answers 200; stopped on leaving."""
+    proc = ManagedProcess(argv)
+    try:
+        wait_until(lambda: urllib.request.urlopen(ready_url).status == 200, 60, 0.5)
+        yield proc
+    finally:
+        proc.stop(timeout=60)
+
+
+def write_scrape_config(path: Path, address: str, n: int, with_rules: bool) -> Path:
+    path.write_text(yaml.safe_dump(scrape_config(address, n, with_rules=with_rules)))
+    return path
+
+
+@contextlib.contextmanager
 def prometheus_engine(workdir: Path, address: str, n: int) -> Iterator[dict]:
     port = free_port()
-    config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(scrape_config(address, n, with_rules=True)))
-    proc = ManagedProcess(
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'prom-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ]
-    )
+    config = write_scrape_config(workdir / "prometheus.yml", address, n, with_rules=True)
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: urllib.request.urlopen(base + "/-/ready").status == 200, 60, 0.5)
+    argv = [
+        "prometheus",
+        f"--config.file={config}",
+        f"--storage.tsdb.path={workdir / 'prom-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with serving(argv, base + "/-/ready") as proc:
         yield {
             "base": base,
             "pids": [proc.pid],
@@ -208,43 +218,36 @@ def prometheus_engine(workdir: Path, address: str, n: int) -> Iterator[dict]:
                 base, r"prometheus_rule_group_last_duration_seconds\{"
             ),
         }
-    finally:
-        proc.stop(timeout=60)
 
 
 @contextlib.contextmanager
 def victoria_engine(workdir: Path, address: str, n: int) -> Iterator[dict]:
     port, alert_port = free_port(), free_port()
-    config = workdir / "scrape.yml"
-    config.write_text(yaml.safe_dump(scrape_config(address, n, with_rules=False)))
-    vm = ManagedProcess(
-        [
-            "victoria-metrics",
-            f"-storageDataPath={workdir / 'vm-data'}",
-            f"-httpListenAddr=127.0.0.1:{port}",
-            f"-promscrape.config={config}",
-            "-search.latencyOffset=0s",
-            "-loggerLevel=WARN",
-        ]
-    )
+    config = write_scrape_config(workdir / "scrape.yml", address, n, with_rules=False)
     base = f"http://127.0.0.1:{port}"
-    vmalert = None
-    try:
-        wait_until(lambda: urllib.request.urlopen(base + "/health").status == 200, 60, 0.5)
-        vmalert = ManagedProcess(
-            [
-                "vmalert",
-                *(f"-rule={path}" for path in RULE_FILES),
-                f"-datasource.url={base}",
-                f"-remoteWrite.url={base}",
-                f"-httpListenAddr=127.0.0.1:{alert_port}",
-                f"-evaluationInterval={INTERVAL:g}s",
-                "-notifier.url=http://127.0.0.1:9",
-                "-loggerLevel=ERROR",
-            ]
-        )
-        alert_base = f"http://127.0.0.1:{alert_port}"
-        wait_until(lambda: urllib.request.urlopen(alert_base + "/health").status == 200, 60)
+    alert_base = f"http://127.0.0.1:{alert_port}"
+    vm_argv = [
+        "victoria-metrics",
+        f"-storageDataPath={workdir / 'vm-data'}",
+        f"-httpListenAddr=127.0.0.1:{port}",
+        f"-promscrape.config={config}",
+        "-search.latencyOffset=0s",
+        "-loggerLevel=WARN",
+    ]
+    vmalert_argv = [
+        "vmalert",
+        *(f"-rule={path}" for path in RULE_FILES),
+        f"-datasource.url={base}",
+        f"-remoteWrite.url={base}",
+        f"-httpListenAddr=127.0.0.1:{alert_port}",
+        f"-evaluationInterval={INTERVAL:g}s",
+        "-notifier.url=http://127.0.0.1:9",
+        "-loggerLevel=ERROR",
+    ]
+    with (
+        serving(vm_argv, base + "/health") as vm,
+        serving(vmalert_argv, alert_base + "/health") as vmalert,
+    ):
 
         def rule_seconds() -> float:
             total = metrics_sum(alert_base, r"vmalert_iteration_duration_seconds_sum")
@@ -258,10 +261,6 @@ def victoria_engine(workdir: Path, address: str, n: int) -> Iterator[dict]:
             "ingested": lambda: metrics_sum(base, r"vm_rows_inserted_total"),
             "rule_seconds": rule_seconds,
         }
-    finally:
-        if vmalert is not None:
-            vmalert.stop(timeout=60)
-        vm.stop(timeout=60)
 
 
 ENGINES = (

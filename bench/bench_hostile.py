@@ -29,10 +29,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchkit import REPO  # bench/ is sys.path[0] when run as a script
 
-from tests.alert_bot.fake_telegram import FakeTelegram  # noqa: E402
+from tests.alert_bot.fake_telegram import FakeTelegram
+from tests.support import InBackground
 
 TOKEN = "123456789:BENCH-secret-token"
 WEBHOOK_TOKEN = "bench-webhook-token"
@@ -136,14 +136,13 @@ def parallel(port: int, make, clients: int, per_client: int) -> dict:
     }
 
 
-class Sampler:
+class Sampler(InBackground):
     """Peak threads, descriptors and RSS of one process, sampled every 0.1 s."""
 
     def __init__(self, pid: int):
         self.pid = pid
         self.peak = {"threads": 0, "fds": 0, "rss_mb": 0.0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stopped = threading.Event()
 
     def read(self) -> dict:
         status = Path(f"/proc/{self.pid}/status").read_text()
@@ -154,8 +153,8 @@ class Sampler:
             "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
         }
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
+    def run(self) -> None:
+        while not self._stopped.wait(0.1):
             try:
                 now = self.read()
             except (OSError, KeyError, ValueError):
@@ -163,13 +162,8 @@ class Sampler:
             for key, value in now.items():
                 self.peak[key] = max(self.peak[key], value)
 
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 def open_idle(port: int, count: int, first_line: bytes) -> list[socket.socket]:

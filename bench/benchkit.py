@@ -1,8 +1,15 @@
-"""What both benches share: one percentile definition, so p50/p99 mean the same in each table."""
+"""What the benches share: one percentile definition, so p50/p99 mean the same in each table,
+and the repository root on sys.path, so they can use the test helpers (tests.*)."""
 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 
 def percentile(values: list[float], q: float) -> float:

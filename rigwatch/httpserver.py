@@ -392,3 +392,8 @@ class HardenedHTTPServer:
         self.socket.close()
         self._wake_r.close()
         self._wake_w.close()
+
+    def close(self) -> None:
+        """shutdown() then server_close(): stop serving and release the socket."""
+        self.shutdown()
+        self.server_close()

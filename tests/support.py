@@ -6,16 +6,19 @@ import contextlib
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_NVML_DIR = REPO / "tests" / "fake_nvml"
@@ -62,6 +65,29 @@ def inherited_environment() -> dict[str, str]:
     RIGWATCH_UPDATE_GOLDEN, ...): the exporter warns about every RIGWATCH_* name that is not one
     of its flags, and a program under test takes its settings from the test alone."""
     return {k: v for k, v in os.environ.items() if not k.startswith("RIGWATCH_")}
+
+
+Background = TypeVar("Background", bound="InBackground")
+
+
+class InBackground:
+    """A context whose run() goes on in a daemon thread from entering it until leaving, when
+    stop() ends it and the thread is joined."""
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: Background) -> Background:
+        self._background = threading.Thread(target=self.run, daemon=True)
+        self._background.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self._background.join()
 
 
 class ManagedProcess:
@@ -230,3 +256,16 @@ def running_exporter(
         yield proc, base
     finally:
         proc.stop()
+
+
+def mirror_proc(fake: Path, real_pid: int, as_pid: int, cgroup: str | None = None) -> None:
+    """A procfs tree in which as_pid shows real_pid's stat and cmdline (and a given cgroup)."""
+    fake.mkdir(exist_ok=True)
+    shutil.copyfile("/proc/stat", fake / "stat")
+    target = fake / str(as_pid)
+    target.mkdir(exist_ok=True)
+    for name in ("stat", "cmdline"):
+        (target / name).write_bytes(Path(f"/proc/{real_pid}/{name}").read_bytes())
+    (target / "cgroup").write_text(
+        cgroup if cgroup is not None else Path(f"/proc/{real_pid}/cgroup").read_text()
+    )

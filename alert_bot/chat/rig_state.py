@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
+from typing import Any
 
 from alert_bot.chat import mute
 from alert_bot.chat.alertmanager import firing_alerts, silenced_note
@@ -248,25 +250,44 @@ def _no_data(chat: Chat, message: dict, wanted: str | None) -> None:
     chat.reply(message, text.format(rig=html.escape(wanted or "")))
 
 
-def gpu(chat: Chat, message: dict, args: list[str]) -> None:
+def _per_rig(
+    chat: Chat,
+    message: dict,
+    args: list[str],
+    lines_of: Callable[[Chat, str | None], dict[str, Any]],
+    text_of: Callable[[dict[str, Any]], str],
+) -> None:
+    """A command answering with lines per rig (for the rig named in args, or all): the text
+    text_of makes of lines_of's rigs, or a note that Prometheus has none."""
     wanted = args[0] if args else None
-    cards = gpu_lines(chat, wanted)
-    if not cards:
+    rigs = lines_of(chat, wanted)
+    if not rigs:
         _no_data(chat, message, wanted)
         return
-    blocks = [f"🖥 <b>{html.escape(rig)}</b>\n" + "\n".join(lines) for rig, lines in cards.items()]
-    chat.reply(message, "\n\n".join(blocks))
+    chat.reply(message, text_of(rigs))
+
+
+def gpu(chat: Chat, message: dict, args: list[str]) -> None:
+    _per_rig(
+        chat,
+        message,
+        args,
+        gpu_lines,
+        lambda cards: "\n\n".join(
+            f"🖥 <b>{html.escape(rig)}</b>\n" + "\n".join(lines) for rig, lines in cards.items()
+        ),
+    )
 
 
 def cpu(chat: Chat, message: dict, args: list[str]) -> None:
-    wanted = args[0] if args else None
-    hosts = host_lines(chat, wanted)
-    if not hosts:
-        _no_data(chat, message, wanted)
-        return
-    chat.reply(
+    _per_rig(
+        chat,
         message,
-        "\n".join(f"🖥 <b>{html.escape(rig)}</b>: {line}" for rig, line in hosts.items()),
+        args,
+        host_lines,
+        lambda hosts: "\n".join(
+            f"🖥 <b>{html.escape(rig)}</b>: {line}" for rig, line in hosts.items()
+        ),
     )
 
 

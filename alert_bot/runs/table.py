@@ -8,6 +8,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from alert_bot.store import Database, NewNotification, Store
+from alert_bot.store.database import record_from_row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -66,22 +67,7 @@ class Run:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Run:
-        return cls(
-            instance=row["instance"],
-            pid=row["pid"],
-            start_time=row["start_time"],
-            rig=row["rig"],
-            run_name=row["run_name"],
-            process=row["process"],
-            user=row["user"],
-            container=row["container"],
-            cards=json.loads(row["cards"]),
-            first_seen=row["first_seen"],
-            last_seen=row["last_seen"],
-            status=row["status"],
-            ended_at=row["ended_at"],
-            summary=json.loads(row["summary"]) if row["summary"] else None,
-        )
+        return record_from_row(cls, row, json_columns=("cards", "summary"))
 
 
 class RunTable:
@@ -130,7 +116,7 @@ class RunTable:
             )
             if cursor.rowcount != 1:
                 return False
-            _enqueue(db, self.store, notice, now)
+            self.store.outbox.insert(db, notice, now)  # in this transaction
         return True
 
     def seen(self, runs: list[Run], now: float) -> None:
@@ -162,7 +148,7 @@ class RunTable:
             )
             if cursor.rowcount != 1:
                 return False
-            _enqueue(db, self.store, notice, now)
+            self.store.outbox.insert(db, notice, now)  # in this transaction
         return True
 
     def queue_once(self, key: str, value: str, notices: list[NewNotification], now: float) -> bool:
@@ -173,28 +159,9 @@ class RunTable:
             if row is not None and row["value"] == value:
                 return False
             db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
-            _enqueue(db, self.store, notices, now)
+            self.store.outbox.insert(db, notices, now)  # in this transaction
         return True
 
     def forget_before(self, moment: float) -> None:
         with self.database.transaction() as db:
             db.execute("DELETE FROM runs WHERE status = 'ended' AND ended_at < ?", (moment,))
-
-
-def _enqueue(
-    db: sqlite3.Connection, store: Store, notices: list[NewNotification], now: float
-) -> None:
-    """Outbox rows written inside the caller's transaction (Outbox.add opens its own)."""
-    for item in notices:
-        db.execute(
-            "INSERT INTO notifications (created_at, chat_id, thread_id, kind, payload,"
-            " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                now,
-                store.migrations.follow(db, item.chat_id),
-                item.thread_id,
-                item.kind,
-                json.dumps(item.payload, ensure_ascii=False),
-                now,
-            ),
-        )

@@ -9,13 +9,15 @@ alert traffic; NORMAL would be safe against crashes but could drop the last comm
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -63,6 +65,24 @@ CREATE TABLE IF NOT EXISTS state (
     value TEXT NOT NULL
 );
 """
+
+
+Record = TypeVar("Record")
+
+
+def record_from_row(
+    cls: type[Record], row: sqlite3.Row, json_columns: Iterable[str] = ()
+) -> Record:
+    """The dataclass cls from the row's columns named as its fields (each one must be there);
+    the json_columns hold JSON text and are decoded, an empty one (NULL) read as None."""
+    decoded = set(json_columns)
+    values = {}
+    for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+        value = row[item.name]
+        if item.name in decoded:
+            value = json.loads(value) if value else None
+        values[item.name] = value
+    return cls(**values)
 
 
 class StoreError(RuntimeError):

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from alert_bot.store.database import Database
+from alert_bot.store.database import Database, record_from_row
 from alert_bot.store.tables import ChatMigrations, DedupeKeys
 
 PENDING_BYTES = 8 * 1024 * 1024  # payload read per delivery step at most (one always)
@@ -39,18 +39,7 @@ class PendingNotification:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PendingNotification:
-        return cls(
-            id=row["id"],
-            created_at=row["created_at"],
-            chat_id=row["chat_id"],
-            thread_id=row["thread_id"],
-            kind=row["kind"],
-            payload=json.loads(row["payload"]),
-            attempts=row["attempts"],
-            alerts_done=row["alerts_done"],
-            parts_done=row["parts_done"],
-            next_attempt_at=row["next_attempt_at"],
-        )
+        return record_from_row(cls, row, json_columns=("payload",))
 
 
 class Outbox:

@@ -10,12 +10,31 @@ import sqlite3
 from alert_bot.store.database import Database
 
 
-class DedupeKeys:
-    """Group keys already stored: a second HA Alertmanager's copy of a notification is dropped.
-    Used inside the outbox's transaction, so a key and its notifications commit together."""
+class Table:
+    """A named piece of the store over the shared database."""
 
     def __init__(self, database: Database):
         self.database = database
+
+
+class AgingTable(Table):
+    """A table whose rows are forgotten once old: those with the AGED_BY column before the
+    moment go in the store's clean-up."""
+
+    TABLE = ""
+    AGED_BY = ""
+
+    @classmethod
+    def forget_before(cls, db: sqlite3.Connection, moment: float) -> None:
+        db.execute(f"DELETE FROM {cls.TABLE} WHERE {cls.AGED_BY} < ?", (moment,))
+
+
+class DedupeKeys(AgingTable):
+    """Group keys already stored: a second HA Alertmanager's copy of a notification is dropped.
+    Used inside the outbox's transaction, so a key and its notifications commit together."""
+
+    TABLE = "dedupe"
+    AGED_BY = "seen_at"
 
     @staticmethod
     def seen_within(db: sqlite3.Connection, key: str, now: float, window: float) -> bool:
@@ -26,16 +45,9 @@ class DedupeKeys:
         db.execute("INSERT OR REPLACE INTO dedupe (key, seen_at) VALUES (?, ?)", (key, now))
         return False
 
-    @staticmethod
-    def forget_before(db: sqlite3.Connection, moment: float) -> None:
-        db.execute("DELETE FROM dedupe WHERE seen_at < ?", (moment,))
 
-
-class ChatMigrations:
+class ChatMigrations(Table):
     """Groups that became supergroups: old id → new id, followed wherever a chat id is used."""
-
-    def __init__(self, database: Database):
-        self.database = database
 
     @staticmethod
     def follow(db: sqlite3.Connection, chat_id: int) -> int:
@@ -84,11 +96,11 @@ class ChatMigrations:
             )
 
 
-class SilenceButtons:
+class SilenceButtons(AgingTable):
     """Matchers kept under a short id that fits in a button's 64-byte callback data."""
 
-    def __init__(self, database: Database):
-        self.database = database
+    TABLE = "silence_buttons"
+    AGED_BY = "created_at"
 
     def save(self, silences: list[list[dict]], description: str, now: float) -> str:
         """The short id for these silences, one matcher list each (the same id when they were
@@ -125,16 +137,9 @@ class SilenceButtons:
             silences = [silences]  # a button saved before buttons held several silences
         return silences, rows[0]["description"]
 
-    @staticmethod
-    def forget_before(db: sqlite3.Connection, moment: float) -> None:
-        db.execute("DELETE FROM silence_buttons WHERE created_at < ?", (moment,))
 
-
-class StateTable:
+class StateTable(Table):
     """Small named values that must survive a restart."""
-
-    def __init__(self, database: Database):
-        self.database = database
 
     def get(self, key: str) -> str | None:
         rows = self.database.query("SELECT value FROM state WHERE key = ?", (key,))

@@ -3,6 +3,9 @@ clocks, P-state, throttle reasons, power and energy, PCIe, errors and processes.
 
 from __future__ import annotations
 
+from typing import Any
+
+from grafana_foundation_sdk.builders import stat
 from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
@@ -62,6 +65,11 @@ HEALTH_STATS = [
 ]
 
 
+def _card_stat(title: str, unit: str, ref: str, expr: str, **options: Any) -> stat.Panel:
+    """A 6-wide stat of one expression with a value per card."""
+    return stat_panel(title, unit, [Query(ref, expr, CARD_LEGEND)], size=(6, 4), **options)
+
+
 def _now(board: Dashboard) -> None:
     board.with_row(Row("Now"))
     board.with_panel(
@@ -79,33 +87,11 @@ def _now(board: Dashboard) -> None:
             stat_panel(title, unit, [Query(ref, per_card(gpu(metric)), CARD_LEGEND)], size=(4, 4))
         )
     for ref, title, expr in HEALTH_STATS:
-        board.with_panel(
-            stat_panel(
-                title,
-                "short",
-                [Query(ref, per_card(expr), CARD_LEGEND)],
-                size=(6, 4),
-                thresholds=COUNT_STEPS,
-            )
-        )
+        board.with_panel(_card_stat(title, "short", ref, per_card(expr), thresholds=COUNT_STEPS))
     energy = f"increase({gpu('rigwatch_gpu_energy_joules_total')}[$__range]) / 3600000"
-    board.with_panel(
-        stat_panel(
-            "Energy used in the shown period",
-            "kwatth",
-            [Query("energy", energy, CARD_LEGEND)],
-            size=(6, 4),
-        )
-    )
-    board.with_panel(
-        stat_panel(
-            "Critical Xids (since exporter start)",
-            "short",
-            [Query("critical_xids", critical_xids("rig, gpu"), CARD_LEGEND)],
-            size=(6, 4),
-            thresholds=COUNT_STEPS,
-        )
-    )
+    board.with_panel(_card_stat("Energy used in the shown period", "kwatth", "energy", energy))
+    xids, title = critical_xids("rig, gpu"), "Critical Xids (since exporter start)"
+    board.with_panel(_card_stat(title, "short", "critical_xids", xids, thresholds=COUNT_STEPS))
     board.with_panel(
         label_stat(
             "Driver",
@@ -113,15 +99,8 @@ def _now(board: Dashboard) -> None:
             size=(6, 4),
         )
     )
-    board.with_panel(
-        stat_panel(
-            "P-state",
-            "none",
-            [Query("pstate", per_card(gpu("rigwatch_gpu_pstate")), CARD_LEGEND)],
-            size=(6, 4),
-            mappings=[PSTATE_MAPPING],
-        )
-    )
+    pstate = per_card(gpu("rigwatch_gpu_pstate"))
+    board.with_panel(_card_stat("P-state", "none", "pstate", pstate, mappings=[PSTATE_MAPPING]))
 
 
 def _over_time(board: Dashboard) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dashboard_builders
@@ -97,7 +97,7 @@ def _panel(
     unit: str,
     queries: Sequence[Query],
     *,
-    size: tuple[int, int],
+    size: tuple[int, int] = (12, 8),
     instant: bool = False,
     description: str = "",
     mappings: Sequence[models.ValueMapping] = (),
@@ -105,8 +105,9 @@ def _panel(
     minimum: float | None = None,
     maximum: float | None = None,
 ) -> Panel:
-    """The settings every panel shares; size is (width, height) on Grafana's 24-column grid,
-    and the dashboard places panels left to right in the order they are added."""
+    """The settings every panel shares (the panel builders below take them as keyword options);
+    size is (width, height) on Grafana's 24-column grid, and the dashboard places panels left
+    to right in the order they are added."""
     width, height = size
     panel = (
         panel.title(title)
@@ -140,28 +141,10 @@ def _panel(
 
 
 def timeseries_panel(
-    title: str,
-    unit: str,
-    queries: Sequence[Query],
-    *,
-    size: tuple[int, int] = (12, 8),
-    description: str = "",
-    thresholds: Steps = (),
-    minimum: float | None = None,
-    maximum: float | None = None,
+    title: str, unit: str, queries: Sequence[Query], **options: Any
 ) -> timeseries.Panel:
     """A graph over time with a table legend of each series' last value."""
-    panel = _panel(
-        timeseries.Panel(),
-        title,
-        unit,
-        queries,
-        size=size,
-        description=description,
-        thresholds=thresholds,
-        minimum=minimum,
-        maximum=maximum,
-    )
+    panel = _panel(timeseries.Panel(), title, unit, queries, **options)
     return panel.legend(
         common_builders.VizLegendOptions()
         .display_mode(common.LegendDisplayMode.TABLE)
@@ -175,19 +158,9 @@ def timeseries_panel(
     )
 
 
-def percent_timeseries(
-    title: str, queries: Sequence[Query], *, size: tuple[int, int] = (12, 8), description: str = ""
-) -> timeseries.Panel:
+def percent_timeseries(title: str, queries: Sequence[Query], **options: Any) -> timeseries.Panel:
     """A timeseries of ratios, drawn on a fixed 0-100 % axis."""
-    return timeseries_panel(
-        title,
-        "percentunit",
-        queries,
-        size=size,
-        description=description,
-        minimum=0,
-        maximum=1,
-    )
+    return timeseries_panel(title, "percentunit", queries, minimum=0, maximum=1, **options)
 
 
 def stat_panel(
@@ -195,25 +168,12 @@ def stat_panel(
     unit: str,
     queries: Sequence[Query],
     *,
-    size: tuple[int, int] = (12, 8),
-    description: str = "",
-    mappings: Sequence[models.ValueMapping] = (),
-    thresholds: Steps = (),
     text_mode: common.BigValueTextMode = common.BigValueTextMode.VALUE_AND_NAME,
     color_mode: common.BigValueColorMode = common.BigValueColorMode.VALUE,
+    **options: Any,
 ) -> stat.Panel:
     """The latest value of each series, as an instant query."""
-    panel = _panel(
-        stat.Panel(),
-        title,
-        unit,
-        queries,
-        size=size,
-        instant=True,
-        description=description,
-        mappings=mappings,
-        thresholds=thresholds,
-    )
+    panel = _panel(stat.Panel(), title, unit, queries, instant=True, **options)
     return (
         panel.reduce_options(
             common_builders.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
@@ -283,23 +243,10 @@ def table_panel(
 
 
 def state_timeline_panel(
-    title: str,
-    queries: Sequence[Query],
-    *,
-    size: tuple[int, int],
-    mappings: Sequence[models.ValueMapping] = (),
-    description: str = "",
+    title: str, queries: Sequence[Query], **options: Any
 ) -> statetimeline.Panel:
     """On/off series drawn as coloured bands over time."""
-    panel = _panel(
-        statetimeline.Panel(),
-        title,
-        "bool_on_off",
-        queries,
-        size=size,
-        description=description,
-        mappings=mappings,
-    )
+    panel = _panel(statetimeline.Panel(), title, "bool_on_off", queries, **options)
     return (
         panel.show_value(common.VisibilityMode.NEVER)
         .merge_values(True)

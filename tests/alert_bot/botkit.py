@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
 from alert_bot.app import BotApp
@@ -219,6 +220,14 @@ def running_bot(env: dict[str, str], run_updates: bool = True) -> Iterator[tuple
         store.close()
 
 
+def webhook_bot(
+    tmp_path: Path, telegram_url: str, settings: dict | None = None
+) -> contextlib.AbstractContextManager[tuple[BotApp, str]]:
+    """The bot taking the webhook and delivering, with no chat polling: running_bot of
+    bot_env(tmp_path, telegram_url, settings)."""
+    return running_bot(bot_env(tmp_path, telegram_url, settings), run_updates=False)
+
+
 @contextlib.contextmanager
 def bot_process(env: dict[str, str]) -> Iterator[tuple[ManagedProcess, str]]:
     """`python -m alert_bot` as a real child process (env must name a fixed free port)."""
@@ -293,19 +302,26 @@ def alertmanager_api(services: dict, path: str, body: object | None = None, meth
         return json.loads(raw) if raw else None
 
 
-@contextlib.contextmanager
-def running_rig_services(
-    tmp: Path, devices: list[dict], *wait_for: str, evaluate: bool = False
-) -> Iterator[dict]:
-    """The exporter on one rig (rig1) of ``devices`` scraped every second by a real Prometheus
-    (evaluating every second too when ``evaluate``), and an Alertmanager; yields their URLs
-    once Prometheus has each of the ``wait_for`` expressions."""
-    from tests.servers import running_alertmanager, running_prometheus
-    from tests.support import build_fake_nvml, make_scenario, running_exporter
+def needs_rig_services() -> pytest.MarkDecorator:
+    """Skips where the real Prometheus and Alertmanager of running_rig_services are missing."""
+    from tests.servers import have_binary
 
-    build_fake_nvml()
-    scenario = tmp / "scenario.json"
-    scenario.write_text(json.dumps(make_scenario(devices=devices)))
+    return pytest.mark.skipif(
+        not (have_binary("prometheus") and have_binary("prometheus-alertmanager")),
+        reason="tests/run.sh installs Debian's prometheus and prometheus-alertmanager",
+    )
+
+
+@contextlib.contextmanager
+def running_scraped_rig(
+    tmp: Path, scenario: Path, *wait_for: str, evaluate: bool = False
+) -> Iterator[str]:
+    """The exporter on the scenario file, as rig1, scraped every second by a real Prometheus
+    (evaluating every second too when ``evaluate``); yields Prometheus's URL once it has each
+    of the ``wait_for`` expressions."""
+    from tests.servers import running_prometheus
+    from tests.support import running_exporter
+
     with running_exporter(scenario) as (_, exporter_url):
         target = exporter_url.removeprefix("http://")
         config = (
@@ -314,10 +330,30 @@ def running_rig_services(
             + "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
             f"      - targets: ['{target}']\n        labels: {{rig: rig1}}\n"
         )
-        with running_prometheus(tmp, config) as prometheus, running_alertmanager(tmp) as am:
+        with running_prometheus(tmp, config) as prometheus:
             for expr in wait_for:
                 wait_prometheus_has(prometheus, expr)
-            yield {"prometheus": prometheus, "alertmanager": am}
+            yield prometheus
+
+
+@contextlib.contextmanager
+def running_rig_services(
+    tmp: Path, devices: list[dict], *wait_for: str, evaluate: bool = False
+) -> Iterator[dict]:
+    """The exporter on one rig (rig1) of ``devices`` scraped every second by a real Prometheus
+    (evaluating every second too when ``evaluate``), and an Alertmanager; yields their URLs
+    once Prometheus has each of the ``wait_for`` expressions."""
+    from tests.servers import running_alertmanager
+    from tests.support import build_fake_nvml, make_scenario
+
+    build_fake_nvml()
+    scenario = tmp / "scenario.json"
+    scenario.write_text(json.dumps(make_scenario(devices=devices)))
+    with (
+        running_scraped_rig(tmp, scenario, *wait_for, evaluate=evaluate) as prometheus,
+        running_alertmanager(tmp) as am,
+    ):
+        yield {"prometheus": prometheus, "alertmanager": am}
 
 
 @contextlib.contextmanager

@@ -18,36 +18,26 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.alert_bot import botkit
 from tests.alert_bot.botkit import (
     CHAT,
     STRANGER,
-    alert,
-    bot_env,
-    metric_value,
-    notification,
-    post,
-    running_bot,
     running_chat_bot,
+    running_scraped_rig,
     two_card_rig,
-    wait_prometheus_has,
 )
 from tests.alert_bot.botkit import alertmanager_api as _am
 from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
-from tests.servers import have_binary, running_prometheus
 from tests.support import (
     REPO,
     http_get,
     make_device,
     make_scenario,
-    running_exporter,
     wait_until,
     write_scenario,
 )
 
-pytestmark = pytest.mark.skipif(
-    not (have_binary("prometheus") and have_binary("prometheus-alertmanager")),
-    reason="tests/run.sh installs Debian's prometheus and prometheus-alertmanager",
-)
+pytestmark = botkit.needs_rig_services()
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +110,8 @@ def test_gpu_cpu_status_from_prometheus(bot, telegram, services):
     status = _visible(_ask(telegram, CHAT, "/status")[0])
     assert "rig1" in status and "GPU 0" in status and "load " in status
     assert "HostHot" in status
-    assert metric_value(base, "rigwatch_bot_commands_total", {"command": "gpu"}) == 5
-    assert metric_value(base, "rigwatch_bot_commands_total", {"command": "status"}) == 1
+    assert botkit.metric_value(base, "rigwatch_bot_commands_total", {"command": "gpu"}) == 5
+    assert botkit.metric_value(base, "rigwatch_bot_commands_total", {"command": "status"}) == 1
 
 
 def test_strangers_get_no_data(bot, telegram):
@@ -133,15 +123,15 @@ def test_strangers_get_no_data(bot, telegram):
         assert "not allowed" in text, (ask, text)
         assert "°C" not in text and "rig1" not in text
     assert telegram.calls_to("sendPhoto") == []
-    assert metric_value(base, "rigwatch_bot_commands_total", {"command": "refused"}) == 8
+    assert botkit.metric_value(base, "rigwatch_bot_commands_total", {"command": "refused"}) == 8
 
 
 def test_with_a_user_list_others_in_the_allowed_chat_are_strangers(tmp_path, telegram):
     """access.allowed_user_ids: only listed users, in the allowed chat or privately."""
     group, listed, other = -100777, 4242, 4343
-    env = bot_env(tmp_path, telegram.url, {"access": {"allowed_user_ids": [listed]}})
+    env = botkit.bot_env(tmp_path, telegram.url, {"access": {"allowed_user_ids": [listed]}})
     env["TELEGRAM_CHAT_ID"] = str(group)
-    with running_bot(env) as (app, base):
+    with botkit.running_bot(env) as (app, base):
         wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
         refused = _visible(_ask(telegram, group, "/gpu", user=other)[0])
         assert "not allowed" in refused
@@ -152,7 +142,7 @@ def test_with_a_user_list_others_in_the_allowed_chat_are_strangers(tmp_path, tel
         telegram.inject_callback(group, "s:whatever:1h", user_id=other)
         wait_until(lambda: telegram.calls_to("answerCallbackQuery"), what="button answer")
         assert "Sorry" in telegram.calls_to("answerCallbackQuery")[-1].params["text"]
-        assert metric_value(base, "rigwatch_bot_commands_total", {"command": "refused"}) == 2
+        assert botkit.metric_value(base, "rigwatch_bot_commands_total", {"command": "refused"}) == 2
 
 
 def test_graph_sends_png_charts(bot, telegram):
@@ -184,8 +174,8 @@ def test_silence_buttons_create_and_expire_real_silences(bot, telegram, services
         ),
         what="alert in Alertmanager",
     )
-    one = alert(name="GpuHotForButtons", gpu="0", severity="warning")
-    assert post(base, notification(one))[0] == 200
+    one = botkit.alert(name="GpuHotForButtons", gpu="0", severity="warning")
+    assert botkit.post(base, botkit.notification(one))[0] == 200
     wait_until(lambda: telegram.sent(CHAT), what="notification")
     message = telegram.sent(CHAT)[-1]
     buttons = json.loads(message.params["reply_markup"])["inline_keyboard"][0]
@@ -285,8 +275,10 @@ def test_a_critical_alert_comes_with_a_chart_of_its_expression(bot, telegram, se
         + "/graph?"
         + urllib.parse.urlencode({"g0.expr": expr, "g0.tab": "1"})
     )
-    hot = alert(name="GpuTemperatureCritical", severity="critical", gpu="0", generator=generator)
-    assert post(base, notification(hot))[0] == 200
+    hot = botkit.alert(
+        name="GpuTemperatureCritical", severity="critical", gpu="0", generator=generator
+    )
+    assert botkit.post(base, botkit.notification(hot))[0] == 200
     wait_until(lambda: telegram.calls_to("sendPhoto"), timeout=20, what="chart")
     text_call = telegram.calls_to("sendMessage")[-1]
     photo = telegram.calls_to("sendPhoto")[-1]
@@ -295,14 +287,14 @@ def test_a_critical_alert_comes_with_a_chart_of_its_expression(bot, telegram, se
     replied_to = json.loads(photo.params["reply_parameters"])["message_id"]
     assert replied_to == text_call.response["result"]["message_id"]
     # A chart that cannot be drawn costs only the chart: the text still goes.
-    broken = alert(
+    broken = botkit.alert(
         name="GpuLost",
         severity="critical",
         gpu="1",
         generator="http://x/graph?g0.expr=" + urllib.parse.quote("absent_metric_xyz > 1"),
     )
     photos = len(telegram.calls_to("sendPhoto"))
-    assert post(base, notification(broken, group_key="lost"))[0] == 200
+    assert botkit.post(base, botkit.notification(broken, group_key="lost"))[0] == 200
     wait_until(lambda: "GpuLost" in _visible(telegram.calls_to("sendMessage")[-1]), what="text")
     time.sleep(0.5)
     assert len(telegram.calls_to("sendPhoto")) == photos
@@ -311,7 +303,7 @@ def test_a_critical_alert_comes_with_a_chart_of_its_expression(bot, telegram, se
 def test_the_update_loop_outlives_an_update_it_cannot_read(tmp_path, telegram):
     """An update the client library cannot parse (here a message without its chat) raised
     something other than a Telegram error and ended the update loop: no command worked again."""
-    with running_bot(bot_env(tmp_path, telegram.url)) as (app, base):
+    with botkit.running_bot(botkit.bot_env(tmp_path, telegram.url)) as (app, base):
         wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
         telegram._add_update({"message": {"message_id": 1, "text": "/start"}})
         reply = _visible(_ask(telegram, CHAT, "/start")[0])
@@ -328,9 +320,9 @@ def test_a_default_group_upgraded_to_a_supergroup_may_still_use_commands(tmp_pat
     """After the default chat (a group) moved to a supergroup, commands from the supergroup are
     the default chat's, not a stranger's."""
     old_group, new_group = -4343, -1004343
-    env = bot_env(tmp_path, telegram.url)
+    env = botkit.bot_env(tmp_path, telegram.url)
     env["TELEGRAM_CHAT_ID"] = str(old_group)
-    with running_bot(env) as (app, base):
+    with botkit.running_bot(env) as (app, base):
         wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
         telegram.inject_message(old_group, "", migrate_to_chat_id=new_group)
         wait_until(lambda: app.store.migrations.resolve(old_group) == new_group, what="migration")
@@ -361,12 +353,12 @@ def test_unsilence_takes_only_a_silence_id(tmp_path, telegram):
     alertmanager.requests = []  # type: ignore[attr-defined]
     threading.Thread(target=alertmanager.serve_forever, daemon=True).start()
     try:
-        env = bot_env(
+        env = botkit.bot_env(
             tmp_path,
             telegram.url,
             alertmanager=f"http://127.0.0.1:{alertmanager.server_address[1]}",
         )
-        with running_bot(env) as (app, base):
+        with botkit.running_bot(env) as (app, base):
             wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
             telegram.inject_callback(CHAT, "u:../../../-/reload")
             wait_until(lambda: telegram.calls_to("answerCallbackQuery"), what="answer")
@@ -388,14 +380,14 @@ def test_unsilence_takes_only_a_silence_id(tmp_path, telegram):
 def test_updates_already_handled_are_not_handled_again_after_a_restart(tmp_path, telegram):
     """The update offset lived in memory only: a bot stopped before its next poll confirmed
     the last updates got them again at the next start (a button press acted on twice)."""
-    env = bot_env(tmp_path, telegram.url)
-    with running_bot(env) as (app, base):
+    env = botkit.bot_env(tmp_path, telegram.url)
+    with botkit.running_bot(env) as (app, base):
         wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
         update_id = telegram.inject_message(CHAT, "/help")
         wait_until(lambda: telegram.sent(CHAT), what="help")
         app.updates.stop()  # now, before a poll confirms the update to Telegram
     polls_before = len(telegram.calls_to("getUpdates"))
-    with running_bot(env) as (app, base):
+    with botkit.running_bot(env) as (app, base):
         wait_until(
             lambda: len(telegram.calls_to("getUpdates")) > polls_before, what="the first poll"
         )
@@ -490,7 +482,7 @@ def test_mute_quiets_a_rig_with_one_real_silence_and_the_button_ends_it(bot, tel
     wait_until(lambda: mutes() == [], what="mute expired")
     wait_until(lambda: "Mute ended" in _visible(telegram.sent(CHAT)[-1]), what="ended notice")
     assert "muted" not in _visible(_ask(telegram, CHAT, "/status")[0])
-    assert metric_value(base, "rigwatch_bot_commands_total", {"command": "unmute"}) == 1
+    assert botkit.metric_value(base, "rigwatch_bot_commands_total", {"command": "unmute"}) == 1
 
 
 def _parse(moment: str) -> float:
@@ -514,47 +506,39 @@ def test_charts_from_the_real_renderer_for_the_docs(tmp_path, telegram):
         )
 
     write_scenario(scenario, cards(72))
-    with running_exporter(scenario) as (_, exporter_url):
-        config = (
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
-            f"      - targets: ['{exporter_url.removeprefix('http://')}']\n"
-            "        labels: {rig: rig1}\n"
+    with running_scraped_rig(
+        tmp_path, scenario, "rigwatch_gpu_temperature_celsius", evaluate=True
+    ) as prometheus:
+        hot_since = None
+        for second in range(36):  # 72 °C → 93 °C and holding
+            temperature = min(72 + second * 0.9, 93)
+            if temperature >= 90 and hot_since is None:
+                hot_since = time.time()
+            write_scenario(scenario, cards(temperature))
+            time.sleep(1)
+        telegram.flood = FloodRules(per_chat=(20, 1.0))
+        env = botkit.bot_env(
+            tmp_path,
+            telegram.url,
+            {"charts": {"range": "45s"}, "timezone": "Europe/Moscow"},
+            prometheus=prometheus,
         )
-        with running_prometheus(tmp_path, config) as prometheus:
-            wait_prometheus_has(prometheus, "rigwatch_gpu_temperature_celsius")
-            hot_since = None
-            for second in range(36):  # 72 °C → 93 °C and holding
-                temperature = min(72 + second * 0.9, 93)
-                if temperature >= 90 and hot_since is None:
-                    hot_since = time.time()
-                write_scenario(scenario, cards(temperature))
-                time.sleep(1)
-            telegram.flood = FloodRules(per_chat=(20, 1.0))
-            env = bot_env(
-                tmp_path,
-                telegram.url,
-                {"charts": {"range": "45s"}, "timezone": "Europe/Moscow"},
-                prometheus=prometheus,
-            )
-            hot = alert(
-                name="GpuTemperatureCritical",
-                severity="critical",
-                gpu="0",
-                summary="GPU 0 (NVIDIA GeForce RTX 4090) on rig1 is at 93 °C, past its slowdown"
-                " at 90 °C",
-                starts=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(hot_since)),
-                generator=prometheus
-                + "/graph?"
-                + urllib.parse.urlencode({"g0.expr": rule["expr"]}),
-            )
-            hot["labels"]["name"] = "NVIDIA GeForce RTX 4090"  # as the rule's group_left gives
-            with running_bot(env) as (app, base):
-                wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
-                assert post(base, notification(hot))[0] == 200
-                wait_until(lambda: telegram.calls_to("sendPhoto"), timeout=30, what="chart")
-                chart = telegram.calls_to("sendPhoto")[-1].files["photo"]
-                graph = _ask(telegram, CHAT, "/graph gpu 1m")[0]
+        hot = botkit.alert(
+            name="GpuTemperatureCritical",
+            severity="critical",
+            gpu="0",
+            summary="GPU 0 (NVIDIA GeForce RTX 4090) on rig1 is at 93 °C, past its slowdown"
+            " at 90 °C",
+            starts=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(hot_since)),
+            generator=prometheus + "/graph?" + urllib.parse.urlencode({"g0.expr": rule["expr"]}),
+        )
+        hot["labels"]["name"] = "NVIDIA GeForce RTX 4090"  # as the rule's group_left gives
+        with botkit.running_bot(env) as (app, base):
+            wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+            assert botkit.post(base, botkit.notification(hot))[0] == 200
+            wait_until(lambda: telegram.calls_to("sendPhoto"), timeout=30, what="chart")
+            chart = telegram.calls_to("sendPhoto")[-1].files["photo"]
+            graph = _ask(telegram, CHAT, "/graph gpu 1m")[0]
     assert graph.method == "sendPhoto", _visible(graph)
     for png in (chart, graph.files["photo"]):
         assert png.startswith(b"\x89PNG") and len(png) > 10000

@@ -10,17 +10,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.alert_bot.botkit import (
-    CHAT,
-    GROUP,
-    alert,
-    bot_env,
-    metric_value,
-    notification,
-    post,
-    running_bot,
-    storm_notifications,
-)
+from tests.alert_bot import botkit
+from tests.alert_bot.botkit import CHAT, GROUP, storm_notifications
 from tests.alert_bot.fake_telegram import parse_telegram_html, utf16_len
 from tests.support import wait_until
 
@@ -30,19 +21,21 @@ def _all_visible(telegram, chat=CHAT) -> str:
 
 
 def test_every_status_and_severity(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         severities = {"critical": "🔴", "warning": "🟠", "info": "🔵", "none": "⚪"}
         for severity in severities:
-            one = alert(name=f"Test{severity.title()}", severity=severity, summary=f"s-{severity}")
-            assert post(base, notification(one, group_key=f"g-{severity}"))[0] == 200
+            one = botkit.alert(
+                name=f"Test{severity.title()}", severity=severity, summary=f"s-{severity}"
+            )
+            assert botkit.post(base, botkit.notification(one, group_key=f"g-{severity}"))[0] == 200
             wait_until(lambda: app.store.outbox.count("pending") == 0, what="delivered")
-            gone = alert(
+            gone = botkit.alert(
                 name=f"Test{severity.title()}",
                 severity=severity,
                 status="resolved",
                 summary=f"s-{severity}",
             )
-            assert post(base, notification(gone, group_key=f"g-{severity}"))[0] == 200
+            assert botkit.post(base, botkit.notification(gone, group_key=f"g-{severity}"))[0] == 200
             wait_until(lambda: app.store.outbox.count("pending") == 0, what="delivered")
         sent = telegram.sent(CHAT)
         assert len(sent) == 8
@@ -68,22 +61,22 @@ def test_every_status_and_severity(tmp_path, telegram):
             in html_text
         )
         assert "http://alertmanager.example:9093/#/silences/new?filter=" in html_text
-        assert metric_value(base, "rigwatch_bot_messages_delivered_total") == 8
-        assert metric_value(base, "rigwatch_bot_alerts_delivered_total") == 8
-        assert metric_value(base, "rigwatch_bot_delivery_latency_seconds_count") == 8
+        assert botkit.metric_value(base, "rigwatch_bot_messages_delivered_total") == 8
+        assert botkit.metric_value(base, "rigwatch_bot_alerts_delivered_total") == 8
+        assert botkit.metric_value(base, "rigwatch_bot_delivery_latency_seconds_count") == 8
 
 
 def test_labels_full_of_markup_characters_emoji_and_cyrillic(tmp_path, telegram):
     nasty = "<b>x</b> & <script>*bold* _it_ `code` [link](x) 🔥🧊 Привет, мир &amp; </i>"
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        one = alert(
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        one = botkit.alert(
             name="Disk<&>_*Full",
             rig="рига-1 <main> & co",
             summary=nasty,
             description="desc " + nasty,
             mountpoint="/mnt/<data>&_*",
         )
-        assert post(base, notification(one))[0] == 200
+        assert botkit.post(base, botkit.notification(one))[0] == 200
         wait_until(lambda: telegram.sent(CHAT), what="delivery")
         call = telegram.sent(CHAT)[0]
         assert call.params["parse_mode"] == "HTML"
@@ -98,8 +91,13 @@ def test_labels_full_of_markup_characters_emoji_and_cyrillic(tmp_path, telegram)
 def test_an_alert_longer_than_a_message_arrives_whole_in_several(tmp_path, telegram):
     words = " ".join(f"word{i}<&>ё🔥" for i in range(1000))  # ~10000 characters
     assert len(words) > 3 * 4096 // 2
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        assert post(base, notification(alert(severity="critical", description=words)))[0] == 200
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        assert (
+            botkit.post(
+                base, botkit.notification(botkit.alert(severity="critical", description=words))
+            )[0]
+            == 200
+        )
         wait_until(lambda: app.store.outbox.count("sent") == 1, timeout=30, what="delivery")
         sent = telegram.sent(CHAT)
         assert len(sent) >= 3
@@ -113,8 +111,8 @@ def test_an_alert_longer_than_a_message_arrives_whole_in_several(tmp_path, teleg
 
 def test_an_enormous_alert_is_cut_with_a_visible_note(tmp_path, telegram):
     huge = "y" * 60000
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        assert post(base, notification(alert(description=huge)))[0] == 200
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        assert botkit.post(base, botkit.notification(botkit.alert(description=huge)))[0] == 200
         wait_until(lambda: app.store.outbox.count("sent") == 1, timeout=30, what="delivery")
         visible = telegram.visible_texts(CHAT)
         assert len(visible) == 4  # delivery.max_parts_per_alert
@@ -123,10 +121,10 @@ def test_an_enormous_alert_is_cut_with_a_visible_note(tmp_path, telegram):
 
 
 def test_a_storm_of_500_alerts_arrives_in_few_messages_without_429(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         started = time.monotonic()
         for body in storm_notifications("card"):
-            assert post(base, body)[0] == 200
+            assert botkit.post(base, body)[0] == 200
         wait_until(
             lambda: app.store.outbox.count("sent") == 50,
             timeout=90,
@@ -143,20 +141,22 @@ def test_a_storm_of_500_alerts_arrives_in_few_messages_without_429(tmp_path, tel
         assert 5 <= messages <= 40, messages
         assert telegram.count_status(429) == 0
         assert elapsed < 60, elapsed
-        assert metric_value(base, "rigwatch_bot_alerts_delivered_total") == 500
-        assert metric_value(base, "rigwatch_bot_telegram_rate_limited_total") == 0
+        assert botkit.metric_value(base, "rigwatch_bot_alerts_delivered_total") == 500
+        assert botkit.metric_value(base, "rigwatch_bot_telegram_rate_limited_total") == 0
 
 
 def test_telegram_down_then_up_everything_arrives_once(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         telegram.go_down(6)  # "a minute", shortened; backoff_max is 2 s in tests
         for number in range(12):
-            body = notification(alert(summary=f"outage-{number}-end"), group_key=f"o{number}")
-            assert post(base, body)[0] == 200
+            body = botkit.notification(
+                botkit.alert(summary=f"outage-{number}-end"), group_key=f"o{number}"
+            )
+            assert botkit.post(base, body)[0] == 200
         time.sleep(2)
         assert telegram.sent() == []
-        assert metric_value(base, "rigwatch_bot_queue_depth") == 12
-        assert metric_value(base, "rigwatch_bot_queue_oldest_age_seconds") >= 1
+        assert botkit.metric_value(base, "rigwatch_bot_queue_depth") == 12
+        assert botkit.metric_value(base, "rigwatch_bot_queue_oldest_age_seconds") >= 1
         wait_until(
             lambda: app.store.outbox.count("sent") == 12, timeout=30, what="after the outage"
         )
@@ -164,10 +164,11 @@ def test_telegram_down_then_up_everything_arrives_once(tmp_path, telegram):
         for number in range(12):
             assert text.count(f"outage-{number}-end") == 1
         assert (
-            metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "network"}) >= 2
+            botkit.metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "network"})
+            >= 2
         )
-        assert metric_value(base, "rigwatch_bot_delivery_retries_total") >= 1
-        assert metric_value(base, "rigwatch_bot_queue_depth") == 0
+        assert botkit.metric_value(base, "rigwatch_bot_delivery_retries_total") >= 1
+        assert botkit.metric_value(base, "rigwatch_bot_queue_depth") == 0
 
 
 def test_429_holds_back_only_that_chat_and_5xx_is_retried(tmp_path, telegram):
@@ -176,54 +177,71 @@ def test_429_holds_back_only_that_chat_and_5xx_is_retried(tmp_path, telegram):
             {"match": {"rig": "group-rig"}, "chat_id": GROUP, "message_thread_id": 7},
         ]
     }
-    with running_bot(bot_env(tmp_path, telegram.url, routes), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url, routes) as (app, base):
         telegram.fail(
             429,
             "Too Many Requests: retry after 3",
             retry_after=3,
             predicate=lambda p: p.get("chat_id") == str(GROUP),
         )
-        assert post(base, notification(alert(rig="group-rig"), group_key="a"))[0] == 200
+        assert (
+            botkit.post(base, botkit.notification(botkit.alert(rig="group-rig"), group_key="a"))[0]
+            == 200
+        )
         wait_until(lambda: telegram.count_status(429) == 1, what="the 429")
         refused_at = time.time()
-        assert post(base, notification(alert(rig="home"), group_key="b"))[0] == 200
+        assert (
+            botkit.post(base, botkit.notification(botkit.alert(rig="home"), group_key="b"))[0]
+            == 200
+        )
         wait_until(lambda: telegram.sent(CHAT), timeout=5, what="other chat unaffected")
         assert time.time() - refused_at < 2.5  # not held back by the group's retry_after
         wait_until(lambda: telegram.sent(GROUP), timeout=10, what="group after retry_after")
         group_call = telegram.sent(GROUP)[0]
         assert group_call.at - refused_at >= 2.5
         assert group_call.params["message_thread_id"] == "7"
-        assert metric_value(base, "rigwatch_bot_telegram_rate_limited_total") == 1
+        assert botkit.metric_value(base, "rigwatch_bot_telegram_rate_limited_total") == 1
 
-        # The bot blocked for a while (403) is not the message's fault: kept and retried.
-        telegram.fail(403, "Forbidden: bot was blocked by the user", count=2)
-        assert post(base, notification(alert(summary="after-403"), group_key="d"))[0] == 200
-        wait_until(lambda: "after-403" in _all_visible(telegram), timeout=15, what="403 retried")
-        assert metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "403"}) == 2
-        assert app.store.outbox.count("dead") == 0
-
-        telegram.fail(500, "Internal Server Error", count=2)
-        assert post(base, notification(alert(summary="after-5xx"), group_key="c"))[0] == 200
-        wait_until(lambda: "after-5xx" in _all_visible(telegram), timeout=15, what="5xx retried")
-        assert metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "5xx"}) == 2
-        assert _all_visible(telegram).count("after-5xx") == 1
+        # The bot blocked for a while (403) is not the message's fault, nor is a Telegram 5xx:
+        # each is kept, retried and delivered once.
+        for status, description, reason, key in (
+            (403, "Forbidden: bot was blocked by the user", "403", "d"),
+            (500, "Internal Server Error", "5xx", "c"),
+        ):
+            telegram.fail(status, description, count=2)
+            summary = f"after-{reason}"
+            body = botkit.notification(botkit.alert(summary=summary), group_key=key)
+            assert botkit.post(base, body)[0] == 200
+            wait_until(
+                lambda s=summary: s in _all_visible(telegram), timeout=15, what=f"{reason} retried"
+            )
+            failures = {"reason": reason}
+            assert botkit.metric_value(base, "rigwatch_bot_delivery_failures_total", failures) == 2
+            assert app.store.outbox.count("dead") == 0
+            assert _all_visible(telegram).count(summary) == 1
 
 
 def test_rejected_html_falls_back_to_plain_text(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         telegram.fail(
             400,
             "Bad Request: can't parse entities: unsupported start tag",
             predicate=lambda p: p.get("parse_mode") == "HTML",
         )
-        assert post(base, notification(alert(summary="plain <fallback> & ok")))[0] == 200
+        assert (
+            botkit.post(base, botkit.notification(botkit.alert(summary="plain <fallback> & ok")))[0]
+            == 200
+        )
         wait_until(lambda: telegram.sent(CHAT), what="plain text delivery")
         call = telegram.sent(CHAT)[0]
         assert "parse_mode" not in call.params
         assert "plain <fallback> & ok" in call.params["text"]
         assert "<b>" not in call.params["text"]
         assert app.store.outbox.count("sent") == 1
-        assert metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "400"}) == 1
+        assert (
+            botkit.metric_value(base, "rigwatch_bot_delivery_failures_total", {"reason": "400"})
+            == 1
+        )
 
 
 def test_a_request_too_large_for_the_server_falls_back_to_plain_text(tmp_path, telegram):
@@ -232,11 +250,11 @@ def test_a_request_too_large_for_the_server_falls_back_to_plain_text(tmp_path, t
     block the chat; the plain-text fallback leaves the link out and goes through."""
     template = '<a href="{{ generator_url }}">{{ alertname }}</a>: {{ summary }}'
     huge_link = "http://prometheus.example/graph?g0.expr=" + "x" * 70_000
-    with running_bot(
-        bot_env(tmp_path, telegram.url, {"template": template}), run_updates=False
+    with botkit.running_bot(
+        botkit.bot_env(tmp_path, telegram.url, {"template": template}), run_updates=False
     ) as (app, base):
-        body = notification(alert(summary="link-too-long", generator=huge_link))
-        assert post(base, body)[0] == 200
+        body = botkit.notification(botkit.alert(summary="link-too-long", generator=huge_link))
+        assert botkit.post(base, body)[0] == 200
         wait_until(lambda: app.store.outbox.count("pending") == 0, timeout=15, what="delivered")
         assert app.store.outbox.count("sent") == 1
         call = telegram.sent(CHAT)[0]
@@ -245,14 +263,21 @@ def test_a_request_too_large_for_the_server_falls_back_to_plain_text(tmp_path, t
 
 
 def test_what_telegram_refuses_twice_is_dead_lettered_and_reported(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         telegram.fail(
             400, "Bad Request: chat not writable", count=100, predicate=lambda p: "poison" in str(p)
         )
         telegram.go_down(1.0)  # both notifications wait, so they are packed into one message
-        assert post(base, notification(alert(summary="fine-one"), group_key="ok"))[0] == 200
-        body = notification(alert(name="PoisonAlert", summary="poison pill"), group_key="bad")
-        assert post(base, body)[0] == 200
+        assert (
+            botkit.post(
+                base, botkit.notification(botkit.alert(summary="fine-one"), group_key="ok")
+            )[0]
+            == 200
+        )
+        body = botkit.notification(
+            botkit.alert(name="PoisonAlert", summary="poison pill"), group_key="bad"
+        )
+        assert botkit.post(base, body)[0] == 200
         wait_until(lambda: app.store.outbox.count("pending") == 0, timeout=20, what="queue drained")
         assert app.store.outbox.count("dead") == 1
         assert "fine-one" in _all_visible(telegram)
@@ -268,21 +293,19 @@ def test_what_telegram_refuses_twice_is_dead_lettered_and_reported(tmp_path, tel
         assert len(letters) == 1
         assert letters[0][0] == CHAT
         assert "poison pill" in letters[0][1]
-        assert metric_value(base, "rigwatch_bot_dead_letters_total") == 1
+        assert botkit.metric_value(base, "rigwatch_bot_dead_letters_total") == 1
 
 
 def test_a_group_upgraded_to_a_supergroup_is_followed(tmp_path, telegram):
     old_group, new_group = -4242, -1004242
     routes = {"routes": [{"match": {"rig": "shared"}, "chat_id": old_group}]}
-    with running_bot(bot_env(tmp_path, telegram.url, routes), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url, routes) as (app, base):
         telegram.migrate(old_group, new_group)
-        assert (
-            post(base, notification(alert(rig="shared", summary="first"), group_key="1"))[0] == 200
-        )
+        first = botkit.notification(botkit.alert(rig="shared", summary="first"), group_key="1")
+        assert botkit.post(base, first)[0] == 200
         wait_until(lambda: telegram.sent(new_group), what="delivery to the supergroup")
-        assert (
-            post(base, notification(alert(rig="shared", summary="second"), group_key="2"))[0] == 200
-        )
+        second = botkit.notification(botkit.alert(rig="shared", summary="second"), group_key="2")
+        assert botkit.post(base, second)[0] == 200
         wait_until(lambda: len(telegram.sent(new_group)) == 2, what="second delivery")
         # The old id is asked once; afterwards the bot writes to the new id directly.
         assert len(telegram.calls_to("sendMessage", status=400)) == 1
@@ -293,10 +316,15 @@ def test_a_group_upgraded_to_a_supergroup_is_followed(tmp_path, telegram):
 def test_a_migration_announced_in_an_update_is_followed(tmp_path, telegram):
     old_group, new_group = -777, -100777
     routes = {"routes": [{"match": {"rig": "moved"}, "chat_id": old_group}]}
-    with running_bot(bot_env(tmp_path, telegram.url, routes)) as (app, base):
+    with botkit.running_bot(botkit.bot_env(tmp_path, telegram.url, routes)) as (app, base):
         telegram.inject_message(old_group, "", migrate_to_chat_id=new_group)
         wait_until(lambda: app.store.migrations.resolve(old_group) == new_group, what="migration")
-        assert post(base, notification(alert(rig="moved", summary="after-move")))[0] == 200
+        assert (
+            botkit.post(base, botkit.notification(botkit.alert(rig="moved", summary="after-move")))[
+                0
+            ]
+            == 200
+        )
         wait_until(lambda: telegram.sent(new_group), what="delivery to the new id")
         assert telegram.calls_to("sendMessage", status=400) == []
         assert telegram.sent(old_group) == []
@@ -304,18 +332,18 @@ def test_a_migration_announced_in_an_update_is_followed(tmp_path, telegram):
 
 def test_routes_split_one_notification_between_chats(tmp_path, telegram):
     routes = {"routes": [{"match_re": {"severity": "crit.*"}, "chat_id": GROUP, "continue": True}]}
-    with running_bot(bot_env(tmp_path, telegram.url, routes), run_updates=False) as (app, base):
-        both = notification(
-            alert(severity="critical", gpu="0", summary="hot-0"),
-            alert(severity="warning", gpu="1", summary="warm-1"),
+    with botkit.webhook_bot(tmp_path, telegram.url, routes) as (app, base):
+        both = botkit.notification(
+            botkit.alert(severity="critical", gpu="0", summary="hot-0"),
+            botkit.alert(severity="warning", gpu="1", summary="warm-1"),
         )
-        assert post(base, both)[0] == 200
+        assert botkit.post(base, both)[0] == 200
         wait_until(lambda: app.store.outbox.count("sent") == 2, what="both destinations")
         assert "hot-0" in _all_visible(telegram, GROUP)
         assert "warm-1" not in _all_visible(telegram, GROUP)
         assert "warm-1" in _all_visible(telegram, CHAT)  # no route matched: default chat
-        assert metric_value(base, "rigwatch_bot_notifications_received_total") == 1
-        assert metric_value(base, "rigwatch_bot_notifications_stored_total") == 2
+        assert botkit.metric_value(base, "rigwatch_bot_notifications_received_total") == 1
+        assert botkit.metric_value(base, "rigwatch_bot_notifications_stored_total") == 2
 
 
 def test_user_template_is_autoescaped(tmp_path, telegram):
@@ -323,10 +351,13 @@ def test_user_template_is_autoescaped(tmp_path, telegram):
         "{{ marker }} <b>{{ alertname }}</b> on {{ rig }}{% if gpu %} GPU {{ gpu }}{% endif %}:"
         " {{ summary }} ({{ status }}, {{ labels.severity }})"
     )
-    with running_bot(
-        bot_env(tmp_path, telegram.url, {"template": template}), run_updates=False
+    with botkit.running_bot(
+        botkit.bot_env(tmp_path, telegram.url, {"template": template}), run_updates=False
     ) as (app, base):
-        assert post(base, notification(alert(summary="<i>too</i> hot & loud")))[0] == 200
+        assert (
+            botkit.post(base, botkit.notification(botkit.alert(summary="<i>too</i> hot & loud")))[0]
+            == 200
+        )
         wait_until(lambda: telegram.sent(CHAT), what="delivery")
         text = telegram.sent(CHAT)[0].params["text"]
         assert text == (
@@ -339,20 +370,20 @@ def test_the_shipped_example_template_file_works(tmp_path, telegram):
     from tests.support import REPO
 
     template = str(REPO / "alert_bot" / "templates" / "short.html.j2")
-    env = bot_env(tmp_path, telegram.url, {"template_file": template})
-    with running_bot(env, run_updates=False) as (app, base):
-        assert post(base, notification(alert(summary="a <b> c")))[0] == 200
+    env = botkit.bot_env(tmp_path, telegram.url, {"template_file": template})
+    with botkit.running_bot(env, run_updates=False) as (app, base):
+        assert botkit.post(base, botkit.notification(botkit.alert(summary="a <b> c")))[0] == 200
         wait_until(lambda: telegram.sent(CHAT), what="delivery")
         assert telegram.visible_texts(CHAT)[0] == "🟠 GpuTooHot · rig1 · GPU 0\na <b> c\ndashboard"
 
 
 def test_messages_never_exceed_the_limit_when_packing(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         telegram.go_down(1.5)
         for number in range(20):
             text = f"pack-{number}-" + "Ж🔥<&>" * (20 + 53 * number % 150)
-            body = notification(alert(summary=text), group_key=f"p{number}")
-            assert post(base, body)[0] == 200
+            body = botkit.notification(botkit.alert(summary=text), group_key=f"p{number}")
+            assert botkit.post(base, body)[0] == 200
         wait_until(lambda: app.store.outbox.count("sent") == 20, timeout=40, what="all packed")
         visible = telegram.visible_texts(CHAT)
         assert len(visible) < 20
@@ -364,9 +395,9 @@ def test_messages_never_exceed_the_limit_when_packing(tmp_path, telegram):
 def test_progress_recorded_for_a_longer_rendering_still_completes(tmp_path, telegram):
     # A long alert half sent, then rendered shorter (a backlog switched to one line per alert):
     # its last part goes out and the notification completes instead of waiting forever.
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         telegram.go_down(1.0)
-        assert post(base, notification(alert(summary="short-now")))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert(summary="short-now")))[0] == 200
         db = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
         db.execute("UPDATE notifications SET parts_done = 3")
         db.close()
@@ -398,20 +429,20 @@ def test_a_slow_prometheus_delays_no_text_only_the_chart(tmp_path, telegram):
     prometheus.queries = prometheus.answered = 0  # type: ignore[attr-defined]
     threading.Thread(target=prometheus.serve_forever, daemon=True).start()
     try:
-        env = bot_env(
+        env = botkit.bot_env(
             tmp_path,
             telegram.url,
             {"charts": {"timeout": "10s"}},
             prometheus=f"http://127.0.0.1:{prometheus.server_address[1]}",
         )
-        with running_bot(env, run_updates=False) as (app, base):
+        with botkit.running_bot(env, run_updates=False) as (app, base):
             generator = "http://prom:9090/graph?g0.expr=rigwatch_gpu_temperature_celsius+%3E+90"
-            critical = alert(severity="critical", summary="chart-me", generator=generator)
-            assert post(base, notification(critical, group_key="critical"))[0] == 200
+            critical = botkit.alert(severity="critical", summary="chart-me", generator=generator)
+            assert botkit.post(base, botkit.notification(critical, group_key="critical"))[0] == 200
             wait_until(lambda: "chart-me" in _all_visible(telegram), what="critical text")
             wait_until(lambda: prometheus.queries > 0, what="chart query started")
-            later = alert(name="DiskFull", gpu=None, summary="right-after")
-            assert post(base, notification(later, group_key="later"))[0] == 200
+            later = botkit.alert(name="DiskFull", gpu=None, summary="right-after")
+            assert botkit.post(base, botkit.notification(later, group_key="later"))[0] == 200
             wait_until(lambda: "right-after" in _all_visible(telegram), what="next text")
             assert prometheus.answered == 0  # it went out while the chart query still hung
     finally:

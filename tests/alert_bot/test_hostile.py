@@ -10,17 +10,8 @@ import time
 from pathlib import Path
 
 from alert_bot.telegram import TokenScrubber, scrub
-from tests.alert_bot.botkit import (
-    BOT_TOKEN,
-    CHAT,
-    WEBHOOK_TOKEN,
-    alert,
-    bot_env,
-    metric_value,
-    notification,
-    post,
-    running_bot,
-)
+from tests.alert_bot import botkit
+from tests.alert_bot.botkit import BOT_TOKEN, CHAT, WEBHOOK_TOKEN
 from tests.support import http_get, wait_until
 
 SECRET = BOT_TOKEN.split(":", 1)[1]
@@ -40,23 +31,33 @@ def test_answers_the_client_cannot_understand_fail_only_their_chat(tmp_path, tel
     once a second, and a healthy chat's alert waited behind two such chats for over 95 s."""
     odd = {-11: "ok_false_no_code", -12: "ok_true_no_result", -13: "not_json", -14: None}
     odd[-14] = "result_not_a_message"
-    env = bot_env(tmp_path, telegram.url, _routes(*[(f"odd{-c}", c) for c in odd]))
+    env = botkit.bot_env(tmp_path, telegram.url, _routes(*[(f"odd{-c}", c) for c in odd]))
     with (
         caplog.at_level(logging.WARNING, logger="rigwatch"),
-        running_bot(env, run_updates=False) as (app, base),
+        botkit.running_bot(env, run_updates=False) as (app, base),
     ):
         for chat, kind in odd.items():
             telegram.malform(kind, count=3, predicate=_to(chat))
-            assert post(base, notification(alert(rig=f"odd{-chat}"), group_key=kind))[0] == 200
+            assert (
+                botkit.post(
+                    base, botkit.notification(botkit.alert(rig=f"odd{-chat}"), group_key=kind)
+                )[0]
+                == 200
+            )
         started = time.monotonic()
-        assert post(base, notification(alert(rig="healthy"), group_key="healthy"))[0] == 200
+        assert (
+            botkit.post(
+                base, botkit.notification(botkit.alert(rig="healthy"), group_key="healthy")
+            )[0]
+            == 200
+        )
         wait_until(lambda: telegram.sent(CHAT), timeout=10, what="the healthy chat's alert")
         assert time.monotonic() - started < 3
         # Each odd chat backs off and gets its alert once its answers make sense again.
         for chat in odd:
             wait_until(lambda c=chat: telegram.sent(c), timeout=30, what=f"chat {chat}")
             assert len(telegram.sent(chat)) == 1
-        assert metric_value(
+        assert botkit.metric_value(
             base, "rigwatch_bot_delivery_failures_total", {"reason": "malformed"}
         ) == 3 * len(odd)
     assert not [r for r in caplog.records if r.exc_info]  # no tracebacks, only warnings
@@ -65,16 +66,25 @@ def test_answers_the_client_cannot_understand_fail_only_their_chat(tmp_path, tel
 def test_a_slow_chat_does_not_hold_up_the_others(tmp_path, telegram):
     """One delivery thread: a chat whose answers took 40 s delayed every other chat."""
     slow, others = -21, [-30 - n for n in range(5)]
-    env = bot_env(tmp_path, telegram.url, _routes(("slow", slow), *[(f"r{-c}", c) for c in others]))
+    env = botkit.bot_env(
+        tmp_path, telegram.url, _routes(("slow", slow), *[(f"r{-c}", c) for c in others])
+    )
     telegram.chat_delays[slow] = 6.0
-    with running_bot(env, run_updates=False) as (app, base):
+    with botkit.running_bot(env, run_updates=False) as (app, base):
         for n in range(3):  # three messages queued for the slow chat
-            assert post(base, notification(alert(rig="slow", gpu=str(n)), group_key=f"s{n}"))[0]
+            assert botkit.post(
+                base, botkit.notification(botkit.alert(rig="slow", gpu=str(n)), group_key=f"s{n}")
+            )[0]
             time.sleep(0.05)
         time.sleep(0.3)  # its first send is in flight
         started = time.monotonic()
         for chat in others:
-            assert post(base, notification(alert(rig=f"r{-chat}"), group_key=str(chat)))[0] == 200
+            assert (
+                botkit.post(
+                    base, botkit.notification(botkit.alert(rig=f"r{-chat}"), group_key=str(chat))
+                )[0]
+                == 200
+            )
         wait_until(lambda: all(telegram.sent(c) for c in others), timeout=10, what="the others")
         assert time.monotonic() - started < 2.0  # the documented bound: not the slow chat's 6 s
         assert not telegram.sent(slow)
@@ -87,20 +97,25 @@ def test_a_slow_chat_does_not_hold_up_the_others(tmp_path, telegram):
 def test_a_deleted_or_replaced_database_is_503_and_unhealthy(tmp_path, telegram):
     """rm bot.db* under a running bot: webhooks kept getting 200 "stored" into the deleted file
     and /healthz stayed 200; a restart then lost every one of those alerts."""
-    env = bot_env(tmp_path, telegram.url)
-    with running_bot(env, run_updates=False) as (app, base):
-        assert post(base, notification(alert(), group_key="before"))[0] == 200
+    env = botkit.bot_env(tmp_path, telegram.url)
+    with botkit.running_bot(env, run_updates=False) as (app, base):
+        assert botkit.post(base, botkit.notification(botkit.alert(), group_key="before"))[0] == 200
         assert http_get(base + "/healthz")[0] == 200
         for path in tmp_path.glob("bot.db*"):
             path.unlink()
-        status, text = post(base, notification(alert(gpu="1"), group_key="after"))
+        status, text = botkit.post(
+            base, botkit.notification(botkit.alert(gpu="1"), group_key="after")
+        )
         assert status == 503, text
         assert http_get(base + "/healthz")[0] == 503
         # Replaced by another file of the same name: still not the file being written.
         replacement = sqlite3.connect(tmp_path / "bot.db")
         replacement.execute("CREATE TABLE t (x)")
         replacement.close()
-        assert post(base, notification(alert(gpu="2"), group_key="replaced"))[0] == 503
+        assert (
+            botkit.post(base, botkit.notification(botkit.alert(gpu="2"), group_key="replaced"))[0]
+            == 503
+        )
         assert http_get(base + "/healthz")[0] == 503
 
 
@@ -120,18 +135,18 @@ class _FullDisk:
 
 
 def test_healthz_is_unhealthy_while_writes_fail_and_recovers(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         database = app.store.database
         real = database._connection
         database._connection = _FullDisk(real)
         try:
-            assert post(base, notification(alert()))[0] == 503
+            assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 503
             assert http_get(base + "/healthz")[0] == 503
             assert http_get(base + "/healthz")[0] == 503  # the probe write fails too
         finally:
             database._connection = real
         assert http_get(base + "/healthz")[0] == 200  # the probe write succeeds: healthy
-        assert post(base, notification(alert()))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         wait_until(lambda: telegram.sent(CHAT), what="delivery after recovery")
 
 
@@ -143,15 +158,15 @@ def test_the_token_and_its_secret_half_alone_are_scrubbed(tmp_path, telegram, ca
     TokenScrubber(BOT_TOKEN).filter(record)
     assert SECRET not in record.getMessage()
 
-    env = bot_env(tmp_path, telegram.url)
+    env = botkit.bot_env(tmp_path, telegram.url)
     with (
         caplog.at_level(logging.DEBUG),
-        running_bot(env, run_updates=False) as (app, base),
+        botkit.running_bot(env, run_updates=False) as (app, base),
     ):
         for handler in logging.getLogger().handlers:
             handler.addFilter(TokenScrubber(BOT_TOKEN))
         telegram.fail(403, f"Forbidden: token {SECRET} is not allowed here", count=2)
-        assert post(base, notification(alert()))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         wait_until(lambda: telegram.sent(CHAT), timeout=20, what="delivery after the 403s")
     logged = "\n".join(caplog.text.splitlines())
     assert SECRET not in logged
@@ -174,8 +189,8 @@ def _raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 def test_bot_http_refuses_http_0_9_and_ambiguous_lengths_and_survives_idle_floods(
     tmp_path, telegram
 ):
-    env = bot_env(tmp_path, telegram.url, {"webhook": {"max_connections": 64}})
-    with running_bot(env, run_updates=False) as (app, base):
+    env = botkit.bot_env(tmp_path, telegram.url, {"webhook": {"max_connections": 64}})
+    with botkit.running_bot(env, run_updates=False) as (app, base):
         started = time.monotonic()
         assert _raw(app.port, b"GET /healthz\r\n").startswith(b"HTTP/1.1 400")
         assert time.monotonic() - started < 2
@@ -194,7 +209,7 @@ def test_bot_http_refuses_http_0_9_and_ambiguous_lengths_and_survives_idle_flood
             for sock in idle[::2]:
                 sock.sendall(b"POST /alertmanager HTTP/1.1\r\n")
             started = time.monotonic()
-            assert post(base, notification(alert()))[0] == 200
+            assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
             assert time.monotonic() - started < 2
         finally:
             for sock in idle:

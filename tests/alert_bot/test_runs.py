@@ -4,7 +4,6 @@ real exporter, a real Prometheus with the shipped rules, the bot and the fake Te
 from __future__ import annotations
 
 import re
-import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import psutil
 
 from tests.alert_bot.botkit import CHAT, bot_env, bot_process, running_bot
 from tests.alert_bot.runkit import SimulatedRig, rig_with_prometheus, training_process
-from tests.support import free_port, wait_until
+from tests.support import free_port, mirror_proc, wait_until
 
 FAST_RUNS = {"runs": {"interval": "1s", "min_duration": "3s"}}
 DOCKER_ID = "abcdef012345" + "9" * 52
@@ -178,16 +177,6 @@ def test_prometheus_outage_never_invents_an_end(tmp_path, telegram):
     assert row["ended_at"] <= killed_at + 1
 
 
-def _mirror(fake: Path, real_pid: int, as_pid: int, cgroup: str) -> None:
-    fake.mkdir(exist_ok=True)
-    shutil.copyfile("/proc/stat", fake / "stat")
-    target = fake / str(as_pid)
-    target.mkdir(exist_ok=True)
-    for name in ("stat", "cmdline"):
-        (target / name).write_bytes(Path(f"/proc/{real_pid}/{name}").read_bytes())
-    (target / "cgroup").write_text(cgroup)
-
-
 def test_reused_pid_is_a_new_run_and_a_container_is_named(tmp_path, telegram):
     # The exporter reads a procfs in which one pid shows first one process (in a Docker
     # container), then another: the pid reused by a new run.
@@ -196,7 +185,7 @@ def test_reused_pid_is_a_new_run_and_a_container_is_named(tmp_path, telegram):
     second = None
     rig = SimulatedRig(tmp_path / "scenario.json", cards=2)
     try:
-        _mirror(fake, first.pid, first.pid, f"0::/system.slice/docker-{DOCKER_ID}.scope\n")
+        mirror_proc(fake, first.pid, first.pid, f"0::/system.slice/docker-{DOCKER_ID}.scope\n")
         rig.place(first.pid, [0, 1])
         settings = {"runs": {**FAST_RUNS["runs"], "notify_start": True}}
         with (
@@ -211,7 +200,7 @@ def test_reused_pid_is_a_new_run_and_a_container_is_named(tmp_path, telegram):
                 _wait_recorded(tmp_path / "bot.db", 1)
                 time.sleep(4)
                 second = training_process(tmp_path, "second.py")
-                _mirror(fake, second.pid, first.pid, "0::/user.slice/session-2.scope\n")
+                mirror_proc(fake, second.pid, first.pid, "0::/user.slice/session-2.scope\n")
                 wait_until(lambda: _run_messages(telegram, "first.py"), 30, what="first ended")
                 wait_until(lambda: _started(telegram) == ["second.py"], 30, what="second started")
                 time.sleep(4)

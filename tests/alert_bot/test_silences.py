@@ -12,26 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.alert_bot.botkit import (
-    CHAT,
-    alert,
-    bot_env,
-    notification,
-    post,
-    running_bot,
-    running_chat_bot,
-    running_rig_services,
-    wait_prometheus_has,
-)
+from tests.alert_bot import botkit
+from tests.alert_bot.botkit import CHAT, running_chat_bot, running_rig_services, wait_prometheus_has
 from tests.alert_bot.botkit import alertmanager_api as _am
 from tests.alert_bot.fake_telegram import parse_telegram_html
-from tests.servers import have_binary
 from tests.support import make_device, wait_until
 
-pytestmark = pytest.mark.skipif(
-    not (have_binary("prometheus") and have_binary("prometheus-alertmanager")),
-    reason="tests/run.sh installs Debian's prometheus and prometheus-alertmanager",
-)
+pytestmark = botkit.needs_rig_services()
 SW_THERMAL = 0x20  # NVML's clocks event reason bit for software thermal slowdown
 
 
@@ -149,11 +136,11 @@ def test_a_message_button_silences_exactly_the_alerts_it_shows(bot, telegram, se
     ]
     other = {"alertname": "GpuPcieReplayErrors", "rig": "rig1", "gpu": "0", "severity": "warning"}
     _fire(services, *shown, other)
-    body = notification(
-        *[alert(name=s["alertname"], gpu="0", severity="warning") for s in shown],
+    body = botkit.notification(
+        *[botkit.alert(name=s["alertname"], gpu="0", severity="warning") for s in shown],
         group_key="two-on-one-card",
     )
-    assert post(base, body)[0] == 200
+    assert botkit.post(base, body)[0] == 200
     wait_until(lambda: telegram.sent(CHAT), what="the message")
     message = telegram.sent(CHAT)[-1]
     four_hours = next(b for b in _keyboard(message)[0] if b["text"].endswith("4h"))
@@ -214,10 +201,10 @@ def test_unsilencing_one_keeps_the_other_buttons_and_names_what_ended(bot, teleg
 
 def test_the_watchdog_names_a_silence_on_the_heartbeat_made_elsewhere(tmp_path, telegram, services):
     settings = {"watchdog": {"enabled": True, "timeout": "1500ms", "check_interval": "100ms"}}
-    env = bot_env(tmp_path, telegram.url, settings, alertmanager=services["alertmanager"])
-    with running_bot(env, run_updates=False) as (app, base):
-        beat = alert(name="Watchdog", severity="none", gpu=None, rig="", summary="heartbeat")
-        assert post(base, notification(beat, group_key="wd"))[0] == 200
+    env = botkit.bot_env(tmp_path, telegram.url, settings, alertmanager=services["alertmanager"])
+    with botkit.running_bot(env, run_updates=False) as (app, base):
+        beat = botkit.alert(name="Watchdog", severity="none", gpu=None, rig="", summary="heartbeat")
+        assert botkit.post(base, botkit.notification(beat, group_key="wd"))[0] == 200
         _silence(services, "Watchdog")
         try:
             wait_until(

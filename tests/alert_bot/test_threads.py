@@ -5,16 +5,8 @@ from __future__ import annotations
 
 import json
 
-from tests.alert_bot.botkit import (
-    CHAT,
-    alert,
-    bot_env,
-    metric_value,
-    notification,
-    post,
-    running_bot,
-    storm_notifications,
-)
+from tests.alert_bot import botkit
+from tests.alert_bot.botkit import CHAT, storm_notifications
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.support import wait_until
 
@@ -39,10 +31,10 @@ def _replied(call) -> int | None:
 
 
 def test_resolved_replies_to_its_firing_message_which_is_edited(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        assert post(base, notification(alert()))[0] == 200
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         _settled(app)
-        assert post(base, notification(alert(status="resolved")))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert(status="resolved")))[0] == 200
         wait_until(lambda: telegram.edits(CHAT), what="the firing message edited")
         _settled(app)
         firing, resolved = telegram.sent(CHAT)
@@ -55,19 +47,23 @@ def test_resolved_replies_to_its_firing_message_which_is_edited(tmp_path, telegr
         assert text.startswith("✅ RESOLVED · lasted 12m\n\n🟠 FIRING")
         assert parse_telegram_html(firing.params["text"]) in text  # its text is kept
         assert shown.reply_markup is None  # nothing left to silence
-        assert metric_value(base, "rigwatch_bot_message_edits_total", {"result": "edited"}) == 1
+        assert (
+            botkit.metric_value(base, "rigwatch_bot_message_edits_total", {"result": "edited"}) == 1
+        )
 
 
 def test_a_refire_after_resolve_is_a_new_message(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         first, again = "2026-11-22T10:00:00Z", "2026-11-22T11:00:00Z"
         for body in (
-            notification(alert(starts=first)),
-            notification(alert(starts=first, status="resolved")),
-            notification(alert(starts=again)),
-            notification(alert(starts=again, status="resolved", ends="2026-11-22T11:05:00Z")),
+            botkit.notification(botkit.alert(starts=first)),
+            botkit.notification(botkit.alert(starts=first, status="resolved")),
+            botkit.notification(botkit.alert(starts=again)),
+            botkit.notification(
+                botkit.alert(starts=again, status="resolved", ends="2026-11-22T11:05:00Z")
+            ),
         ):
-            assert post(base, body)[0] == 200
+            assert botkit.post(base, body)[0] == 200
             _settled(app)
         fire1, resolve1, fire2, resolve2 = telegram.sent(CHAT)
         assert _replied(fire2) is None
@@ -81,18 +77,18 @@ def test_a_refire_after_resolve_is_a_new_message(tmp_path, telegram):
 
 def test_a_packed_storm_message_is_edited_once_all_its_alerts_resolved(tmp_path, telegram):
     settings = {"delivery": {"compact_after_alerts": 5}}
-    with running_bot(bot_env(tmp_path, telegram.url, settings), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url, settings) as (app, base):
         (storm,) = storm_notifications("s", groups=1, cards=12)
-        assert post(base, storm)[0] == 200
+        assert botkit.post(base, storm)[0] == 200
         _settled(app)
         firing = telegram.sent(CHAT)
         assert len(firing) == 1  # twelve compact lines in one message
         half = [dict(a, status="resolved", endsAt="2026-11-22T10:30:00Z") for a in storm["alerts"]]
-        assert post(base, notification(*half[:6], group_key="s-0"))[0] == 200
+        assert botkit.post(base, botkit.notification(*half[:6], group_key="s-0"))[0] == 200
         _settled(app)
         assert telegram.edits(CHAT) == []  # six of twelve still firing
         assert _replied(telegram.sent(CHAT)[-1]) == _message_id(firing[0])
-        assert post(base, notification(*half[6:], group_key="s-0"))[0] == 200
+        assert botkit.post(base, botkit.notification(*half[6:], group_key="s-0"))[0] == 200
         wait_until(lambda: telegram.edits(CHAT), what="the storm message edited")
         _settled(app)
         (edit,) = telegram.edits(CHAT)
@@ -103,12 +99,12 @@ def test_a_packed_storm_message_is_edited_once_all_its_alerts_resolved(tmp_path,
 
 
 def test_a_restart_between_fire_and_resolve_keeps_the_thread(tmp_path, telegram):
-    env = bot_env(tmp_path, telegram.url)
-    with running_bot(env, run_updates=False) as (app, base):
-        assert post(base, notification(alert()))[0] == 200
+    env = botkit.bot_env(tmp_path, telegram.url)
+    with botkit.running_bot(env, run_updates=False) as (app, base):
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         _settled(app)
-    with running_bot(env, run_updates=False) as (app, base):
-        assert post(base, notification(alert(status="resolved")))[0] == 200
+    with botkit.running_bot(env, run_updates=False) as (app, base):
+        assert botkit.post(base, botkit.notification(botkit.alert(status="resolved")))[0] == 200
         wait_until(lambda: telegram.edits(CHAT), what="the firing message edited")
         _settled(app)
     firing, resolved = telegram.sent(CHAT)
@@ -117,33 +113,33 @@ def test_a_restart_between_fire_and_resolve_keeps_the_thread(tmp_path, telegram)
 
 
 def test_an_edit_queued_before_a_restart_is_made_after_it(tmp_path, telegram):
-    env = bot_env(tmp_path, telegram.url)
-    with running_bot(env, run_updates=False) as (app, base):
-        assert post(base, notification(alert()))[0] == 200
+    env = botkit.bot_env(tmp_path, telegram.url)
+    with botkit.running_bot(env, run_updates=False) as (app, base):
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         _settled(app)
         # Telegram fails every edit for now: the edit stays queued when the bot stops.
         telegram.fail(500, "Internal Server Error", method="editMessageText", count=1000)
-        assert post(base, notification(alert(status="resolved")))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert(status="resolved")))[0] == 200
         wait_until(lambda: len(telegram.sent(CHAT)) == 2, what="resolved notice sent")
         wait_until(
             lambda: telegram.calls_to("editMessageText", status=500), what="an edit attempted"
         )
     telegram.failures.clear()
-    with running_bot(env, run_updates=False) as (app, base):
+    with botkit.running_bot(env, run_updates=False) as (app, base):
         wait_until(lambda: telegram.edits(CHAT), timeout=30, what="the edit after the restart")
         _settled(app)
     assert parse_telegram_html(telegram.edits(CHAT)[0].params["text"]).startswith("✅ RESOLVED")
 
 
 def test_a_failing_edit_never_holds_back_the_next_message(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        assert post(base, notification(alert()))[0] == 200
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         _settled(app)
         telegram.fail(500, "Internal Server Error", method="editMessageText", count=1000)
-        assert post(base, notification(alert(status="resolved")))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert(status="resolved")))[0] == 200
         wait_until(lambda: telegram.calls_to("editMessageText", status=500), what="an edit failed")
-        other = alert(name="DiskAlmostFull", gpu=None, summary="disk")
-        assert post(base, notification(other, group_key="disk"))[0] == 200
+        other = botkit.alert(name="DiskAlmostFull", gpu=None, summary="disk")
+        assert botkit.post(base, botkit.notification(other, group_key="disk"))[0] == 200
         wait_until(lambda: len(telegram.sent(CHAT)) == 3, timeout=5, what="next message sent")
         assert not telegram.edits(CHAT)  # the edit is still failing
         telegram.failures.clear()
@@ -151,12 +147,12 @@ def test_a_failing_edit_never_holds_back_the_next_message(tmp_path, telegram):
 
 
 def test_original_message_gone_the_notice_goes_plainly_and_the_edit_is_dropped(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        assert post(base, notification(alert()))[0] == 200
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         _settled(app)
         (firing,) = telegram.sent(CHAT)
         telegram.delete_message(CHAT, _message_id(firing))
-        assert post(base, notification(alert(status="resolved")))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert(status="resolved")))[0] == 200
         wait_until(
             lambda: telegram.calls_to("editMessageText", status=400), what="the edit refused"
         )
@@ -167,14 +163,17 @@ def test_original_message_gone_the_notice_goes_plainly_and_the_edit_is_dropped(t
         refused = telegram.calls_to("editMessageText", status=400)
         assert len(refused) == 1  # not retried
         assert "message to edit not found" in refused[0].response["description"]
-        assert metric_value(base, "rigwatch_bot_message_edits_total", {"result": "given_up"}) == 1
+        assert (
+            botkit.metric_value(base, "rigwatch_bot_message_edits_total", {"result": "given_up"})
+            == 1
+        )
         assert app.store.outbox.count("dead") == 1
-        assert metric_value(base, "rigwatch_bot_dead_letters_total") == 0
+        assert botkit.metric_value(base, "rigwatch_bot_dead_letters_total") == 0
 
 
 def test_reply_not_found_is_sent_again_without_the_reply(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        assert post(base, notification(alert()))[0] == 200
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         _settled(app)
         telegram.fail(
             400,
@@ -182,12 +181,12 @@ def test_reply_not_found_is_sent_again_without_the_reply(tmp_path, telegram):
             method="sendMessage",
             predicate=lambda params: "reply_parameters" in params,
         )
-        assert post(base, notification(alert(status="resolved")))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert(status="resolved")))[0] == 200
         wait_until(lambda: len(telegram.sent(CHAT)) == 2, what="resolved notice sent")
         resolved = telegram.sent(CHAT)[1]
         assert "reply_parameters" not in resolved.params
         assert parse_telegram_html(resolved.params["text"]).startswith("✅ RESOLVED")
-        assert metric_value(base, "rigwatch_bot_dead_letters_total") == 0
+        assert botkit.metric_value(base, "rigwatch_bot_dead_letters_total") == 0
 
 
 def test_each_forum_topic_threads_its_own_messages(tmp_path, telegram):
@@ -197,11 +196,11 @@ def test_each_forum_topic_threads_its_own_messages(tmp_path, telegram):
         {"match": {"rig": "rig1"}, "chat_id": GROUP, "message_thread_id": 7, "continue": True},
         {"match": {"rig": "rig1"}, "chat_id": GROUP, "message_thread_id": 8},
     ]
-    env = bot_env(tmp_path, telegram.url, {"routes": routes})
-    with running_bot(env, run_updates=False) as (app, base):
-        assert post(base, notification(alert()))[0] == 200
+    env = botkit.bot_env(tmp_path, telegram.url, {"routes": routes})
+    with botkit.running_bot(env, run_updates=False) as (app, base):
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         _settled(app)
-        assert post(base, notification(alert(status="resolved")))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert(status="resolved")))[0] == 200
         wait_until(lambda: len(telegram.edits(GROUP)) == 2, what="both topics' messages edited")
         _settled(app)
     by_topic: dict[str, list] = {}

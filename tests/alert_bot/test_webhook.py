@@ -14,31 +14,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alert_bot.webhook import parse_time
-from tests.alert_bot.botkit import (
-    CHAT,
-    WEBHOOK_TOKEN,
-    Poster,
-    alert,
-    bot_env,
-    metric_value,
-    notification,
-    post,
-    running_bot,
-)
+from tests.alert_bot import botkit
+from tests.alert_bot.botkit import CHAT, WEBHOOK_TOKEN, Poster
 from tests.support import REPO, http_get, wait_until
 
 
 def test_wrong_or_missing_token_is_401_and_stores_nothing(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        payload = notification(alert())
-        assert post(base, payload, token=None)[0] == 401
-        assert post(base, payload, token="webhook-secreT")[0] == 401
-        assert post(base, payload, token="")[0] == 401
-        status, _ = post(base, json.dumps(payload).encode(), token="webhook-secret-and-more")
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        payload = botkit.notification(botkit.alert())
+        assert botkit.post(base, payload, token=None)[0] == 401
+        assert botkit.post(base, payload, token="webhook-secreT")[0] == 401
+        assert botkit.post(base, payload, token="")[0] == 401
+        status, _ = botkit.post(base, json.dumps(payload).encode(), token="webhook-secret-and-more")
         assert status == 401
         assert app.store.outbox.count() == 0
         assert (
-            metric_value(
+            botkit.metric_value(
                 base, "rigwatch_bot_notifications_rejected_total", {"reason": "unauthorized"}
             )
             == 4
@@ -49,8 +40,8 @@ def test_wrong_or_missing_token_is_401_and_stores_nothing(tmp_path, telegram):
 def test_a_client_that_stops_sending_is_disconnected(tmp_path, telegram):
     """A request whose body never comes held a server thread forever (no socket timeout),
     so slow or stuck clients could pile up threads without bound."""
-    env = bot_env(tmp_path, telegram.url, {"webhook": {"read_timeout": "1s"}})
-    with running_bot(env, run_updates=False) as (app, base):
+    env = botkit.bot_env(tmp_path, telegram.url, {"webhook": {"read_timeout": "1s"}})
+    with botkit.running_bot(env, run_updates=False) as (app, base):
         stuck = socket.create_connection(("127.0.0.1", app.port), timeout=10)
         try:
             stuck.sendall(
@@ -64,23 +55,23 @@ def test_a_client_that_stops_sending_is_disconnected(tmp_path, telegram):
         finally:
             stuck.close()
         assert app.store.outbox.count() == 0
-        assert post(base, notification(alert()))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
 
 
 def test_body_over_the_limit_is_413(tmp_path, telegram):
-    env = bot_env(tmp_path, telegram.url, {"webhook": {"max_body_bytes": 4096}})
-    with running_bot(env, run_updates=False) as (app, base):
-        big = notification(alert(description="x" * 5000))
-        status, text = post(base, big)
+    env = botkit.bot_env(tmp_path, telegram.url, {"webhook": {"max_body_bytes": 4096}})
+    with botkit.running_bot(env, run_updates=False) as (app, base):
+        big = botkit.notification(botkit.alert(description="x" * 5000))
+        status, text = botkit.post(base, big)
         assert status == 413
         assert "4096" in text
         assert app.store.outbox.count() == 0
-        assert post(base, notification(alert()))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
 
 
 def test_malformed_payloads_are_400_with_a_reason(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        good = notification(alert())
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        good = botkit.notification(botkit.alert())
         cases = {
             b"{not json": "not valid JSON",
             b"[1, 2]": "JSON object",
@@ -96,7 +87,7 @@ def test_malformed_payloads_are_400_with_a_reason(tmp_path, telegram):
             ).encode(): "alerts[0].startsAt is not an RFC 3339 time",
         }
         for body, reason in cases.items():
-            status, text = post(base, body)
+            status, text = botkit.post(base, body)
             assert status == 400, body
             assert reason in text, (reason, text)
         assert app.store.outbox.count() == 0
@@ -105,23 +96,23 @@ def test_malformed_payloads_are_400_with_a_reason(tmp_path, telegram):
 def test_json_that_breaks_the_decoder_or_the_store_is_400_not_500(tmp_path, telegram):
     """Valid-looking JSON whose nesting exhausts the decoder's recursion, or whose strings hold
     lone UTF-16 surrogates (JSON allows the escape; UTF-8, SQLite and Telegram do not)."""
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        good = notification(alert())
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        good = botkit.notification(botkit.alert())
         deep = b'{"version": "4", "alerts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-        status, text = post(base, deep)
+        status, text = botkit.post(base, deep)
         assert status == 400, text
         assert "nested too deeply" in text
         surrogate = json.dumps(good).replace("GPU 0 is at", "GPU 0 \\ud800 is at").encode()
         assert b"\\ud800" in surrogate
-        status, text = post(base, surrogate)
+        status, text = botkit.post(base, surrogate)
         assert status == 400, text
         assert "alerts[0].annotations.summary" in text and "surrogate" in text
         lone_key = json.dumps(good).replace('"rig":', '"r\\udc00ig":').encode()
-        status, text = post(base, lone_key)
+        status, text = botkit.post(base, lone_key)
         assert status == 400, text
         assert app.store.outbox.count() == 0
         assert (
-            metric_value(
+            botkit.metric_value(
                 base, "rigwatch_bot_notifications_rejected_total", {"reason": "bad_payload"}
             )
             == 3
@@ -131,14 +122,14 @@ def test_json_that_breaks_the_decoder_or_the_store_is_400_not_500(tmp_path, tele
 def test_odd_but_valid_payloads_are_stored_and_delivered(tmp_path, telegram):
     """Semantically odd v4 payloads: hundreds of labels, an alert name longer than a message,
     an empty-string label name. Stored (2xx) and delivered, never 5xx, never stuck."""
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        many_labels = alert(**{f"label_{n}": "x" * 20 for n in range(2000)})
-        assert post(base, notification(many_labels))[0] == 200
-        long_name = alert(name="N" * 6000, description="d" * 5000)
-        status, _ = post(base, notification(long_name, group_key="{}:{long}"))
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        many_labels = botkit.alert(**{f"label_{n}": "x" * 20 for n in range(2000)})
+        assert botkit.post(base, botkit.notification(many_labels))[0] == 200
+        long_name = botkit.alert(name="N" * 6000, description="d" * 5000)
+        status, _ = botkit.post(base, botkit.notification(long_name, group_key="{}:{long}"))
         assert status == 200
-        empty_key = alert(gpu="7", **{"": "empty"})
-        assert post(base, notification(empty_key, group_key="{}:{empty}"))[0] == 200
+        empty_key = botkit.alert(gpu="7", **{"": "empty"})
+        assert botkit.post(base, botkit.notification(empty_key, group_key="{}:{empty}"))[0] == 200
         wait_until(lambda: app.store.outbox.count("pending") == 0, what="all delivered", timeout=30)
         assert app.store.outbox.count("dead") == 0
         texts = telegram.visible_texts(CHAT)
@@ -147,9 +138,9 @@ def test_odd_but_valid_payloads_are_stored_and_delivered(tmp_path, telegram):
 
 
 def test_a_2xx_means_the_notification_is_on_disk(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         telegram.go_down(30)  # nothing gets delivered: the row stays pending
-        assert post(base, notification(alert()))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         # A separate connection to the file sees the committed row right after the answer.
         db = sqlite3.connect(tmp_path / "bot.db")
         rows = db.execute("SELECT chat_id, status, payload FROM notifications").fetchall()
@@ -161,49 +152,49 @@ def test_a_2xx_means_the_notification_is_on_disk(tmp_path, telegram):
 
 
 def test_store_failure_answers_5xx_and_alertmanager_retry_then_succeeds(tmp_path, telegram):
-    env = bot_env(tmp_path, telegram.url)
-    with running_bot(env, run_updates=False) as (app, base):
+    env = botkit.bot_env(tmp_path, telegram.url)
+    with botkit.running_bot(env, run_updates=False) as (app, base):
         # Another process holding the database's write lock makes every write fail.
         app.store.database._connection.execute("PRAGMA busy_timeout=200")
         blocker = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         try:
-            status, text = post(base, notification(alert()))
+            status, text = botkit.post(base, botkit.notification(botkit.alert()))
             assert status == 503
             assert "retry" in text
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
         assert app.store.outbox.count() == 0
-        assert metric_value(base, "rigwatch_bot_notifications_received_total") == 0
-        assert metric_value(base, "rigwatch_bot_notifications_stored_total") == 0
+        assert botkit.metric_value(base, "rigwatch_bot_notifications_received_total") == 0
+        assert botkit.metric_value(base, "rigwatch_bot_notifications_stored_total") == 0
         # Alertmanager's retry of the same notification now lands and is delivered.
-        assert post(base, notification(alert()))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         wait_until(lambda: len(telegram.sent(CHAT)) == 1, what="delivery after retry")
 
 
 def test_duplicates_from_an_ha_pair_are_stored_once(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
-        first = notification(alert(gpu="0"), alert(gpu="1"))
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
+        first = botkit.notification(botkit.alert(gpu="0"), botkit.alert(gpu="1"))
         # The peer's copy: same group, alerts and states; order and firing endsAt differ.
         twin = json.loads(json.dumps(first))
         twin["alerts"].reverse()
         for item in twin["alerts"]:
             item["endsAt"] = "2026-11-22T10:20:00Z"
-        assert post(base, first)[0] == 200
-        assert post(base, twin)[0] == 200
-        resolved = notification(
-            alert(gpu="0", status="resolved"), alert(gpu="1", status="resolved")
+        assert botkit.post(base, first)[0] == 200
+        assert botkit.post(base, twin)[0] == 200
+        resolved = botkit.notification(
+            botkit.alert(gpu="0", status="resolved"), botkit.alert(gpu="1", status="resolved")
         )
-        assert post(base, resolved)[0] == 200
-        assert post(base, resolved)[0] == 200
+        assert botkit.post(base, resolved)[0] == 200
+        assert botkit.post(base, resolved)[0] == 200
         # Stored: two notifications (the edit marking the firing message resolved comes later).
         stored = "SELECT COUNT(*) AS n FROM notifications WHERE kind != 'edit'"
         assert app.store.database.query(stored)[0]["n"] == 2
-        assert metric_value(base, "rigwatch_bot_notifications_duplicate_total") == 2
+        assert botkit.metric_value(base, "rigwatch_bot_notifications_duplicate_total") == 2
         # Every notification answered 2xx is received; duplicates are not stored again.
-        assert metric_value(base, "rigwatch_bot_notifications_received_total") == 4
-        assert metric_value(base, "rigwatch_bot_notifications_stored_total") == 2
+        assert botkit.metric_value(base, "rigwatch_bot_notifications_received_total") == 4
+        assert botkit.metric_value(base, "rigwatch_bot_notifications_stored_total") == 2
         # Both delivered, and the firing message edited once the resolved notice went out.
         wait_until(lambda: app.store.outbox.count("sent") == 3, what="both delivered")
         texts = "\n".join(telegram.visible_texts(CHAT))
@@ -212,14 +203,14 @@ def test_duplicates_from_an_ha_pair_are_stored_once(tmp_path, telegram):
 
 
 def test_healthz_metrics_and_landing_page(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         with urllib.request.urlopen(base + "/healthz") as response:
             assert response.status == 200
         with urllib.request.urlopen(base + "/") as response:
             assert b"/alertmanager" in response.read()
-        assert metric_value(base, "rigwatch_bot_build_info") == 1
-        assert metric_value(base, "rigwatch_bot_queue_depth") == 0
-        assert post(base, notification(alert()), path="/elsewhere")[0] == 404
+        assert botkit.metric_value(base, "rigwatch_bot_build_info") == 1
+        assert botkit.metric_value(base, "rigwatch_bot_queue_depth") == 0
+        assert botkit.post(base, botkit.notification(botkit.alert()), path="/elsewhere")[0] == 404
         # Every metric docs/bot-metrics.md promises is on /metrics from the start.
         documented = re.findall(
             r"^\| (rigwatch_bot_\w+) \|", (REPO / "docs" / "bot-metrics.md").read_text(), re.M
@@ -288,7 +279,7 @@ REQUIRED = {"version", "status", "groupKey", "alerts", "labels", "startsAt"}
 
 @st.composite
 def one_field_broken(draw):
-    payload = notification(alert(), alert(gpu="1"))
+    payload = botkit.notification(botkit.alert(), botkit.alert(gpu="1"))
     where = draw(st.sampled_from(sorted(NOT_VALID)))
     replacement = draw(json_any.filter(NOT_VALID[where]))
     target, key = payload, where
@@ -310,7 +301,7 @@ def malformed_bodies():
 
 
 def test_fuzzed_payloads_get_4xx_never_5xx_and_store_nothing(tmp_path, telegram):
-    with running_bot(bot_env(tmp_path, telegram.url), run_updates=False) as (app, base):
+    with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
         statuses: dict[int, int] = {}
         poster = Poster(base)
 
@@ -331,5 +322,5 @@ def test_fuzzed_payloads_get_4xx_never_5xx_and_store_nothing(tmp_path, telegram)
         assert sum(statuses.values()) >= 2000
         assert app.store.outbox.count() == 0
         # The bot is still fine afterwards.
-        assert post(base, notification(alert()))[0] == 200
+        assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
         wait_until(lambda: telegram.sent(CHAT), what="a real notification after the fuzzing")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from tests.exporter.scrapes import FAST_RETRY, UUID0, UUID1, log_lines, scrape
 from tests.support import (
     FAKE_NVML_DIR,
+    ManagedProcess,
     make_scenario,
     running_exporter,
     wait_until,
@@ -60,39 +64,47 @@ def test_no_nvml_library_serves_host_metrics_then_picks_the_library_up(tmp_path,
         assert s.value("rigwatch_gpu_temperature_celsius", uuid=UUID1) == 45
 
 
-def test_driver_not_loaded_then_loaded_without_restart(scenario_file):
-    scenario = make_scenario(2, init_error="DRIVER_NOT_LOADED")
+@contextlib.contextmanager
+def _exporter_without_nvml(
+    scenario_file: Path, scenario: dict, absent: str
+) -> Iterator[tuple[ManagedProcess, str]]:
+    """The exporter on a scenario in which NVML is down: nvml_up 0, no `absent` series, the
+    host still reported."""
     write_scenario(scenario_file, scenario)
     with running_exporter(scenario_file, FAST_RETRY) as (proc, base):
         s = scrape(base)
         assert s.value("rigwatch_nvml_up") == 0
-        assert s.all("rigwatch_driver_info") == []
+        assert s.all(absent) == []
         _host_is_reported(s)
+        yield proc, base
+
+
+def _nvml_comes_up(scenario_file: Path, scenario: dict, base: str, uuid: str) -> None:
+    """The scenario written with NVML well: the card `uuid` and nvml_up come up."""
+    write_scenario(scenario_file, scenario)
+    wait_until(lambda: _gpu_up(base, uuid) == 1, timeout=10, what=f"gpu {uuid} up")
+    assert scrape(base).value("rigwatch_nvml_up") == 1
+
+
+def test_driver_not_loaded_then_loaded_without_restart(scenario_file):
+    scenario = make_scenario(2, init_error="DRIVER_NOT_LOADED")
+    with _exporter_without_nvml(scenario_file, scenario, "rigwatch_driver_info") as (proc, base):
         time.sleep(1.5)
         scrape(base)
         reasons = log_lines(proc.output(), "NVML unavailable")
         assert len(reasons) == 1 and "DRIVER_NOT_LOADED" in reasons[0], proc.output()
 
         scenario["init_error"] = None
-        write_scenario(scenario_file, scenario)
-        wait_until(lambda: _gpu_up(base, UUID1) == 1, timeout=10, what="gpu 1 up")
-        assert scrape(base).value("rigwatch_nvml_up") == 1
+        _nvml_comes_up(scenario_file, scenario, base, UUID1)
         assert len(log_lines(proc.output(), "NVML initialised")) == 1
 
 
 def test_zero_gpus_reads_as_nvml_down_until_a_card_appears(scenario_file):
-    scenario = make_scenario(0)
-    write_scenario(scenario_file, scenario)
-    with running_exporter(scenario_file, FAST_RETRY) as (proc, base):
-        s = scrape(base)
-        assert s.value("rigwatch_nvml_up") == 0
-        assert s.all("rigwatch_gpu_info") == []
-        _host_is_reported(s)
+    none = make_scenario(0)
+    with _exporter_without_nvml(scenario_file, none, "rigwatch_gpu_info") as (proc, base):
         assert len(log_lines(proc.output(), "no GPUs")) == 1
 
-        write_scenario(scenario_file, make_scenario(1))
-        wait_until(lambda: _gpu_up(base, UUID0) == 1, timeout=10, what="gpu 0 up")
-        assert scrape(base).value("rigwatch_nvml_up") == 1
+        _nvml_comes_up(scenario_file, make_scenario(1), base, UUID0)
 
 
 def test_card_lost_mid_run_reads_zero_keeps_identity_and_comes_back(scenario_file):

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
 from exporter.collectors.runinfo import container_id, run_name
 from tests.exporter.scrapes import FAST_RETRY, UUID0, UUID1, scrape
-from tests.support import make_scenario, running_exporter, write_scenario
+from tests.support import make_scenario, mirror_proc, running_exporter, write_scenario
 
 DOCKER_ID = "3f4e5d6c7b8a" + "0" * 52
 
@@ -115,12 +113,12 @@ def test_reused_pid_gets_a_new_start_time_and_name(scenario_file, tmp_path):
         with running_exporter(
             scenario_file, FAST_RETRY, f"--path.procfs={fake}", "--no-collector.host"
         ) as (_, base):
-            _mirror_proc(fake, first.pid, first.pid)
+            mirror_proc(fake, first.pid, first.pid)
             one = scrape(base).all("rigwatch_gpu_process_start_time_seconds")
             assert [labels["run"] for labels, _ in one] == ["first.py"]
             time.sleep(1.1)  # a later start, as a reused pid has
             second = _child(tmp_path, "second.py")
-            _mirror_proc(fake, second.pid, first.pid)
+            mirror_proc(fake, second.pid, first.pid)
             two = scrape(base).all("rigwatch_gpu_process_start_time_seconds")
             assert [labels["run"] for labels, _ in two] == ["second.py"]
             assert two[0][1] > one[0][1]
@@ -131,24 +129,11 @@ def test_reused_pid_gets_a_new_start_time_and_name(scenario_file, tmp_path):
                 child.wait()
 
 
-def _mirror_proc(fake, real_pid: int, as_pid: int, cgroup: str | None = None) -> None:
-    """A procfs tree in which as_pid shows real_pid's stat and cmdline (and a given cgroup)."""
-    fake.mkdir(exist_ok=True)
-    shutil.copyfile("/proc/stat", fake / "stat")
-    target = fake / str(as_pid)
-    target.mkdir(exist_ok=True)
-    for name in ("stat", "cmdline"):
-        (target / name).write_bytes(Path(f"/proc/{real_pid}/{name}").read_bytes())
-    (target / "cgroup").write_text(
-        cgroup if cgroup is not None else Path(f"/proc/{real_pid}/cgroup").read_text()
-    )
-
-
 def test_process_in_a_container_cgroup_gets_the_short_id(scenario_file, tmp_path):
     child = _child(tmp_path)
     try:
         fake = tmp_path / "proc"
-        _mirror_proc(fake, child.pid, child.pid, f"0::/system.slice/docker-{DOCKER_ID}.scope\n")
+        mirror_proc(fake, child.pid, child.pid, f"0::/system.slice/docker-{DOCKER_ID}.scope\n")
         scenario = make_scenario(1)
         scenario["devices"][0]["processes"] = [{"pid": child.pid, "used_memory_bytes": 1 << 20}]
         write_scenario(scenario_file, scenario)

@@ -1188,26 +1188,18 @@ static nvmlReturn_t event_reasons(nvmlDevice_t device, const char *fn, int suppo
     ANSWER(NVML_SUCCESS);
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t device,
-                                                           unsigned long long *reasons)
-{
-    return event_reasons(device, "nvmlDeviceGetCurrentClocksEventReasons", 0, reasons);
-}
-EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t device,
-                                                              unsigned long long *reasons)
-{
-    return event_reasons(device, "nvmlDeviceGetCurrentClocksEventReasons", 0, reasons);
-}
-EXPORT nvmlReturn_t nvmlDeviceGetSupportedClocksEventReasons(nvmlDevice_t device,
-                                                             unsigned long long *reasons)
-{
-    return event_reasons(device, "nvmlDeviceGetSupportedClocksEventReasons", 1, reasons);
-}
-EXPORT nvmlReturn_t nvmlDeviceGetSupportedClocksThrottleReasons(nvmlDevice_t device,
-                                                                unsigned long long *reasons)
-{
-    return event_reasons(device, "nvmlDeviceGetSupportedClocksEventReasons", 1, reasons);
-}
+/* Each query under its name and under the older ...ThrottleReasons one (the same call, which
+ * drivers still export); errors and hangs are set up under the EventReasons name. */
+#define EVENT_REASONS(name, fn, supported)                                              \
+    EXPORT nvmlReturn_t name(nvmlDevice_t device, unsigned long long *reasons)          \
+    {                                                                                   \
+        return event_reasons(device, fn, supported, reasons);                           \
+    }
+EVENT_REASONS(nvmlDeviceGetCurrentClocksEventReasons, "nvmlDeviceGetCurrentClocksEventReasons", 0)
+EVENT_REASONS(nvmlDeviceGetCurrentClocksThrottleReasons, "nvmlDeviceGetCurrentClocksEventReasons", 0)
+EVENT_REASONS(nvmlDeviceGetSupportedClocksEventReasons, "nvmlDeviceGetSupportedClocksEventReasons", 1)
+EVENT_REASONS(nvmlDeviceGetSupportedClocksThrottleReasons, "nvmlDeviceGetSupportedClocksEventReasons",
+              1)
 
 /* ---------------------------------------------------------------------------------------
  * PCIe */

@@ -281,95 +281,82 @@ static int grow(struct parser *p, struct json *node, size_t *cap, int with_keys)
     return 1;
 }
 
-static struct json *parse_array(struct parser *p, int depth)
+/* The node freed, for a parse that failed. */
+static struct json *abandon(struct json *node)
 {
-    p->pos++; /* [ */
-    struct json *node = new_node(p, JSON_ARRAY);
-    if (!node)
-        return NULL;
-    size_t cap = 0;
-    skip_space(p);
-    if (p->pos < p->len && p->text[p->pos] == ']') {
-        p->pos++;
-        return node;
-    }
-    while (1) {
-        struct json *item = parse_value(p, depth + 1);
-        if (!item || !grow(p, node, &cap, 0)) {
-            json_free(item);
-            json_free(node);
-            return NULL;
-        }
-        node->items[node->count++] = item;
-        skip_space(p);
-        if (p->pos < p->len && p->text[p->pos] == ',') {
-            p->pos++;
-            continue;
-        }
-        if (p->pos < p->len && p->text[p->pos] == ']') {
-            p->pos++;
-            return node;
-        }
-        fail(p, "expected ',' or ']' in array");
-        json_free(node);
-        return NULL;
-    }
+    json_free(node);
+    return NULL;
 }
 
-static struct json *parse_object(struct parser *p, int depth)
+/* After an array item or object member: 1 past a ',' (another follows), 0 past the container's
+ * closing character, -1 (and the parse failed) on anything else. */
+static int next_item(struct parser *p, char close, const char *container)
 {
-    p->pos++; /* { */
-    struct json *node = new_node(p, JSON_OBJECT);
-    if (!node)
-        return NULL;
-    size_t cap = 0;
     skip_space(p);
-    if (p->pos < p->len && p->text[p->pos] == '}') {
+    if (p->pos < p->len && (p->text[p->pos] == ',' || p->text[p->pos] == close))
+        return p->text[p->pos++] == ',';
+    fail(p, "expected ',' or '%c' in %s", close, container);
+    return -1;
+}
+
+/* Past the opening character: 1 when the container is empty (its closing character next,
+ * consumed), 0 when items follow. */
+static int empty_container(struct parser *p, char close)
+{
+    p->pos++;
+    skip_space(p);
+    if (p->pos < p->len && p->text[p->pos] == close) {
         p->pos++;
-        return node;
+        return 1;
     }
-    while (1) {
-        skip_space(p);
-        if (p->pos >= p->len || p->text[p->pos] != '"') {
-            fail(p, "expected a string key in object");
-            json_free(node);
-            return NULL;
-        }
-        char *key = parse_string_raw(p);
-        if (!key) {
-            json_free(node);
-            return NULL;
-        }
-        skip_space(p);
-        if (p->pos >= p->len || p->text[p->pos] != ':') {
-            fail(p, "expected ':' after key \"%s\"", key);
-            free(key);
-            json_free(node);
-            return NULL;
-        }
-        p->pos++;
+    return 0;
+}
+
+/* An object member's key and the ':' after it; NULL (the parse failed) when there is none. */
+static char *parse_key(struct parser *p)
+{
+    skip_space(p);
+    if (p->pos >= p->len || p->text[p->pos] != '"') {
+        fail(p, "expected a string key in object");
+        return NULL;
+    }
+    char *key = parse_string_raw(p);
+    if (!key)
+        return NULL;
+    skip_space(p);
+    if (p->pos >= p->len || p->text[p->pos] != ':') {
+        fail(p, "expected ':' after key \"%s\"", key);
+        free(key);
+        return NULL;
+    }
+    p->pos++;
+    return key;
+}
+
+/* An array, or an object (its members' keys in node->keys beside their values). */
+static struct json *parse_container(struct parser *p, int depth, int object)
+{
+    char close = object ? '}' : ']';
+    struct json *node = new_node(p, object ? JSON_OBJECT : JSON_ARRAY);
+    if (!node || empty_container(p, close))
+        return node;
+    size_t cap = 0;
+    int more;
+    do {
+        char *key = NULL;
+        if (object && !(key = parse_key(p)))
+            return abandon(node);
         struct json *value = parse_value(p, depth + 1);
-        if (!value || !grow(p, node, &cap, 1)) {
+        if (!value || !grow(p, node, &cap, object)) {
             free(key);
             json_free(value);
-            json_free(node);
-            return NULL;
+            return abandon(node);
         }
-        node->keys[node->count] = key;
+        if (object)
+            node->keys[node->count] = key;
         node->items[node->count++] = value;
-        skip_space(p);
-        if (p->pos < p->len && p->text[p->pos] == ',') {
-            p->pos++;
-            continue;
-        }
-        if (p->pos < p->len && p->text[p->pos] == '}') {
-            p->pos++;
-            return node;
-        }
-        fail(p, "expected ',' or '}' in object");
-        json_free(node);
-        return NULL;
-    }
+    } while ((more = next_item(p, close, object ? "object" : "array")) > 0);
+    return more == 0 ? node : abandon(node);
 }
 
 static int match_word(struct parser *p, const char *word)
@@ -395,9 +382,9 @@ static struct json *parse_value(struct parser *p, int depth)
     }
     char c = p->text[p->pos];
     if (c == '{')
-        return parse_object(p, depth);
+        return parse_container(p, depth, 1);
     if (c == '[')
-        return parse_array(p, depth);
+        return parse_container(p, depth, 0);
     if (c == '"') {
         char *s = parse_string_raw(p);
         if (!s)

@@ -131,6 +131,17 @@ def nvml(scenario_file: Path, tmp_path: Path) -> Iterator[Nvml]:
         child.close()
 
 
+def _three_cards_init(scenario_file: Path, nvml: Nvml, flags: dict[int, str]) -> dict:
+    """NVML initialised on three cards, each card in flags with that flag set; the scenario,
+    for edits."""
+    scenario = make_scenario(3)
+    for index, flag in flags.items():
+        scenario["devices"][index][flag] = True
+    write_scenario(scenario_file, scenario)
+    nvml.ok("n.nvmlInit()")
+    return scenario
+
+
 def _full_device(index: int) -> dict:
     """A card with a distinctive value in every field, so a mix-up between fields shows."""
     return make_device(
@@ -481,9 +492,7 @@ def test_hang_delays_only_the_named_call_on_its_device(scenario_file: Path, nvml
 
 
 def test_lost_card_latches_until_reinit(scenario_file: Path, nvml: Nvml):
-    scenario = make_scenario(3)
-    write_scenario(scenario_file, scenario)
-    nvml.ok("n.nvmlInit()")
+    scenario = _three_cards_init(scenario_file, nvml, {})
     assert nvml.ok("n.nvmlDeviceGetTemperature(h(1), 0)") == 45
     nvml.ok("globals().__setitem__('h1', h(1))")
 
@@ -517,10 +526,7 @@ def test_lost_card_latches_until_reinit(scenario_file: Path, nvml: Nvml):
 
 
 def test_lost_at_init_and_removed_card(scenario_file: Path, nvml: Nvml):
-    scenario = make_scenario(3)
-    scenario["devices"][2]["lost"] = True
-    write_scenario(scenario_file, scenario)
-    nvml.ok("n.nvmlInit()")
+    scenario = _three_cards_init(scenario_file, nvml, {2: "lost"})
     assert nvml.ok("n.nvmlDeviceGetCount()") == 3
     assert nvml.error("n.nvmlDeviceGetHandleByIndex(2)") == GPU_IS_LOST
 
@@ -797,10 +803,7 @@ def test_field_of_wrong_type_answers_not_supported_and_says_so(scenario_file: Pa
 
 
 def test_uncounted_card_is_left_out_of_the_count_and_the_indices(scenario_file: Path, nvml: Nvml):
-    scenario = make_scenario(3)
-    scenario["devices"][1]["uncounted"] = True
-    write_scenario(scenario_file, scenario)
-    nvml.ok("n.nvmlInit()")
+    scenario = _three_cards_init(scenario_file, nvml, {1: "uncounted"})
     assert nvml.ok("n.nvmlDeviceGetCount()") == 2
     assert nvml.ok("n.nvmlDeviceGetUUID(h(1))") == "GPU-00000002-1111-2222-3333-444444444444"
     assert nvml.error("n.nvmlDeviceGetHandleByPciBusId(b'00000000:02:00.0')") == NOT_FOUND

@@ -44,8 +44,7 @@ def serving(**limits) -> Iterator[HardenedHTTPServer]:
     try:
         yield server
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
         thread.join(5)
 
 
@@ -231,6 +230,5 @@ def test_a_buffered_handler_answers_every_request_on_a_kept_alive_connection():
                 gc.collect()
                 time.sleep(0.05)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
         thread.join(5)

@@ -21,6 +21,7 @@ import yaml
 from tests.servers import running_alertmanager, running_prometheus
 from tests.support import (
     REPO,
+    InBackground,
     free_port,
     http_get,
     make_device,
@@ -257,7 +258,7 @@ def running_shipped_alertmanager(workdir: Path, webhook_url: str, token: str) ->
         yield base
 
 
-class WebhookReceiver:
+class WebhookReceiver(InBackground):
     """A real HTTP server recording Alertmanager's webhook posts, in place of the alert bot."""
 
     def __init__(self, token: str) -> None:
@@ -287,13 +288,11 @@ class WebhookReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alertmanager"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
+    def run(self) -> None:
+        self.server.serve_forever()
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
 
@@ -373,6 +372,20 @@ def start_rich_rigs(
         )
         rigs[name.format(number)] = base.removeprefix("http://")
     return rigs
+
+
+@contextlib.contextmanager
+def rich_rigs_workdir(
+    tmp_path_factory, label: str, count: int, name: str
+) -> Iterator[tuple[contextlib.ExitStack, Path, dict[str, str]]]:
+    """A fresh working folder and start_rich_rigs() in it, entered into an ExitStack the caller
+    adds its own servers to; everything stopped and the folder removed afterwards."""
+    workdir = tmp_path_factory.mktemp(label)
+    try:
+        with contextlib.ExitStack() as stack:
+            yield stack, workdir, start_rich_rigs(stack, workdir, count, name)
+    finally:
+        remove_tree(workdir)
 
 
 def wait_rigs_scraped(base: str, count: int, what: str) -> None:

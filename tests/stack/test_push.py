@@ -10,7 +10,6 @@ import contextlib
 import json
 import time
 import urllib.parse
-from pathlib import Path
 
 import pytest
 
@@ -20,20 +19,9 @@ from tests.stack.stack_support import (
     remove_tree,
     substitute_variables,
 )
-from tests.stack.vm_support import (
-    Agent,
-    authed_query,
-    basic_auth,
-    prometheus_args,
-    request,
-    wait_ready_with_auth,
-    write_push_centre_config,
-    write_web_config,
-)
+from tests.stack.vm_support import Agent, PushCentre, basic_auth, request
 from tests.support import (
     REPO,
-    ManagedProcess,
-    free_port,
     make_scenario,
     running_exporter,
     wait_until,
@@ -42,34 +30,6 @@ from tests.support import (
 
 USERS = {"rigwatch": "centre-self-pw", "pushrig": "pushrig-pw", "deadrig": "deadrig-pw"}
 CENTRE = basic_auth("rigwatch", USERS["rigwatch"])
-
-
-class Centre:
-    """The central Prometheus with the remote-write receiver behind a login; it can be stopped
-    and started again on the same port and data."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.write_url = self.base + "/api/v1/write"
-        web = write_web_config(workdir / "web.yml", USERS)
-        config = write_push_centre_config(
-            workdir, self.port, None, "rigwatch", USERS["rigwatch"], silent_window="5s"
-        )
-        self.args = prometheus_args(config, workdir / "data", self.port, web)
-        self.proc: ManagedProcess | None = None
-
-    def start(self) -> None:
-        self.proc = ManagedProcess(self.args)
-        wait_ready_with_auth(self.proc, self.base, CENTRE)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop(timeout=30)
-            self.proc = None
-
-    def query(self, promql: str) -> list[dict]:
-        return authed_query(self.base, promql, CENTRE)
 
 
 class Push:
@@ -85,7 +45,7 @@ class Push:
 @pytest.fixture(scope="module")
 def push(tmp_path_factory, fake_nvml_dir):
     workdir = tmp_path_factory.mktemp("push")
-    centre = Centre(workdir)
+    centre = PushCentre(workdir, USERS, "rigwatch")
     try:
         scenario = make_scenario(2)
         scenario_path = workdir / "scenario.json"
@@ -116,7 +76,7 @@ def push(tmp_path_factory, fake_nvml_dir):
         remove_tree(workdir)
 
 
-def _firing(centre: Centre, alertname: str) -> list[dict]:
+def _firing(centre: PushCentre, alertname: str) -> list[dict]:
     status, body = request(centre.base + "/api/v1/alerts", headers=CENTRE)
     assert status == 200, body
     return [
@@ -174,7 +134,7 @@ def test_a_hot_pushed_card_fires_the_shipped_alert(push):
         write_scenario(push.scenario_path, push.scenario)
 
 
-def _sample_times(centre: Centre, since: float) -> list[float]:
+def _sample_times(centre: PushCentre, since: float) -> list[float]:
     window = int(time.time() - since) + 2
     status, body = request(
         centre.base

@@ -19,12 +19,10 @@ from tests.stack.stack_support import PROMETHEUS_DIR, remove_tree
 from tests.stack.vm_support import (
     RIG_AGENT_DIR,
     Agent,
+    PushCentre,
     authed_query,
     basic_auth,
-    prometheus_args,
     request,
-    wait_ready_with_auth,
-    write_push_centre_config,
     write_web_config,
 )
 from tests.support import (
@@ -50,16 +48,12 @@ RIGHT = basic_auth("rig1", PASSWORD)
 @pytest.fixture(scope="module")
 def centre(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("push-security")
-    port = free_port()
-    web = write_web_config(workdir / "web.yml", {"rig1": PASSWORD})
-    config = write_push_centre_config(workdir, port, None, "rig1", PASSWORD)
-    proc = ManagedProcess(prometheus_args(config, workdir / "data", port, web))
-    base = f"http://127.0.0.1:{port}"
+    centre = PushCentre(workdir, {"rig1": PASSWORD}, "rig1")
     try:
-        wait_ready_with_auth(proc, base, RIGHT)
-        yield base
+        centre.start()
+        yield centre.base
     finally:
-        proc.stop()
+        centre.stop()
         remove_tree(workdir)
 
 

@@ -26,9 +26,9 @@ from tests.stack.stack_support import (
     post_alerts,
     query,
     remove_tree,
+    rich_rigs_workdir,
     running_shipped_alertmanager,
     running_shipped_prometheus,
-    start_rich_rigs,
     substitute_variables,
     wait_rigs_scraped,
     write_alertmanager_overlay,
@@ -246,17 +246,16 @@ RIGS = 20
 
 @pytest.fixture(scope="module")
 def twenty_rigs(tmp_path_factory, fake_nvml_dir):
-    workdir = tmp_path_factory.mktemp("stack-20-rigs")
-    try:
-        with contextlib.ExitStack() as stack:
-            rigs = start_rich_rigs(stack, workdir, RIGS, "rig{:02d}")
-            prometheus = stack.enter_context(running_shipped_prometheus(workdir, None))
-            write_targets(workdir / "targets" / "rigs.yml", rigs)
+    with rich_rigs_workdir(tmp_path_factory, "20-rigs", RIGS, "rig{:02d}") as (
+        stack,
+        workdir,
+        rigs,
+    ):
+        prometheus = stack.enter_context(running_shipped_prometheus(workdir, None))
+        write_targets(workdir / "targets" / "rigs.yml", rigs)
 
-            wait_rigs_scraped(prometheus, RIGS, "20 rigs scraped")
-            yield prometheus, set(rigs)
-    finally:
-        remove_tree(workdir)
+        wait_rigs_scraped(prometheus, RIGS, "20 rigs scraped")
+        yield prometheus, set(rigs)
 
 
 def test_overview_queries_answer_for_all_twenty_rigs(twenty_rigs):

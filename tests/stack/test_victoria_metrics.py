@@ -27,9 +27,8 @@ from tests.stack.stack_support import (
     load_dashboard,
     query,
     recorded_names,
-    remove_tree,
+    rich_rigs_workdir,
     running_shipped_alertmanager,
-    start_rich_rigs,
     substitute_variables,
     wait_rigs_scraped,
     write_prometheus_overlay,
@@ -62,26 +61,21 @@ class VmCentre:
 
 @pytest.fixture(scope="module")
 def centre(tmp_path_factory, fake_nvml_dir):
-    workdir = tmp_path_factory.mktemp("vm-centre")
-    try:
-        with contextlib.ExitStack() as stack:
-            rigs = start_rich_rigs(stack, workdir, RIGS, "rig{}")
-            webhook = stack.enter_context(WebhookReceiver(TOKEN))
-            alertmanager = stack.enter_context(
-                running_shipped_alertmanager(workdir, webhook.url, TOKEN)
-            )
-            # The shipped prometheus.yml, as the test overlay makes it (1 s, loopback); VM reads
-            # its scrape_configs and ignores what is vmalert's (rule_files, alerting).
-            scrape = write_prometheus_overlay(workdir, free_port(), None)
-            write_targets(workdir / "targets" / "rigs.yml", rigs)
-            vm = stack.enter_context(running_victoria_metrics(workdir, scrape))
-            # The shipped rule files themselves, not the overlay's copies.
-            _, vmalert = stack.enter_context(running_vmalert(RULE_FILES, vm, alertmanager))
+    with rich_rigs_workdir(tmp_path_factory, "vm-centre", RIGS, "rig{}") as (stack, workdir, rigs):
+        webhook = stack.enter_context(WebhookReceiver(TOKEN))
+        alertmanager = stack.enter_context(
+            running_shipped_alertmanager(workdir, webhook.url, TOKEN)
+        )
+        # The shipped prometheus.yml, as the test overlay makes it (1 s, loopback); VM reads
+        # its scrape_configs and ignores what is vmalert's (rule_files, alerting).
+        scrape = write_prometheus_overlay(workdir, free_port(), None)
+        write_targets(workdir / "targets" / "rigs.yml", rigs)
+        vm = stack.enter_context(running_victoria_metrics(workdir, scrape))
+        # The shipped rule files themselves, not the overlay's copies.
+        _, vmalert = stack.enter_context(running_vmalert(RULE_FILES, vm, alertmanager))
 
-            wait_rigs_scraped(vm, RIGS, "rigs scraped by VM")
-            yield VmCentre(vm, vmalert, webhook, alertmanager, set(rigs))
-    finally:
-        remove_tree(workdir)
+        wait_rigs_scraped(vm, RIGS, "rigs scraped by VM")
+        yield VmCentre(vm, vmalert, webhook, alertmanager, set(rigs))
 
 
 def test_vmalert_loads_the_shipped_rules_unchanged(centre):

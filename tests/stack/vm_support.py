@@ -116,6 +116,38 @@ def wait_ready_with_auth(proc: ManagedProcess, base: str, headers: dict) -> None
         raise RuntimeError(f"prometheus did not start:\n{proc.output()}") from exc
 
 
+class PushCentre:
+    """The central Prometheus with the remote-write receiver behind a login (users: name to
+    password; self_user is the one its self-scrape logs in as); it can be stopped and started
+    again on the same port and data."""
+
+    def __init__(
+        self, workdir: Path, users: dict[str, str], self_user: str, silent_window: str = "5s"
+    ) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.write_url = self.base + "/api/v1/write"
+        self.login = basic_auth(self_user, users[self_user])
+        web = write_web_config(workdir / "web.yml", users)
+        config = write_push_centre_config(
+            workdir, self.port, None, self_user, users[self_user], silent_window=silent_window
+        )
+        self.args = prometheus_args(config, workdir / "data", self.port, web)
+        self.proc: ManagedProcess | None = None
+
+    def start(self) -> None:
+        self.proc = ManagedProcess(self.args)
+        wait_ready_with_auth(self.proc, self.base, self.login)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(timeout=30)
+            self.proc = None
+
+    def query(self, promql: str) -> list[dict]:
+        return authed_query(self.base, promql, self.login)
+
+
 # --- vmagent on a rig ------------------------------------------------------------------------
 
 
