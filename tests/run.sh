@@ -3,7 +3,7 @@
 # (Debian's Prometheus, Alertmanager, node_exporter, docker-compose, docker.io and debootstrap
 # for the compose test, and a C compiler; the Python packages in .venv), builds the simulated
 # NVML library, lints, then runs pytest.
-# Extra arguments go to pytest.
+# Extra arguments go to pytest (after the worker options, so `-n 0` there wins).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,4 +34,8 @@ make -s -C tests/fake_nvml
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest "$@"
+# Files run in parallel workers (pytest-xdist), longest first (tests/conftest.py): most tests
+# wait on real servers, so three workers overlap them even on two cores. RIGWATCH_TEST_WORKERS
+# sets another count (0 runs everything in this process).
+exec .venv/bin/python -m pytest -n "${RIGWATCH_TEST_WORKERS:-3}" --dist loadfile \
+  --no-loadscope-reorder "$@"

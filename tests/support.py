@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,11 +25,35 @@ REPO = Path(__file__).resolve().parent.parent
 FAKE_NVML_DIR = REPO / "tests" / "fake_nvml"
 
 
+# Ports handed to servers under test come from below the kernel's ephemeral range (32768 and
+# up), so no outgoing connection can take one between this check and the server's bind, and
+# each pytest-xdist worker draws from its own slice, so two workers never pick the same port.
+PORT_BASE = 20000
+PORTS_PER_WORKER = 1500
+_next_port: list[int] = []
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ...; unset when serial
+    digits = worker.removeprefix("gw")
+    return int(digits) % 8 if digits.isdigit() else 0
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, from this worker's slice."""
+    first = PORT_BASE + _worker_index() * PORTS_PER_WORKER
+    if not _next_port:
+        _next_port.append(random.randrange(PORTS_PER_WORKER))
+    for _ in range(PORTS_PER_WORKER):
+        port = first + _next_port[0] % PORTS_PER_WORKER
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}..{first + PORTS_PER_WORKER - 1}")
 
 
 def http_get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, str]:

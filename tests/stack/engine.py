@@ -5,6 +5,7 @@ debootstrap root filesystem and cached between runs."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -282,7 +283,19 @@ class Engine:
 
 @contextlib.contextmanager
 def private_engine(log) -> Iterator[Engine]:
-    """A started private engine, always stopped and removed afterwards."""
+    """A started private engine, always stopped and removed afterwards. One at a time on this
+    machine (a lock file): every private dockerd uses the default bridge, docker0, so a second
+    one (another pytest-xdist worker, another run of the suite) waits for the first to finish."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "engine.lock", "w") as lock:
+        log(f"waiting for the engine lock {lock.name}")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with _started_engine(log) as engine:
+            yield engine
+
+
+@contextlib.contextmanager
+def _started_engine(log) -> Iterator[Engine]:
     engine = Engine(Path(tempfile.mkdtemp(prefix="rigwatch-dockerd-")), log)
     try:
         try:
