@@ -52,8 +52,15 @@ GZIP_MIN_BYTES = 1024
 # connection alive between scrapes (every 15-60 s), hence the 2-minute idle allowance. 512
 # connections stay well inside the 1,024 descriptors systemd gives by default; 16 workers
 # answer 100 parallel scrapers in about one scrape's time, since they share in-flight work.
+# Prometheus pauses a whole scrape interval between requests: a worker does not wait on the
+# connection for the next one.
 HTTP_LIMITS = Limits(
-    max_connections=512, workers=16, request_timeout=10.0, idle_timeout=120.0, backlog=1024
+    max_connections=512,
+    workers=16,
+    request_timeout=10.0,
+    idle_timeout=120.0,
+    backlog=1024,
+    next_request_wait=0.0,
 )
 
 

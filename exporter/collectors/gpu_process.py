@@ -44,50 +44,58 @@ SM_SAMPLE_WINDOW_SECONDS = 5.0
 NAME_CACHE_LIMIT = 4096
 
 
+class _Seen:
+    """One process on one card as a scrape last described it: valid while the card keeps its
+    Device and the pid its start time."""
+
+    __slots__ = ("device", "start", "labels", "start_sample")
+
+    def __init__(self, device: object, start: bytes, labels: LabelSet, sample: Sample) -> None:
+        self.device = device
+        self.start = start
+        self.labels = labels
+        self.start_sample = sample
+
+
 class ProcessNames:
-    """pid -> (process short name, user), cached by (pid, start time); bounded."""
+    """pid -> (process short name, user), cached by (pid, start time); bounded. A process's
+    series on a card (its label sets and start-time sample) are kept while its pid keeps its
+    start time, so a long-running job costs one /proc/PID/stat read per scrape."""
 
     def __init__(self, procfs: str, full_command_line: bool = False) -> None:
         self.procfs = procfs
         self.runs = RunInfo(procfs, full_command_line)
         self._cache: dict[int, tuple[bytes, str, str]] = {}
         self._lock = threading.Lock()
-        # A process's label set on a card, built once while it keeps its pid, name and owner.
-        self._label_sets: dict[tuple[str, str, int, str, str], LabelSet] = {}
-        self._run_label_sets: dict[tuple, LabelSet] = {}
+        self._seen: dict[tuple[str, int], _Seen] = {}  # by (card uuid, pid)
 
-    def labels(self, gpu: Gpu, pid: int) -> LabelSet:
-        """gpu, uuid, pid, process and user labels of pid on gpu (never raises)."""
-        process, user = self.lookup(pid)
-        index = gpu.device.index
-        key = (index, gpu.uuid, pid, process, user)
-        labels = self._label_sets.get(key)
-        if labels is None:
-            with self._lock:
-                if len(self._label_sets) >= NAME_CACHE_LIMIT:
-                    self._label_sets.clear()
-                labels = self._label_sets[key] = LabelSet(
-                    gpu=index, uuid=gpu.uuid, pid=str(pid), process=process, user=user
-                )
-        return labels
-
-    def start_sample(self, gpu: Gpu, pid: int, labels: LabelSet) -> Sample | None:
-        """The process's start time, labelled with its run name and container; None when the
-        process is gone (a pid NVML still lists but /proc no longer has)."""
+    def series(self, gpu: Gpu, pid: int) -> tuple[LabelSet, Sample | None]:
+        """The gpu, uuid, pid, process and user labels of pid on gpu, and its start-time
+        sample (labelled with its run name and container; None when the process is gone, a
+        pid NVML still lists but /proc no longer has). Never raises."""
         start = self._start_time(pid)
+        device = gpu.device
+        seen = self._seen.get((gpu.uuid, pid))
+        if seen is not None and seen.start == start and seen.device is device:
+            return seen.labels, seen.start_sample
+        process, user, named = self._name(pid, start)
+        labels = LabelSet(gpu=device.index, uuid=gpu.uuid, pid=str(pid), process=process, user=user)
         if start is None:
-            return None
-        seconds, run, container = self.runs.lookup(pid, start, labels["process"])
-        key = (*labels.values(), run, container)
-        run_labels = self._run_label_sets.get(key)
-        if run_labels is None:
+            return labels, None
+        seconds, run, container, complete = self.runs.lookup(pid, start, process)
+        sample = (
+            "rigwatch_gpu_process_start_time_seconds",
+            LabelSet(labels, run=run, container=container),
+            seconds,
+        )
+        if named and complete:
+            # Only answers that are themselves final: a process read half-gone is read
+            # again next scrape.
             with self._lock:
-                if len(self._run_label_sets) >= NAME_CACHE_LIMIT:
-                    self._run_label_sets.clear()
-                run_labels = self._run_label_sets[key] = LabelSet(
-                    labels, run=run, container=container
-                )
-        return ("rigwatch_gpu_process_start_time_seconds", run_labels, seconds)
+                if len(self._seen) >= NAME_CACHE_LIMIT:
+                    self._seen.clear()
+                self._seen[gpu.uuid, pid] = _Seen(device, start, labels, sample)
+        return labels, sample
 
     def _start_time(self, pid: int) -> bytes | None:
         # os.open/os.read: this runs for every GPU process on every scrape, and the buffered
@@ -107,21 +115,21 @@ class ProcessNames:
         fields = data[data.rfind(b")") + 2 :].split(None, 20)
         return fields[19] if len(fields) > 19 else None
 
-    def lookup(self, pid: int) -> tuple[str, str]:
-        """("", "") for a process that is gone or cannot be read: never raises."""
-        start = self._start_time(pid)
+    def _name(self, pid: int, start: bytes | None) -> tuple[str, str, bool]:
+        """(name, user, whether that answer is cached) for pid started at start."""
         if start is None:
-            return "", ""
+            return "", "", False
         cached = self._cache.get(pid)
         if cached is not None and cached[0] == start:
-            return cached[1], cached[2]
+            return cached[1], cached[2], True
         name, user = _describe(pid)
-        if name or user:
-            with self._lock:
-                if len(self._cache) >= NAME_CACHE_LIMIT:
-                    self._cache.clear()
-                self._cache[pid] = (start, name, user)
-        return name, user
+        if not (name or user):
+            return name, user, False
+        with self._lock:
+            if len(self._cache) >= NAME_CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[pid] = (start, name, user)
+        return name, user, True
 
 
 def _describe(pid: int) -> tuple[str, str]:
@@ -182,14 +190,14 @@ def read_processes(
                 sm_by_pid[pid] = (stamp, sm_util)
 
     out: list[Sample] = []
+    series = names.series
     for pid, used in memory_by_pid.items():
-        labels = names.labels(gpu, pid)
+        labels, start = series(gpu, pid)
         if used >= 0:
             out.append(("rigwatch_gpu_process_memory_bytes", labels, used))
         sm = sm_by_pid.get(pid)
         if sm is not None:
             out.append(("rigwatch_gpu_process_sm_utilization_ratio", labels, sm[1] / 100))
-        start = names.start_sample(gpu, pid, labels)
         if start is not None:
             out.append(start)
     return out

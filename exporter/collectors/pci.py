@@ -7,7 +7,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.exposition import LabelSet
 from exporter.families import Sample, specs
-from exporter.nvml.session import NvmlSession
+from exporter.nvml.session import NVML_LANE, NvmlSession
 from exporter.pci.bus import GpuFunction, PciBus
 from exporter.scrape import Unit, UnitOutcome, families_from_outcomes
 from exporter.settings import Settings
@@ -82,7 +82,8 @@ class PciCollector:
         self._labels: dict[str, _Labels] = {}
 
     def plan(self) -> list[Unit]:
-        return [Unit("pci/bus", self.read, "pci")]
+        # The NVML collectors' lane, as the host's reads (see HOST_LANE in host.py).
+        return [Unit("pci/bus", self.read, NVML_LANE)]
 
     def _served(self) -> set[str]:
         session = self.session

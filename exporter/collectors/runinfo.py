@@ -130,11 +130,14 @@ class RunInfo:
                     self._boot_time = float(line.split()[1])
         return self._boot_time
 
-    def lookup(self, pid: int, start_ticks: bytes, process_name: str) -> tuple[float, str, str]:
-        """Never raises; a process gone mid-read keeps what could be read."""
+    def lookup(
+        self, pid: int, start_ticks: bytes, process_name: str
+    ) -> tuple[float, str, str, bool]:
+        """(start, run name, container id, whether that answer is cached). Never raises; a
+        process gone mid-read keeps what could be read, and is not cached."""
         cached = self._cache.get(pid)
         if cached is not None and cached[0] == start_ticks:
-            return cached[1]
+            return (*cached[1], True)
         boot = self.boot_time()
         start = boot + int(start_ticks) / self._ticks if boot is not None else float("nan")
         raw = _read(f"{self.procfs}/{pid}/cmdline") or b""
@@ -145,9 +148,10 @@ class RunInfo:
             name = run_name(argv, process_name)
         cgroup = (_read(f"{self.procfs}/{pid}/cgroup") or b"").decode("utf-8", "replace")
         info = (start, name, container_id(cgroup))
-        if raw:  # a kernel thread or a process gone before the read: try again next time
-            with self._lock:
-                if len(self._cache) >= CACHE_LIMIT:
-                    self._cache.clear()
-                self._cache[pid] = (start_ticks, info)
-        return info
+        if not raw:  # a kernel thread or a process gone before the read: try again next time
+            return (*info, False)
+        with self._lock:
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[pid] = (start_ticks, info)
+        return (*info, True)

@@ -41,6 +41,33 @@ class _UtilizationSample(ctypes.Structure):
     )
 
 
+def _two_calls(
+    call: Callable[[Any, Any], int],
+    entry: type[ctypes.Structure],
+    nv: Any,
+    headroom: Callable[[int], int] = lambda count: count,
+) -> list:
+    """NVML's two-call protocol for a list: call(None, count) answers the size (SUCCESS when
+    the list is empty), then call(array, count) fills an array that large plus headroom."""
+    count = ctypes.c_uint(0)
+    ret = call(None, ctypes.byref(count))
+    if ret == nv.NVML_SUCCESS:
+        return []
+    if ret != nv.NVML_ERROR_INSUFFICIENT_SIZE:
+        raise nv.NVMLError(ret)
+    count.value = headroom(count.value)
+    entries = (entry * count.value)()
+    ret = call(entries, ctypes.byref(count))
+    if ret != nv.NVML_SUCCESS:
+        raise nv.NVMLError(ret)
+    return entries[: count.value]
+
+
+def _with_room(count: int) -> int:
+    # Room for processes started between the two calls, as pynvml allows.
+    return count * 2 + 5
+
+
 class ProcessReads:
     """Readers for one loaded pynvml module; build one per module and keep it."""
 
@@ -62,29 +89,18 @@ class ProcessReads:
             return via_pynvml
 
         symbol = function + "_v3"
-        success, insufficient_size = nv.NVML_SUCCESS, nv.NVML_ERROR_INSUFFICIENT_SIZE
-        nvml_error = nv.NVMLError
 
         def direct(handle: Any) -> ProcessList:
             fn = get_pointer(symbol)  # raises FUNCTION_NOT_FOUND on a driver without it
-            count = ctypes.c_uint(0)
-            ret = fn(handle, ctypes.byref(count), None)
-            if ret == success:
-                return []
-            if ret != insufficient_size:
-                raise nvml_error(ret)
-            # Room for processes started between the two calls, as pynvml allows.
-            count.value = count.value * 2 + 5
-            entries = (_ProcessInfo * count.value)()
-            ret = fn(handle, ctypes.byref(count), entries)
-            if ret != success:
-                raise nvml_error(ret)
+            entries = _two_calls(
+                lambda array, count: fn(handle, count, array), _ProcessInfo, nv, _with_room
+            )
             return [
                 (
                     proc.pid,
                     None if proc.usedGpuMemory == _ULL_NOT_AVAILABLE else proc.usedGpuMemory,
                 )
-                for proc in entries[: count.value]
+                for proc in entries
             ]
 
         return direct
@@ -100,22 +116,12 @@ class ProcessReads:
 
             return via_pynvml
 
-        success, insufficient_size = nv.NVML_SUCCESS, nv.NVML_ERROR_INSUFFICIENT_SIZE
-        nvml_error = nv.NVMLError
-
         def direct(handle: Any, since: int) -> UtilizationSamples:
             fn = get_pointer("nvmlDeviceGetProcessUtilization")
-            count = ctypes.c_uint(0)
             stamp = ctypes.c_ulonglong(since)
-            ret = fn(handle, None, ctypes.byref(count), stamp)
-            if ret == success:
-                return []
-            if ret != insufficient_size:
-                raise nvml_error(ret)
-            samples = (_UtilizationSample * count.value)()
-            ret = fn(handle, samples, ctypes.byref(count), stamp)
-            if ret != success:
-                raise nvml_error(ret)
-            return [(s.pid, s.timeStamp, s.smUtil) for s in samples[: count.value]]
+            samples = _two_calls(
+                lambda array, count: fn(handle, array, count, stamp), _UtilizationSample, nv
+            )
+            return [(s.pid, s.timeStamp, s.smUtil) for s in samples]
 
         return direct

@@ -4,7 +4,11 @@ their links and AER counters from sysfs, and the driver's recovery verdict."""
 from __future__ import annotations
 
 import contextlib
+import re
+import statistics
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -25,12 +29,30 @@ def _sysfs_flag(tree: SysfsTree) -> str:
 
 
 @contextlib.contextmanager
-def _exporter_on_rig(scenario_file: Path, tmp_path: Path, scenario: dict) -> Iterator[tuple]:
+def _exporter_on_rig(
+    scenario_file: Path, tmp_path: Path, scenario: dict, *flags: str
+) -> Iterator[tuple]:
     """The exporter on ``scenario`` with the simulated rig's sysfs (rig_tree): tree, proc, base."""
     tree = rig_tree(tmp_path / "sys")
     write_scenario(scenario_file, scenario)
-    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (proc, base):
+    with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree), *flags) as (proc, base):
         yield tree, proc, base
+
+
+_REINIT_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*NVML \(re\)initialisation #(\d+)$"
+)
+
+
+def _reinit_times(output: str) -> list[float]:
+    """When each NVML (re)initialisation began, from the exporter's debug log, in order."""
+    times = []
+    for line in output.splitlines():
+        match = _REINIT_LINE.match(line)
+        if match:
+            stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            times.append(stamp.timestamp())
+    return times
 
 
 def test_bus_ids_get_one_spelling():
@@ -91,6 +113,41 @@ def test_card_lost_at_start_is_reported_with_bus_id_and_reason_and_joins_when_he
         assert s.value("rigwatch_gpu_up", gpu="2", uuid="") is None
         assert s.value("rigwatch_gpu_temperature_celsius", uuid=UUID2) == 45
         assert s.value("rigwatch_pci_gpu_nvml_up", pci_bus_id=LOST_BUS_ID) == 1
+
+
+def test_a_card_nvml_cannot_open_is_looked_for_at_the_slow_cadence_and_no_faster(
+    scenario_file, tmp_path
+):
+    """Each re-initialisation stops NVML for every card, so a card NVML counts but cannot open
+    is looked for once every --nvml.retry-max-seconds (0.5 s here): not at every scrape, not
+    in a tight loop, and not only once. Counted from the exporter's own debug lines, with bounds
+    a loaded machine cannot break: a wait can run long, never short."""
+    retry = 0.5
+    window = 4.0
+    scenario = make_scenario(3)
+    scenario["devices"][2]["lost"] = True
+    with _exporter_on_rig(scenario_file, tmp_path, scenario, "--log.level=debug") as (
+        _,
+        proc,
+        base,
+    ):
+        began = time.time()
+        scrapes = 0
+        while time.time() - began < window:  # scrapes all through: they must add no re-init
+            assert scrape(base).value("rigwatch_gpu_up", gpu="2", uuid="") == 0
+            scrapes += 1
+            time.sleep(0.05)
+        ended = time.time()
+        times = [t for t in _reinit_times(proc.output()) if began <= t <= ended]
+    assert scrapes >= 10
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(gaps) >= 2, f"re-initialisations in {window} s: {times}"
+    # Never faster than the cadence (the log's clock has millisecond steps)...
+    assert min(gaps) >= retry - 0.01, gaps
+    assert len(times) <= window / retry + 1, gaps
+    # ...and it keeps coming back at about that cadence, a busy machine allowed for.
+    assert statistics.median(gaps) < 3 * retry, gaps
+    assert len(times) >= window / (3 * retry) - 1, gaps
 
 
 def test_no_permission_reads_as_its_own_reason(scenario_file, tmp_path):

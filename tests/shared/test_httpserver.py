@@ -232,3 +232,41 @@ def test_a_buffered_handler_answers_every_request_on_a_kept_alive_connection():
     finally:
         server.close()
         thread.join(5)
+
+
+def _answer(sock: socket.socket, body: bytes = b"ok\n") -> bytes:
+    data = b""
+    while not (data.startswith(b"HTTP/1.1") and data.endswith(body)):
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed a kept-alive connection"
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data[:100]
+    return data
+
+
+def test_a_worker_waiting_for_the_next_request_serves_it_or_hands_the_connection_back():
+    """After an answer the worker waits next_request_wait for the same client's next request:
+    one sent at once is served; one still arriving when the wait ends goes back to the loop
+    and is answered all the same; a client that hangs up meanwhile is closed quietly."""
+    with serving(next_request_wait=0.3, workers=2) as server:
+        with connect(server) as sock:
+            for _ in range(3):  # back to back
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                _answer(sock)
+            # Half the headers inside the wait, the rest after it: the loop finishes the read.
+            sock.sendall(b"POST / HTTP/1.1\r\n")
+            time.sleep(0.6)
+            sock.sendall(b"Content-Length: 4\r\n\r\nbody")
+            _answer(sock, b"body")
+            # Nothing within the wait: the connection waits in the loop, still served later.
+            time.sleep(0.6)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            _answer(sock)
+        with connect(server) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            _answer(sock)
+        # Hung up while the worker waited: nothing stays open.
+        deadline = time.monotonic() + 5
+        while server.connection_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.connection_count() == 0
