@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
 from alert_bot.app import BotApp
@@ -20,6 +21,7 @@ from alert_bot.config import load_config
 from alert_bot.store import Store
 from alert_bot.telegram import TelegramClient, configure_api
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
+from tests.servers import have_binary
 from tests.support import (
     ManagedProcess,
     http_get,
@@ -244,6 +246,11 @@ def metric_value(base: str, name: str, labels: dict[str, str] | None = None) -> 
 
 
 # --- what a real Prometheus holds ---------------------------------------------------------
+
+NEEDS_RIG_SERVICES = pytest.mark.skipif(
+    not (have_binary("prometheus") and have_binary("prometheus-alertmanager")),
+    reason="tests/run.sh installs Debian's prometheus and prometheus-alertmanager",
+)
 
 
 def prometheus_has(base: str, expr: str) -> bool:

@@ -20,6 +20,7 @@ import yaml
 
 from tests.alert_bot.botkit import (
     CHAT,
+    NEEDS_RIG_SERVICES,
     STRANGER,
     alert,
     bot_env,
@@ -33,7 +34,7 @@ from tests.alert_bot.botkit import (
 )
 from tests.alert_bot.botkit import alertmanager_api as _am
 from tests.alert_bot.fake_telegram import FloodRules, parse_telegram_html
-from tests.servers import have_binary, running_prometheus
+from tests.servers import running_prometheus
 from tests.support import (
     REPO,
     http_get,
@@ -44,10 +45,7 @@ from tests.support import (
     write_scenario,
 )
 
-pytestmark = pytest.mark.skipif(
-    not (have_binary("prometheus") and have_binary("prometheus-alertmanager")),
-    reason="tests/run.sh installs Debian's prometheus and prometheus-alertmanager",
-)
+pytestmark = NEEDS_RIG_SERVICES
 
 
 @pytest.fixture(scope="module")

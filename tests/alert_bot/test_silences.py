@@ -14,6 +14,7 @@ import pytest
 
 from tests.alert_bot.botkit import (
     CHAT,
+    NEEDS_RIG_SERVICES,
     alert,
     bot_env,
     notification,
@@ -25,13 +26,9 @@ from tests.alert_bot.botkit import (
 )
 from tests.alert_bot.botkit import alertmanager_api as _am
 from tests.alert_bot.fake_telegram import parse_telegram_html
-from tests.servers import have_binary
 from tests.support import make_device, wait_until
 
-pytestmark = pytest.mark.skipif(
-    not (have_binary("prometheus") and have_binary("prometheus-alertmanager")),
-    reason="tests/run.sh installs Debian's prometheus and prometheus-alertmanager",
-)
+pytestmark = NEEDS_RIG_SERVICES
 SW_THERMAL = 0x20  # NVML's clocks event reason bit for software thermal slowdown
 
 
