@@ -3,9 +3,10 @@ expression (from its generatorURL, as its chart reads it) queried at this moment
 series of it that is the alert's card, host or disk.
 
 A resolved notice must never wait on Prometheus: a query has a short timeout, a Prometheus
-that failed is not asked again for a while, and any trouble means no value (the notice goes
-out without it). Each resolved alert is asked about once; its notice being rendered again
-(a retry, a message packed anew) reuses the answer."""
+that failed or answered slowly is not asked again for a minute (a backlog of notices waits at
+most one timeout a minute), and any trouble means no value: the notice goes out without it.
+Each resolved alert is asked about once; its notice rendered again (a retry, a message packed
+anew) reuses the answer."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from rigwatch.logs import logger
 log = logger("bot", "current")
 
 QUERY_TIMEOUT = 2.0  # seconds; a notice waits at most this long for its "now" line
-PAUSE_AFTER_FAILURE = 60.0  # seconds Prometheus is left alone after it failed to answer
+SLOW = 0.5  # seconds; an answer slower than this also leaves Prometheus alone for a while
+PAUSE_AFTER_FAILURE = 60.0  # seconds Prometheus is left alone after it failed or was slow
 REMEMBERED = 512  # resolved alerts whose answer is kept
 # Labels an alerting rule sets itself: the alert's value says nothing of the series'.
 RULE_LABELS = frozenset({"alertname", "severity", "__name__"})
@@ -88,11 +90,18 @@ class CurrentValues:
         expr = measured_expression(alert)
         if expr is None or self.prometheus is None:
             return None
+        asked = self.clock()
         try:
             result = self.prometheus.query(expr, timeout=self.timeout)
         except UpstreamError as exc:
-            self._paused_until = self.clock() + PAUSE_AFTER_FAILURE
-            log.warning("resolved notices go without the value now for a minute: %s", exc)
+            self._pause(f"{exc}")
             return None
+        if self.clock() - asked > SLOW:
+            # A slow answer still counts, but a backlog of notices must not wait on many more.
+            self._pause(f"Prometheus took {self.clock() - asked:.1f} s to answer")
         series = alert_series(result, alert["labels"])
         return (unit_of(expr), series["value"]) if series is not None else None
+
+    def _pause(self, why: str) -> None:
+        self._paused_until = self.clock() + PAUSE_AFTER_FAILURE
+        log.warning("resolved notices go without the value now for a minute: %s", why)

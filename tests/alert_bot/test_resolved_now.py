@@ -4,8 +4,11 @@ Prometheus that answers, the notice still goes out, only without that line."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alert_bot.current import alert_series
+from alert_bot.current import CurrentValues, alert_series
+from alert_bot.upstream import PrometheusClient
 from tests.alert_bot import botkit
 from tests.alert_bot.botkit import CHAT, NEEDS_RIG_SERVICES, running_rig_services
 from tests.support import REPO, http_get, make_device, wait_until
@@ -141,3 +145,49 @@ def test_a_value_is_shown_only_for_the_alert_s_own_series():
     assert alert_series(cards, labels)["value"] == 41.0
     assert alert_series(cards, {**labels, "gpu": "7"}) is None  # the card is gone
     assert alert_series(cards, {"alertname": "X", "instance": "a"}) is None  # which one?
+
+
+class SlowPrometheus(http.server.BaseHTTPRequestHandler):
+    """Answers every query with card 0 at 70 °C, a second late; counts what it was asked."""
+
+    asked: list[str] = []
+
+    def do_GET(self):  # noqa: N802 - the http.server name
+        self.asked.append(self.path)
+        time.sleep(1.0)
+        body = json.dumps(
+            {
+                "status": "success",
+                "data": {
+                    "resultType": "vector",
+                    "result": [{"metric": {"gpu": "0"}, "value": [0, "70"]}],
+                },
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_slow_prometheus_is_left_alone_after_one_answer():
+    """A backlog of resolved notices waits on at most one slow answer, not one per notice."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowPrometheus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        current = CurrentValues(PrometheusClient(f"http://127.0.0.1:{server.server_port}"), 5.0)
+        labels = {"job": "rigwatch", "instance": "rig1:9835", "rig": "rig1"}
+        first = _resolved("GpuTemperatureCritical", {**labels, "gpu": "0"})
+        unit, value = current(first)
+        assert (unit.format(value), SlowPrometheus.asked[0][:14]) == ("70 °C", "/api/v1/query?")
+        # The same card's other alert would have its value: Prometheus is not asked.
+        assert current(_resolved("GpuTemperatureNearSlowdown", {**labels, "gpu": "0"})) is None
+        assert current(first) == (unit, value)  # asked once: the answer is kept
+        assert len(SlowPrometheus.asked) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
