@@ -13,7 +13,7 @@ import textwrap
 import threading
 import urllib.parse
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, ParamSpec
@@ -55,16 +55,12 @@ def expression_from_generator_url(url: str) -> str | None:
     return values[0] if values and values[0].strip() else None
 
 
-def comparison_sides(expr: str) -> tuple[str, str] | None:
-    """For "value >= on(...) group_left() threshold" (at the outermost comparison, wherever
-    it is nested): ("value", "threshold"). An alert's expression filters to the samples past
-    the threshold; the chart should show the value and the threshold, not only the filter."""
-    depth = 0
+_TOP_FILTER = re.compile(r"\s(?:and|unless)\s")
+
+
+def _unquoted(expr: str) -> Iterator[int]:
+    """The positions in expr outside quoted strings (a label value may hold any character)."""
     quote = ""
-    in_braces = 0
-    best: tuple[int, int, str] | None = None  # (depth, position, operator)
-    opened: list[int] = []
-    group_start: dict[int, int] = {}
     index = 0
     while index < len(expr):
         char = expr[index]
@@ -76,7 +72,47 @@ def comparison_sides(expr: str) -> tuple[str, str] | None:
                 quote = ""
         elif char in "\"'`":
             quote = char
-        elif char in "{[":
+        else:
+            yield index
+        index += 1
+
+
+def _top_level_filter(expr: str) -> int | None:
+    """Where the first "and" or "unless" outside all parentheses starts, if any: what follows
+    it only filters the series before it ("... < 0.05) unless readonly == 1")."""
+    depth = 0
+    for index in _unquoted(expr):
+        char = expr[index]
+        if char in "({[":
+            depth += 1
+        elif char in ")}]":
+            depth -= 1
+        elif depth == 0 and _TOP_FILTER.match(expr, index):
+            return index
+    return None
+
+
+def comparison_sides(expr: str) -> tuple[str, str] | None:
+    """For "value >= on(...) group_left() threshold" (at the outermost comparison, wherever
+    it is nested): ("value", "threshold"). An alert's expression filters to the samples past
+    the threshold; the chart should show the value and the threshold, not only the filter.
+    Only what comes before a top-level "and"/"unless" is looked at: what follows filters."""
+    cut = _top_level_filter(expr)
+    return _comparison_sides(expr if cut is None else expr[:cut])
+
+
+def _comparison_sides(expr: str) -> tuple[str, str] | None:
+    depth = 0
+    in_braces = 0
+    best: tuple[int, int, str] | None = None  # (depth, position, operator)
+    opened: list[int] = []
+    group_start: dict[int, int] = {}
+    skip_to = 0
+    for index in _unquoted(expr):
+        if index < skip_to:
+            continue
+        char = expr[index]
+        if char in "{[":
             in_braces += 1
         elif char in "}]":
             in_braces -= 1
@@ -94,9 +130,7 @@ def comparison_sides(expr: str) -> tuple[str, str] | None:
                 if best is None or depth < best[0]:
                     best = (depth, index, operator)
                     group_start[index] = opened[-1] + 1 if opened else 0
-                index += len(operator)
-                continue
-        index += 1
+                skip_to = index + len(operator)
     if best is None:
         return None
     depth, position, operator = best

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import html
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from html.parser import HTMLParser
 
 from alert_bot.config import ConfigError
 from alert_bot.i18n import N_, _, format_duration, format_time, language
+from alert_bot.units import Unit
 from alert_bot.webhook import parse_time
 
 # The tags Telegram's HTML parse mode understands.
@@ -242,14 +244,34 @@ def alertmanager_silence_url(base: str, labels: dict[str, str]) -> str:
     return short if len(short) <= SILENCE_URL_MAX_CHARS else url({})
 
 
+def value_words(unit: Unit, value: float) -> str:
+    """A value as a resolved notice says it now: "70 °C", "80 %", "active: no"."""
+    if unit.state and value in (0, 1):
+        answer = _("yes") if value else _("no")
+        return f"{unit.quantity.removesuffix(' (1 = yes)')}: {answer}"
+    return unit.format(value)
+
+
+def now_line(value: str) -> str:
+    return _("Now: {value}").format(value=value)
+
+
 class AlertRenderer:
-    """Renders one alert as an HTML block, by default layout or the user's template."""
+    """Renders one alert as an HTML block, by default layout or the user's template. Times are
+    shown in the owner's zone. With current (the value now of a resolved alert, see
+    alert_bot.current), a full resolved notice says what the alert's value is now; templates
+    get it as now_value."""
 
     def __init__(
-        self, links: LinkSettings, template_source: str | None = None, zone: tzinfo | None = None
+        self,
+        links: LinkSettings,
+        template_source: str | None = None,
+        zone: tzinfo | None = None,
+        current: Callable[[dict], tuple[Unit, float] | None] | None = None,
     ):
         self.links = links
         self.zone = zone or timezone.utc  # times are shown in the owner's zone
+        self.current = current
         self.template = None
         if template_source is not None:
             import jinja2  # only with a user template: ~7 MiB the default layout does not need
@@ -338,6 +360,11 @@ class AlertRenderer:
 
     def render(self, alert: dict, notification: dict, compact: bool, now: float) -> str:
         ctx = self.context(alert, notification, now)
+        ctx["now_value"] = ""
+        if ctx["status"] == "resolved" and not compact and self.current is not None:
+            measured = self.current(alert)
+            if measured is not None:
+                ctx["now_value"] = value_words(*measured)
         if self.template is not None:
             return self.template.render(compact=compact, **ctx).strip()
         return self._default(ctx, compact)
@@ -392,6 +419,8 @@ class AlertRenderer:
             if ctx["summary"]:
                 line += _("; while firing: <i>{summary}</i>").format(summary=esc(ctx["summary"]))
             lines.append(line)
+            if ctx["now_value"]:
+                lines.append(esc(now_line(ctx["now_value"])))
         else:
             if ctx["summary"]:
                 lines.append(esc(ctx["summary"]))

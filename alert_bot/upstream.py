@@ -39,10 +39,10 @@ class PrometheusClient:
             raise UpstreamError(f"Prometheus: {body.get('error', 'query failed')}")
         return body["data"]
 
-    def query(self, expr: str, at: float | None = None) -> list[dict]:
+    def query(self, expr: str, at: float | None = None, timeout: float | None = None) -> list[dict]:
         """Instant vector: [{"metric": {...}, "value": float}] (now, or at a moment)."""
         params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
-        data = self._get("/api/v1/query", params)
+        data = self._get("/api/v1/query", params, timeout)
         if data.get("resultType") == "scalar":
             return [{"metric": {}, "value": float(data["result"][1])}]
         if data.get("resultType") != "vector":

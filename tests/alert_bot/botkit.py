@@ -21,6 +21,7 @@ from alert_bot.config import load_config
 from alert_bot.store import Store
 from alert_bot.telegram import TelegramClient, configure_api
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
+from tests.servers import have_binary
 from tests.support import (
     ManagedProcess,
     http_get,
@@ -304,7 +305,6 @@ def alertmanager_api(services: dict, path: str, body: object | None = None, meth
 
 def needs_rig_services() -> pytest.MarkDecorator:
     """Skips where the real Prometheus and Alertmanager of running_rig_services are missing."""
-    from tests.servers import have_binary
 
     return pytest.mark.skipif(
         not (have_binary("prometheus") and have_binary("prometheus-alertmanager")),

@@ -55,6 +55,9 @@ SHIPPED_STYLE = """(
             ('predict_linear(a{m="/"}[6h], 86400)', "0"),
         ),
         ('x{l=">"} != 1', ('x{l=">"}', "1")),
+        # What follows a top-level unless/and only filters: the value is before it.
+        ("(a / on (d) b < 0.05)\nunless on (d)\nc == 1", ("a / on (d) b", "0.05")),
+        ("max by (d) (a) unless on (d) b and on (j) (c == 1)", None),
         ("vector(1)", None),
         ("rate(x[5m])", None),
     ],

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from tests.alert_bot import botkit
-from tests.alert_bot.botkit import CHAT, running_chat_bot, running_rig_services, wait_prometheus_has
+from tests.alert_bot.botkit import (
+    CHAT,
+    running_chat_bot,
+    running_rig_services,
+    wait_prometheus_has,
+)
 from tests.alert_bot.botkit import alertmanager_api as _am
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.support import make_device, wait_until

@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.support import REPO
 
 CONTAINERS = REPO / "tests" / "containers"
@@ -307,3 +309,23 @@ def _started_engine(log) -> Iterator[Engine]:
         yield engine
     finally:
         engine.stop()
+
+
+@contextlib.contextmanager
+def engine_with_stand_ins(what: str, log, required: bool) -> Iterator[Engine]:
+    """A started private engine holding the stand-in images. Where no engine can run, the
+    test is skipped with one line saying why, or fails where an engine is required."""
+
+    def cannot_run(reason: str):
+        if required:
+            pytest.fail(f"{what} could not run: {reason}")
+        pytest.skip(f"{what} not run: {reason}")
+
+    reason = unavailable()
+    if reason is not None:
+        cannot_run(reason)
+    with private_engine(log) as docker:
+        if docker.start_error:
+            cannot_run(docker.start_error)
+        docker.load_stand_ins()
+        yield docker

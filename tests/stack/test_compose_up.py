@@ -207,18 +207,8 @@ def _prepare_checkout(checkout: Path, telegram_url: str) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    def cannot_run(reason: str):
-        if REQUIRED:
-            pytest.fail(f"compose test could not run: {reason}")
-        pytest.skip(f"compose test not run: {reason}")
-
-    if UNAVAILABLE is not None:
-        cannot_run(UNAVAILABLE)
     started = time.monotonic()
-    with engine.private_engine(log) as docker:
-        if docker.start_error:
-            cannot_run(docker.start_error)
-        docker.load_stand_ins()
+    with engine.engine_with_stand_ins("compose test", log, REQUIRED) as docker:
         log(f"stand-in images ready after {time.monotonic() - started:.0f} s")
         telegram = GatewayTelegram(TELEGRAM_TOKEN, docker.gateway()).start()
         checkout = tmp_path_factory.mktemp("checkout")
