@@ -23,11 +23,14 @@ def scenario_file(tmp_path: Path, fake_nvml_dir: Path) -> Path:
     return path
 
 
-# The longest files, started first when tests/run.sh spreads files over pytest-xdist workers
-# (--dist loadfile --no-loadscope-reorder hands files out in this order), so no worker is left
-# with one of them at the end while the others stand idle. Longest first.
+# How tests/run.sh spreads the suite over pytest-xdist workers: file by file (a file's
+# module-scoped servers start once), the longest files first (--no-loadscope-reorder hands them
+# out in collection order), so no worker is left with one of them at the end while the others
+# stand idle; and the files that run a private Docker engine on one worker, one after the
+# other, since every private dockerd uses the default bridge (engine.py also holds a lock).
+ENGINE_FILES = ("tests/stack/test_compose_up.py", "tests/stack/test_bare_metal.py")
 LONGEST_FILES = (
-    "tests/stack/test_compose_up.py",
+    *ENGINE_FILES,
     "tests/alert_bot/test_runs.py",
     "tests/alert_bot/test_chat.py",
     "tests/stack/test_quickstart.py",
@@ -36,9 +39,25 @@ LONGEST_FILES = (
 )
 
 
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::", 1)[0]
+        path = _file_of(item.nodeid)
         return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
 
     items.sort(key=rank)  # stable: the order inside each file is kept
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = _file_of(nodeid)
+            return "private Docker engine" if path in ENGINE_FILES else path
+
+    return ByFile(config, log)

@@ -34,8 +34,8 @@ make -s -C tests/fake_nvml
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# Files run in parallel workers (pytest-xdist), longest first (tests/conftest.py): most tests
-# wait on real servers, so three workers overlap them even on two cores. RIGWATCH_TEST_WORKERS
-# sets another count (0 runs everything in this process).
+# Files run in parallel pytest-xdist workers, longest first (tests/conftest.py says how): most
+# tests wait on real servers, so three workers overlap them even on two cores.
+# RIGWATCH_TEST_WORKERS sets another count (0 runs everything in this process).
 exec .venv/bin/python -m pytest -n "${RIGWATCH_TEST_WORKERS:-3}" --dist loadfile \
   --no-loadscope-reorder "$@"
