@@ -31,6 +31,13 @@ class PrometheusClient:
             )
         except requests.RequestException as exc:
             raise UpstreamError(f"Prometheus unreachable ({type(exc).__name__})") from None
+        if response.status_code in (401, 403):
+            # A Prometheus behind --web.config.file: the login rides in PROMETHEUS_URL
+            # (http://user:password@host:9090); never repeat the URL, it holds the password.
+            raise UpstreamError(
+                f"Prometheus refused the bot's login (HTTP {response.status_code}): "
+                "check the user and password in PROMETHEUS_URL"
+            )
         try:
             body = response.json()
         except ValueError:

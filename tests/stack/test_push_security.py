@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.alert_bot.botkit import BOT_TOKEN, WEBHOOK_TOKEN, alert, bot_env, bot_process
+from tests.alert_bot.botkit import BOT_TOKEN, CHAT, WEBHOOK_TOKEN, alert, bot_env, bot_process
 from tests.alert_bot.botkit import notification as am_notification
 from tests.alert_bot.fake_telegram import FakeTelegram
 from tests.stack.stack_support import PROMETHEUS_DIR, remove_tree
@@ -144,6 +144,32 @@ def test_bot_webhook_needs_its_token(tmp_path):
         wait_until(lambda: telegram.sent(), timeout=20, what="the one message")
         assert len(telegram.sent()) == 1
         assert "rig9" in telegram.texts()[0]
+
+
+@pytest.mark.parametrize(("password", "works"), [(PASSWORD, True), ("wrong-password", False)])
+def test_bot_reads_a_prometheus_behind_a_login(centre, tmp_path, password, works):
+    """The centre's Prometheus answers only with a login: the bot takes it in PROMETHEUS_URL
+    (as docker-compose.push.yml gives it), its charts work, a wrong password is one clear
+    line in the chat, and the password appears in no log line."""
+    wait_until(lambda: authed_query(centre, "up", RIGHT), what="the centre's first self-scrape")
+    with contextlib.ExitStack() as stack:
+        telegram = stack.enter_context(FakeTelegram(BOT_TOKEN))
+        env = bot_env(tmp_path, telegram.url, port=free_port())
+        env["PROMETHEUS_URL"] = f"http://rig1:{password}@{centre.removeprefix('http://')}"
+        proc, _ = stack.enter_context(bot_process(env))
+        wait_until(lambda: telegram.calls_to("setMyCommands"), what="command menu")
+        telegram.inject_message(CHAT, "/graph up 1h")
+        wait_until(lambda: telegram.sent(CHAT), timeout=30, what="the chart's answer")
+        reply = telegram.sent(CHAT)[0]
+        if works:
+            assert reply.method == "sendPhoto", telegram.visible_texts(CHAT)
+            assert reply.files["photo"].startswith(b"\x89PNG")
+        else:
+            assert telegram.visible_texts(CHAT) == [
+                "⚠️ Prometheus refused the bot's login (HTTP 401): check the user and password"
+                " in PROMETHEUS_URL"
+            ]
+        assert password not in proc.output()
 
 
 # --- no secret on a command line --------------------------------------------------------------
