@@ -342,7 +342,21 @@ class FloorStats:
 
 def measure_floor(scenario_path: Path, iterations: int) -> FloorStats:
     """bench/floor_reader.py in a child process that has the simulated library."""
-    env = {**os.environ, **fake_nvml_env(scenario_path)}
+    floor = run_floor_reader({**os.environ, **fake_nvml_env(scenario_path)}, iterations)
+    if floor.devices != NUM_GPUS or floor.stats.pids != NUM_GPUS * PROCESSES_PER_GPU:
+        raise RuntimeError(f"floor saw {floor.devices} GPUs and {floor.stats.pids} processes")
+    return floor.stats
+
+
+@dataclass
+class FloorRun:
+    stats: FloorStats
+    devices: int
+
+
+def run_floor_reader(env: dict[str, str], iterations: int) -> FloorRun:
+    """bench/floor_reader.py in a child process with the given environment (the simulated
+    library's, or none for a real driver)."""
     done = subprocess.run(
         [sys.executable, str(FLOOR_READER), str(iterations), str(WARMUP_SCRAPES)],
         env=env,
@@ -355,13 +369,11 @@ def measure_floor(scenario_path: Path, iterations: int) -> FloorStats:
         raise RuntimeError(f"floor loop exited {done.returncode}: {last[0]}")
     data = json.loads(done.stdout)
     pids = min(data["pids"])
-    if data["devices"] != NUM_GPUS or pids != NUM_GPUS * PROCESSES_PER_GPU:
-        raise RuntimeError(f"floor saw {data['devices']} GPUs and {pids} processes")
 
     def p50_ms(key: str) -> float:
         return percentile(data[key], 0.5) * 1000
 
-    return FloorStats(
+    stats = FloorStats(
         p50_ms=p50_ms("total"),
         nvml_p50_ms=p50_ms("nvml"),
         process_p50_ms=p50_ms("proc"),
@@ -370,6 +382,7 @@ def measure_floor(scenario_path: Path, iterations: int) -> FloorStats:
         nvml_calls=data["nvml_calls"],
         pids=pids,
     )
+    return FloorRun(stats, data["devices"])
 
 
 # --- peers --------------------------------------------------------------------------------
