@@ -187,7 +187,29 @@ class NvidiaSmi:
             if ":" in line:
                 key, _, value = line.partition(":")
                 current.setdefault(key.strip(), value.strip())
+        for card in cards.values():
+            absolute_from_tlimit(card)
         return cards
+
+
+def absolute_from_tlimit(card: dict[str, str]) -> None:
+    """Newer drivers (580 on an H200) print the thresholds only relative to T.Limit, the GPU's
+    maximum operating temperature: "GPU T.Limit Temp" is its distance from the current
+    temperature, "GPU Shutdown T.Limit Temp: -8 C" means 8 °C above it. The absolute values
+    NVML answers follow from one reading of the three."""
+    current = smi_number(card.get("GPU Current Temp"))
+    margin = smi_number(card.get("GPU T.Limit Temp"))
+    if current is None or margin is None:
+        return
+    limit = current + margin
+    for absolute, relative in (
+        ("GPU Shutdown Temp", "GPU Shutdown T.Limit Temp"),
+        ("GPU Slowdown Temp", "GPU Slowdown T.Limit Temp"),
+        ("GPU Max Operating Temp", "GPU Max Operating T.Limit Temp"),
+    ):
+        offset = smi_number(card.get(relative))
+        if absolute not in card and offset is not None:
+            card[absolute] = f"{limit - offset:g} C (from T.Limit)"
 
 
 def normal_bus_id(bus_id: str) -> str:
@@ -683,6 +705,12 @@ PROBE_CALLS: list[tuple[str, str, tuple, str]] = [
         )
     ),
     ("energy", "nvmlDeviceGetTotalEnergyConsumption", (), "rigwatch_gpu_energy_joules_total"),
+    # The same readings through field values: one call for several, perhaps cheaper.
+    ("fields", "nvmlDeviceGetFieldValues", ([83],), ""),
+    ("fields", "nvmlDeviceGetFieldValues", ([82],), "rigwatch_gpu_memory_temperature_celsius"),
+    ("fields", "nvmlDeviceGetFieldValues", ([230],), "rigwatch_gpu_recovery_action"),
+    ("fields", "nvmlDeviceGetFieldValues", ([82, 83, 94, 230],), ""),
+    ("fields", "nvmlDeviceGetFieldValues", ([82, 83, 94, 185, 186, 230, 197, 198],), ""),
     ("utilisation", "nvmlDeviceGetUtilizationRates", (), "rigwatch_gpu_utilization_ratio"),
     (
         "utilisation",
@@ -1612,6 +1640,12 @@ def main(argv: list[str] | None = None) -> int:
         for when in ("gpm_idle", "gpm_under_load"):
             for index, reading in enumerate(report.raw.get(when, [])):
                 values = reading.get("values", {})
+                if "sample_get_us" in reading:
+                    values = {
+                        "nvmlGpmSampleGet µs": reading["sample_get_us"],
+                        "nvmlGpmMetricsGet µs": reading["metrics_get_us"],
+                        **values,
+                    }
                 gpm_rows.append(
                     [
                         when.removeprefix("gpm_").replace("_", " "),

@@ -19,6 +19,7 @@ def datacenter_and_consumer(path: Path) -> None:
     datacenter = make_device(
         0,
         name="NVIDIA H200",
+        temperature_gpu_max_c=87,
         serial="1654123456789",
         memory_temperature_c=38,
         temperature_memory_max_c=95,
@@ -129,9 +130,15 @@ def test_a_difference_from_nvidia_smi_fails_the_check(tmp_path: Path, fake_nvml_
         tmp_path,
         "--workload",
         "",
-        env={"NVIDIA_SMI_STANDIN_SKEW": "temperature.gpu=7,clocks.max.sm=1"},
+        env={
+            "NVIDIA_SMI_STANDIN_SKEW": "temperature.gpu=7,clocks.max.sm=1",
+            "NVIDIA_SMI_STANDIN_TLIMIT": "1",
+        },
     )
     assert code == 1, report + stderr[-3000:]
     assert "**Result: 4 check(s) found a difference.**" in report
     assert "| temperature °C | temperature.gpu | 52 | 45 | ±2 | DIFF |" in report
     assert "| SM clock max MHz | clocks.max.sm | 3106 | 3105 | exact | DIFF |" in report
+    # Thresholds printed relative to T.Limit (driver 580) are turned back into NVML's values.
+    assert "| slowdown °C | q:GPU Slowdown Temp | 90 C (from T.Limit) | 90 | exact | ok |" in report
+    assert "| shutdown °C | q:GPU Shutdown Temp | 95 C (from T.Limit) | 95 | exact | ok |" in report

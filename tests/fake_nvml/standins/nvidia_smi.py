@@ -153,19 +153,29 @@ def details() -> None:
     print(f"Driver Version                            : {sc['driver_version']}")
     print(f"CUDA Version                              : {cuda // 1000}.{cuda % 1000 // 10}\n")
     print(f"Attached GPUs                             : {len(cards())}")
+    relative = os.environ.get("NVIDIA_SMI_STANDIN_TLIMIT") == "1"
     for card in cards():
         domain, _, rest = card["pci_bus_id"].partition(":")
         print(f"GPU {int(domain, 16):08X}:{rest.upper()}")
         print("    Temperature")
-        for label, key in (
-            ("GPU Current Temp", "temperature_c"),
-            ("GPU Shutdown Temp", "temperature_shutdown_c"),
-            ("GPU Slowdown Temp", "temperature_slowdown_c"),
-            ("GPU Max Operating Temp", "temperature_gpu_max_c"),
-            ("Memory Current Temp", "memory_temperature_c"),
-            ("Memory Max Operating Temp", "temperature_memory_max_c"),
-        ):
-            value = card.get(key)
+        rows = [
+            ("GPU Current Temp", card.get("temperature_c")),
+            ("GPU Shutdown Temp", card.get("temperature_shutdown_c")),
+            ("GPU Slowdown Temp", card.get("temperature_slowdown_c")),
+            ("GPU Max Operating Temp", card.get("temperature_gpu_max_c")),
+            ("Memory Current Temp", card.get("memory_temperature_c")),
+            ("Memory Max Operating Temp", card.get("temperature_memory_max_c")),
+        ]
+        if relative and card.get("temperature_gpu_max_c") is not None:
+            # As driver 580 prints them: relative to T.Limit, the maximum operating temperature.
+            limit = card["temperature_gpu_max_c"]
+            rows = [
+                rows[0],
+                ("GPU T.Limit Temp", limit - card["temperature_c"]),
+                *((f"{label[:-5]} T.Limit Temp", limit - v) for label, v in rows[1:4]),
+                rows[4],
+            ]
+        for label, value in rows:
             print(f"        {label:<34}: {'N/A' if value is None else f'{value} C'}")
 
 
