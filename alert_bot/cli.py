@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         logger("bot").warning("%s", note)
     from alert_bot.app import BotApp
     from alert_bot.store import Store, StoreError
+    from alert_bot.store.schema import LATEST
     from alert_bot.telegram import install_scrubber
     from alert_bot.upstream import AlertmanagerClient, PrometheusClient
 
@@ -87,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"rigwatch-bot: configuration error: ALERT_BOT_DB: {exc}", file=sys.stderr)
         return 2
+    if store.database.upgraded_from is not None:
+        logger("bot").info(
+            "store %s upgraded from schema version %d to %d",
+            store.path,
+            store.database.upgraded_from,
+            LATEST,
+        )
     telegram, stopping, verdict = _connect(config)
     if verdict == REJECTED:
         store.close()

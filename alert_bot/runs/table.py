@@ -10,27 +10,6 @@ from dataclasses import dataclass, field
 from alert_bot.store import Database, NewNotification, Store
 from alert_bot.store.database import record_from_row
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    instance TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    start_time REAL NOT NULL,
-    rig TEXT NOT NULL,
-    run_name TEXT NOT NULL,
-    process TEXT NOT NULL,
-    user TEXT NOT NULL,
-    container TEXT NOT NULL,
-    cards TEXT NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('running', 'ended')),
-    ended_at REAL,
-    summary TEXT,
-    PRIMARY KEY (instance, pid, start_time)
-);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, ended_at);
-"""
-
 
 @dataclass
 class Run:
@@ -76,10 +55,6 @@ class RunTable:
     def __init__(self, store: Store):
         self.store = store
         self.database: Database = store.database
-        with self.database.transaction() as db:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
 
     def running(self) -> list[Run]:
         rows = self.database.query("SELECT * FROM runs WHERE status = 'running' ORDER BY rig")

@@ -1,5 +1,6 @@
-"""The SQLite file under the store: its schema, one connection guarded by one lock, and the
-transaction and query helpers every table uses (rows come back as sqlite3.Row, read by name).
+"""The SQLite file under the store: one connection guarded by one lock, its schema brought up to
+date on open (store/schema.py), and the transaction and query helpers every table uses (rows
+come back as sqlite3.Row, read by name).
 
 WAL with synchronous=FULL: the webhook answers 2xx only after commit, and Alertmanager never
 retries a 2xx, so a commit must survive power loss, not only a process crash. In WAL mode FULL
@@ -19,53 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS notifications (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at REAL NOT NULL,
-    chat_id INTEGER NOT NULL,
-    thread_id INTEGER,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    dedupe_key TEXT,
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'dead')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    alerts_done INTEGER NOT NULL DEFAULT 0,
-    parts_done INTEGER NOT NULL DEFAULT 0,
-    sent_at REAL,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS notifications_by_status ON notifications (status, chat_id, id);
-CREATE TABLE IF NOT EXISTS dedupe (
-    key TEXT PRIMARY KEY,
-    seen_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS silence_buttons (
-    short_id TEXT PRIMARY KEY,
-    matchers TEXT NOT NULL,
-    description TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chat_migrations (
-    old_chat_id INTEGER PRIMARY KEY,
-    new_chat_id INTEGER NOT NULL,
-    migrated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    notification_id INTEGER NOT NULL,
-    chat_id INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    error TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS state (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
+from alert_bot.store.schema import NewerSchema, migrate
 
 Record = TypeVar("Record")
 
@@ -104,10 +59,11 @@ class Database:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA synchronous=FULL")
             self._connection.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            self._connection.executescript(SCHEMA)
+            found, now = migrate(self._connection)
             self._identity = self._stat_files()
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, NewerSchema) as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
+        self.upgraded_from = found if found != now else None  # for the start-up log line
         self._lock = threading.Lock()
         self.write_failed = False  # the last write transaction failed (disk full, file gone...)
 

@@ -12,36 +12,6 @@ from dataclasses import dataclass
 
 from alert_bot.store.database import Database
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS thread_alerts (
-    chat_id INTEGER NOT NULL,
-    thread_key INTEGER NOT NULL,
-    alert_key TEXT NOT NULL,
-    message_id INTEGER NOT NULL,
-    started_at REAL,
-    resolved_at REAL,
-    ended_at REAL,
-    PRIMARY KEY (chat_id, thread_key, alert_key)
-);
-CREATE TABLE IF NOT EXISTS thread_messages (
-    chat_id INTEGER NOT NULL,
-    message_id INTEGER NOT NULL,
-    thread_id INTEGER,
-    html TEXT NOT NULL,
-    as_html INTEGER NOT NULL,
-    sent_at REAL NOT NULL,
-    closed INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (chat_id, message_id)
-);
-CREATE TABLE IF NOT EXISTS thread_members (
-    chat_id INTEGER NOT NULL,
-    message_id INTEGER NOT NULL,
-    thread_key INTEGER NOT NULL,
-    alert_key TEXT NOT NULL,
-    PRIMARY KEY (chat_id, message_id, alert_key)
-);
-"""
-
 
 @dataclass(frozen=True)
 class FiringMessage:
@@ -70,10 +40,6 @@ def _thread_key(thread_id: int | None) -> int:
 class AlertThreads:
     def __init__(self, database: Database):
         self.database = database
-        with self.database.transaction() as db:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
 
     def record_firing(
         self,
