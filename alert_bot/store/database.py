@@ -59,11 +59,14 @@ class Database:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA synchronous=FULL")
             self._connection.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            fresh = not self._connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
             found, now = migrate(self._connection)
             self._identity = self._stat_files()
         except (sqlite3.Error, OSError, NewerSchema) as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
-        self.upgraded_from = found if found != now else None  # for the start-up log line
+        # The version an existing file was upgraded from, for the start-up log line (None for
+        # a new file or one already current).
+        self.upgraded_from = found if found != now and not fresh else None
         self._lock = threading.Lock()
         self.write_failed = False  # the last write transaction failed (disk full, file gone...)
 

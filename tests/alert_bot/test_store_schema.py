@@ -121,3 +121,13 @@ def test_the_bot_refuses_to_start_on_a_newer_store(tmp_path: Path) -> None:
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith("rigwatch-bot: configuration error: ALERT_BOT_DB: cannot open the store")
     assert f"schema version {LATEST + 3}, written by a newer rigwatch" in line
+
+
+def test_a_new_store_is_created_at_the_latest_version_without_an_upgrade(tmp_path: Path) -> None:
+    store = Store(tmp_path / "new.db")
+    try:
+        assert store.database.upgraded_from is None
+        with store.database.reading() as db:
+            assert schema_version(db) == LATEST
+    finally:
+        store.close()
