@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import threading
+from typing import Any
 
 from exporter import __version__
 from exporter.collectors import REGISTRY
@@ -22,6 +23,7 @@ from exporter.settings import (
     DEFAULT_PORT,
     Settings,
 )
+from rigwatch.environment import split_host_port, unknown_variables
 from rigwatch.logs import LEVELS, configure, logger, parse_level
 from rigwatch.words import parse_bool
 
@@ -37,7 +39,22 @@ def env_name(flag: str) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are a single line (usage stays behind --help)."""
+    """An ArgumentParser whose errors are a single line (usage stays behind --help), which
+    keeps the flags it was given (add_argument's own return value), so that their environment
+    variables and the "did you mean" hints need none of argparse's private state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flags: list[argparse.Action] = []
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings and action.dest not in ("help", "version"):
+            self.flags.append(action)
+        return action
+
+    def option_names(self) -> list[str]:
+        return [option for action in self.flags for option in action.option_strings]
 
     def error(self, message: str):  # type: ignore[override]
         unknown = re.match(r"unrecognized arguments: (.*)", message)
@@ -46,7 +63,7 @@ class _Parser(argparse.ArgumentParser):
             for word in unknown.group(1).split():
                 name = word.split("=", 1)[0]
                 if name.startswith("--"):
-                    close = difflib.get_close_matches(name, self._option_string_actions, n=1)
+                    close = difflib.get_close_matches(name, self.option_names(), n=1)
                     if close:
                         hints.append(f"{name}: did you mean {close[0]}?")
             if hints:
@@ -54,7 +71,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="rigwatch-exporter",
         description="Prometheus exporter for NVIDIA GPUs (NVML) and the host (psutil). "
@@ -179,12 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _apply_env(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> None:
+def _apply_env(parser: _Parser, args: argparse.Namespace, argv: list[str]) -> None:
     """Fill every flag not given on the command line from its RIGWATCH_* variable."""
     given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
-    for action in parser._actions:
+    for action in parser.flags:
         flags = [o for o in action.option_strings if o.startswith("--")]
-        if not flags or action.dest in ("help", "version"):
+        if not flags:
             continue
         primary = flags[0]
         if any(flag in given for flag in action.option_strings):
@@ -202,32 +219,25 @@ def _apply_env(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: 
 
 
 def unknown_environment(environ: dict[str, str] | None = None) -> list[str]:
-    """One sentence per RIGWATCH_* variable that names no flag (a typo is otherwise silently
-    ignored), with the nearest variable that does."""
+    """One sentence per RIGWATCH_* variable that names no flag, with the nearest that does."""
     known = {
-        env_name(option)
-        for action in build_parser()._actions
-        for option in action.option_strings[:1]
-        if option.startswith("--") and action.dest not in ("help", "version")
+        env_name(action.option_strings[0])
+        for action in build_parser().flags
+        if action.option_strings[0].startswith("--")
     }
-    notes = []
-    for name in sorted(os.environ if environ is None else environ):
-        if name.startswith("RIGWATCH_") and name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            notes.append(f"{name} is not a rigwatch-exporter setting and is ignored{hint}")
-    return notes
+    return unknown_variables("RIGWATCH_", known, "rigwatch-exporter", environ)
 
 
 def _parse_address(parser: argparse.ArgumentParser, address: str) -> tuple[str, int]:
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    try:
+        host, port = split_host_port(address)
+    except ValueError:
+        port = 0
+    if port == 0:
         parser.error(
             f"--web.listen-address {address!r}: expected host:port, e.g. ':{DEFAULT_PORT}'"
         )
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port_text)
+    return host, port
 
 
 def _pattern(parser: argparse.ArgumentParser, flag: str, text: str) -> re.Pattern | None:

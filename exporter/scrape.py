@@ -11,6 +11,7 @@ stays hung costs one stuck thread in total, never one per scrape.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -24,6 +25,7 @@ from exporter import __version__
 from exporter.exposition import render
 from exporter.families import FamilySpec, Sample, build_families, specs
 from rigwatch.logs import logger
+from rigwatch.oncelog import OnceLog
 
 LOG = logger("exporter", "scrape")
 
@@ -229,15 +231,10 @@ class Scraper:
         self.collectors = collectors
         self.timeout_seconds = timeout_seconds
         self.runner = UnitRunner()
-        self._logged: set[tuple[str, str]] = set()
-        self._logged_lock = threading.Lock()
+        self._once = OnceLog(LOG)
 
     def _log_once(self, key: tuple[str, str], message: str, *args: Any) -> None:
-        with self._logged_lock:
-            if key in self._logged:
-                return
-            self._logged.add(key)
-        LOG.warning(message, *args)
+        self._once.log(logging.WARNING, key, message, *args)
 
     def _wait(self, run: _Run, start: float, deadline: float, stall: float) -> bool:
         # A run queued longer than a whole scrape budget before this scrape began is stuck:

@@ -11,6 +11,7 @@ from typing import Any
 from alert_bot.config.settings import DEFAULT_DB, DEFAULT_LISTEN, Config, FirstRunConfig
 from alert_bot.config.values import ConfigError, _int, _read_text, _url
 from alert_bot.config.yaml_file import _from_yaml, language_setting, load_yaml
+from rigwatch.environment import split_host_port, unknown_variables
 
 _TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
 # Anyone who can reach the webhook and guess the token can post fake alerts (or fake "resolved"
@@ -28,17 +29,8 @@ KNOWN_ENVIRONMENT = {
 
 
 def unknown_environment(env: dict[str, str] | None = None) -> list[str]:
-    """One sentence per ALERT_BOT_* variable that is no setting (a typo is otherwise silently
-    ignored), with the nearest one that is."""
-    import difflib
-
-    notes = []
-    for name in sorted(os.environ if env is None else env):
-        if name.startswith("ALERT_BOT_") and name not in KNOWN_ENVIRONMENT:
-            close = difflib.get_close_matches(name, sorted(KNOWN_ENVIRONMENT), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            notes.append(f"{name} is not a rigwatch-bot setting and is ignored{hint}")
-    return notes
+    """One sentence per ALERT_BOT_* variable that is no setting, with the nearest that is."""
+    return unknown_variables("ALERT_BOT_", KNOWN_ENVIRONMENT, "rigwatch-bot", env)
 
 
 def _secret(env: dict[str, str], name: str) -> str | None:
@@ -56,13 +48,11 @@ def _secret(env: dict[str, str], name: str) -> str | None:
 
 
 def _listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.strip().rpartition(":")
-    if not sep:
-        raise ConfigError("ALERT_BOT_LISTEN", f"expected host:port, got {value!r}")
-    port_number = _int("ALERT_BOT_LISTEN", port)
-    if not 0 <= port_number <= 65535:
-        raise ConfigError("ALERT_BOT_LISTEN", f"port out of range in {value!r}")
-    return host.strip("[]") or "0.0.0.0", port_number
+    try:
+        host, port = split_host_port(value)
+    except ValueError as exc:
+        raise ConfigError("ALERT_BOT_LISTEN", str(exc)) from None
+    return host or "0.0.0.0", port
 
 
 def _api_url(value: str) -> str | None:

@@ -21,10 +21,10 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.families import Sample, specs
 from exporter.nvml.session import NVML_LANE
-from exporter.oncelog import OnceLog
 from exporter.scrape import Unit, UnitOutcome, families_from_outcomes
 from exporter.settings import Settings, selected
 from rigwatch.logs import logger
+from rigwatch.oncelog import OnceLog
 
 LOG = logger("exporter", "host")
 

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from exporter.oncelog import OnceLog
+from rigwatch.oncelog import OnceLog
 
 if TYPE_CHECKING:
     from exporter.nvml.device import Gpu

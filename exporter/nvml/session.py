@@ -23,10 +23,10 @@ from typing import Any
 from exporter.nvml.device import Gpu, describe, text
 from exporter.nvml.errors import LIBRARY_NOT_FOUND, FieldCalls, GpuLost, error_name
 from exporter.nvml.rwlock import ReadWriteLock
-from exporter.oncelog import OnceLog
 from exporter.pci.bus import PciBus, attribute_unopened
 from rigwatch.backoff import Backoff
 from rigwatch.logs import logger
+from rigwatch.oncelog import OnceLog
 
 LOG = logger("exporter", "nvml")
 

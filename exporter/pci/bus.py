@@ -8,11 +8,13 @@ driver link, the current link and the AER files of the GPU functions.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
 
 from rigwatch.logs import logger
+from rigwatch.oncelog import OnceLog
 
 LOG = logger("exporter", "pci")
 
@@ -76,7 +78,7 @@ class PciBus:
         # bridge, the card's audio function): the bus is listed every scrape, each address
         # classified once.
         self._known: dict[str, GpuFunction | None] = {}
-        self._logged: set[tuple[str, str]] = set()
+        self._once = OnceLog(LOG)
 
     def gpus(self) -> list[GpuFunction]:
         """The NVIDIA GPU functions on the bus now, in bus order."""
@@ -204,9 +206,7 @@ class PciBus:
             return None
 
     def _log_once(self, key: str, message: str) -> None:
-        if (key, message) not in self._logged:
-            self._logged.add((key, message))
-            LOG.warning("%s", message)
+        self._once.log(logging.WARNING, (key, message), "%s", message)
 
 
 def _read(path: str) -> str:
