@@ -132,6 +132,59 @@ def test_text_writer_matches_prometheus_client_on_awkward_values():
     assert _promtool_check(render(build_families(table, samples)).decode()) == ""
 
 
+WHOLE_SCRAPE = """
+import json, sys
+from prometheus_client.exposition import generate_latest
+from exporter.cli import parse_settings
+from exporter.collectors import create_collectors
+from exporter.exposition import render
+from exporter.nvml.session import NvmlSession
+from exporter.scrape import Scraper
+
+settings = parse_settings([f"--web.listen-address=127.0.0.1:{sys.argv[1]}"])
+session = NvmlSession(settings.nvml_retry_max_seconds, settings.sysfs)
+session.start()
+scraper = Scraper(create_collectors(settings, session), settings.scrape_timeout_seconds)
+families = scraper.collect()
+
+class Registry:
+    def collect(self):
+        return families
+
+ours, reference = render(families), generate_latest(Registry())
+print(json.dumps({"ours": ours.decode(), "reference": reference.decode()}))
+"""
+
+
+def test_the_writer_matches_prometheus_client_on_a_whole_scrape(scenario_file):
+    """The writer is a shortcut past generate_latest() (0.25 against 3.5 ms for 650 samples):
+    on every run, a whole scrape of every collector must read the same through both."""
+    import json
+    import sys
+
+    from tests.support import fake_nvml_env, free_port, inherited_environment
+
+    write_scenario(
+        scenario_file,
+        full_scenario(processes=[{"pid": os.getpid(), "used_memory_bytes": 1 << 30}]),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", WHOLE_SCRAPE, str(free_port())],
+        env={**inherited_environment(), **fake_nvml_env(scenario_file)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    ours, reference = parse(out["ours"]), parse(out["reference"])
+    assert len(ours.samples) > 100
+    assert ours.samples == reference.samples
+    assert {n: (f.type, f.documentation) for n, f in ours.families.items()} == {
+        n: (f.type, f.documentation) for n, f in reference.families.items()
+    }
+
+
 def _raw_get(base: str, accept_encoding: str | None) -> tuple[dict, bytes]:
     headers = {} if accept_encoding is None else {"Accept-Encoding": accept_encoding}
     request = urllib.request.Request(base + "/metrics", headers=headers)
