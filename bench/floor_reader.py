@@ -47,7 +47,6 @@ class Reads:
                     n.nvmlDeviceGetUtilizationRates,
                     n.nvmlDeviceGetEncoderUtilization,
                     n.nvmlDeviceGetDecoderUtilization,
-                    n.nvmlDeviceGetMemoryInfo,
                     n.nvmlDeviceGetPerformanceState,
                     event_reasons,
                     n.nvmlDeviceGetCurrPcieLinkGeneration,
@@ -56,6 +55,7 @@ class Reads:
                     n.nvmlDeviceGetRemappedRows,
                 )
             ),
+            (n.nvmlDeviceGetMemoryInfo, (n.nvmlMemory_v2,)),
             *((n.nvmlDeviceGetClockInfo, (clock,)) for clock in clocks),
             *(
                 (n.nvmlDeviceGetTotalEccErrors, (error_type, counter))

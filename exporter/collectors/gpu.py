@@ -61,7 +61,12 @@ FAMILIES = specs(
     ("rigwatch_gpu_encoder_utilization_ratio", "gauge", "Video encoder utilisation (0-1)."),
     ("rigwatch_gpu_decoder_utilization_ratio", "gauge", "Video decoder utilisation (0-1)."),
     ("rigwatch_gpu_memory_total_bytes", "gauge", "Installed device memory."),
-    ("rigwatch_gpu_memory_used_bytes", "gauge", "Device memory in use."),
+    (
+        "rigwatch_gpu_memory_used_bytes",
+        "gauge",
+        "Device memory in use by processes and contexts (the driver's reserve not included).",
+    ),
+    ("rigwatch_gpu_memory_reserved_bytes", "gauge", "Device memory the driver reserves."),
     ("rigwatch_gpu_clock_hertz", "gauge", "Current clock frequency."),
     ("rigwatch_gpu_clock_max_hertz", "gauge", "Maximum clock frequency."),
     ("rigwatch_gpu_pstate", "gauge", "Performance state (0 = P0, fastest; 15 = slowest)."),
@@ -229,10 +234,18 @@ def read_gpu(
     if decoder is not None:
         add("rigwatch_gpu_decoder_utilization_ratio", decoder[0], 100)
 
-    memory = call(gpu, "nvmlDeviceGetMemoryInfo", nv.nvmlDeviceGetMemoryInfo)
+    # The second version tells the memory the driver reserves apart from what is in use, as
+    # nvidia-smi shows it; the first counts the reserve as used (615 MiB on an idle H200).
+    memory = call(gpu, "nvmlDeviceGetMemoryInfo_v2", nv.nvmlDeviceGetMemoryInfo, nv.nvmlMemory_v2)
     if memory is not None:
         add("rigwatch_gpu_memory_total_bytes", memory.total)
         add("rigwatch_gpu_memory_used_bytes", memory.used)
+        add("rigwatch_gpu_memory_reserved_bytes", memory.reserved)
+    elif "nvmlDeviceGetMemoryInfo_v2" in device.unavailable:  # a driver without it
+        memory = call(gpu, "nvmlDeviceGetMemoryInfo", nv.nvmlDeviceGetMemoryInfo)
+        if memory is not None:
+            add("rigwatch_gpu_memory_total_bytes", memory.total)
+            add("rigwatch_gpu_memory_used_bytes", memory.used)
 
     for clock, clock_type in CLOCK_TYPES:
         mhz = call(gpu, f"nvmlDeviceGetClockInfo({clock})", nv.nvmlDeviceGetClockInfo, clock_type)

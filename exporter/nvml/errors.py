@@ -20,8 +20,12 @@ TIMEOUT = 10
 LIBRARY_NOT_FOUND = 12
 FUNCTION_NOT_FOUND = 13
 GPU_IS_LOST = 15
-# A field answering one of these is simply not available on this card (or to this user).
-UNAVAILABLE = frozenset({NOT_SUPPORTED, NO_PERMISSION, FUNCTION_NOT_FOUND})
+ARGUMENT_VERSION_MISMATCH = 25
+# A field answering one of these is simply not available on this card (or to this user, or
+# through this version of the call on this driver).
+UNAVAILABLE = frozenset(
+    {NOT_SUPPORTED, NO_PERMISSION, FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH}
+)
 
 # What NVML writes into an unsigned field it cannot fill (NVML_VALUE_NOT_AVAILABLE as uint and
 # unsigned long long, and the signed -1 seen through a 32-bit int). Exporting them would put

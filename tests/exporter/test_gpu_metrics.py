@@ -126,6 +126,26 @@ def test_a_temperature_change_shows_on_the_next_scrape(scenario_file):
         )
 
 
+def test_memory_used_leaves_out_the_drivers_reserve_as_nvidia_smi_does(scenario_file):
+    """An idle H200 on driver 580: 615 MiB "used" through NVML's first memory call, 0 through
+    _v2 and nvidia-smi (docs/real-gpu.md). A driver without _v2 still gives used and total."""
+    reserve, in_use = 644_939_776, 5_585_764_352
+    scenario = make_scenario(2)
+    for device in scenario["devices"]:
+        device.update(memory_reserved_bytes=reserve, memory_used_bytes=in_use)
+    scenario["devices"][1]["memory_info_v2"] = False
+    write_scenario(scenario_file, scenario)
+    with running_exporter(scenario_file, FAST_RETRY) as (_, base):
+        s = scrape(base)
+    assert s.value("rigwatch_gpu_memory_used_bytes", uuid=UUID0) == in_use
+    assert s.value("rigwatch_gpu_memory_reserved_bytes", uuid=UUID0) == reserve
+    assert s.value("rigwatch_gpu_memory_total_bytes", uuid=UUID0) == 25_757_220_864
+    # The older call counts the reserve as used; there is no reserve series then.
+    assert s.value("rigwatch_gpu_memory_used_bytes", uuid=UUID1) == in_use + reserve
+    assert s.value("rigwatch_gpu_memory_total_bytes", uuid=UUID1) == 25_757_220_864
+    assert s.all("rigwatch_gpu_memory_reserved_bytes", uuid=UUID1) == []
+
+
 def test_static_card_facts_are_read_at_start_not_on_every_scrape(scenario_file):
     # Thresholds, maximum clocks and the maximum link never change while the driver is loaded;
     # once read at initialisation, the scrape must not call NVML for them again. After start

@@ -25,6 +25,7 @@ def datacenter_and_consumer(path: Path) -> None:
         temperature_memory_max_c=95,
         memory_total_bytes=150_754_820_096,
         memory_used_bytes=605_028_352,
+        memory_reserved_bytes=644_939_776,
         power_mw=76_543,
         power_limit_mw=700_000,
         energy_mj=123_456_789,
@@ -91,6 +92,7 @@ def test_the_check_passes_on_the_simulated_cards_with_a_workload(
     assert "| temperature °C | temperature.gpu | 45 | 45 | ±2 | ok |" in report
     assert "| power W | power.draw | 76.54 | 76.543 | ±15 or ±10% | ok |" in report
     assert "| memory used MiB | memory.used | 577 | 577 |" in report
+    assert "| memory reserved MiB | memory.reserved | 615 | 615.062 | ±2 | ok |" in report
     assert "| ECC corrected aggregate | ecc.errors.corrected.aggregate.total | 3 | 3 |" in report
     # The consumer card refuses ECC: nvidia-smi and rigwatch both show nothing.
     consumer = report.split("Card GPU-00000001")[1]
