@@ -274,7 +274,7 @@ def gpu_process_stand_ins(count: int):
 
 
 def bench_scenario(pids: list[int]) -> dict:
-    """8 cards: four datacenter-like (ECC, remapped rows, memory temperature) and four
+    """8 cards: four datacenter-like (ECC, remapped rows, memory temperature, GPM) and four
     consumer-like, each with 8 processes (7 compute, 1 graphics)."""
     devices = []
     for index in range(NUM_GPUS):
@@ -292,7 +292,26 @@ def bench_scenario(pids: list[int]) -> dict:
         }
         if datacenter:
             overrides.update(
-                name="NVIDIA A100-SXM4-80GB",
+                name="NVIDIA H100 80GB HBM3",
+                # Hopper's profiling metrics (the gpm collector), as an H200 read them under load.
+                gpm={
+                    "graphics_util": 99.4,
+                    "sm_util": 95.9,
+                    "sm_occupancy": 14.2,
+                    "integer_util": 1.4,
+                    "any_tensor_util": 93.1,
+                    "hmma_tensor_util": 93.1,
+                    "imma_tensor_util": 0.0,
+                    "dfma_tensor_util": 0.0,
+                    "dram_bw_util": 17.3,
+                    "fp64_util": 0.0,
+                    "fp32_util": 0.0,
+                    "fp16_util": 0.0,
+                    "pcie_tx_per_sec": 4.5,
+                    "pcie_rx_per_sec": 12.8,
+                    "nvlink_total_rx_per_sec": 0.0,
+                    "nvlink_total_tx_per_sec": 0.0,
+                },
                 memory_temperature_c=50 + index,
                 memory_total_bytes=85899345920,
                 fan_speeds_percent=[],
@@ -908,6 +927,7 @@ def main(argv: list[str] | None = None) -> int:
             "--no-collector.gpu",
             "--no-collector.gpu_process",
             "--no-collector.xid",
+            "--no-collector.gpm",
         )
         if not args.skip_peers:
             results.nvitop = attempt(

@@ -247,6 +247,7 @@ def run_exporter(repo: Path, workdir: Path, args) -> dict:
             "--no-collector.gpu",
             "--no-collector.gpu_process",
             "--no-collector.xid",
+            "--no-collector.gpm",
         ],
         repo,
         {},

@@ -78,6 +78,23 @@ class Reads:
             self.fan_counts.append(self.call(n.nvmlDeviceGetNumFans, h) or 0)
         self.boot_time = psutil.boot_time()
         self.names: dict[int, tuple[bytes, str, str]] = {}
+        # GPM (the gpm collector): per supported card one sample per iteration and the metrics
+        # against the previous iteration's sample, with the request built once.
+        self.gpm: list[tuple[Any, list, Any]] = []
+        for h in self.handles:
+            try:
+                if not n.nvmlGpmQueryDeviceSupport(h).isSupportedDevice:
+                    continue
+            except (n.NVMLError, AttributeError):
+                continue
+            request = n.c_nvmlGpmMetricsGet_t()
+            request.version = n.NVML_GPM_METRICS_GET_VERSION
+            request.numMetrics = len(GPM_METRICS)
+            for i, name in enumerate(GPM_METRICS):
+                request.metrics[i].metricId = getattr(n, f"NVML_GPM_METRIC_{name}")
+            samples = [n.nvmlGpmSampleAlloc(), n.nvmlGpmSampleAlloc()]
+            n.nvmlGpmSampleGet(h, samples[0])
+            self.gpm.append((h, samples, request))
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         self.calls += 1
@@ -100,6 +117,13 @@ class Reads:
             for proc in call(n.nvmlDeviceGetGraphicsRunningProcesses, h) or []:
                 pids.add(proc.pid)
             call(n.nvmlDeviceGetProcessUtilization, h, int((time.time() - 5) * 1e6))
+        for h, samples, request in self.gpm:
+            call(n.nvmlGpmSampleGet, h, samples[1])
+            request.sample1, request.sample2 = samples
+            self.calls += 1
+            with contextlib.suppress(n.NVMLError):
+                n.nvmlGpmMetricsGet(request)
+            samples.reverse()
         return pids
 
     def processes(self, pids: set[int]) -> None:
@@ -117,6 +141,26 @@ class Reads:
             known = names.get(pid)
             if known is None or known[0] != start:
                 names[pid] = (start, *describe(pid))
+
+
+GPM_METRICS = (
+    "GRAPHICS_UTIL",
+    "SM_UTIL",
+    "SM_OCCUPANCY",
+    "ANY_TENSOR_UTIL",
+    "HMMA_TENSOR_UTIL",
+    "IMMA_TENSOR_UTIL",
+    "DFMA_TENSOR_UTIL",
+    "FP64_UTIL",
+    "FP32_UTIL",
+    "FP16_UTIL",
+    "INTEGER_UTIL",
+    "DRAM_BW_UTIL",
+    "PCIE_TX_PER_SEC",
+    "PCIE_RX_PER_SEC",
+    "NVLINK_TOTAL_TX_PER_SEC",
+    "NVLINK_TOTAL_RX_PER_SEC",
+)
 
 
 def describe(pid: int) -> tuple[str, str]:

@@ -28,6 +28,7 @@ REGISTRY: dict[str, CollectorEntry] = {
     "xid": CollectorEntry("exporter.collectors.xid", "XidCollector", True, True),
     "host": CollectorEntry("exporter.collectors.host", "HostCollector", True, False),
     "pci": CollectorEntry("exporter.collectors.pci", "PciCollector", True, True),
+    "gpm": CollectorEntry("exporter.collectors.gpm", "GpmCollector", True, True),
     "pcie_throughput": CollectorEntry(
         "exporter.collectors.pcie_throughput", "PcieThroughputCollector", False, True
     ),

@@ -16,7 +16,12 @@ import pytest
 from tests.exporter.scrapes import assert_no_nan, scrape
 from tests.support import ManagedProcess, free_port, wait_for_http
 
-HOST_ONLY = ("--no-collector.gpu", "--no-collector.gpu_process", "--no-collector.xid")
+HOST_ONLY = (
+    "--no-collector.gpu",
+    "--no-collector.gpu_process",
+    "--no-collector.xid",
+    "--no-collector.gpm",
+)
 
 
 def _run_host_exporter(*args: str, wrapper: list[str] | None = None):

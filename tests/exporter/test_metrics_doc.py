@@ -9,7 +9,15 @@ from pathlib import Path
 from tests.exporter.scenarios import full_scenario
 from tests.exporter.scrapes import FAST_RETRY, scrape
 from tests.exporter.sysfs_tree import rig_tree
-from tests.support import REPO, make_device, running_exporter, wait_until, write_scenario
+from tests.exporter.test_gpm import H200_UNDER_LOAD
+from tests.support import (
+    REPO,
+    make_device,
+    make_scenario,
+    running_exporter,
+    wait_until,
+    write_scenario,
+)
 
 DOC = REPO / "docs" / "metrics.md"
 
@@ -63,9 +71,21 @@ def test_docs_and_output_name_the_same_families_types_and_labels(scenario_file, 
             what="xid 13",
         )
         s = scrape(base)
+    # GPM series need two samples of one NVML initialisation a second apart, which the lost
+    # card above (NVML re-initialised every 0.5 s) never leaves: a Hopper card on its own.
+    gpm_card = make_scenario(1)
+    gpm_card["devices"][0]["gpm"] = dict(H200_UNDER_LOAD)
+    write_scenario(scenario_file, gpm_card)
+    with running_exporter(scenario_file, FAST_RETRY) as (_, base):
+        gpm = wait_until(
+            lambda: (g := scrape(base)).all("rigwatch_gpu_gpm_window_seconds") and g,
+            timeout=10,
+            what="GPM series",
+        )
 
     exported: dict[str, tuple[str, set[str]]] = {}
-    for family in s.families.values():
+    gpm_families = [f for name, f in gpm.families.items() if name not in s.families]
+    for family in [*s.families.values(), *gpm_families]:
         for sample in family.samples:
             kind, labels = exported.setdefault(sample.name, (family.type, set()))
             labels.update(sample.labels)

@@ -78,7 +78,12 @@ def test_the_landing_page_starts_with_nvml_state_card_count_and_driver(scenario_
     empty.mkdir()
     with running_exporter(None, FAST_RETRY, env={"LD_LIBRARY_PATH": str(empty)}) as (_, base):
         assert "NVML: down (" in http_get(base + "/")[1]
-    gpu_off = ("--no-collector.gpu", "--no-collector.gpu_process", "--no-collector.xid")
+    gpu_off = (
+        "--no-collector.gpu",
+        "--no-collector.gpu_process",
+        "--no-collector.xid",
+        "--no-collector.gpm",
+    )
     # The pci collector asks NVML which bus ids it serves, so it counts as a GPU collector.
     with running_exporter(None, *gpu_off, "--no-collector.pci") as (_, base):
         assert "NVML: not used" in http_get(base + "/")[1]

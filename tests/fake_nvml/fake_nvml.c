@@ -1735,3 +1735,111 @@ EXPORT nvmlReturn_t nvmlEventSetWait(nvmlEventSet_t set, nvmlEventData_v1_t *dat
 {
     return event_wait(set, (nvmlEventData_t *)data, timeout_ms, 1);
 }
+
+/* ---------------------------------------------------------------------------------------
+ * GPM: Hopper's profiling metrics. A card supports them when its scenario entry has a "gpm"
+ * object; nvmlGpmMetricsGet answers each requested metric from that object (the scenario's
+ * value at the moment of the request, for the pair of samples given), NOT_SUPPORTED for a
+ * metric it does not hold. Samples are checked as NVML checks them: allocated here, taken on
+ * one card, the second later than the first. */
+
+#define GPM_SAMPLE_MAGIC 0x47504d31u
+
+struct fake_gpm_sample {
+    unsigned magic;
+    int taken;
+    unsigned slot;
+    long long at_ns;
+};
+
+static const struct {
+    unsigned id;
+    const char *key;
+} GPM_KEYS[] = {
+    {1, "graphics_util"},     {2, "sm_util"},          {3, "sm_occupancy"},
+    {4, "integer_util"},      {5, "any_tensor_util"},  {6, "dfma_tensor_util"},
+    {7, "hmma_tensor_util"},  {9, "imma_tensor_util"}, {10, "dram_bw_util"},
+    {11, "fp64_util"},        {12, "fp32_util"},       {13, "fp16_util"},
+    {20, "pcie_tx_per_sec"},  {21, "pcie_rx_per_sec"}, {60, "nvlink_total_rx_per_sec"},
+    {61, "nvlink_total_tx_per_sec"},
+};
+
+static const struct json *gpm_of(const struct json *dev)
+{
+    const struct json *gpm = json_get(dev, "gpm");
+    return gpm && gpm->type == JSON_OBJECT ? gpm : NULL;
+}
+
+static int gpm_sample_ok(const struct fake_gpm_sample *sample)
+{
+    return sample && sample->magic == GPM_SAMPLE_MAGIC;
+}
+
+EXPORT nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t device, nvmlGpmSupport_t *support)
+{
+    DEVICE_CALL("nvmlGpmQueryDeviceSupport", support);
+    if (support->version != NVML_GPM_SUPPORT_VERSION)
+        ANSWER(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+    support->isSupportedDevice = gpm_of(dev) != NULL;
+    ANSWER(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *sample)
+{
+    SYSTEM_CALL("nvmlGpmSampleAlloc", sample);
+    struct fake_gpm_sample *made = calloc(1, sizeof *made);
+    if (!made)
+        ANSWER(NVML_ERROR_MEMORY);
+    made->magic = GPM_SAMPLE_MAGIC;
+    *sample = made;
+    ANSWER(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t sample)
+{
+    SYSTEM_CALL("nvmlGpmSampleFree", gpm_sample_ok(sample));
+    sample->magic = 0;
+    free(sample);
+    ANSWER(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t device, nvmlGpmSample_t sample)
+{
+    DEVICE_CALL("nvmlGpmSampleGet", gpm_sample_ok(sample));
+    if (!gpm_of(dev))
+        ANSWER(NVML_ERROR_NOT_SUPPORTED);
+    sample->taken = 1;
+    sample->slot = dev_index;
+    sample->at_ns = monotonic_ns();
+    ANSWER(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *request)
+{
+    SYSTEM_CALL("nvmlGpmMetricsGet", request);
+    if (request->version != NVML_GPM_METRICS_GET_VERSION)
+        ANSWER(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+    const struct fake_gpm_sample *first = request->sample1, *second = request->sample2;
+    if (!gpm_sample_ok(first) || !gpm_sample_ok(second) || !first->taken || !second->taken ||
+        first->slot != second->slot || second->at_ns <= first->at_ns ||
+        first->slot >= g_slot_count)
+        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    const struct json *gpm = gpm_of(g_slot_dev[first->slot]);
+    if (!gpm)
+        ANSWER(NVML_ERROR_NOT_SUPPORTED);
+    for (unsigned i = 0; i < request->numMetrics; i++) {
+        nvmlGpmMetric_t *metric = &request->metrics[i];
+        metric->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+        metric->value = 0;
+        for (size_t k = 0; k < sizeof GPM_KEYS / sizeof GPM_KEYS[0]; k++) {
+            if (GPM_KEYS[k].id != metric->metricId)
+                continue;
+            const struct json *v = json_get(gpm, GPM_KEYS[k].key);
+            if (v && v->type == JSON_NUMBER) {
+                metric->value = v->number;
+                metric->nvmlReturn = NVML_SUCCESS;
+            }
+        }
+    }
+    ANSWER(NVML_SUCCESS);
+}

@@ -208,6 +208,37 @@ typedef struct {
     nvmlValue_t value;
 } nvmlFieldValue_t;
 
+/* GPM (Hopper's profiling metrics): an opaque sample, the metrics request and the support
+ * query, laid out as nvml.h and pynvml declare them. */
+typedef struct fake_gpm_sample *nvmlGpmSample_t;
+
+typedef struct {
+    unsigned int metricId;
+    nvmlReturn_t nvmlReturn;
+    double value;
+    struct {
+        char *shortName;
+        char *longName;
+        char *unit;
+    } metricInfo;
+} nvmlGpmMetric_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned int numMetrics;
+    nvmlGpmSample_t sample1;
+    nvmlGpmSample_t sample2;
+    nvmlGpmMetric_t metrics[1]; /* numMetrics of them (pynvml allocates NVML_GPM_METRIC_MAX) */
+} nvmlGpmMetricsGet_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned int isSupportedDevice;
+} nvmlGpmSupport_t;
+
+#define NVML_GPM_METRICS_GET_VERSION 1
+#define NVML_GPM_SUPPORT_VERSION 1
+
 #define NVML_FI_DEV_ECC_CURRENT 1
 #define NVML_FI_DEV_ECC_PENDING 2
 #define NVML_FI_DEV_MEMORY_TEMP 82
