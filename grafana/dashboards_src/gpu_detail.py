@@ -1,5 +1,6 @@
 """The GPU detail dashboard: one card over time, its temperatures against its thresholds,
-clocks, P-state, throttle reasons, power and energy, PCIe, errors and processes."""
+clocks, P-state, throttle reasons, power and energy, PCIe, errors, what the SMs and tensor
+cores do (GPM) and processes."""
 
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ FILE_NAME = "gpu-detail.json"
 UID = "rigwatch-gpu"
 
 
-def _series(ref: str, metric: str, what: str) -> Query:
-    """One gpu metric of the shown cards, its legend "GPU <index> <what>"."""
-    return Query(ref, gpu(metric), "GPU {{gpu}} " + what)
+def _series(ref: str, metric: str, what: str, extra: str = "") -> Query:
+    """One gpu metric of the shown cards (extra matchers), its legend "GPU <index> <what>"."""
+    return Query(ref, gpu(metric, extra), "GPU {{gpu}} " + what)
 
 
 COUNT_STEPS = (("green", None), ("red", 1))
@@ -259,6 +260,60 @@ def _pcie_and_errors(board: Dashboard) -> None:
         board.with_panel(panel)
 
 
+GPM_NOTE = (
+    "Hopper's profiling metrics (the exporter's gpm collector), averaged between scrapes; "
+    "no data on cards before Hopper. "
+)
+
+
+def _inside_the_card(board: Dashboard) -> None:
+    board.with_row(Row("Inside the card (GPM)"))
+    board.with_panel(
+        percent_timeseries(
+            "Busy against working: SMs and tensor cores",
+            [
+                _series("utilisation", "rigwatch_gpu_utilization_ratio", "utilisation"),
+                _series("sm_activity", "rigwatch_gpu_sm_activity_ratio", "SM activity"),
+                _series("sm_occupancy", "rigwatch_gpu_sm_occupancy_ratio", "SM occupancy"),
+                _series("tensor", "rigwatch_gpu_pipe_activity_ratio", "tensor", 'pipe="tensor"'),
+            ],
+            description=GPM_NOTE
+            + "Utilisation counts any kernel running; SM activity how many SMs work, tensor how "
+            "often the tensor cores do. Busy with tensor near 0 is a run without mixed precision.",
+        )
+    )
+    board.with_panel(
+        percent_timeseries(
+            "Pipes",
+            [_series("pipes", "rigwatch_gpu_pipe_activity_ratio", "{{pipe}}")],
+            description=GPM_NOTE + "Which units the SMs keep busy: tensor by kind, FP64/32/16.",
+        )
+    )
+    board.with_panel(
+        percent_timeseries(
+            "Memory bandwidth",
+            [_series("dram", "rigwatch_gpu_dram_bandwidth_utilization_ratio", "DRAM bandwidth")],
+            size=(12, 8),
+            description=GPM_NOTE + "Device memory bandwidth used against its maximum.",
+        )
+    )
+    board.with_panel(
+        timeseries_panel(
+            "PCIe and NVLink traffic",
+            "Bps",
+            [
+                _series("pcie", "rigwatch_gpu_pcie_traffic_bytes_per_second", "PCIe {{direction}}"),
+                _series(
+                    "nvlink", "rigwatch_gpu_nvlink_traffic_bytes_per_second", "NVLink {{direction}}"
+                ),
+            ],
+            size=(12, 8),
+            minimum=0,
+            description=GPM_NOTE + "Bytes per second over the PCIe link and all NVLinks.",
+        )
+    )
+
+
 def _processes(board: Dashboard) -> None:
     board.with_row(Row("Processes"))
     board.with_panel(
@@ -292,5 +347,6 @@ def build() -> Dashboard:
     _now(board)
     _over_time(board)
     _pcie_and_errors(board)
+    _inside_the_card(board)
     _processes(board)
     return board

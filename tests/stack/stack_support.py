@@ -339,8 +339,22 @@ def rich_scenario() -> dict:
     scenario = make_scenario(2)
     scenario["devices"][0] = make_device(
         0,
-        name="NVIDIA A100-SXM4-40GB",
+        name="NVIDIA H100 80GB HBM3",
         memory_temperature_c=60,
+        # Hopper's profiling metrics, for the GPU detail dashboard's GPM row.
+        gpm={
+            "graphics_util": 98.0,
+            "sm_util": 90.0,
+            "sm_occupancy": 20.0,
+            "any_tensor_util": 2.0,
+            "hmma_tensor_util": 2.0,
+            "fp32_util": 45.0,
+            "dram_bw_util": 30.0,
+            "pcie_tx_per_sec": 5.0,
+            "pcie_rx_per_sec": 12.0,
+            "nvlink_total_rx_per_sec": 0.0,
+            "nvlink_total_tx_per_sec": 0.0,
+        },
         temperature_memory_max_c=95,
         ecc={
             "corrected_volatile": 3,

@@ -170,7 +170,7 @@ def test_bot_commands_answer_against_vm(centre, tmp_path):
             text = visible(ask(command))
             assert "⚠️" not in text, text
             assert all(rig in text for rig in centre.rigs), (command, text)
-        assert "A100" in visible(ask("/gpu rig1"))
+        assert "H100" in visible(ask("/gpu rig1"))
         for graph in ("/graph gpu", "/graph cpu 1h", "/graph mem", "/graph disk"):
             reply = ask(graph)
             assert reply.method == "sendPhoto", (graph, visible(reply))
