@@ -56,6 +56,13 @@ class Reads:
                 )
             ),
             (n.nvmlDeviceGetMemoryInfo, (n.nvmlMemory_v2,)),
+            # Modes and health read every scrape (the identity and limits are static).
+            (n.nvmlDeviceGetPersistenceMode, ()),
+            (n.nvmlDeviceGetComputeMode, ()),
+            (n.nvmlDeviceGetRetiredPages, (0,)),
+            (n.nvmlDeviceGetRetiredPages, (1,)),
+            (n.nvmlDeviceGetRetiredPagesPendingStatus, ()),
+            (n.nvmlDeviceGetEncoderStats, ()),
             *((n.nvmlDeviceGetClockInfo, (clock,)) for clock in clocks),
             *(
                 (n.nvmlDeviceGetTotalEccErrors, (error_type, counter))

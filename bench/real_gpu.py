@@ -441,7 +441,35 @@ FIELDS: list[Field] = [
         UTIL,
         True,
     ),
-    _num("ECC mode", "ecc.mode.current", "rigwatch_gpu_ecc_mode_enabled"),
+    _num("ECC mode", "ecc.mode.current", "rigwatch_gpu_ecc_mode", state="current"),
+    _num("ECC mode pending", "ecc.mode.pending", "rigwatch_gpu_ecc_mode", state="pending"),
+    _num("MIG mode", "mig.mode.current", "rigwatch_gpu_mig_mode", state="current"),
+    _text("compute mode", "compute_mode", "rigwatch_gpu_compute_mode", "mode"),
+    _text("InfoROM image", "inforom.img", IDENTITY, "inforom_image_version"),
+    _text("InfoROM OEM", "inforom.oem", IDENTITY, "inforom_oem_version"),
+    _text("InfoROM ECC", "inforom.ecc", IDENTITY, "inforom_ecc_version"),
+    _num(
+        "application clock graphics MHz",
+        "clocks.applications.graphics|clocks.applications.gr",
+        "rigwatch_gpu_applications_clock_hertz",
+        1e6,
+        clock="graphics",
+    ),
+    _num(
+        "application clock memory MHz",
+        "clocks.applications.memory|clocks.applications.mem",
+        "rigwatch_gpu_applications_clock_hertz",
+        1e6,
+        clock="memory",
+    ),
+    _num(
+        "default application clock graphics MHz",
+        "clocks.default_applications.graphics|clocks.default_applications.gr",
+        "rigwatch_gpu_applications_clock_default_hertz",
+        1e6,
+        clock="graphics",
+    ),
+    _num("encoder sessions", "encoder.stats.sessionCount", "rigwatch_gpu_encoder_sessions"),
     *(
         _num(
             f"ECC {kind} {scope}",
@@ -568,7 +596,12 @@ def compare_card(
             elif not got:
                 verdict = "MISSING" if is_served else "not served"
             else:
-                verdict = "ok" if expected in got else "DIFF"
+                same = {g.lower() for g in got} if f.label == "compute mode" else set(got)
+                verdict = (
+                    "ok"
+                    if (expected.lower() if f.label == "compute mode" else expected) in same
+                    else "DIFF"
+                )
             out.append(Comparison(f.label, smi_name, raw, shown, tol, verdict))
             continue
         expected_num = smi_number(raw)
@@ -807,6 +840,34 @@ PROBE_CALLS: list[tuple[str, str, tuple, str]] = [
     ("gpm", "nvmlGpmQueryDeviceSupport", (), ""),
     ("other", "nvmlDeviceGetSamples", ("NVML_TOTAL_POWER_SAMPLES", 0), ""),
 ]
+# The calls whose answers rigwatch serves, beyond those PROBE_CALLS names with a series.
+SERVED_BY = {
+    **dict.fromkeys(
+        (
+            "nvmlDeviceGetSerial",
+            "nvmlDeviceGetVbiosVersion",
+            "nvmlDeviceGetBoardPartNumber",
+            "nvmlDeviceGetCudaComputeCapability",
+            "nvmlDeviceGetInforomImageVersion",
+            "nvmlDeviceGetInforomVersion",
+        ),
+        "rigwatch_gpu_identity_info",
+    ),
+    "nvmlDeviceGetPersistenceMode": "rigwatch_gpu_persistence_mode",
+    "nvmlDeviceGetComputeMode": "rigwatch_gpu_compute_mode",
+    "nvmlDeviceGetMigMode": "rigwatch_gpu_mig_mode",
+    "nvmlDeviceGetEccMode": "rigwatch_gpu_ecc_mode",
+    "nvmlDeviceGetPowerManagementDefaultLimit": "rigwatch_gpu_power_default_limit_watts",
+    "nvmlDeviceGetPowerManagementLimitConstraints": "rigwatch_gpu_power_max_limit_watts",
+    "nvmlDeviceGetApplicationsClock": "rigwatch_gpu_applications_clock_hertz",
+    "nvmlDeviceGetDefaultApplicationsClock": "rigwatch_gpu_applications_clock_default_hertz",
+    "nvmlDeviceGetRetiredPages": "rigwatch_gpu_retired_pages",
+    "nvmlDeviceGetRetiredPagesPendingStatus": "rigwatch_gpu_retired_pages_pending",
+    "nvmlDeviceGetEncoderStats": "rigwatch_gpu_encoder_sessions",
+    "nvmlDeviceGetNvLinkState": "rigwatch_gpu_nvlink_up",
+    "nvmlDeviceGetNvLinkErrorCounter": "rigwatch_gpu_nvlink_errors_total",
+    "nvmlGpmQueryDeviceSupport": "rigwatch_gpu_sm_activity_ratio",
+}
 # Older and newer names of one call.
 RENAMED = {
     "nvmlDeviceGetCurrentClocksEventReasons": "nvmlDeviceGetCurrentClocksThrottleReasons",
@@ -818,6 +879,7 @@ def probe_calls() -> list[tuple[str, str, Callable[[Any], Any] | None, str]]:
     """PROBE_CALLS as (family, the call written out, reader(handle) or None, series)."""
     out = []
     for family, name, arg_names, served in PROBE_CALLS:
+        served = served or SERVED_BY.get(name, "")
         fn = _fn(name) or _fn(RENAMED.get(name, ""))
         args = tuple(getattr(n, a, None) if isinstance(a, str) else a for a in arg_names)
         shown = f"{name}({', '.join(str(a).removeprefix('NVML_') for a in arg_names)})"

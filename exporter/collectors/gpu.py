@@ -6,11 +6,20 @@ series (and reads rigwatch_gpu_up 0) while the others keep reporting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.percard import CardLabels, PerCardCollector
 from exporter.families import Sample, build_families, specs
-from exporter.nvml.device import CLOCK_TYPES, FAN_COUNT_MAX, PSTATE_MAX, Device, Gpu
+from exporter.nvml.device import (
+    CLOCK_TYPES,
+    FAN_COUNT_MAX,
+    NVLINK_MAX_LINKS,
+    PSTATE_MAX,
+    Device,
+    Gpu,
+)
 from exporter.nvml.errors import NOT_AVAILABLE_VALUES, plausible
 from exporter.nvml.session import NvmlSession
 from exporter.scrape import UnitOutcome
@@ -89,6 +98,52 @@ FAMILIES = specs(
     ("rigwatch_gpu_remapped_rows_pending", "gauge", "1 when a row remap waits for a GPU reset."),
     ("rigwatch_gpu_remapped_rows_failure", "gauge", "1 when a row remap failed."),
     (
+        "rigwatch_gpu_identity_info",
+        "gauge",
+        "The card's serial, VBIOS, board part number, InfoROM versions and compute capability "
+        "(empty where the card does not say); always 1.",
+    ),
+    ("rigwatch_gpu_power_default_limit_watts", "gauge", "Power limit the card ships with."),
+    ("rigwatch_gpu_power_min_limit_watts", "gauge", "Lowest power limit the card accepts."),
+    ("rigwatch_gpu_power_max_limit_watts", "gauge", "Highest power limit the card accepts."),
+    (
+        "rigwatch_gpu_applications_clock_hertz",
+        "gauge",
+        "Application clock setting (as of the last NVML initialisation).",
+    ),
+    (
+        "rigwatch_gpu_applications_clock_default_hertz",
+        "gauge",
+        "Default application clock.",
+    ),
+    (
+        "rigwatch_gpu_ecc_mode",
+        "gauge",
+        "1 when ECC is on: state current, or pending (from the next reset).",
+    ),
+    ("rigwatch_gpu_mig_mode", "gauge", "1 when MIG is on: state current, or pending."),
+    ("rigwatch_gpu_persistence_mode", "gauge", "1 when persistence mode is on."),
+    ("rigwatch_gpu_compute_mode", "gauge", "The card's compute mode, named in `mode`; always 1."),
+    (
+        "rigwatch_gpu_retired_pages",
+        "gauge",
+        "Memory pages retired, by cause (cards before Ampere; newer ones remap rows).",
+    ),
+    ("rigwatch_gpu_retired_pages_pending", "gauge", "1 when a page waits for the next reset."),
+    ("rigwatch_gpu_encoder_sessions", "gauge", "Active video encoder sessions."),
+    ("rigwatch_gpu_encoder_fps", "gauge", "Average frames per second over the encoder sessions."),
+    (
+        "rigwatch_gpu_encoder_latency_seconds",
+        "gauge",
+        "Average encode latency over the encoder sessions.",
+    ),
+    ("rigwatch_gpu_nvlink_up", "gauge", "1 when the NVLink link is active."),
+    (
+        "rigwatch_gpu_nvlink_errors_total",
+        "counter",
+        "NVLink errors by link and type (replay, recovery, crc_flit, crc_data).",
+    ),
+    (
         "rigwatch_gpu_recovery_action",
         "gauge",
         "What the driver asks for to recover the card (0 none, 1 GPU reset, 2 node reboot, "
@@ -133,6 +188,16 @@ _ECC_LABELS = {
     for error_type in ("corrected", "uncorrected")
     for scope in ("volatile", "aggregate")
 }
+_MODE_STATE_LABELS = {state: (("state", state),) for state in ("current", "pending")}
+# nvmlComputeMode_t
+_COMPUTE_MODE_LABELS = {
+    code: (("mode", name),)
+    for code, name in enumerate(("default", "exclusive_thread", "prohibited", "exclusive_process"))
+}
+_RETIRED_LABELS = {cause: (("cause", cause),) for cause in ("single_bit_ecc", "double_bit_ecc")}
+_LINK_LABELS = tuple((("link", str(link)),) for link in range(NVLINK_MAX_LINKS))
+# nvmlNvLinkErrorCounter_t
+_NVLINK_COUNTERS = (("replay", 0), ("recovery", 1), ("crc_flit", 2), ("crc_data", 3))
 _CORRECTABLE = (("type", "correctable"),)
 _UNCORRECTABLE = (("type", "uncorrectable"),)
 
@@ -161,6 +226,18 @@ def static_samples(session: NvmlSession, gpu: Gpu, card: CardLabels) -> list[Sam
         add("rigwatch_gpu_clock_max_hertz", hertz, extra=_CLOCK_LABELS[clock])
     add("rigwatch_gpu_pcie_link_max_generation", device.max_pcie_generation)
     add("rigwatch_gpu_pcie_link_max_width", device.max_pcie_width)
+    if device.identity:
+        identity = tuple(device.identity.items())
+        out.append(("rigwatch_gpu_identity_info", card.with_extra(identity), 1.0))
+    for name, watts in device.power_limits_watts.items():
+        add(f"rigwatch_gpu_power_{name}_limit_watts", watts)
+    for (kind, clock), hertz in device.applications_clocks_hertz.items():
+        family = "rigwatch_gpu_applications_clock_" + (
+            "hertz" if kind == "current" else "default_hertz"
+        )
+        add(family, hertz, extra=_CLOCK_LABELS[clock])
+    for (mode, state), value in device.modes.items():
+        add(f"rigwatch_gpu_{mode}_mode", value, extra=_MODE_STATE_LABELS[state])
     return out
 
 
@@ -312,6 +389,8 @@ def read_gpu(
         add("rigwatch_gpu_remapped_rows_pending", 1 if pending else 0)
         add("rigwatch_gpu_remapped_rows_failure", 1 if failure else 0)
 
+    _modes_and_health(session, gpu, add)
+
     action = _field(
         session,
         gpu,
@@ -324,6 +403,51 @@ def read_gpu(
         else:
             session.log_implausible(gpu, "rigwatch_gpu_recovery_action", action)
     return out
+
+
+def _modes_and_health(session: NvmlSession, gpu: Gpu, add: Callable[..., None]) -> None:
+    """Persistence and compute mode, retired pages, encoder statistics and NVLink: read every
+    scrape, each a few microseconds on a real driver, refused once by cards without them."""
+    nv = session.nvml
+    call = session.call
+    persistence = call(gpu, "nvmlDeviceGetPersistenceMode", nv.nvmlDeviceGetPersistenceMode)
+    if persistence is not None:
+        add("rigwatch_gpu_persistence_mode", 1 if persistence else 0)
+    mode = call(gpu, "nvmlDeviceGetComputeMode", nv.nvmlDeviceGetComputeMode)
+    if mode in _COMPUTE_MODE_LABELS:
+        add("rigwatch_gpu_compute_mode", 1, extra=_COMPUTE_MODE_LABELS[mode])
+    elif mode is not None:
+        session.log_implausible(gpu, "rigwatch_gpu_compute_mode", mode)
+    for cause, code in (("single_bit_ecc", 0), ("double_bit_ecc", 1)):
+        pages = call(gpu, "nvmlDeviceGetRetiredPages", nv.nvmlDeviceGetRetiredPages, code)
+        if pages is not None:
+            add("rigwatch_gpu_retired_pages", len(pages), extra=_RETIRED_LABELS[cause])
+    pending = call(
+        gpu, "nvmlDeviceGetRetiredPagesPendingStatus", nv.nvmlDeviceGetRetiredPagesPendingStatus
+    )
+    if pending is not None:
+        add("rigwatch_gpu_retired_pages_pending", 1 if pending else 0)
+    stats = call(gpu, "nvmlDeviceGetEncoderStats", nv.nvmlDeviceGetEncoderStats)
+    if stats is not None:
+        sessions, fps, latency_us = stats
+        add("rigwatch_gpu_encoder_sessions", sessions)
+        if sessions:
+            add("rigwatch_gpu_encoder_fps", fps)
+            add("rigwatch_gpu_encoder_latency_seconds", latency_us, 1e6)
+    for link in range(gpu.device.nvlink_count):
+        extra = _LINK_LABELS[link]
+        active = call(gpu, "nvmlDeviceGetNvLinkState", nv.nvmlDeviceGetNvLinkState, link)
+        if active is not None:
+            add("rigwatch_gpu_nvlink_up", 1 if active else 0, extra=extra)
+        for kind, counter in _NVLINK_COUNTERS:
+            count = call(
+                gpu,
+                "nvmlDeviceGetNvLinkErrorCounter",
+                nv.nvmlDeviceGetNvLinkErrorCounter,
+                link,
+                counter,
+            )
+            add("rigwatch_gpu_nvlink_errors_total", count, extra=(*extra, ("type", kind)))
 
 
 def _memory_temperature(session: NvmlSession, gpu: Gpu) -> float | None:

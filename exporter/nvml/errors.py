@@ -4,13 +4,17 @@ per-field policy that turns a failed call into a left-out series, a lost card or
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rigwatch.logs import logger
 from rigwatch.oncelog import OnceLog
 
 if TYPE_CHECKING:
     from exporter.nvml.device import Gpu
+
+LOG = logger("exporter", "nvml")
 
 # NVML return codes (nvml.h); kept here so nothing needs pynvml before it is loaded.
 NOT_SUPPORTED = 3
@@ -64,6 +68,10 @@ class FieldCalls:
         self.once = once
         self.report_lost = report_lost
         self._nvml_error = nvml.NVMLError
+        # Per card, the fields found unavailable and not yet said at INFO: a GeForce card
+        # refuses a dozen, and one line per card says them all.
+        self._unreported: dict[str, list[tuple[str, str]]] = {}
+        self._unreported_lock = threading.Lock()
 
     def call(self, gpu: Gpu, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(handle, *args) on the card; None when the field is unavailable."""
@@ -83,17 +91,37 @@ class FieldCalls:
             return None
 
     def _unavailable(self, gpu: Gpu, what: str, why: str) -> None:
-        """Not called again on this card until NVML is re-initialised; logged once."""
+        """Not called again on this card until NVML is re-initialised; said once, in the card's
+        next report_unavailable() line (and at debug level now)."""
         gpu.device.unavailable.add(what)
-        self.once.log(
-            logging.INFO,
+        if self.once.log(
+            logging.DEBUG,
             ("unavailable", gpu.uuid, what),
             "GPU %s (%s): %s %s; its series are left out",
             gpu.device.index,
             gpu.uuid,
             what,
             why,
-        )
+        ):
+            with self._unreported_lock:
+                self._unreported.setdefault(gpu.uuid, []).append((why, what))
+
+    def report_unavailable(self, gpu: Gpu) -> None:
+        """One INFO line naming every field the card turned out not to have since the last
+        such line: at start, everything a consumer card refuses in one line."""
+        with self._unreported_lock:
+            found = self._unreported.pop(gpu.uuid, None)
+        if found:
+            by_reason: dict[str, list[str]] = {}
+            for why, what in found:
+                by_reason.setdefault(why, []).append(what)
+            LOG.info(
+                "GPU %s (%s) does not give %d field(s), whose series are left out: %s",
+                gpu.device.index,
+                gpu.uuid,
+                len(found),
+                "; ".join(f"{why}: {', '.join(whats)}" for why, whats in by_reason.items()),
+            )
 
     def _failed(self, gpu: Gpu, what: str, code: int) -> None:
         if code in UNAVAILABLE:

@@ -131,6 +131,8 @@ class NvmlSession:
                 self._last_readings.pop(key, None)
                 return None
             self._last_readings[key] = (time.monotonic(), value)
+            if self.calls is not None:
+                self.calls.report_unavailable(gpu)
             return value
         finally:
             self._lock.release_read()

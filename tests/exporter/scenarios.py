@@ -48,5 +48,26 @@ def full_scenario(processes: list[dict] | None = None) -> dict:
             },
             remapped_rows={"correctable": 5, "uncorrectable": 1, "pending": True, "failure": False},
             processes=processes if processes is not None and index == 0 else [],
+            # Identity, limits, modes and the health counters beyond the readings.
+            serial=f"165412404561{index}",
+            vbios_version="96.00.A5.00.1A",
+            board_part_number="692-2G520-0282-001",
+            inforom_image_version="G520.0282.02.02",
+            inforom_versions={"oem": "2.1", "ecc": "7.16", "power": None},
+            compute_capability_major=9,
+            compute_capability_minor=0,
+            power_default_limit_mw=300_000,
+            power_min_limit_mw=100_000 + index * 1000,
+            power_max_limit_mw=350_000,
+            applications_clocks_mhz={"graphics": 1980 - index, "memory": 3201},
+            default_applications_clocks_mhz={"graphics": 1980, "memory": 3201},
+            mig_mode={"current": 0, "pending": index},
+            compute_mode=3 * index,  # default, exclusive process
+            retired_pages={"single_bit": 2 + index, "double_bit": index, "pending": index},
+            encoder_stats={"sessions": 2 * index, "fps": 60, "latency_us": 1500},
+            nvlinks=[
+                {"up": True, "replay": 4 + index, "recovery": 1, "crc_flit": 7, "crc_data": 0},
+                {"up": index == 0, "replay": 0, "recovery": 0, "crc_flit": 0, "crc_data": 0},
+            ],
         )
     return scenario

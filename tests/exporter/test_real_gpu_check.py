@@ -40,6 +40,17 @@ def datacenter_and_consumer(path: Path) -> None:
             "uncorrected_aggregate": 0,
         },
         remapped_rows={"correctable": 0, "uncorrectable": 0, "pending": 0, "failure": 0},
+        vbios_version="96.00.A5.00.1A",
+        inforom_image_version="G520.0282.02.02",
+        inforom_versions={"oem": "2.1", "ecc": "7.16"},
+        compute_capability_major=9,
+        compute_capability_minor=0,
+        power_min_limit_mw=200_000,
+        power_max_limit_mw=700_000,
+        applications_clocks_mhz={"graphics": 1980, "memory": 3201},
+        default_applications_clocks_mhz={"graphics": 1980, "memory": 3201},
+        mig_mode={"current": 0, "pending": 0},
+        encoder_stats={"sessions": 0, "fps": 0, "latency_us": 0},
     )
     consumer = make_device(1, utilization_gpu_percent=2)
     write_scenario(
@@ -93,6 +104,17 @@ def test_the_check_passes_on_the_simulated_cards_with_a_workload(
     assert "| power W | power.draw | 76.54 | 76.543 | ±15 or ±10% | ok |" in report
     assert "| memory used MiB | memory.used | 577 | 577 |" in report
     assert "| memory reserved MiB | memory.reserved | 615 | 615.062 | ±2 | ok |" in report
+    # The card's identity, limits and modes, as the H200 answered them.
+    for row in (
+        "| serial | serial | 1654123456789 | 1654123456789 | exact | ok |",
+        "| VBIOS | vbios_version | 96.00.A5.00.1A | 96.00.A5.00.1A | exact | ok |",
+        "| compute capability | compute_cap | 9.0 | 9.0 | exact | ok |",
+        "| max power limit W | power.max_limit | 700.00 | 700 | ±0.5 | ok |",
+        "| MIG mode | mig.mode.current | Disabled | 0 | exact | ok |",
+        "| compute mode | compute_mode | Default | default | exact | ok |",
+        "| application clock graphics MHz | clocks.applications.graphics | 1980 | 1980 | exact |",
+    ):
+        assert row in report, row
     assert "| ECC corrected aggregate | ecc.errors.corrected.aggregate.total | 3 | 3 |" in report
     # The consumer card refuses ECC: nvidia-smi and rigwatch both show nothing.
     consumer = report.split("Card GPU-00000001")[1]

@@ -1532,13 +1532,6 @@ EXPORT nvmlReturn_t nvmlDeviceGetDisplayActive(nvmlDevice_t device, nvmlEnableSt
     return enable_state(device, "nvmlDeviceGetDisplayActive", "display_active", 0, mode);
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t device, nvmlComputeMode_t *mode)
-{
-    DEVICE_CALL("nvmlDeviceGetComputeMode", mode);
-    *mode = NVML_COMPUTEMODE_DEFAULT;
-    ANSWER(NVML_SUCCESS);
-}
-
 EXPORT nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, int *major,
                                                        int *minor)
 {
@@ -1549,16 +1542,6 @@ EXPORT nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, int 
     *major = (int)ma;
     *minor = (int)mi;
     ANSWER(NVML_SUCCESS);
-}
-
-/* MIG is a datacenter feature; the simulated cards have none. */
-EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *current,
-                                         unsigned int *pending)
-{
-    DEVICE_CALL("nvmlDeviceGetMigMode", 1);
-    (void)current;
-    (void)pending;
-    ANSWER(NVML_ERROR_NOT_SUPPORTED);
 }
 
 EXPORT nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *is_mig)
@@ -1841,5 +1824,183 @@ EXPORT nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *request)
             }
         }
     }
+    ANSWER(NVML_SUCCESS);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Identity, modes and health beyond the readings: VBIOS, board part number, InfoROM versions,
+ * compute and MIG mode, application clocks, retired pages, encoder statistics, NVLink. Each
+ * answers NOT_SUPPORTED when its scenario field is absent or null, as a card without it does. */
+
+EXPORT nvmlReturn_t nvmlDeviceGetVbiosVersion(nvmlDevice_t device, char *version,
+                                              unsigned int length)
+{
+    return string_field(device, "nvmlDeviceGetVbiosVersion", "vbios_version", version, length);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetBoardPartNumber(nvmlDevice_t device, char *part,
+                                                 unsigned int length)
+{
+    return string_field(device, "nvmlDeviceGetBoardPartNumber", "board_part_number", part,
+                        length);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetInforomImageVersion(nvmlDevice_t device, char *version,
+                                                     unsigned int length)
+{
+    return string_field(device, "nvmlDeviceGetInforomImageVersion", "inforom_image_version",
+                        version, length);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetInforomVersion(nvmlDevice_t device, int object, char *version,
+                                                unsigned int length)
+{
+    DEVICE_CALL("nvmlDeviceGetInforomVersion", version);
+    static const char *const OBJECTS[] = {"oem", "ecc", "power"}; /* nvmlInforomObject_t */
+    if (object < 0 || object > 2)
+        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    const char *v = str_at(json_get(dev, "inforom_versions"), OBJECTS[object]);
+    if (!v)
+        ANSWER(NVML_ERROR_NOT_SUPPORTED);
+    ANSWER(put_string(version, length, v));
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t device, nvmlComputeMode_t *mode)
+{
+    DEVICE_CALL("nvmlDeviceGetComputeMode", mode);
+    unsigned long long v = 0; /* NVML_COMPUTEMODE_DEFAULT when the scenario says nothing */
+    const struct json *given = json_get(dev, "compute_mode");
+    if (given && given->type == JSON_NULL)
+        ANSWER(NVML_ERROR_NOT_SUPPORTED);
+    if (given)
+        u64_at(dev, "compute_mode", &v);
+    *mode = (nvmlComputeMode_t)v;
+    ANSWER(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *current,
+                                         unsigned int *pending)
+{
+    DEVICE_CALL("nvmlDeviceGetMigMode", current && pending);
+    unsigned long long cur, pend; /* MIG is a datacenter feature: absent, NOT_SUPPORTED */
+    if (!u64_at2(dev, "mig_mode", "current", &cur) || !u64_at2(dev, "mig_mode", "pending", &pend))
+        ANSWER(NVML_ERROR_NOT_SUPPORTED);
+    *current = (unsigned)cur;
+    *pending = (unsigned)pend;
+    ANSWER(NVML_SUCCESS);
+}
+
+static nvmlReturn_t applications_clock(nvmlDevice_t device, const char *fn, const char *key,
+                                       int type, unsigned int *mhz)
+{
+    DEVICE_CALL(fn, mhz && clock_key((nvmlClockType_t)type));
+    unsigned long long v;
+    if (!u64_at2(dev, key, clock_key((nvmlClockType_t)type), &v))
+        ANSWER(NVML_ERROR_NOT_SUPPORTED);
+    *mhz = (unsigned)v;
+    ANSWER(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetApplicationsClock(nvmlDevice_t device, int type,
+                                                   unsigned int *mhz)
+{
+    return applications_clock(device, "nvmlDeviceGetApplicationsClock",
+                              "applications_clocks_mhz", type, mhz);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetDefaultApplicationsClock(nvmlDevice_t device, int type,
+                                                          unsigned int *mhz)
+{
+    return applications_clock(device, "nvmlDeviceGetDefaultApplicationsClock",
+                              "default_applications_clocks_mhz", type, mhz);
+}
+
+/* Retired pages (before Ampere; newer cards remap rows instead): NVML's two-call protocol,
+ * the count first, then that many addresses (made up, distinct). */
+EXPORT nvmlReturn_t nvmlDeviceGetRetiredPages(nvmlDevice_t device, int cause,
+                                              unsigned int *count, unsigned long long *addresses)
+{
+    DEVICE_CALL("nvmlDeviceGetRetiredPages", count && (cause == 0 || cause == 1));
+    unsigned long long n;
+    if (!u64_at2(dev, "retired_pages", cause == 0 ? "single_bit" : "double_bit", &n))
+        ANSWER(NVML_ERROR_NOT_SUPPORTED);
+    if (!addresses || *count < n) {
+        *count = (unsigned)n;
+        ANSWER(n ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS);
+    }
+    for (unsigned long long i = 0; i < n; i++)
+        addresses[i] = 0x100000ULL * (i + 1) + (unsigned long long)cause;
+    *count = (unsigned)n;
+    ANSWER(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetRetiredPagesPendingStatus(nvmlDevice_t device,
+                                                           nvmlEnableState_t *pending)
+{
+    DEVICE_CALL("nvmlDeviceGetRetiredPagesPendingStatus", pending);
+    unsigned long long v;
+    if (!u64_at2(dev, "retired_pages", "pending", &v))
+        ANSWER(NVML_ERROR_NOT_SUPPORTED);
+    *pending = v ? NVML_FEATURE_ENABLED : NVML_FEATURE_DISABLED;
+    ANSWER(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetEncoderStats(nvmlDevice_t device, unsigned int *sessions,
+                                              unsigned int *fps, unsigned int *latency_us)
+{
+    DEVICE_CALL("nvmlDeviceGetEncoderStats", sessions && fps && latency_us);
+    unsigned long long s, f, l;
+    if (!u64_at2(dev, "encoder_stats", "sessions", &s) ||
+        !u64_at2(dev, "encoder_stats", "fps", &f) ||
+        !u64_at2(dev, "encoder_stats", "latency_us", &l))
+        ANSWER(NVML_ERROR_NOT_SUPPORTED);
+    *sessions = (unsigned)s;
+    *fps = (unsigned)f;
+    *latency_us = (unsigned)l;
+    ANSWER(NVML_SUCCESS);
+}
+
+/* NVLink: "nvlinks" lists the card's links, each {"up": bool, "replay", "recovery",
+ * "crc_flit", "crc_data": counts}; no list: NOT_SUPPORTED; a link past it: INVALID_ARGUMENT. */
+static const struct json *nvlink(const struct json *dev, unsigned link, nvmlReturn_t *rc)
+{
+    const struct json *links = json_get(dev, "nvlinks");
+    if (!links || links->type != JSON_ARRAY) {
+        *rc = NVML_ERROR_NOT_SUPPORTED;
+        return NULL;
+    }
+    if (link >= links->count) {
+        *rc = NVML_ERROR_INVALID_ARGUMENT;
+        return NULL;
+    }
+    *rc = NVML_SUCCESS;
+    return links->items[link];
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t device, unsigned int link,
+                                             nvmlEnableState_t *active)
+{
+    DEVICE_CALL("nvmlDeviceGetNvLinkState", active);
+    nvmlReturn_t rc;
+    const struct json *l = nvlink(dev, link, &rc);
+    if (!l)
+        ANSWER(rc);
+    *active = is_true(json_get(l, "up")) ? NVML_FEATURE_ENABLED : NVML_FEATURE_DISABLED;
+    ANSWER(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkErrorCounter(nvmlDevice_t device, unsigned int link,
+                                                    int counter, unsigned long long *value)
+{
+    DEVICE_CALL("nvmlDeviceGetNvLinkErrorCounter", value);
+    static const char *const COUNTERS[] = {"replay", "recovery", "crc_flit", "crc_data"};
+    if (counter < 0 || counter > 3)
+        ANSWER(NVML_ERROR_INVALID_ARGUMENT);
+    nvmlReturn_t rc;
+    const struct json *l = nvlink(dev, link, &rc);
+    if (!l)
+        ANSWER(rc);
+    if (!u64_at(l, COUNTERS[counter], value))
+        ANSWER(NVML_ERROR_NOT_SUPPORTED);
     ANSWER(NVML_SUCCESS);
 }

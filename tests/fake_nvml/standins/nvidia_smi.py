@@ -92,6 +92,31 @@ def query_fields(sc: dict) -> dict[str, object]:
         "compute_cap": lambda c, i: (
             f"{c.get('compute_capability_major', 8)}.{c.get('compute_capability_minor', 9)}"
         ),
+        "ecc.mode.pending": lambda c, i: NA if c.get("ecc") is None else "Enabled",
+        "mig.mode.current": lambda c, i: (
+            NA if not c.get("mig_mode") else flag(c["mig_mode"]["current"], "Enabled", "Disabled")
+        ),
+        "compute_mode": lambda c, i: (
+            "Default",
+            "Exclusive_Thread",
+            "Prohibited",
+            "Exclusive_Process",
+        )[c.get("compute_mode") or 0],
+        "inforom.img": lambda c, i: c.get("inforom_image_version") or NA,
+        "inforom.oem": lambda c, i: (c.get("inforom_versions") or {}).get("oem") or NA,
+        "inforom.ecc": lambda c, i: (c.get("inforom_versions") or {}).get("ecc") or NA,
+        "clocks.applications.graphics": lambda c, i: number(
+            (c.get("applications_clocks_mhz") or {}).get("graphics")
+        ),
+        "clocks.applications.memory": lambda c, i: number(
+            (c.get("applications_clocks_mhz") or {}).get("memory")
+        ),
+        "clocks.default_applications.graphics": lambda c, i: number(
+            (c.get("default_applications_clocks_mhz") or {}).get("graphics")
+        ),
+        "encoder.stats.sessionCount": lambda c, i: number(
+            (c.get("encoder_stats") or {}).get("sessions")
+        ),
         "remapped_rows.correctable": lambda c, i: number(remapped(c, "correctable")),
         "remapped_rows.uncorrectable": lambda c, i: number(remapped(c, "uncorrectable")),
         "remapped_rows.pending": lambda c, i: flag(remapped(c, "pending")),
