@@ -309,7 +309,8 @@ def main() -> None:
         workdir = Path(tmp)
         scenario = workdir / "scenario.json"
         write_scenario(scenario, make_scenario(8))
-        sysfs = fake_sysfs(workdir / "sys")
+        # Each card on the bus with its AER files, as on a real rig.
+        sysfs = fake_sysfs(workdir / "sys", cards=8)
         with (
             running_exporter(scenario, f"--path.sysfs={sysfs}") as (_, exporter),
             SnapshotServer(exporter) as snapshot,

@@ -32,10 +32,16 @@ FAMILIES = specs(
     ("rigwatch_pci_link_width", "gauge", "Current PCIe link width in lanes (sysfs)."),
     ("rigwatch_pci_link_max_width", "gauge", "Maximum PCIe link width in lanes (sysfs)."),
     (
+        "rigwatch_pci_aer_events_total",
+        "counter",
+        "PCIe AER error events the kernel counted on the card's link, by severity; source says "
+        "whether the card's own counters or its upstream port's.",
+    ),
+    (
         "rigwatch_pci_aer_errors_total",
         "counter",
-        "PCIe AER errors the kernel counted on the card's link, by severity and error; source "
-        "says whether the card's own counters or its upstream port's.",
+        "PCIe AER error bits the kernel counted on the card's link, by severity and error name "
+        "(an event can set several); only errors seen at least once.",
     ),
 )
 
@@ -61,13 +67,15 @@ class _Labels:
         return labels
 
     def aer_for(self, severity: str, error: str) -> LabelSet:
+        """The labels of an error's counter, or of the severity's event total (error "")."""
         labels = self.aer.get((severity, error))
         if labels is None:
+            named = {"error": error} if error else {}
             labels = self.aer[severity, error] = LabelSet(
                 pci_bus_id=self.function.bus_id,
                 source=self.function.aer_source,
                 severity=severity,
-                error=error,
+                **named,
             )
         return labels
 
@@ -122,8 +130,14 @@ class PciCollector:
             if function.max_width is not None:
                 out.append(("rigwatch_pci_link_max_width", base, function.max_width))
             for count in bus.aer(function):
-                labels_for = labels.aer_for(count.severity, count.error)
-                out.append(("rigwatch_pci_aer_errors_total", labels_for, count.count))
+                if count.error == "TOTAL":
+                    labels_for = labels.aer_for(count.severity, "")
+                    out.append(("rigwatch_pci_aer_events_total", labels_for, count.count))
+                elif count.count:
+                    # An error never seen has no series: 44 zero counters a card were a third
+                    # of an 8-card rig's series; the events total is always there for rules.
+                    labels_for = labels.aer_for(count.severity, count.error)
+                    out.append(("rigwatch_pci_aer_errors_total", labels_for, count.count))
         return out
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:

@@ -153,8 +153,12 @@ class PciBus:
         )
 
     def aer(self, function: GpuFunction) -> list[AerCount]:
-        """The AER counters by severity and error, without the kernel's TOTAL_ERR_* lines (the
-        per-error counters already add up to what a rule needs)."""
+        """The AER counters by severity: each error's line, and the kernel's TOTAL_ERR_* line
+        as error "TOTAL". They count different things: the kernel adds one to an error's
+        counter for every status bit set in an event, and one to the total per event, so the
+        per-error counters do not add up to the total (one bad TLP event can also set
+        receiver-error and bad-DLLP bits). Rules count events (the totals); the error names
+        say what kind."""
         counts: list[AerCount] = []
         for severity, path in function.aer_files:
             try:
@@ -164,14 +168,15 @@ class PciBus:
                 continue
             for line in text.splitlines():
                 parts = line.split()
-                if len(parts) != 2 or parts[0].startswith("TOTAL_ERR_"):
+                if len(parts) != 2:
                     continue
+                name = "TOTAL" if parts[0].startswith("TOTAL_ERR_") else parts[0]
                 try:
                     count = int(parts[1])
                 except ValueError:
                     continue
                 if count >= 0:
-                    counts.append(AerCount(severity, parts[0], count))
+                    counts.append(AerCount(severity, name, count))
         return counts
 
     def _speed(self, path: str) -> float | None:

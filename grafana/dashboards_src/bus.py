@@ -50,7 +50,7 @@ def _per_bus_card(expr: str) -> str:
 
 def _aer(severity: str) -> str:
     return _per_bus_card(
-        f'sum by ({BUS_KEY}, rig) (rigwatch_pci_aer_errors_total{{{HOST}, severity="{severity}"}})'
+        f'sum by ({BUS_KEY}, rig) (rigwatch_pci_aer_events_total{{{HOST}, severity="{severity}"}})'
     )
 
 
@@ -99,7 +99,7 @@ def detail_panels() -> list[timeseries.Panel]:
                 Query(
                     "aer",
                     f"sum by (rig, instance, gpu, severity) "
-                    f"(rate(rigwatch_pci_aer_errors_total{{{HOST}}}[$__rate_interval]) {TO_CARD})",
+                    f"(rate(rigwatch_pci_aer_events_total{{{HOST}}}[$__rate_interval]) {TO_CARD})",
                     "GPU {{gpu}} {{severity}}",
                 )
             ],

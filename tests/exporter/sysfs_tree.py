@@ -45,13 +45,16 @@ _TOTALS = {
 }
 
 
-def aer_text(filename: str, counts: dict[str, int] | None = None) -> str:
-    """An aer_dev_* file as the kernel writes it: one `Name count` line per error, then the
-    total (Documentation/ABI/testing/sysfs-bus-pci-devices-aer-stats)."""
+def aer_text(filename: str, counts: dict[str, int] | None = None, total: int | None = None) -> str:
+    """An aer_dev_* file as the kernel writes it: one `Name count` line per error (a count per
+    status bit set), then the TOTAL_ERR_* line (a count per event: one event can set several
+    bits, so it is often less than the sum; given, or the sum when not)
+    (Documentation/ABI/testing/sysfs-bus-pci-devices-aer-stats)."""
     counts = counts or {}
     names = CORRECTABLE if filename == "aer_dev_correctable" else UNCORRECTABLE
     lines = [f"{name} {counts.get(name, 0)}" for name in names]
-    lines.append(f"{_TOTALS[filename]} {sum(counts.values())}")
+    events = sum(counts.values()) if total is None else total
+    lines.append(f"{_TOTALS[filename]} {events}")
     return "\n".join(lines) + "\n"
 
 
@@ -126,12 +129,19 @@ class SysfsTree:
         if driver is not None:
             link.symlink_to(os.path.relpath(self.root / "bus/pci/drivers" / driver, path))
 
-    def set_aer(self, address: str, filename: str, counts: dict[str, int], port: bool = False):
+    def set_aer(
+        self,
+        address: str,
+        filename: str,
+        counts: dict[str, int],
+        port: bool = False,
+        total: int | None = None,
+    ):
         path = self._dir(address)
         if port:
             path = path.parent
         tmp = path / (filename + ".tmp")
-        tmp.write_text(aer_text(filename, counts))
+        tmp.write_text(aer_text(filename, counts, total))
         os.replace(tmp, path / filename)
 
     def set_link(self, address: str, speed: str, width: int) -> None:

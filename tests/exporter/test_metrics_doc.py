@@ -57,7 +57,9 @@ def test_docs_and_output_name_the_same_families_types_and_labels(scenario_file, 
     # A third card NVML counts but cannot open, on a bus that also shows a vfio-bound card.
     scenario["devices"].append(make_device(2, lost=True))
     write_scenario(scenario_file, scenario)
-    rig_tree(tmp_path / "sys")
+    tree = rig_tree(tmp_path / "sys")
+    # An error seen once, so its per-error counter is there too.
+    tree.set_aer("0000:01:00.0", "aer_dev_correctable", {"BadTLP": 2}, total=1)
     _hwmon(tmp_path / "sys")
     with running_exporter(
         scenario_file,

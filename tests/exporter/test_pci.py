@@ -201,7 +201,7 @@ def test_card_that_leaves_the_bus_disappears_from_it(scenario_file, tmp_path):
         tree.remove(LOST_BUS_ID)
         s = scrape(base)
         assert s.all("rigwatch_pci_gpu_info", pci_bus_id=LOST_BUS_ID) == []
-        assert s.all("rigwatch_pci_aer_errors_total", pci_bus_id=LOST_BUS_ID) == []
+        assert s.all("rigwatch_pci_aer_events_total", pci_bus_id=LOST_BUS_ID) == []
         assert s.value("rigwatch_pci_gpu_info", pci_bus_id="0000:01:00.0") == 1
         assert s.value("rigwatch_scrape_collector_success", collector="pci") == 1
 
@@ -209,32 +209,34 @@ def test_card_that_leaves_the_bus_disappears_from_it(scenario_file, tmp_path):
 def test_aer_counters_rise_and_fall_back_to_the_upstream_port(scenario_file, tmp_path):
     with _exporter_on_rig(scenario_file, tmp_path, make_scenario(3)) as (tree, _, base):
         s = scrape(base)
-        own = s.all("rigwatch_pci_aer_errors_total", pci_bus_id="0000:01:00.0")
-        # Every error the kernel lists, none of its TOTAL_ERR_* lines, all zero yet.
-        assert len(own) == 8 + 2 * 18
-        assert {labels["source"] for labels, _ in own} == {"device"}
-        assert not any(labels["error"].startswith("TOTAL") for labels, _ in own)
-        assert {value for _, value in own} == {0}
+        # A healthy link: the kernel's three event totals, at 0; no per-error series (44 a
+        # card, every one 0) until an error is seen.
+        events = s.all("rigwatch_pci_aer_events_total", pci_bus_id="0000:01:00.0")
+        assert sorted((labels["severity"], v) for labels, v in events) == [
+            ("correctable", 0),
+            ("fatal", 0),
+            ("nonfatal", 0),
+        ]
+        assert {labels["source"] for labels, _ in events} == {"device"}
+        assert all("error" not in labels for labels, _ in events)
+        assert s.all("rigwatch_pci_aer_errors_total", pci_bus_id="0000:01:00.0") == []
         # The card at 02 has no AER capability: its port's counters stand in.
-        port = s.all("rigwatch_pci_aer_errors_total", pci_bus_id="0000:02:00.0")
+        port = s.all("rigwatch_pci_aer_events_total", pci_bus_id="0000:02:00.0")
         assert port and {labels["source"] for labels, _ in port} == {"upstream_port"}
 
-        tree.set_aer("0000:01:00.0", "aer_dev_correctable", {"BadTLP": 3, "BadDLLP": 40})
+        # One event can set several status bits: the kernel's total counts events, the
+        # per-error lines bits, so they need not add up (here 30 events, 43 bits).
+        tree.set_aer("0000:01:00.0", "aer_dev_correctable", {"BadTLP": 3, "BadDLLP": 40}, total=30)
         tree.set_aer("0000:02:00.0", "aer_dev_fatal", {"CmpltTO": 1}, port=True)
         s = scrape(base)
         labels = {"pci_bus_id": "0000:01:00.0", "severity": "correctable"}
+        assert s.value("rigwatch_pci_aer_events_total", **labels) == 30
         assert s.value("rigwatch_pci_aer_errors_total", **labels, error="BadTLP") == 3
         assert s.value("rigwatch_pci_aer_errors_total", **labels, error="BadDLLP") == 40
-        assert s.value("rigwatch_pci_aer_errors_total", **labels, error="RxErr") == 0
-        assert (
-            s.value(
-                "rigwatch_pci_aer_errors_total",
-                pci_bus_id="0000:02:00.0",
-                severity="fatal",
-                error="CmpltTO",
-            )
-            == 1
-        )
+        assert s.all("rigwatch_pci_aer_errors_total", **labels, error="RxErr") == []
+        fatal = {"pci_bus_id": "0000:02:00.0", "severity": "fatal"}
+        assert s.value("rigwatch_pci_aer_errors_total", **fatal, error="CmpltTO") == 1
+        assert s.value("rigwatch_pci_aer_events_total", **fatal) == 1
 
 
 def test_sysfs_without_aer_files_and_with_unreadable_files(scenario_file, tmp_path):
@@ -250,13 +252,13 @@ def test_sysfs_without_aer_files_and_with_unreadable_files(scenario_file, tmp_pa
     write_scenario(scenario_file, make_scenario(2))
     with running_exporter(scenario_file, FAST_RETRY, _sysfs_flag(tree)) as (proc, base):
         s = scrape(base)
-        assert s.all("rigwatch_pci_aer_errors_total", pci_bus_id="0000:01:00.0") == []
+        assert s.all("rigwatch_pci_aer_events_total", pci_bus_id="0000:01:00.0") == []
         assert s.value("rigwatch_pci_link_width", pci_bus_id="0000:01:00.0") == 16
         assert s.value("rigwatch_pci_link_width", pci_bus_id="0000:02:00.0") is None
         assert s.value("rigwatch_pci_link_max_width", pci_bus_id="0000:02:00.0") == 16
         severities = {
             labels["severity"]
-            for labels, _ in s.all("rigwatch_pci_aer_errors_total", pci_bus_id="0000:02:00.0")
+            for labels, _ in s.all("rigwatch_pci_aer_events_total", pci_bus_id="0000:02:00.0")
         }
         assert severities == {"correctable", "nonfatal"}
         assert s.value("rigwatch_scrape_collector_success", collector="pci") == 1

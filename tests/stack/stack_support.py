@@ -310,14 +310,14 @@ class WebhookReceiver(InBackground):
         return found
 
 
-def fake_sysfs(root: Path) -> Path:
+def fake_sysfs(root: Path, cards: int = 2) -> Path:
     """A sysfs tree with one hwmon chip (a CPU package sensor with high and critical marks),
     so host temperature queries have data on machines without sensors, and the PCI bus of the
-    two simulated cards of make_scenario(2) (links and AER counters)."""
+    simulated cards of make_scenario(cards) (up to 9; links and AER counters)."""
     from tests.exporter.sysfs_tree import SysfsTree
 
     bus = SysfsTree(root)
-    for number in (1, 2):
+    for number in range(1, cards + 1):
         if not (bus.devices / f"0000:0{number}:00.0").exists():
             bus.add_function(f"0000:0{number}:00.0", port=f"0000:00:01.{number}")
     chip = root / "class" / "hwmon" / "hwmon0"
