@@ -1445,6 +1445,9 @@ def workload_section(
             start_series = scrape.values("rigwatch_gpu_process_start_time_seconds", pid=str(pid))
             if start_series:
                 seen_series["start"] = start_series[0]
+            tensor = scrape.value("rigwatch_gpu_pipe_activity_ratio", uuid=uuid, pipe="tensor")
+            if tensor is not None:
+                seen_series["tensor"] = max(tensor, seen_series.get("tensor", 0.0))
             sm_series = scrape.values("rigwatch_gpu_process_sm_utilization_ratio", pid=str(pid))
             if sm_series:
                 seen_series["sm"] = sm_series[0]
@@ -1462,7 +1465,7 @@ def workload_section(
                 apps = smi.compute_apps()
                 after = exporter.scrape()
                 process_checks(checks, before, after, apps, pid)
-            if not gpm_done and time.time() - ready_at > 5:
+            if not gpm_done and compared:
                 gpm_done = True
                 report.raw["gpm_under_load"] = [gpm_read(h, 1.0) for h in handles()]
             time.sleep(0.5)
@@ -1512,6 +1515,19 @@ def workload_section(
                 f"{seen_series['sm'][1]:.2f}" if "sm" in seen_series else "never seen",
             )
         )
+        direct = (report.raw.get("gpm_under_load") or [{}])[0]
+        if direct.get("answer") == "ok":
+            # The card has GPM: the exporter's gpm collector must have seen the tensor cores.
+            tensor = seen_series.get("tensor")
+            checks.append(
+                (
+                    "the gpm collector's tensor activity under load (above 30 %)",
+                    tensor is not None and tensor >= 0.3,
+                    f"peak {tensor:.2f}; read directly {direct['values'].get('ANY_TENSOR_UTIL')} %"
+                    if tensor is not None
+                    else "no rigwatch_gpu_pipe_activity_ratio{pipe=tensor} series",
+                )
+            )
         peak = max((u for u in trace.utilization if u == u), default=float("nan"))
         checks.append(
             ("utilisation rose above 50 %", peak >= 0.5, f"peak {peak:.2f} from {baseline:.2f}")

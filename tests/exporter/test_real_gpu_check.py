@@ -51,6 +51,7 @@ def datacenter_and_consumer(path: Path) -> None:
         default_applications_clocks_mhz={"graphics": 1980, "memory": 3201},
         mig_mode={"current": 0, "pending": 0},
         encoder_stats={"sessions": 0, "fps": 0, "latency_us": 0},
+        gpm={"sm_util": 0.0, "any_tensor_util": 0.0},
     )
     consumer = make_device(1, utilization_gpu_percent=2)
     write_scenario(
@@ -95,7 +96,7 @@ def run_check(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[int,
 def test_the_check_passes_on_the_simulated_cards_with_a_workload(
     tmp_path: Path, fake_nvml_dir: Path
 ) -> None:
-    workload = f"{sys.executable} {STANDINS / 'workload.py'} --seconds 4 --gib 3"
+    workload = f"{sys.executable} {STANDINS / 'workload.py'} --seconds 6 --gib 3"
     code, report, stderr = run_check(tmp_path, "--workload", workload, "--fall-timeout", "20")
     assert code == 0, report + stderr[-3000:]
     assert "**Result: all checks passed.**" in report
@@ -129,6 +130,7 @@ def test_the_check_passes_on_the_simulated_cards_with_a_workload(
         "a memory series for the workload's pid",
         "process memory vs nvidia-smi compute-apps",
         "start-time series: run name and start time",
+        "the gpm collector's tensor activity under load",
         "utilisation rose above 50 %",
         "energy counter rise vs power integrated",
         "utilisation fell and the pid's series went",

@@ -39,9 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(os.environ["FAKE_NVML_SCENARIO"])
     scenario = json.loads(path.read_text())
     card = scenario["devices"][args.device]
-    idle = {key: card.get(key) for key in (*BUSY, "clocks_mhz", "processes", "memory_used_bytes")}
+    idle = {
+        key: card.get(key) for key in (*BUSY, "clocks_mhz", "processes", "memory_used_bytes", "gpm")
+    }
     held = int(args.gib * 2**30)
     card.update(BUSY)
+    if card.get("gpm") is not None:  # a Hopper card: its tensor cores at work too
+        card["gpm"] = {**card["gpm"], "sm_util": 95.0, "any_tensor_util": 92.0}
     card["clocks_mhz"] = dict(card.get("max_clocks_mhz") or card.get("clocks_mhz") or {})
     card["memory_used_bytes"] = (card.get("memory_used_bytes") or 0) + held
     card["processes"] = [
