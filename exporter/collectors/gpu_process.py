@@ -17,7 +17,7 @@ from exporter.exposition import LabelSet
 from exporter.families import Sample, specs
 from exporter.nvml.device import Gpu
 from exporter.nvml.errors import NOT_FOUND, plausible
-from exporter.nvml.pynvml_internals import ProcessReads
+from exporter.nvml.processes import ProcessReads
 from exporter.nvml.session import NvmlSession
 from exporter.settings import Settings
 

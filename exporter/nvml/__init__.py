@@ -1,3 +1,3 @@
 """NVML for the exporter: `session` (init, re-init, supervisor), `device` (a card's handle,
 identity, static facts), `errors` (what NVML's answers mean), `rwlock` (reads against
-re-initialisation) and `pynvml_internals` (the one place past pynvml's public calls)."""
+re-initialisation) and `processes` (process lists and utilisation)."""
