@@ -24,7 +24,7 @@ import yaml
 
 from tests.alert_bot.fake_telegram import FakeTelegram
 from tests.stack import engine
-from tests.support import REPO, http_get, wait_until
+from tests.support import REPO, free_port, http_get, wait_until
 
 PROJECT = "rigwatchtest"
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.no-gpu.yml", "docker-compose.override.yml"]
@@ -34,10 +34,16 @@ TELEGRAM_TOKEN = "123456:compose-test-token"
 DEFAULT_CHAT = -1001234
 ROUTED_CHAT = -1009999
 WEBHOOK_TOKEN = "compose-webhook-secret"
-PROMETHEUS = "http://127.0.0.1:9090"
-ALERTMANAGER = "http://127.0.0.1:9093"
-BOT = "http://127.0.0.1:10736"
-EXPORTER = "http://127.0.0.1:10735"
+# The stack is published on free loopback ports through the compose file's *_PORT variables,
+# so the test passes on a rig where rigwatch already listens on 10735, 9090, 9093 and 10736.
+HOST_PORTS = {
+    name: str(free_port())
+    for name in ("EXPORTER_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT", "BOT_PORT")
+}
+PROMETHEUS = f"http://127.0.0.1:{HOST_PORTS['PROMETHEUS_PORT']}"
+ALERTMANAGER = f"http://127.0.0.1:{HOST_PORTS['ALERTMANAGER_PORT']}"
+BOT = f"http://127.0.0.1:{HOST_PORTS['BOT_PORT']}"
+EXPORTER = f"http://127.0.0.1:{HOST_PORTS['EXPORTER_PORT']}"
 # Point 1: external URLs with a path, as behind a reverse proxy.
 PROMETHEUS_EXTERNAL_URL = "http://rig.lan/prometheus/"
 ALERTMANAGER_EXTERNAL_URL = "http://rig.lan/alertmanager/"
@@ -81,7 +87,7 @@ class Stack:
         command = ["docker-compose"]
         for name in COMPOSE_FILES:
             command += ["-f", name]
-        env = {**self.engine.env, "COMPOSE_PROJECT_NAME": PROJECT}
+        env = {**self.engine.env, **HOST_PORTS, "COMPOSE_PROJECT_NAME": PROJECT}
         result = subprocess.run(
             [*command, *args],
             cwd=self.checkout,

@@ -1,0 +1,123 @@
+"""README's test command where people run it: with rigwatch's default ports already taken and,
+optionally, CPU-bound work beside it. Prints one table: run, load, passed, failed, errors,
+skipped, wall time.
+
+    python3 bench/loaded_suite.py                     # 3 loaded runs and 1 quiet one
+    python3 bench/loaded_suite.py --loaded 0 --quiet 1 -- -k exporter   # extra pytest arguments
+
+Each run holds listeners on 127.0.0.1 and 0.0.0.0 at the exporter's, the bot's, Prometheus's,
+Alertmanager's and Grafana's default ports (10735, 10736, 9090, 9093, 3000; a port something
+else holds already is left to it and said so), and a loaded run starts `stress-ng --cpu 2`
+beside the suite (installed with apt-get when missing). Everything it starts it stops by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PORTS = (10735, 10736, 9090, 9093, 3000)
+
+
+def log(message: str) -> None:
+    print(f"[loaded_suite {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def ports_held(ports: tuple[int, ...]) -> Iterator[list[str]]:
+    """Listening sockets on every port given, on loopback and on every interface."""
+    held: list[socket.socket] = []
+    notes = []
+    try:
+        for port in ports:
+            for host in ("127.0.0.1", "0.0.0.0"):
+                sock = socket.socket()
+                try:
+                    sock.bind((host, port))
+                    sock.listen(8)
+                    held.append(sock)
+                except OSError as err:
+                    sock.close()
+                    notes.append(f"{host}:{port} already taken ({err.strerror})")
+        yield notes
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@contextlib.contextmanager
+def cpu_load(workers: int) -> Iterator[None]:
+    if workers <= 0:
+        yield
+        return
+    if shutil.which("stress-ng") is None:
+        log("installing stress-ng")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "stress-ng"], check=True)
+    proc = subprocess.Popen(["stress-ng", "--cpu", str(workers), "--quiet"], start_new_session=True)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def run_suite(extra: list[str]) -> tuple[dict[str, int], float, int]:
+    start = time.monotonic()
+    done = subprocess.run(
+        ["bash", "tests/run.sh", *extra],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    took = time.monotonic() - start
+    tail = (done.stdout + done.stderr).strip().splitlines()[-40:]
+    summary = next((line for line in reversed(tail) if re.search(r"\d+ (passed|failed)", line)), "")
+    counts = {
+        kind: int(match.group(1)) if (match := re.search(rf"(\d+) {kind}", summary)) else 0
+        for kind in ("passed", "failed", "errors", "skipped")
+    }
+    if done.returncode != 0:
+        log("\n".join(tail[-25:]))
+    return counts, took, done.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--loaded", type=int, default=3, help="runs beside stress-ng --cpu 2")
+    parser.add_argument("--quiet", type=int, default=1, help="runs without the CPU load")
+    parser.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
+    args = parser.parse_args(argv)
+    rows = []
+    plan = [("stress-ng --cpu 2", 2)] * args.loaded + [("quiet", 0)] * args.quiet
+    for number, (load, workers) in enumerate(plan, 1):
+        with ports_held(DEFAULT_PORTS) as notes, cpu_load(workers):
+            for note in notes:
+                log(note)
+            log(f"run {number}: {load}, default ports held")
+            counts, took, code = run_suite(args.pytest_args)
+        rows.append((number, load, counts, took, code))
+    print("| run | load | passed | failed | errors | skipped | wall time | exit |")
+    print("|---|---|---|---|---|---|---|---|")
+    for number, load, c, took, code in rows:
+        print(
+            f"| {number} | {load} | {c['passed']} | {c['failed']} | {c['errors']} "
+            f"| {c['skipped']} | {took / 60:.1f} min | {code} |"
+        )
+    return 0 if all(code == 0 for *_, code in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
