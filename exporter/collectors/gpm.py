@@ -26,7 +26,6 @@ from exporter.families import Sample, specs
 from exporter.nvml.device import Device, Gpu
 from exporter.nvml.errors import GPU_IS_LOST
 from exporter.nvml.session import STALE_READINGS_MAX_SECONDS, NvmlSession
-from exporter.scrape import Unit
 from exporter.settings import Settings
 from rigwatch.logs import logger
 
@@ -137,18 +136,15 @@ class GpmCollector(PerCardCollector):
         super().__init__(settings, session)
         self._cards: dict[str, CardGpm] = {}
 
-    def plan(self) -> list[Unit]:
-        """Units for the cards with GPM only (support is known once per initialisation): a card
-        without it costs no unit, every scrape."""
-        units = []
-        for unit, gpu in zip(super().plan(), self._up_cards(), strict=True):
+    def cards(self) -> list[Gpu]:
+        """The cards up with GPM (support is known once per initialisation; a card not asked
+        yet is read once to ask): a card without it costs no unit, scrape after scrape."""
+        out = []
+        for gpu in super().cards():
             state = self._cards.get(gpu.uuid)
             if state is None or state.device is not gpu.device or state.supported:
-                units.append(unit)
-        return units
-
-    def _up_cards(self) -> list[Gpu]:
-        return [gpu for gpu in self.session.gpus() if gpu.up]
+                out.append(gpu)
+        return out
 
     def read_card(self, gpu: Gpu) -> list[Sample]:
         state = self._state(gpu)

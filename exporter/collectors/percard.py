@@ -70,6 +70,10 @@ class PerCardCollector:
     def read_card(self, gpu: Gpu) -> list[Sample]:
         raise NotImplementedError
 
+    def cards(self) -> list[Gpu]:
+        """The cards this scrape reads: those up."""
+        return [gpu for gpu in self.session.gpus() if gpu.up]
+
     def plan(self) -> list[Unit]:
         session, read = self.session, self.read_card
         return [
@@ -78,8 +82,7 @@ class PerCardCollector:
                 partial(session.read_card, gpu, read, gpu),
                 self.lane or f"{self.name}/{gpu.uuid}",
             )
-            for gpu in session.gpus()
-            if gpu.up
+            for gpu in self.cards()
         ]
 
     def build(self, outcomes: list[UnitOutcome]) -> tuple[list[Metric], bool]:
