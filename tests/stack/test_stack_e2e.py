@@ -181,7 +181,13 @@ def test_every_rule_evaluates_cleanly_on_real_data(pipeline):
     groups = json.loads(body)["data"]["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
     assert len(rules) >= 30
-    broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
+    # The hourly groups (rules/wear.yml) may not have run yet: not run is fine, failing is not.
+    broken = {
+        r["name"]: r.get("lastError")
+        for group in groups
+        for r in group["rules"]
+        if r["health"] == "err" or (r["health"] != "ok" and group["interval"] < 3600)
+    }
     assert broken == {}
     status, body = http_get(pipeline.prometheus + "/api/v1/alerts")
     alerts = json.loads(body)["data"]["alerts"]
