@@ -227,9 +227,16 @@ class UnitRunner:
 class Scraper:
     """Runs the enabled collectors for one scrape and renders text exposition format."""
 
-    def __init__(self, collectors: list[Collector], timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        collectors: list[Collector],
+        timeout_seconds: float,
+        after_scrape: Callable[[], None] | None = None,
+    ) -> None:
         self.collectors = collectors
         self.timeout_seconds = timeout_seconds
+        # Run after each scrape (the NVML session's summary of what the cards do not support).
+        self.after_scrape = after_scrape
         self.runner = UnitRunner()
         self._once = OnceLog(LOG)
 
@@ -314,6 +321,8 @@ class Scraper:
             self_samples.append(("rigwatch_scrape_collector_duration_seconds", labels, seconds))
             self_samples.append(("rigwatch_scrape_collector_success", labels, 1.0 if ok else 0.0))
         families.extend(build_families(SELF_FAMILIES, self_samples))
+        if self.after_scrape is not None:
+            self.after_scrape()
         return families
 
     def render(self, timeout_seconds: float | None = None) -> bytes:

@@ -190,7 +190,9 @@ class ExporterServer:
             self.session = NvmlSession(settings.nvml_retry_max_seconds, settings.sysfs)
             self.session.start()
         self.scraper = Scraper(
-            create_collectors(settings, self.session), settings.scrape_timeout_seconds
+            create_collectors(settings, self.session),
+            settings.scrape_timeout_seconds,
+            self.session.report_unavailable if self.session is not None else None,
         )
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
 

@@ -4,10 +4,14 @@ per-field policy that turns a failed call into a left-out series, a lost card or
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rigwatch.logs import logger
 from rigwatch.oncelog import OnceLog
+
+LOG = logger("exporter", "nvml")
 
 if TYPE_CHECKING:
     from exporter.nvml.device import Gpu
@@ -54,9 +58,12 @@ def error_name(nvml: Any, code: int) -> str:
 class FieldCalls:
     """NVML calls on one card with the per-field error policy (one instance per loaded pynvml).
 
-    NOT_SUPPORTED / NO_PERMISSION are logged once per card and field and the function is not
-    called again on this card until NVML is re-initialised. GPU_IS_LOST raises GpuLost after
-    report_lost(gpu). Anything else is logged once and leaves the field out while it fails.
+    NOT_SUPPORTED / NO_PERMISSION are logged once per card and field at debug level and the
+    function is not called again on this card until NVML is re-initialised; report_unavailable()
+    (after each scrape) sums up the fields a card newly lacks in one INFO line per card, since a
+    consumer card lacks several and five lines each at start read like five problems.
+    GPU_IS_LOST raises GpuLost after report_lost(gpu). Anything else is logged once and leaves
+    the field out while it fails.
     """
 
     def __init__(self, nvml: Any, once: OnceLog, report_lost: Callable[[Gpu], None]) -> None:
@@ -64,6 +71,9 @@ class FieldCalls:
         self.once = once
         self.report_lost = report_lost
         self._nvml_error = nvml.NVMLError
+        # Cards with fields found unavailable since the last report: uuid -> (index, [why what]).
+        self._unreported: dict[str, tuple[str, list[str]]] = {}
+        self._unreported_lock = threading.Lock()
 
     def call(self, gpu: Gpu, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(handle, *args) on the card; None when the field is unavailable."""
@@ -85,8 +95,8 @@ class FieldCalls:
     def _unavailable(self, gpu: Gpu, what: str, why: str) -> None:
         """Not called again on this card until NVML is re-initialised; logged once."""
         gpu.device.unavailable.add(what)
-        self.once.log(
-            logging.INFO,
+        first = self.once.log(
+            logging.DEBUG,
             ("unavailable", gpu.uuid, what),
             "GPU %s (%s): %s %s; its series are left out",
             gpu.device.index,
@@ -94,6 +104,23 @@ class FieldCalls:
             what,
             why,
         )
+        if first:
+            with self._unreported_lock:
+                index, fields = self._unreported.setdefault(gpu.uuid, (gpu.device.index, []))
+                fields.append(f"{what} ({why})")
+
+    def report_unavailable(self) -> None:
+        """One INFO line per card naming every field found unavailable since the last report."""
+        with self._unreported_lock:
+            unreported, self._unreported = self._unreported, {}
+        for uuid, (index, fields) in unreported.items():
+            LOG.info(
+                "GPU %s (%s) does not support %d field(s), their series are left out: %s",
+                index,
+                uuid,
+                len(fields),
+                "; ".join(fields),
+            )
 
     def _failed(self, gpu: Gpu, what: str, code: int) -> None:
         if code in UNAVAILABLE:

@@ -99,6 +99,11 @@ class NvmlSession:
         self._stop.set()
         self._wake.set()
 
+    def report_unavailable(self) -> None:
+        """Log, one line per card, the fields found unavailable since the last call."""
+        if self.calls is not None:
+            self.calls.report_unavailable()
+
     def gpus(self) -> list[Gpu]:
         return list(self._gpus.values())
 
