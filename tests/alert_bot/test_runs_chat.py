@@ -168,6 +168,38 @@ def test_bad_setting_names_its_key(tmp_path, text, key):
     assert caught.value.key == key
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "langauge: ru\n",
+            "langauge: unknown setting (did you mean language? known: access, charts, ",
+        ),
+        (
+            "energy:\n  price_per_kwh: 0.3\n  curency: RUB\n",
+            "energy.curency: unknown setting (did you mean currency? known: currency, ",
+        ),
+        ("runs:\n  xyzzy: 1\n", "runs.xyzzy: unknown setting (known: enabled, "),
+        (
+            "energy:\n  price_per_kwh: 5,5\n",
+            "energy.price_per_kwh: write the decimal with a point: 5.5, not '5,5'",
+        ),
+        (
+            "energy:\n  tariffs: [{from: '07:00', price_per_kwh: '0,4'}]\n",
+            "energy.tariffs[0].price_per_kwh: write the decimal with a point: 0.4, not '0,4'",
+        ),
+    ],
+)
+def test_a_misspelt_setting_gets_the_nearest_name_and_a_decimal_comma_is_told(
+    tmp_path, text, message
+):
+    """As the exporter's flags do: `langauge` is answered with `language`; a price written the
+    way a Russian or German locale writes it is told to use a point."""
+    with pytest.raises(ConfigError) as caught:
+        _config(tmp_path, text)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
 def test_bad_setting_is_one_line_and_exit_2_from_the_command_line(tmp_path):
     env = bot_env(tmp_path, "http://127.0.0.1:9")
     path = tmp_path / "bad.yml"
