@@ -67,7 +67,7 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
                 digests = [t for t in telegram.visible_texts(CHAT) if "Daily digest" in t]
                 runs = _ask(telegram, "/runs")
                 energy = _ask(telegram, "/energy rig1 7d")
-                bad_period = _ask(telegram, "/energy 5d")
+                bad_period = _ask(telegram, "/energy 45d")
                 status = _ask(telegram, "/status rig1")
             # A restart on the same day sends no second digest.
             with running_bot(env):
@@ -92,12 +92,12 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
     assert any("shared its cards with blip.py" in t for t in telegram.visible_texts(CHAT))
     assert "(estimated from power readings)" in ended
     # /energy: per rig (with the host share) and per card; the card without a counter marked.
-    assert "GPU energy, last 7d" in energy and abbreviation in energy
+    assert "GPU energy, last 7 days" in energy and abbreviation in energy
     assert "rig1" in energy and "(host 60 W included)" in energy
     card_lines = {line.split(":")[0].strip(): line for line in energy.splitlines()}
     assert "estimated" not in card_lines["GPU 0"] and "estimated" in card_lines["GPU 2"]
     assert re.search(r"GPU 0: [\d.]+ kWh ≈ [\d.]+ EUR", card_lines["GPU 0"])
-    assert "1d, 7d or 30d" in bad_period
+    assert bad_period == "An energy window lasts from 1 hour to 30 days."
     assert re.search(r"⚡ today [\d.]+ kWh ≈ [\d.]+ EUR", status), status
     # The digest: once, with the rig's figures.
     assert len(digests) == 1 and len(digests_after) == 1
