@@ -220,8 +220,13 @@ PLACE_WORDS = {"rig": N_("rig"), "instance": N_("instance"), "gpu": N_("gpu")}
 
 def alert_place(labels: dict[str, str], keys: tuple[str, ...] = PLACE_LABELS) -> list[str]:
     """Where an alert is ("rig rig1", "instance host:9835", "gpu 0"), as the bot names it in
-    /alerts, chart captions and the descriptions of silence buttons."""
-    return [_(PLACE_WORDS.get(key, key)) + " " + labels[key] for key in keys if labels.get(key)]
+    /alerts, chart captions and the descriptions of silence buttons. An instance named like its
+    rig (a pushing rig's) says nothing the rig does not, and is left out."""
+    return [
+        _(PLACE_WORDS.get(key, key)) + " " + labels[key]
+        for key in keys
+        if labels.get(key) and not (key == "instance" and labels[key] == labels.get("rig"))
+    ]
 
 
 SILENCE_URL_MAX_CHARS = 2000

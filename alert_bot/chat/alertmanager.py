@@ -111,6 +111,33 @@ def describe_matchers(silence: dict) -> str:
     )
 
 
+# The comments the bot writes on its own silences (English, as Alertmanager's UI shows them to
+# everyone); /silences shows them in the chat's language from what they say.
+MUTE_COMMENT = re.compile(r"rigwatch mute of (?P<rig>\S+) from Telegram(?:: (?P<reason>.*))?", re.S)
+BUTTON_COMMENT = re.compile(r"silenced from Telegram for (?P<length>\w+): (?P<what>.*)", re.S)
+
+
+def mute_comment(rig: str, reason: str) -> str:
+    """The comment of a /mute silence (read back by shown_comment)."""
+    return f"rigwatch mute of {rig} from Telegram" + (f": {reason}" if reason else "")
+
+
+def shown_comment(comment: str) -> str:
+    """A silence's comment for the chat: the bot's own in the chat's language, others as
+    written."""
+    mute = MUTE_COMMENT.fullmatch(comment)
+    if mute:
+        text = _("mute of {rig} from Telegram").format(rig=mute["rig"])
+        return text + (f": {mute['reason']}" if mute["reason"] else "")
+    button = BUTTON_COMMENT.fullmatch(comment)
+    if button and button["length"] in SILENCE_DURATIONS:
+        length = silence_length(button["length"])
+        return _("silenced from Telegram for {duration}").format(duration=length) + (
+            f": {button['what']}"
+        )
+    return comment
+
+
 def silences(chat: Chat, message: dict, args: list[str]) -> None:
     active = chat.alertmanager.silences()
     if not active:
@@ -130,9 +157,10 @@ def silences(chat: Chat, message: dict, args: list[str]) -> None:
             time=html.escape(until)
         )
         if silence.get("createdBy"):
-            line += _(" by {who}").format(who=html.escape(silence["createdBy"]))
+            who = silence["createdBy"].removeprefix("telegram:")
+            line += _(" by {who}").format(who=html.escape(who))
         if silence.get("comment"):
-            line += f": {html.escape(silence['comment'][:200])}"
+            line += f": {html.escape(shown_comment(silence['comment'])[:200])}"
         lines.append(line)
         if number <= WITH_BUTTONS:
             label = _("#{number} 🔔 unsilence").format(number=number)

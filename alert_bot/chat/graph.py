@@ -4,13 +4,18 @@ any PromQL, over a chosen range."""
 from __future__ import annotations
 
 import html
-import re
 
 from alert_bot.charts import query_chart
 from alert_bot.chat.context import Chat
 from alert_bot.chat.rig_state import CPU_BUSY
-from alert_bot.config import ConfigError, parse_duration
-from alert_bot.i18n import N_, _
+from alert_bot.i18n import (
+    N_,
+    DurationError,
+    _,
+    format_window,
+    looks_like_duration,
+    parse_typed_duration,
+)
 
 GRAPHS = {
     # The card's name joined in, so the legend says "GPU 0 (RTX 4090) on rig1".
@@ -42,14 +47,14 @@ def graph(chat: Chat, message: dict, args: list[str]) -> None:
         chat.reply(message, _(USAGE))
         return
     seconds = 3600.0
-    range_text = "1h"
-    if len(args) > 1 and re.fullmatch(r"\d+[mhd]", args[-1]):
+    if len(args) > 1 and looks_like_duration(args[-1]):
         try:
-            seconds = min(parse_duration("range", args[-1]), MAX_RANGE_SECONDS)
-            range_text = args[-1]
-            args = args[:-1]
-        except ConfigError:
-            pass
+            seconds = min(parse_typed_duration(args[-1]), MAX_RANGE_SECONDS)
+        except DurationError as exc:
+            chat.reply(message, html.escape(str(exc)))
+            return
+        args = args[:-1]
+    range_text = format_window(seconds)
     narrow: dict[str, str] = {}
     view = GRAPHS.get(args[0].lower())
     if view is not None and len(args) > 1:

@@ -8,10 +8,9 @@ import html
 import re
 from datetime import datetime
 
-from alert_bot.chat.alertmanager import SILENCE_ID, until_text
+from alert_bot.chat.alertmanager import SILENCE_ID, mute_comment, until_text
 from alert_bot.chat.context import Chat, log
-from alert_bot.config import ConfigError, parse_duration
-from alert_bot.i18n import N_, _
+from alert_bot.i18n import N_, DurationError, _, format_window, parse_typed_duration
 from alert_bot.telegram import Button, TelegramError
 
 # The stack's alerts about the bot's own delivery (prometheus/rules/stack.yml): a muted rig
@@ -104,15 +103,20 @@ def mute(chat: Chat, message: dict, args: list[str]) -> None:
         return
     rig, reason = args[0], " ".join(args[2:])[:300]
     try:
-        seconds = parse_duration("duration", args[1])
-    except ConfigError:
-        chat.reply(message, _(USAGE))
+        seconds = parse_typed_duration(args[1])
+    except DurationError as exc:
+        chat.reply(message, html.escape(str(exc)) + "\n" + _(USAGE))
         return
     if not 60 <= seconds <= LONGEST:
-        chat.reply(message, _("A mute lasts from 1m to 7d."))
+        chat.reply(
+            message,
+            _("A mute lasts from {shortest} to {longest}.").format(
+                shortest=format_window(60), longest=format_window(LONGEST)
+            ),
+        )
         return
     who = _who(message)
-    comment = f"rigwatch mute of {rig} from Telegram" + (f": {reason}" if reason else "")
+    comment = mute_comment(rig, reason)
     silence_id = chat.alertmanager.create_silence(
         mute_matchers(rig, watchdog), seconds, chat.clock(), f"telegram:{who}", comment
     )

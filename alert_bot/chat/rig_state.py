@@ -11,7 +11,7 @@ from typing import Any
 from alert_bot.chat import mute
 from alert_bot.chat.alertmanager import firing_alerts, silenced_note
 from alert_bot.chat.context import Chat
-from alert_bot.i18n import N_, _, format_time
+from alert_bot.i18n import N_, _, format_number, format_time
 from alert_bot.render import SEVERITY_MARKERS
 from alert_bot.upstream import UpstreamError
 
@@ -111,14 +111,14 @@ def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
         if key in used and key in total and total[key] > 0:
             parts.append(
                 _("mem {used}/{total} GiB").format(
-                    used=f"{used[key] / GIB:.1f}", total=f"{total[key] / GIB:.1f}"
+                    used=format_number(used[key] / GIB), total=format_number(total[key] / GIB)
                 )
             )
         if key in power:
             watts = f"{power[key]:.0f}"
             if key in limit:
                 watts += f"/{limit[key]:.0f}"
-            parts.append(f"{watts} W")
+            parts.append(_("{watts} W").format(watts=watts))
         if key in fan:
             parts.append(_("fan {percent}").format(percent=_pct(fan[key])))
         if key in throttling:
@@ -217,19 +217,19 @@ def host_lines(chat: Chat, wanted: str | None) -> dict[str, str]:
         parts = []
         temp = temps.get(rig, any_temps.get(rig))
         if temp is not None:
-            parts.append(f"CPU 🌡 {temp:.0f} °C")
+            parts.append(_("CPU 🌡 {celsius} °C").format(celsius=f"{temp:.0f}"))
         if rig in busy:
             parts.append(_("busy {percent}").format(percent=_pct(busy[rig])))
         if rig in load:
-            parts.append(_("load {load}").format(load=f"{load[rig]:.2f}"))
+            parts.append(_("load {load}").format(load=format_number(load[rig], ".2f")))
         if rig in mem_total and rig in mem_avail and mem_total[rig] > 0:
             used = mem_total[rig] - mem_avail[rig]
             total_gib = mem_total[rig] / GIB
             parts.append(
                 _("mem {percent} ({used}/{total} GiB)").format(
                     percent=_pct(used / mem_total[rig]),
-                    used=f"{used / GIB:.1f}",
-                    total=f"{total_gib:.1f}",
+                    used=format_number(used / GIB),
+                    total=format_number(total_gib),
                 )
             )
         if rig in disks:

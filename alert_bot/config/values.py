@@ -4,6 +4,7 @@ times of day, URLs and mappings with known keys."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,11 @@ def _int(key: str, value: Any, minimum: int | None = None) -> int:
 def _number(key: str, value: Any, minimum: float, maximum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(key, f"expected a number, got {value!r}")
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+,\d+\s*", value):
+        # A decimal comma, as many locales write prices: YAML reads 5,5 as the text "5,5".
+        raise ConfigError(
+            key, f"write the decimal with a point: {value.strip().replace(',', '.')}, not {value!r}"
+        )
     try:
         number = float(value)
     except ValueError:
@@ -119,7 +125,10 @@ def _check_keys(key: str, section: Any, allowed: set[str]) -> dict:
     for name in section:
         if name not in allowed:
             where = f"{key}.{name}" if key else str(name)
-            raise ConfigError(where, f"unknown setting (known: {', '.join(sorted(allowed))})")
+            # The nearest known name, as the exporter's flags and the environment check offer.
+            close = difflib.get_close_matches(str(name), sorted(allowed), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(where, f"unknown setting ({hint}known: {', '.join(sorted(allowed))})")
     return section
 
 

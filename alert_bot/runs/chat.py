@@ -4,12 +4,19 @@ watch and energy figures as people read them (local time, kWh, cost)."""
 from __future__ import annotations
 
 import html
-import re
 from collections import defaultdict
 
 from alert_bot.chat.context import Chat
 from alert_bot.config import Config
-from alert_bot.i18n import _, ngettext
+from alert_bot.i18n import (
+    DurationError,
+    _,
+    format_number,
+    format_window,
+    looks_like_duration,
+    ngettext,
+    parse_typed_duration,
+)
 from alert_bot.runs.energy import (
     JOULES_PER_KWH,
     CardEnergy,
@@ -25,8 +32,9 @@ from alert_bot.runs.table import RunTable
 from alert_bot.runs.watch import quote
 from alert_bot.upstream import PrometheusClient
 
-PERIODS = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
 DAY = 86400.0
+# The windows /energy answers for: an hour (a test run) up to 30 days (a bill).
+SHORTEST_WINDOW, LONGEST_WINDOW = 3600.0, 30 * DAY
 
 
 def _wanted(rig: str, wanted: str | None) -> bool:
@@ -62,7 +70,7 @@ def runs(chat: Chat, message: dict, args: list[str]) -> None:
         ]
         used = memory.get((run.instance, str(run.pid)))
         if used is not None:
-            parts.append(_("mem {size} GB").format(size=f"{used / GB:.1f}"))
+            parts.append(_("mem {size} GB").format(size=format_number(used / GB)))
         busy = [util[(run.instance, u)] for u in run.cards if (run.instance, u) in util]
         if busy:
             parts.append(_("util {percent}").format(percent=f"{sum(busy) / len(busy) * 100:.0f}%"))
@@ -125,18 +133,28 @@ def host_share(config: Config, seconds: float) -> tuple[float, float]:
 
 
 def energy(chat: Chat, message: dict, args: list[str]) -> None:
-    """/energy [rig] [1d|7d|30d]: kWh and cost per rig and per card."""
-    wanted, period = None, "1d"
+    """/energy [rig] [window]: kWh and cost per rig and per card over the last day, or the
+    window typed (7d, 30d, 12h, 7д...)."""
+    wanted, window = None, DAY
     for arg in args:
-        if arg.lower() in PERIODS:
-            period = arg.lower()
-        elif re.fullmatch(r"\d+[dhm]", arg):
-            chat.reply(message, _("Periods: 1d, 7d or 30d."))
-            return
+        if looks_like_duration(arg):
+            try:
+                window = parse_typed_duration(arg)
+            except DurationError as exc:
+                chat.reply(message, html.escape(str(exc)))
+                return
+            if not SHORTEST_WINDOW <= window <= LONGEST_WINDOW:
+                chat.reply(
+                    message,
+                    _("An energy window lasts from {shortest} to {longest}.").format(
+                        shortest=format_window(SHORTEST_WINDOW),
+                        longest=format_window(LONGEST_WINDOW),
+                    ),
+                )
+                return
         else:
             wanted = arg
     now = chat.clock()
-    window = PERIODS[period]
     by_rig = {
         rig: cards
         for rig, cards in rig_energy(chat.prometheus, chat.config, now - window, now).items()
@@ -152,7 +170,7 @@ def energy(chat: Chat, message: dict, args: list[str]) -> None:
     config = chat.config
     lines = [
         _("⚡ <b>GPU energy, last {period}</b> (to {time})").format(
-            period=period, time=local_text(config, now)
+            period=format_window(window), time=local_text(config, now)
         )
     ]
     for rig in sorted(by_rig):
@@ -164,7 +182,9 @@ def energy(chat: Chat, message: dict, args: list[str]) -> None:
             config, kwh + host_kwh, cost + host_cost, any(c.estimated for c in cards)
         )
         if host_kwh:
-            line += _(" (host {watts} W included)").format(watts=f"{config.energy.host_watts:g}")
+            line += _(" (host {watts} W included)").format(
+                watts=format_number(config.energy.host_watts, "g")
+            )
         lines.append(line)
         for card in cards:
             lines.append(
@@ -176,7 +196,7 @@ def energy(chat: Chat, message: dict, args: list[str]) -> None:
     if config.energy.wall_factor != 1.0:
         lines.append(
             _("At the wall: the cards' figures × {factor}.").format(
-                factor=f"{config.energy.wall_factor:g}"
+                factor=format_number(config.energy.wall_factor, "g")
             )
         )
     chat.reply(message, "\n".join(lines))
@@ -221,7 +241,7 @@ def digest_text(prometheus: PrometheusClient, config: Config, table: RunTable, n
     for rig in sorted({*busy, *energy_by_rig, *ended}):
         parts = [f"🖥 <b>{html.escape(rig)}</b>"]
         if rig in busy:
-            parts.append(_("{hours} GPU-hours busy").format(hours=f"{busy[rig]:.1f}"))
+            parts.append(_("{hours} GPU-hours busy").format(hours=format_number(busy[rig])))
         runs_ended = ended.get(rig, 0)
         parts.append(
             ngettext("{count} run ended", "{count} runs ended", runs_ended).format(count=runs_ended)

@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from alert_bot.config import Config, EnergySettings
-from alert_bot.i18n import _, format_duration, format_time
+from alert_bot.i18n import _, format_duration, format_money, format_number, format_time
 from alert_bot.upstream import PrometheusClient
 
 ENERGY_SERIES = "gpu:rigwatch_energy_watts:rate1m"
@@ -115,15 +115,13 @@ def card_energy(
 
 
 def money(energy: EnergySettings, amount: float) -> str:
-    currency = energy.currency
-    if len(currency) <= 1:
-        return f"{currency}{amount:.2f}"
-    return f"{amount:.2f} {currency}"
+    """ "€0.96" in English, "0,96 ₽" in Russian."""
+    return format_money(amount, energy.currency)
 
 
 def kwh_text(config: Config, kwh: float, cost: float, estimated: bool) -> str:
     """ "11.8 kWh ≈ €3.54", marked when any of it was integrated from power readings."""
-    number = f"{kwh:.3g}" if kwh < 10 else f"{kwh:.1f}"
+    number = format_number(kwh, ".3g" if kwh < 10 else ".1f")
     text = _("{number} kWh").format(number=number)
     if config.energy.priced:
         text += f" ≈ {money(config.energy, cost)}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 
 from alert_bot.config import Config
-from alert_bot.i18n import _
+from alert_bot.i18n import _, format_number
 from alert_bot.runs.energy import duration_text, kwh_text, local_text
 from alert_bot.runs.table import Run
 from alert_bot.store import NewNotification
@@ -84,7 +84,9 @@ def ended_text(config: Config, run: Run, ended_at: float, summary: dict) -> str:
     figures = []
     if summary.get("peak_memory_bytes") is not None:
         figures.append(
-            _("peak {size} GB GPU memory").format(size=f"{summary['peak_memory_bytes'] / GB:.1f}")
+            _("peak {size} GB GPU memory").format(
+                size=format_number(summary["peak_memory_bytes"] / GB)
+            )
         )
     if summary.get("mean_utilization") is not None:
         figures.append(

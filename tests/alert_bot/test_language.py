@@ -11,7 +11,9 @@ import re
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,14 +21,14 @@ import yaml
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
-from alert_bot import i18n, render
+from alert_bot import i18n, render, units
 from alert_bot.chat import first_run
 from alert_bot.config import ConfigError, load_config, load_first_run_config
 from alert_bot.i18n import format_duration, translations
 from tests.alert_bot import botkit
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.servers import have_binary
-from tests.support import REPO, wait_until
+from tests.support import REPO, http_get, wait_until
 
 PO = REPO / "alert_bot/locale/ru/LC_MESSAGES/rigwatch-bot.po"
 POT = REPO / "alert_bot/locale/rigwatch-bot.pot"
@@ -216,6 +218,84 @@ def test_one_duration_formatter_two_precisions(seconds, alerts, runs, russian):
     assert format_duration(seconds) == russian
 
 
+@pytest.mark.parametrize(
+    ("typed", "seconds"),
+    [
+        ("30m", 1800),
+        ("2h", 7200),
+        ("1d", 86400),
+        ("1h30m", 5400),
+        ("1d12h", 129600),
+        ("30м", 1800),
+        ("2ч", 7200),
+        ("1д", 86400),
+        ("1ч30м", 5400),
+        ("2Ч", 7200),
+        ("90мин", 5400),
+        ("1,5ч", 5400),
+        ("1.5h", 5400),
+    ],
+)
+def test_durations_as_people_type_them_in_either_language(typed, seconds):
+    assert i18n.looks_like_duration(typed)
+    assert i18n.parse_typed_duration(typed) == seconds
+    i18n.use("ru")
+    assert i18n.parse_typed_duration(typed) == seconds
+
+
+@pytest.mark.parametrize(
+    ("typed", "english", "russian"),
+    [
+        (
+            "1h2x",
+            "'2x' in '1h2x': unknown unit x; use m, h, d",
+            "«2x» в «1h2x»: неизвестная единица x; единицы: м, ч, д",
+        ),
+        (
+            "2",
+            "'2' in '2': no unit after the number; use m, h, d",
+            "«2» в «2»: после числа нет единицы; единицы: м, ч, д",
+        ),
+        (
+            "1ч30",
+            "'30' in '1ч30': no unit after the number; use m, h, d",
+            "«30» в «1ч30»: после числа нет единицы; единицы: м, ч, д",
+        ),
+        (
+            "soon",
+            "'soon' is not a duration; write it like 30m, 2h or 1d",
+            "«soon» — не срок; пишите так: 30м, 2ч или 1д",
+        ),
+    ],
+)
+def test_a_wrong_duration_names_its_wrong_part(typed, english, russian):
+    for language, expected in (("en", english), ("ru", russian)):
+        i18n.use(language)
+        with pytest.raises(i18n.DurationError) as caught:
+            i18n.parse_typed_duration(typed)
+        assert str(caught.value) == expected
+
+
+def test_numbers_money_windows_and_zones_as_each_language_writes_them():
+    moscow = __import__("zoneinfo").ZoneInfo("Europe/Moscow")
+    moment = datetime(2026, 11, 22, 10, 0, tzinfo=moscow)
+    cases = [
+        (lambda: i18n.format_number(1.21, ".2f"), "1.21", "1,21"),
+        (lambda: i18n.format_money(0.17, "₽"), "₽0.17", "0,17 ₽"),
+        (lambda: i18n.format_money(3.5, "EUR"), "3.50 EUR", "3,50 EUR"),
+        (lambda: i18n.format_window(86400), "day", "сутки"),
+        (lambda: i18n.format_window(30 * 86400), "30 days", "30 дн."),
+        (lambda: i18n.format_window(3600), "1 hour", "1 ч"),
+        (lambda: i18n.format_window(5400), "90 minutes", "90 мин"),
+        (lambda: i18n.format_time(moment, moscow), "2026-11-22 10:00 MSK", "2026-11-22 10:00 МСК"),
+    ]
+    for make, english, russian in cases:
+        i18n.use("en")
+        assert make() == english
+        i18n.use("ru")
+        assert make() == russian
+
+
 def test_the_language_setting(tmp_path):
     def config(settings: dict):
         return load_config(botkit.bot_env(tmp_path, botkit.NOWHERE, settings))
@@ -276,7 +356,7 @@ def test_an_alert_fires_and_resolves_in_russian_in_the_owner_time_zone(tmp_path,
     assert lines[0] == "🟠 ТРЕВОГА · warning · GpuTooHot"
     assert lines[1] == "🖥 риг rig1 · GPU 0"
     assert lines[2:4] == ["Карта 0 нагрелась до 91 °C", "Проверьте вентиляторы."]
-    assert lines[4].startswith("🕒 с 2026-11-22 13:00 MSK (") and lines[4].endswith(" назад)")
+    assert lines[4].startswith("🕒 с 2026-11-22 13:00 МСК (") and lines[4].endswith(" назад)")
     assert lines[5] == "📈 дашборд · 🔕 заглушить в Alertmanager"
     buttons = json.loads(first.params["reply_markup"])["inline_keyboard"][0]
     assert [b["text"] for b in buttons] == ["🔕 1ч", "🔕 4ч", "🔕 24ч"]
@@ -285,8 +365,8 @@ def test_an_alert_fires_and_resolves_in_russian_in_the_owner_time_zone(tmp_path,
     assert text.split("\n")[:4] == [
         "✅ ОТБОЙ · warning · GpuTooHot",
         "🖥 риг rig1 · GPU 0",
-        "Уже не актуально с 2026-11-22 13:12 MSK; было: Карта 0 нагрелась до 91 °C",
-        "🕒 длился 12м (с 2026-11-22 13:00 MSK)",
+        "Уже не актуально с 2026-11-22 13:12 МСК; было: Карта 0 нагрелась до 91 °C",
+        "🕒 длился 12м (с 2026-11-22 13:00 МСК)",
     ]
     (edit,) = telegram.edits(botkit.CHAT)
     edited = parse_telegram_html(edit.params["text"])
@@ -322,6 +402,10 @@ def _ask(telegram, chat: int, text: str) -> str:
     return parse_telegram_html(call.params.get("text", call.params.get("caption", "")))
 
 
+def _moment(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def _press(telegram, data: str, message) -> str:
     before = len(telegram.calls_to("answerCallbackQuery"))
     telegram.inject_callback(botkit.CHAT, data, message_id=message.response["result"]["message_id"])
@@ -329,14 +413,27 @@ def _press(telegram, data: str, message) -> str:
     return telegram.calls_to("answerCallbackQuery")[before].params["text"]
 
 
+PRICED = {**RUSSIAN, "energy": {"price_per_kwh": 5.5, "currency": "₽"}}
+
+
 @needs_services
 def test_every_command_in_russian(tmp_path: Path, telegram, services):
-    labels = {"alertname": "GpuHotRu", "rig": "rig1", "gpu": "0", "severity": "critical"}
+    """Every command's answer as a Russian speaker writes it: one word per thing (ЦП, LA), units
+    in Russian (Вт, ГиБ), numbers with a decimal comma, money after the amount (0,17 ₽), windows
+    as words (за сутки, за 6 ч), МСК, the author in brackets, the bot's own silence comments in
+    Russian, buttons in one capitalisation, and no instance beside a rig of the same name."""
+    labels = {
+        "alertname": "GpuHotRu",
+        "rig": "rig1",
+        "instance": "rig1",
+        "gpu": "0",
+        "severity": "critical",
+    }
     botkit.alertmanager_api(services, "/api/v2/alerts", [{"labels": labels}], "POST")
     wait_until(
         lambda: botkit.alertmanager_api(services, "/api/v2/alerts"), what="alert in Alertmanager"
     )
-    with botkit.running_chat_bot(tmp_path, telegram, services, RUSSIAN):
+    with botkit.running_chat_bot(tmp_path, telegram, services, PRICED):
         answers = {ask: _ask(telegram, botkit.CHAT, ask) for ask in ("/start", "/help", "/nosuch")}
         assert answers["/start"].startswith(
             f"👋 Это rigwatch. ID этого чата — {botkit.CHAT}, ваш — "
@@ -352,18 +449,24 @@ def test_every_command_in_russian(tmp_path: Path, telegram, services):
 
         gpu = _ask(telegram, botkit.CHAT, "/gpu")
         assert "GPU 0 · NVIDIA GeForce RTX 4090: 🌡 83 °C" in gpu
-        assert "загрузка 10%" in gpu and "память 1.0/24.0 ГиБ" in gpu and "вент. 30%" in gpu
+        assert "загрузка 10%" in gpu and "память 1,0/24,0 ГиБ" in gpu and "вент. 30%" in gpu
+        assert " · 120/450 Вт · " in gpu and " W" not in gpu
         assert "Нет данных от Prometheus по ригу nosuchrig." in _ask(
             telegram, botkit.CHAT, "/gpu nosuchrig"
         )
         cpu = _ask(telegram, botkit.CHAT, "cpu")
-        assert cpu.startswith("🖥 rig1: ") and "загрузка " in cpu and "нагрузка " in cpu
-        assert "память " in cpu and " ГиБ)" in cpu and "диск / " in cpu
+        assert cpu.startswith("🖥 rig1: ") and re.search(
+            r"^🖥 rig1: (ЦП 🌡 \d+ °C · )?ЦП \d+% · LA \d+,\d\d · ", cpu
+        ), cpu
+        assert "загрузка" not in cpu and "нагрузка" not in cpu
+        assert re.search(r"память \d+% \(\d+,\d/\d+,\d ГиБ\)", cpu) and "диск / " in cpu
         status = _ask(telegram, botkit.CHAT, "/status")
-        assert "🖥 rig1" in status and "🔴 GpuHotRu GPU 0" in status and "нагрузка" in status
+        assert "🖥 rig1" in status and "🔴 GpuHotRu GPU 0" in status and "· LA " in status
+        assert re.search(r"⚡ сегодня \d+(,\d+)? кВт·ч ≈ \d+,\d\d ₽", status), status
 
         listing = _ask(telegram, botkit.CHAT, "/alerts")
         assert listing.startswith("1 активный алерт\n1. 🔴 GpuHotRu · риг rig1 · GPU 0")
+        assert "инстанс" not in listing  # the instance is named like the rig
         message = telegram.sent(botkit.CHAT)[-1]
         buttons = json.loads(message.params["reply_markup"])["inline_keyboard"][0]
         assert [b["text"] for b in buttons] == ["#1 🔕 1ч", "#1 🔕 4ч", "#1 🔕 24ч"]
@@ -373,16 +476,18 @@ def test_every_command_in_russian(tmp_path: Path, telegram, services):
         confirmation = parse_telegram_html(telegram.sent(botkit.CHAT)[-1].params["text"])
         assert re.fullmatch(
             r"🔕 user\d+ заглушил\(а\) GpuHotRu риг rig1 · GPU 0 на 4ч "
-            r"\(до \d{4}-\d\d-\d\d \d\d:\d\d MSK\)\.",
+            r"\(до \d{4}-\d\d-\d\d \d\d:\d\d МСК\)\.",
             confirmation,
         ), confirmation
         silences = _ask(telegram, botkit.CHAT, "/silences")
-        assert (
-            silences.startswith("1 активная заглушка\n1. ") and " MSK, автор: telegram:" in silences
-        )
+        assert silences.startswith("1 активная заглушка\n1. "), silences
+        assert re.search(
+            r" МСК \(user\d+\): заглушено из Telegram на 4ч: GpuHotRu риг rig1 · GPU 0$", silences
+        ), silences
+        assert "автор" not in silences and "silenced from Telegram" not in silences
         message = telegram.sent(botkit.CHAT)[-1]
         (unsilence,) = json.loads(message.params["reply_markup"])["inline_keyboard"][0]
-        assert unsilence["text"] == "#1 🔔 снять"
+        assert unsilence["text"] == "#1 🔔 Снять"
         assert _press(telegram, unsilence["callback_data"], message) == "Заглушка снята."
         wait_until(
             lambda: "снял(а) заглушку" in telegram.visible_texts(botkit.CHAT)[-1], what="notice"
@@ -392,27 +497,91 @@ def test_every_command_in_russian(tmp_path: Path, telegram, services):
         assert _ask(telegram, botkit.CHAT, "/graph").startswith(
             "Формат: /graph gpu|cpu|mem|disk [риг]"
         )
+        for typed, window in (("6h", "6 ч"), ("6ч", "6 ч"), ("1д", "сутки"), ("30м", "30 мин")):
+            assert (
+                _ask(telegram, botkit.CHAT, f"/graph gpu rig1 0 {typed}")
+                == f"📈 температура GPU на rig1, GPU 0 — за {window}"
+            )
         assert (
-            _ask(telegram, botkit.CHAT, "/graph gpu rig1 0 6h")
-            == "📈 температура GPU на rig1, GPU 0 — за 6h"
+            _ask(telegram, botkit.CHAT, "/graph gpu rig1 0 1h2x")
+            == "«2x» в «1h2x»: неизвестная единица x; единицы: м, ч, д"
         )
         assert _ask(telegram, botkit.CHAT, "/mute").startswith(
             "Заглушённых ригов нет. Формат: /mute"
         )
         assert (
-            _ask(telegram, botkit.CHAT, "/mute rig1 30d") == "Заглушить можно на срок от 1m до 7d."
+            _ask(telegram, botkit.CHAT, "/mute rig1 30d")
+            == "Заглушить можно на срок от 1 мин до 7 дн."
         )
-        muted = _ask(telegram, botkit.CHAT, "/mute rig1 2h меняю райзер")
-        assert re.match(r"🔇 rig1 заглушён до \d{4}-\d\d-\d\d \d\d:\d\d MSK, автор: user\d+", muted)
+        assert _ask(telegram, botkit.CHAT, "/mute rig1 1ч2ы").startswith(
+            "«2ы» в «1ч2ы»: неизвестная единица ы; единицы: м, ч, д\nФормат: /mute"
+        )
+        muted = _ask(telegram, botkit.CHAT, "/mute rig1 1ч30м меняю райзер")
+        assert re.match(
+            r"🔇 rig1 заглушён до \d{4}-\d\d-\d\d \d\d:\d\d МСК \(user\d+\): меняю райзер\.\n",
+            muted,
+        ), muted
         assert "\nПродолжат приходить: AlertBotBacklogGrowing, " in muted
+        (silence,) = [
+            s
+            for s in botkit.alertmanager_api(services, "/api/v2/silences")
+            if s["status"]["state"] == "active" and "rigwatch mute" in s["comment"]
+        ]
+        length = _moment(silence["endsAt"]) - _moment(silence["startsAt"])
+        assert 5390 <= length <= 5410  # 1ч30м
         message = telegram.sent(botkit.CHAT)[-1]
         (end,) = json.loads(message.params["reply_markup"])["inline_keyboard"][0]
         assert end["text"] == "🔔 Снять сейчас"
+        listed = _ask(telegram, botkit.CHAT, "/silences")
+        assert re.search(r"\(user\d+\): заглушка рига rig1 из Telegram: меняю райзер$", listed)
+        _ask(telegram, botkit.CHAT, "/mute")
+        (listed_end,) = json.loads(telegram.sent(botkit.CHAT)[-1].params["reply_markup"])[
+            "inline_keyboard"
+        ][0]
+        assert listed_end["text"] == "🔔 Снять с rig1"
         assert _press(telegram, end["callback_data"], message) == "Заглушка снята."
 
         runs = _ask(telegram, botkit.CHAT, "/runs")
         assert runs == "🏃 Сейчас ничего не обучается.\n\n🏁 За 24 ч ничего не завершилось."
-        assert _ask(telegram, botkit.CHAT, "/energy 5d") == "Периоды: 1d, 7d или 30d."
+        assert (
+            _ask(telegram, botkit.CHAT, "/energy 45д")
+            == "Энергию можно посчитать за срок от 1 ч до 30 дн."
+        )
         energy = _ask(telegram, botkit.CHAT, "/energy")
-        assert energy.startswith(("⚡ Энергия GPU за 1d (по ", "Нет данных об энергии")), energy
+        assert energy.startswith("⚡ Энергия GPU за сутки (по "), energy
+        assert re.search(r"\n  GPU 0: \d+(,\d+)? кВт·ч ≈ \d+,\d\d ₽", energy), energy
+        assert "₽0" not in energy and "." not in energy.split("\n", 1)[1]
+        week = _ask(telegram, botkit.CHAT, "/energy rig1 7д")
+        assert week.startswith("⚡ Энергия GPU за 7 дн. (по "), week
         assert telegram.calls_to("sendPhoto")
+
+
+@needs_services
+def test_a_resolved_count_says_its_value_now_in_russian_words(tmp_path: Path, telegram, services):
+    """The shipped PCIe replay rule counts errors: its resolved notice, read back from the real
+    Prometheus, says "0 ошибок", and the forms follow the number."""
+    (rule,) = [r for r in _alerting_rules() if r["alert"] == "GpuPcieReplayErrors"]
+    url = "http://prometheus.example:9090/graph?g0.expr=" + urllib.parse.quote(rule["expr"])
+    query = urllib.parse.urlencode({"query": 'rigwatch_gpu_pcie_replay_errors_total{gpu="0"}'})
+    status, body = http_get(f"{services['prometheus']}/api/v1/query?{query}")
+    assert status == 200, body
+    (series,) = json.loads(body)["data"]["result"]
+    labels = {k: v for k, v in series["metric"].items() if k not in ("__name__", "rig", "gpu")}
+    resolved = botkit.alert(name="GpuPcieReplayErrors", status="resolved", generator=url, **labels)
+    with botkit.running_chat_bot(tmp_path, telegram, services, RUSSIAN) as (_, base):
+        before = len(telegram.sent(botkit.CHAT))
+        assert botkit.post(base, botkit.notification(resolved))[0] == 200
+        wait_until(lambda: len(telegram.sent(botkit.CHAT)) > before, what="the resolved notice")
+    notice = telegram.visible_texts(botkit.CHAT)[before]
+    assert notice.startswith("✅ ОТБОЙ · warning · GpuPcieReplayErrors"), notice
+    assert "Сейчас: 0 ошибок" in notice.splitlines(), notice
+    unit = units.unit_of("increase(rigwatch_gpu_pcie_replay_errors_total[10m])")
+    assert [render.value_words(unit, n) for n in (1, 3, 11, 21, 1.5)] == [
+        "1 ошибка",
+        "3 ошибки",
+        "11 ошибок",
+        "21 ошибка",
+        "1,5 ошибки",
+    ]
+    assert units.unit_of("rigwatch_gpu_power_usage_watts").format(330) == "330 Вт"
+    assert units.unit_of("rigwatch_gpu_clock_hertz").axis_label() == "частота (МГц)"

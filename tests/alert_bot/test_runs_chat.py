@@ -67,7 +67,7 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
                 digests = [t for t in telegram.visible_texts(CHAT) if "Daily digest" in t]
                 runs = _ask(telegram, "/runs")
                 energy = _ask(telegram, "/energy rig1 7d")
-                bad_period = _ask(telegram, "/energy 5d")
+                bad_period = _ask(telegram, "/energy 45d")
                 status = _ask(telegram, "/status rig1")
             # A restart on the same day sends no second digest.
             with running_bot(env):
@@ -92,12 +92,12 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
     assert any("shared its cards with blip.py" in t for t in telegram.visible_texts(CHAT))
     assert "(estimated from power readings)" in ended
     # /energy: per rig (with the host share) and per card; the card without a counter marked.
-    assert "GPU energy, last 7d" in energy and abbreviation in energy
+    assert "GPU energy, last 7 days" in energy and abbreviation in energy
     assert "rig1" in energy and "(host 60 W included)" in energy
     card_lines = {line.split(":")[0].strip(): line for line in energy.splitlines()}
     assert "estimated" not in card_lines["GPU 0"] and "estimated" in card_lines["GPU 2"]
     assert re.search(r"GPU 0: [\d.]+ kWh ≈ [\d.]+ EUR", card_lines["GPU 0"])
-    assert "1d, 7d or 30d" in bad_period
+    assert bad_period == "An energy window lasts from 1 hour to 30 days."
     assert re.search(r"⚡ today [\d.]+ kWh ≈ [\d.]+ EUR", status), status
     # The digest: once, with the rig's figures.
     assert len(digests) == 1 and len(digests_after) == 1
@@ -166,6 +166,38 @@ def test_bad_setting_names_its_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as caught:
         _config(tmp_path, text)
     assert caught.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "langauge: ru\n",
+            "langauge: unknown setting (did you mean language? known: access, charts, ",
+        ),
+        (
+            "energy:\n  price_per_kwh: 0.3\n  curency: RUB\n",
+            "energy.curency: unknown setting (did you mean currency? known: currency, ",
+        ),
+        ("runs:\n  xyzzy: 1\n", "runs.xyzzy: unknown setting (known: enabled, "),
+        (
+            "energy:\n  price_per_kwh: 5,5\n",
+            "energy.price_per_kwh: write the decimal with a point: 5.5, not '5,5'",
+        ),
+        (
+            "energy:\n  tariffs: [{from: '07:00', price_per_kwh: '0,4'}]\n",
+            "energy.tariffs[0].price_per_kwh: write the decimal with a point: 0.4, not '0,4'",
+        ),
+    ],
+)
+def test_a_misspelt_setting_gets_the_nearest_name_and_a_decimal_comma_is_told(
+    tmp_path, text, message
+):
+    """As the exporter's flags do: `langauge` is answered with `language`; a price written the
+    way a Russian or German locale writes it is told to use a point."""
+    with pytest.raises(ConfigError) as caught:
+        _config(tmp_path, text)
+    assert str(caught.value).startswith(message), str(caught.value)
 
 
 def test_bad_setting_is_one_line_and_exit_2_from_the_command_line(tmp_path):

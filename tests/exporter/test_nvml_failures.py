@@ -246,3 +246,30 @@ def test_a_card_gone_from_the_list_is_looked_for_only_at_the_longest_interval(sc
         wait_until(lambda: _gpu_up(base, UUID1) == 1, timeout=6, what="gpu 1 back")
         assert time.monotonic() - gone_at < 3 + 2.5
         assert _reinitialisations(proc.output()) == after_loss + 1, proc.output()
+
+
+def test_a_consumer_card_logs_what_it_lacks_in_one_line_per_card(scenario_file):
+    """GeForce cards answer NOT_SUPPORTED to several fields (a threshold at start, memory
+    temperature, ECC, remapped rows, recovery action at the first scrape): one INFO line per
+    card names them all, instead of one line per field."""
+    write_scenario(scenario_file, make_scenario(2))
+    with running_exporter(scenario_file, FAST_RETRY) as (proc, base):
+        scrape(base)
+        wait_until(
+            lambda: len(log_lines(proc.output(), "does not give")) == 2, what="the summaries"
+        )
+        scrape(base)
+        summaries = log_lines(proc.output(), "does not give")
+        assert len(summaries) == 2, proc.output()
+        for uuid, line in zip((UUID0, UUID1), summaries, strict=True):
+            assert "level=INFO" in line and f"({uuid})" in line, line
+            for field in (
+                "nvmlDeviceGetTemperatureThreshold(MEM_MAX)",
+                "nvmlDeviceGetFieldValues(NVML_FI_DEV_MEMORY_TEMP)",
+                "nvmlDeviceGetTotalEccErrors",
+                "nvmlDeviceGetRemappedRows",
+                "nvmlDeviceGetFieldValues(NVML_FI_DEV_GET_GPU_RECOVERY_ACTION)",
+            ):
+                refused = line.split("answers NOT_SUPPORTED: ", 1)[1].split(";")[0].split(", ")
+                assert field in refused, (field, line)
+        assert log_lines(proc.output(), "NOT_SUPPORTED") == summaries, proc.output()

@@ -1,6 +1,7 @@
 """README's first commands, run as written on a copy of the checkout with a fresh home: the
 quickstart's virtualenv install and exporter (answering without an NVIDIA driver, as README
-says), then the Telegram bot's step 2 (install the bot, start it with only the token, /start)."""
+says), the same exporter on the simulated NVML library as the Quickstart shows it, then the
+Telegram bot's step 2 (install the bot, start it with only the token, /start)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,31 @@ def test_readme_quickstart_and_first_bot_run_in_a_fresh_virtualenv(tmp_path):
         exporter.stop()
     assert "rigwatch_nvml_up 0.0" in metrics or "rigwatch_nvml_up 0" in metrics, output
     assert "rigwatch_host_memory_total_bytes" in metrics
+
+    # No GPU here: the same install on the simulated NVML library, the Quickstart's command as
+    # written, serving the two cards of the example scenario.
+    (simulated,) = _readme_block("No GPU here?")
+    assert simulated.startswith("make -C tests/fake_nvml && ") and "~/rigwatch/bin/" in simulated
+    port = free_port()
+    exporter = ManagedProcess(
+        ["bash", "-c", simulated],
+        env={**env, "RIGWATCH_WEB_LISTEN_ADDRESS": f"127.0.0.1:{port}"},
+        cwd=checkout,
+    )
+    try:
+        wait_until(
+            lambda: "rigwatch_nvml_up 1" in http_get(f"http://127.0.0.1:{port}/metrics")[1],
+            timeout=120,
+            what="the exporter on the simulated library",
+        )
+        metrics = http_get(f"http://127.0.0.1:{port}/metrics")[1]
+    except TimeoutError as exc:
+        raise AssertionError(exporter.output()) from exc
+    finally:
+        output = exporter.output()
+        exporter.stop()
+    for card in ("NVIDIA A100-SXM4-80GB", "NVIDIA GeForce RTX 3090"):
+        assert f'name="{card}"' in metrics, output
 
     # The Telegram bot, step 2: install the bot, start it with only the token, /start.
     bot_install, bot_start = _readme_block("2. Learn the chat's id")

@@ -363,6 +363,27 @@ def test_systemd_analyze_finds_nothing_but_the_missing_install():
     assert problems == []
 
 
+def test_every_mention_of_a_unit_names_the_virtualenv_it_runs():
+    """The units run programs from one virtualenv; every paragraph of README and the docs that
+    points at a unit file names that path, so nobody installs into ~/rigwatch (README's
+    Quickstart, for trying it) and then starts a unit that looks in /opt/rigwatch."""
+    units = sorted((REPO / "deploy" / "systemd").glob("*.service"))
+    programs = [re.search(r"^ExecStart=(\S+)", u.read_text(), re.MULTILINE).group(1) for u in units]
+    (venv,) = {str(Path(program).parent.parent) for program in programs}
+    documents = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    mentions = 0
+    for document in documents:
+        for paragraph in re.split(r"\n\s*\n", document.read_text()):
+            if re.search(r"deploy/systemd/[\w-]+\.service", paragraph):
+                mentions += 1
+                assert f"{venv}/" in paragraph or f"venv {venv}" in paragraph, (
+                    document.name,
+                    paragraph,
+                )
+                assert "~/rigwatch" not in paragraph, (document.name, paragraph)
+    assert mentions >= 4
+
+
 def test_install_instructions_install_from_the_checkout_not_from_pypi():
     # rigwatch is not published: `pip install rigwatch` would fetch whatever a stranger
     # uploaded under that name and run it as a service.
@@ -372,7 +393,8 @@ def test_install_instructions_install_from_the_checkout_not_from_pypi():
     for path in documents:
         for line in path.read_text().splitlines():
             if "pip install" in line:
-                target = line.split("pip install", 1)[1].split()[0].strip("'\"")
+                words = line.split("pip install", 1)[1].split()
+                target = next(w for w in words if not w.startswith("-")).strip("'\"")
                 installs.append((path.name, target))
     assert len(installs) >= 4, installs
     for name, target in installs:
