@@ -87,15 +87,23 @@ def test_vmalert_loads_the_shipped_rules_unchanged(centre):
 
 
 def test_every_rule_evaluates_without_error_in_vmalert(centre):
-    def rules() -> list[dict]:
-        groups = json.loads(request(centre.vmalert + "/api/v1/rules")[1])["data"]["groups"]
-        return [rule for group in groups for rule in group["rules"]]
+    def groups() -> list[dict]:
+        return json.loads(request(centre.vmalert + "/api/v1/rules")[1])["data"]["groups"]
 
-    # Every rule has been evaluated at least twice (an interval of 1 s).
+    # Every rule has been evaluated at least twice (an interval of 1 s), but for the hourly
+    # groups of rules/wear.yml, which may not have run yet: they must only not fail.
     time.sleep(3)
-    for rule in rules():
-        assert "lastError" in rule and rule["lastEvaluation"] > "2000", rule
-    failing = {rule["name"]: rule["lastError"] for rule in rules() if rule["lastError"]}
+    for group in groups():
+        for rule in group["rules"]:
+            assert "lastError" in rule, rule
+            if group.get("interval", 0) < 3600:
+                assert rule["lastEvaluation"] > "2000", rule
+    failing = {
+        rule["name"]: rule["lastError"]
+        for group in groups()
+        for rule in group["rules"]
+        if rule["lastError"]
+    }
     assert failing == {}
 
 
