@@ -135,6 +135,17 @@ class _Handler:
         return None
 
     def handle(self, request: Request) -> Response:
+        web_config = self.exporter.settings.web_config
+        # On a worker, not in check(): a bcrypt check takes tens of milliseconds by design.
+        # /healthz stays open: it says "ok" and nothing else, and container health checks and
+        # load balancers probe it without credentials.
+        if (
+            web_config is not None
+            and request.path != "/healthz"
+            and not web_config.allows(request.header("Authorization"))
+        ):
+            headers = {"WWW-Authenticate": 'Basic realm="rigwatch-exporter"'}
+            return Response(401, b"unauthorized\n", headers=headers)
         path = request.path
         if path == "/metrics":
             exporter = self.exporter
