@@ -118,6 +118,7 @@ class _Connection:
         "body",
         "lingering",
         "line_checked",
+        "body_size",
     )
 
     def __init__(self, sock: socket.socket, address, limits: Limits):
@@ -127,6 +128,7 @@ class _Connection:
         self.deadline = time.monotonic() + limits.request_timeout
         self.request: Request | None = None
         self.body: list[bytes] = []
+        self.body_size = 0
         self.lingering = False
         self.line_checked = False  # the pending request line passed _bad_request_line
 
@@ -330,12 +332,14 @@ class HardenedHTTPServer:
                 if answer is not None:
                     self._send_quick(connection, answer)
                     return _LINGER
-                connection.request, connection.body = request, []
+                connection.request, connection.body, connection.body_size = request, [], 0
                 if http.they_are_waiting_for_100_continue:
                     self._send_quick(connection, None)
             elif isinstance(event, h11.Data):
                 connection.body.append(bytes(event.data))
-                if sum(map(len, connection.body)) > self.limits.max_body_bytes:
+                # A running total: a chunked body of one-byte chunks is many events.
+                connection.body_size += len(event.data)
+                if connection.body_size > self.limits.max_body_bytes:
                     answer = Response(413, b"body too large\n")
                     self._send_quick(connection, answer)
                     return _LINGER

@@ -293,3 +293,16 @@ def test_a_worker_waiting_for_the_next_request_serves_it_or_hands_the_connection
         while server.connection_count() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.connection_count() == 0
+
+
+def test_a_body_past_the_limit_is_413_even_in_one_byte_chunks():
+    """The loop keeps a running total of a body's bytes: a chunked body of many one-byte
+    chunks is refused at the limit, not summed chunk by chunk."""
+    with serving(max_body_bytes=1000) as server:
+        chunks = b"1\r\na\r\n" * 2000 + b"0\r\n\r\n"
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        answer = ask(server, head + chunks)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+        small = b"1\r\na\r\n" * 10 + b"0\r\n\r\n"
+        answer = ask(server, head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") + small)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"a" * 10), answer[:200]
