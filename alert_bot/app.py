@@ -27,7 +27,7 @@ from alert_bot.telegram import TelegramClient
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
 from alert_bot.watchdog import Watchdog
 from alert_bot.webhook import Notification, PayloadError, dedupe_key, parse_notification, route
-from rigwatch.httpserver import HardenedHandler, HardenedHTTPServer, Limits
+from rigwatch.httpserver import HardenedHTTPServer, Limits, Request, Response
 from rigwatch.logs import logger
 
 log = logger("bot", "app")
@@ -87,7 +87,9 @@ class BotApp:
             else None
         )
         self.run_updates = run_updates
-        self.server = _BotHTTPServer((config.listen_host, config.listen_port), self)
+        self.server = HardenedHTTPServer(
+            (config.listen_host, config.listen_port), _Handler(self), _bot_limits(self)
+        )
         self._server_thread: threading.Thread | None = None
         self._last_prune = 0.0
 
@@ -181,115 +183,73 @@ class BotApp:
         return WebhookResult(200, "stored\n")
 
 
-class _BotHTTPServer(HardenedHTTPServer):
-    def __init__(self, address: tuple[str, int], app: BotApp):
+def _bot_limits(app: BotApp) -> Limits:
+    # read_timeout bounds a whole request (headers and body, however slowly they trickle)
+    # and an idle kept-alive connection; SQLite commits one at a time, so a few workers
+    # are as fast as many.
+    return Limits(
+        max_connections=app.config.max_connections,
+        workers=8,
+        request_timeout=app.config.read_timeout,
+        idle_timeout=app.config.read_timeout,
+        backlog=1024,
+        max_body_bytes=app.config.max_body_bytes,
+    )
+
+
+def _text(status: int, body: str, close: bool = False) -> Response:
+    return Response(status, body.encode(), close=close)
+
+
+class _Handler:
+    """The webhook and the bot's pages. ``check`` runs as soon as a request's headers are in:
+    the bearer token and the body's declared size are checked there, before ``100 Continue``
+    is sent and before a byte of the body is read."""
+
+    server_name = "rigwatch-bot"
+
+    def __init__(self, app: BotApp) -> None:
         self.app = app
-        # read_timeout bounds a whole request (headers and body, however slowly they trickle)
-        # and an idle kept-alive connection; SQLite commits one at a time, so a few workers
-        # are as fast as many.
-        limits = Limits(
-            max_connections=app.config.max_connections,
-            workers=8,
-            request_timeout=app.config.read_timeout,
-            idle_timeout=app.config.read_timeout,
-            backlog=1024,
-        )
-        super().__init__(address, _Handler, limits)
 
-
-class _Handler(HardenedHandler):
-    server: _BotHTTPServer
-    protocol_version = "HTTP/1.1"
-    server_version = "rigwatch-bot"
-    # Headers and body go out in two writes; with Nagle on, the second waits for the client's
-    # delayed ACK (~40 ms) on every kept-alive request.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def _reply(self, status: int, body: bytes | str, content_type: str = "text/plain") -> None:
-        data = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header(
-            "Content-Type",
-            content_type
-            + (
-                "; charset=utf-8"
-                if "text" in content_type and "charset" not in content_type
-                else ""
-            ),
-        )
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        app = self.server.app
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._reply(200, generate_latest(app.metrics.registry), CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            if app.healthy():
-                self._reply(200, "ok\n")
-            else:
-                self._reply(503, "unhealthy: store, delivery worker or update loop down\n")
-        elif path == "/":
-            self._reply(200, LANDING_PAGE, "text/html")
-        else:
-            self._reply(404, "not found\n")
-
-    def do_POST(self) -> None:
-        app = self.server.app
-        path = self.path.split("?", 1)[0]
-        if path != WEBHOOK_PATH:
-            self.close_connection = True
+    def check(self, request: Request) -> Response | None:
+        app = self.app
+        if request.method in ("GET", "HEAD"):
+            return None
+        if request.method != "POST":
+            body = json.dumps({"error": "method not allowed"}).encode()
+            return Response(405, body, "text/plain; charset=utf-8", close=True)
+        if request.path != WEBHOOK_PATH:
             app.metrics.rejected.labels("not_found").inc()
-            self._reply(404, f"not found: the webhook is POST {WEBHOOK_PATH}\n")
-            return
-        if not app.authorized(self.headers.get("Authorization")):
-            self.close_connection = True
+            return _text(404, f"not found: the webhook is POST {WEBHOOK_PATH}\n", True)
+        if not app.authorized(request.header("Authorization")):
             app.metrics.rejected.labels("unauthorized").inc()
-            self._reply(401, "missing or wrong bearer token\n")
-            return
-        length_header = self.headers.get("Content-Length")
+            return _text(401, "missing or wrong bearer token\n", True)
+        length_header = request.header("Content-Length")
         if length_header is None:
-            self.close_connection = True
+            # h11 has refused a malformed Content-Length already; a chunked body has none.
             app.metrics.rejected.labels("bad_payload").inc()
-            self._reply(411, "Content-Length required\n")
-            return
-        try:
-            length = int(length_header)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            app.metrics.rejected.labels("bad_payload").inc()
-            self._reply(400, "bad Content-Length\n")
-            return
-        if length > app.config.max_body_bytes:
-            self.close_connection = True
+            return _text(411, "Content-Length required\n", True)
+        if int(length_header) > app.config.max_body_bytes:
             app.metrics.rejected.labels("too_large").inc()
-            self._reply(413, f"body over {app.config.max_body_bytes} bytes\n")
-            return
-        body = self.rfile.read(length)
-        if len(body) < length:
-            self.close_connection = True
-            app.metrics.rejected.labels("bad_payload").inc()
-            self._reply(400, "body shorter than Content-Length\n")
-            return
-        try:
-            result = app.ingest(body)
-        except Exception:  # noqa: BLE001 - never a 2xx, never a dropped connection
-            log.exception("webhook handling failed")
-            result = WebhookResult(500, "internal error, retry later\n")
-        self._reply(result.status, result.text)
+            return _text(413, f"body over {app.config.max_body_bytes} bytes\n", True)
+        return None
 
-    def do_PUT(self) -> None:
-        self.close_connection = True
-        self._reply(405, json.dumps({"error": "method not allowed"}))
-
-    do_DELETE = do_PUT
-    do_PATCH = do_PUT
+    def handle(self, request: Request) -> Response:
+        app = self.app
+        if request.method == "POST":
+            try:
+                result = app.ingest(request.body)
+            except Exception:  # noqa: BLE001 - never a 2xx, never a dropped connection
+                log.exception("webhook handling failed")
+                result = WebhookResult(500, "internal error, retry later\n")
+            return _text(result.status, result.text)
+        path = request.path
+        if path == "/metrics":
+            return Response(200, generate_latest(app.metrics.registry), CONTENT_TYPE_LATEST)
+        if path == "/healthz":
+            if app.healthy():
+                return _text(200, "ok\n")
+            return _text(503, "unhealthy: store, delivery worker or update loop down\n")
+        if path == "/":
+            return Response(200, LANDING_PAGE.encode(), "text/html; charset=utf-8")
+        return _text(404, "not found\n")

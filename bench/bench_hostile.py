@@ -1,8 +1,11 @@
 """Benchmark rigwatch's two HTTP servers under hostile load, on loopback: scrape and webhook
 latency at 100 parallel clients, the same with 1,000 idle connections held open, the server's
-threads, descriptors and RSS at peak, and how long it takes to answer again once they close.
+threads, descriptors and RSS at peak, how long it takes to answer again once they close, and
+the latency beside 64 connections sending header blocks that never end (66 lines of 1,000
+bytes, no blank line), each reopened as soon as the server closes it.
 
     python3 bench/bench_hostile.py [--repo PATH] [--clients 100] [--idle 1000]
+                                   [--header-floods 64]
 
 --repo runs another checkout's exporter and bot (e.g. an older commit in a git worktree) with
 this script's load, so two versions compare under the same client. Both servers run as real
@@ -32,6 +35,7 @@ from pathlib import Path
 from benchkit import REPO  # bench/ is sys.path[0] when run as a script
 
 from tests.alert_bot.fake_telegram import FakeTelegram
+from tests.hostile_http import HeaderFlood
 from tests.support import InBackground
 
 TOKEN = "123456789:BENCH-secret-token"
@@ -217,10 +221,16 @@ def measure(name: str, port: int, proc: subprocess.Popen, make, first_line: byte
             sock.close()
         log(f"{name}: closed them; waiting for a prompt answer")
         recovered = recovery(port, make)
+    log(f"{name}: {args.header_floods} never-ending header blocks beside {args.clients} clients")
+    with HeaderFlood(port, args.header_floods, first_line) as flood:
+        time.sleep(1.0)
+        headers = parallel(port, make, args.clients, 2)
+    log(f"{name}: {flood.opened} header-block connections opened")
     lines = proc_log_lines(proc)
     return {
         "calm": calm,
         "flooded": flooded,
+        "headers": headers,
         "idle_open": len(idle),
         "peak": sampler.peak,
         "recovery": recovered,
@@ -293,8 +303,10 @@ def table(results: dict[str, dict], args) -> str:
     rows = [
         "| server | p50 / p99 at "
         f"{args.clients} clients | errors | p50 / p99 with {args.idle} idle open | errors "
-        "| peak threads | peak fds | peak RSS | answers again after they close | log lines |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| peak threads | peak fds | peak RSS | answers again after they close "
+        f"| p50 / p99 beside {args.header_floods} never-ending header blocks | errors "
+        "| log lines |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         calm, flooded, peak = r["calm"], r["flooded"], r["peak"]
@@ -305,7 +317,9 @@ def table(results: dict[str, dict], args) -> str:
             f"| {flooded['p50'] * 1000:.0f} / {flooded['p99'] * 1000:.0f} ms "
             f"| {flooded['errors']}/{flooded['n']} "
             f"| {peak['threads']} | {peak['fds']} | {peak['rss_mb']:.0f} MB "
-            f"| {recovered} | {r['log_lines']} |"
+            f"| {recovered} "
+            f"| {r['headers']['p50'] * 1000:.0f} / {r['headers']['p99'] * 1000:.0f} ms "
+            f"| {r['headers']['errors']}/{r['headers']['n']} | {r['log_lines']} |"
         )
     load = os.getloadavg()
     rows.append("")
@@ -322,6 +336,7 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=REPO)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument("--header-floods", type=int, default=64)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))

@@ -90,6 +90,14 @@ def build_parser() -> _Parser:
         default=f":{DEFAULT_PORT}",
         metavar="ADDRESS",
     )
+    add(
+        "--web.config.file",
+        "exporter-toolkit web configuration file: basic_auth_users with bcrypt hashes "
+        "(TLS is refused: serve the exporter behind a TLS proxy)",
+        dest="web_config_file",
+        default="",
+        metavar="FILE",
+    )
     for name, default_on in COLLECTOR_DEFAULTS.items():
         add(
             f"--collector.{name}",
@@ -302,6 +310,15 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     except ValueError as err:
         parser.error(f"--log.level {err}")
 
+    web_config = None
+    if args.web_config_file:
+        from exporter.webconfig import WebConfigError, load_web_config
+
+        try:
+            web_config = load_web_config(args.web_config_file)
+        except WebConfigError as err:
+            parser.error(str(err))
+
     return Settings(
         listen_host=host,
         listen_port=port,
@@ -326,6 +343,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         rootfs=args.rootfs,
         log_level=level,
         process_full_command_line=bool(args.process_full_command_line),
+        web_config=web_config,
     )
 
 

@@ -1,8 +1,9 @@
 """HTTP side of the exporter: /metrics, a landing page at / and /healthz.
 
-Served by rigwatch.httpserver: a pool of worker threads answers requests, so two Prometheus
-servers scraping at once each get a full scrape (the collectors share in-flight work), while
-idle, slow or flooding clients are bounded by HTTP_LIMITS and never hold a thread.
+Served by rigwatch.httpserver (h11 under one event loop): a pool of worker threads answers
+complete requests, so two Prometheus servers scraping at once each get a full scrape (the
+collectors share in-flight work), while idle, slow or flooding clients are bounded by
+HTTP_LIMITS and never hold a thread.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from exporter.exposition import CONTENT_TYPE
 from exporter.nvml.session import NvmlSession
 from exporter.scrape import Scraper
 from exporter.settings import Settings
-from rigwatch.httpserver import HardenedHandler, HardenedHTTPServer, Limits
+from rigwatch.httpserver import HardenedHTTPServer, Limits, Request, Response
 from rigwatch.logs import logger
 
 LOG = logger("exporter", "http")
@@ -61,6 +62,7 @@ HTTP_LIMITS = Limits(
     idle_timeout=120.0,
     backlog=1024,
     next_request_wait=0.0,
+    max_body_bytes=64 * 1024,
 )
 
 
@@ -115,63 +117,59 @@ def landing_page(settings: Settings, session: NvmlSession | None = None) -> byte
     ).encode()
 
 
-class _Handler(HardenedHandler):
-    server_version = f"rigwatch-exporter/{__version__}"
-    protocol_version = "HTTP/1.1"
-    # With Nagle's algorithm on a kept-alive connection a response's last segment would wait
-    # for the client's delayed ACK (~40 ms).
-    disable_nagle_algorithm = True
-    # Headers and body are buffered and leave in one send when the request is done
-    # (handle_one_request flushes): one system call and one wake-up of the client instead of
-    # two. Large enough for a full 8-GPU scrape uncompressed; a larger body is written through.
-    wbufsize = 256 * 1024
-    exporter: ExporterServer  # set on the per-server subclass
+class _Handler:
+    """The exporter's three pages; HEAD is answered as GET without the body (the server drops
+    it). Nothing is checked before the body: GET needs no credential, and a body on it is read
+    and discarded by the framing, never served as a request."""
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-        path = self.path.split("?", 1)[0]
+    server_name = f"rigwatch-exporter/{__version__}"
+
+    def __init__(self, exporter: ExporterServer) -> None:
+        self.exporter = exporter
+
+    def check(self, request: Request) -> Response | None:
+        if request.method not in ("GET", "HEAD"):
+            return Response(
+                405, b"method not allowed; try GET /metrics\n", headers={"Allow": "GET, HEAD"}
+            )
+        return None
+
+    def handle(self, request: Request) -> Response:
+        web_config = self.exporter.settings.web_config
+        # On a worker, not in check(): a bcrypt check takes tens of milliseconds by design.
+        # /healthz stays open: it says "ok" and nothing else, and container health checks and
+        # load balancers probe it without credentials.
+        if (
+            web_config is not None
+            and request.path != "/healthz"
+            and not web_config.allows(request.header("Authorization"))
+        ):
+            headers = {"WWW-Authenticate": 'Basic realm="rigwatch-exporter"'}
+            return Response(401, b"unauthorized\n", headers=headers)
+        path = request.path
         if path == "/metrics":
             exporter = self.exporter
             timeout = scrape_deadline(
                 exporter.settings.scrape_timeout_seconds,
-                self.headers.get("X-Prometheus-Scrape-Timeout-Seconds"),
+                request.header("X-Prometheus-Scrape-Timeout-Seconds"),
             )
             try:
                 body = exporter.scraper.render(timeout)
             except Exception:  # noqa: BLE001 - never a broken connection for a scrape
                 LOG.exception("scrape failed")
-                self._send(500, b"scrape failed; see the exporter's log\n", "text/plain")
-                return
+                return Response(500, b"scrape failed; see the exporter's log\n", "text/plain")
             headers = {"Vary": "Accept-Encoding"}
-            if len(body) >= GZIP_MIN_BYTES and accepts_gzip(self.headers.get("Accept-Encoding")):
+            if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.header("Accept-Encoding")):
                 body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
                 headers["Content-Encoding"] = "gzip"
-            self._send(200, body, CONTENT_TYPE, headers)
-        elif path == "/":
+            return Response(200, body, CONTENT_TYPE, headers)
+        if path == "/":
             # Built per request: NVML's state changes while the exporter runs.
             page = landing_page(self.exporter.settings, self.exporter.session)
-            self._send(200, page, "text/html; charset=utf-8")
-        elif path == "/healthz":
-            self._send(200, b"ok\n", "text/plain; charset=utf-8")
-        else:
-            self._send(404, b"not found; try /metrics\n", "text/plain; charset=utf-8")
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self.do_GET()
-
-    def _send(
-        self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        LOG.debug("%s %s", self.address_string(), format % args)
+            return Response(200, page, "text/html; charset=utf-8")
+        if path == "/healthz":
+            return Response(200, b"ok\n")
+        return Response(404, b"not found; try /metrics\n")
 
 
 class ExporterServer:
@@ -179,10 +177,9 @@ class ExporterServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        handler = type("Handler", (_Handler,), {"exporter": self})
         # Bind first: a port in use should fail before anything else starts.
         self.httpd = HardenedHTTPServer(
-            (settings.listen_host, settings.listen_port), handler, HTTP_LIMITS
+            (settings.listen_host, settings.listen_port), _Handler(self), HTTP_LIMITS
         )
         self.port = self.httpd.server_address[1]
         self.session: NvmlSession | None = None

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exporter.webconfig import WebConfig
 
 DEFAULT_PORT = 10735
 DEFAULT_CRITICAL_XIDS = (48, 62, 64, 74, 79, 92, 94, 95, 119, 120)
@@ -44,6 +48,8 @@ class Settings:
     rootfs: str = "/"
     log_level: str = "info"
     process_full_command_line: bool = False
+    # --web.config.file, read and checked (None: no file; every page is open).
+    web_config: WebConfig | None = field(default=None, compare=False)
 
 
 def selected(name: str, include: re.Pattern | None, exclude: re.Pattern | None) -> bool:

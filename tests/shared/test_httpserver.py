@@ -15,30 +15,29 @@ from collections.abc import Iterator
 
 import pytest
 
-from rigwatch.httpserver import HardenedHandler, HardenedHTTPServer, Limits
+from rigwatch.httpserver import HardenedHTTPServer, Limits, Request, Response
+from tests.support import wait_until
 
 BIG = b"x" * (4 * 1024 * 1024)
 
 
-class _Echo(HardenedHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        body = BIG if self.path == "/big" else b"ok\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+class _Echo:
+    """GET answers ok (or 4 MiB at /big); POST echoes its body."""
 
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    server_name = "echo"
+
+    def check(self, request: Request) -> Response | None:
+        return None
+
+    def handle(self, request: Request) -> Response:
+        if request.method == "POST":
+            return Response(200, request.body)
+        return Response(200, BIG if request.path == "/big" else b"ok\n")
 
 
 @contextlib.contextmanager
 def serving(**limits) -> Iterator[HardenedHTTPServer]:
-    server = HardenedHTTPServer(("127.0.0.1", 0), _Echo, Limits(**limits))
+    server = HardenedHTTPServer(("127.0.0.1", 0), _Echo(), Limits(**limits))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -75,7 +74,7 @@ def get_ok(server: HardenedHTTPServer) -> float:
 def test_a_slow_header_client_is_cut_off_at_the_total_limit():
     """A header line every 0.2 s used to restart the read timeout each time: never cut off."""
     with serving(request_timeout=1.0) as server, connect(server) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\n")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
         started = time.monotonic()
         closed = False
         for n in range(40):
@@ -95,7 +94,7 @@ def test_a_slow_header_client_is_cut_off_at_the_total_limit():
 
 def test_a_slow_body_is_cut_off_at_the_total_limit():
     with serving(request_timeout=1.0) as server, connect(server) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nab")
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
         started = time.monotonic()
         with contextlib.suppress(OSError):
             for _ in range(40):
@@ -128,20 +127,50 @@ def test_idle_floods_cost_no_threads_and_real_requests_still_answer():
         assert server.connection_count() <= 1
 
 
-def test_every_worker_busy_and_no_room_is_a_quick_503():
+def test_half_sent_requests_at_the_cap_make_room_for_a_newcomer():
+    """Requests still arriving wait in the loop, not on a worker: at the cap the oldest is
+    closed for a newcomer, so the cap never locks a well-behaved client out."""
     with serving(max_connections=2, workers=2, request_timeout=5) as server:
         slow = [connect(server) for _ in range(2)]
         for sock in slow:
-            sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n")  # body never comes
-        time.sleep(0.3)
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        assert wait_until(lambda: server.connection_count() == 2, timeout=5)
         try:
             started = time.monotonic()
-            answer = ask(server, b"GET / HTTP/1.1\r\n\r\n")
-            assert answer.startswith(b"HTTP/1.1 503")
+            assert get_ok(server) < 1.0
             assert time.monotonic() - started < 1.0
+            assert slow[0].recv(100) == b""  # the oldest was closed to make room
         finally:
             for sock in slow:
                 sock.close()
+
+
+def test_every_worker_busy_and_no_room_is_a_quick_503():
+    release = threading.Event()
+
+    class _Stuck(_Echo):
+        def handle(self, request: Request) -> Response:
+            release.wait(10)
+            return super().handle(request)
+
+    server = HardenedHTTPServer(("127.0.0.1", 0), _Stuck(), Limits(max_connections=2, workers=2))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    held = [connect(server) for _ in range(2)]
+    try:
+        for sock in held:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # both workers held
+        assert wait_until(lambda: server._busy == 2, timeout=5)
+        started = time.monotonic()
+        answer = ask(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert time.monotonic() - started < 1.0
+    finally:
+        release.set()
+        for sock in held:
+            sock.close()
+        server.close()
+        thread.join(5)
 
 
 def test_listen_backlog_is_well_above_five():
@@ -195,7 +224,7 @@ def test_ambiguous_body_length_is_400(headers):
 
 def test_repeated_identical_content_length_and_pipelining_still_work():
     with serving() as server, connect(server) as sock:
-        two = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"
+        two = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"
         sock.sendall(two + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         data = b""
         while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"ok\n"):
@@ -205,14 +234,10 @@ def test_repeated_identical_content_length_and_pipelining_still_work():
         assert data.index(b"abc") < data.index(b"ok\n")
 
 
-class _BufferedEcho(_Echo):
-    wbufsize = 64 * 1024
-
-
-def test_a_buffered_handler_answers_every_request_on_a_kept_alive_connection():
-    """A handler with a write buffer (the exporter's: headers and body in one send) keeps
-    answering on the same connection turn after turn, as Prometheus and vmagent scrape."""
-    server = HardenedHTTPServer(("127.0.0.1", 0), _BufferedEcho, Limits())
+def test_a_handler_answers_every_request_on_a_kept_alive_connection():
+    """The server keeps answering on the same connection turn after turn, as Prometheus and
+    vmagent scrape."""
+    server = HardenedHTTPServer(("127.0.0.1", 0), _Echo(), Limits())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -225,9 +250,7 @@ def test_a_buffered_handler_answers_every_request_on_a_kept_alive_connection():
                     assert chunk, "the server closed a kept-alive connection"
                     data += chunk
                 assert data.startswith(b"HTTP/1.1 200"), data[:100]
-                # Each request is its own turn on a worker; the last turn's buffer is
-                # collected in between, as it would be in a long-running server.
-                gc.collect()
+                gc.collect()  # as in a long-running server, between turns
                 time.sleep(0.05)
     finally:
         server.close()
@@ -254,7 +277,7 @@ def test_a_worker_waiting_for_the_next_request_serves_it_or_hands_the_connection
                 sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 _answer(sock)
             # Half the headers inside the wait, the rest after it: the loop finishes the read.
-            sock.sendall(b"POST / HTTP/1.1\r\n")
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
             time.sleep(0.6)
             sock.sendall(b"Content-Length: 4\r\n\r\nbody")
             _answer(sock, b"body")
@@ -270,3 +293,16 @@ def test_a_worker_waiting_for_the_next_request_serves_it_or_hands_the_connection
         while server.connection_count() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.connection_count() == 0
+
+
+def test_a_body_past_the_limit_is_413_even_in_one_byte_chunks():
+    """The loop keeps a running total of a body's bytes: a chunked body of many one-byte
+    chunks is refused at the limit, not summed chunk by chunk."""
+    with serving(max_body_bytes=1000) as server:
+        chunks = b"1\r\na\r\n" * 2000 + b"0\r\n\r\n"
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        answer = ask(server, head + chunks)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+        small = b"1\r\na\r\n" * 10 + b"0\r\n\r\n"
+        answer = ask(server, head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") + small)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"a" * 10), answer[:200]
