@@ -379,8 +379,15 @@ class AlertRenderer:
         esc = html.escape
         resolved = ctx["status"] == "resolved"
         where = []
-        if ctx["rig"]:
+        labels = ctx["labels"]
+        if labels.get("rig"):
             where.append(_("rig <b>{rig}</b>").format(rig=esc(ctx["rig"])))
+        elif ctx["rig"]:
+            # No rig label: the alert is about a target or the centre itself (e.g.
+            # PrometheusTargetFileInvalid on localhost:9090); calling that a rig misleads.
+            if labels.get("job"):
+                where.append(_("job <b>{job}</b>").format(job=esc(labels["job"])))
+            where.append(_("instance <b>{instance}</b>").format(instance=esc(ctx["rig"])))
         if ctx["gpu"]:
             card = _("GPU {gpu}").format(gpu=esc(ctx["gpu"]))
             if ctx["gpu_name"]:

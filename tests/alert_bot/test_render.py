@@ -82,3 +82,24 @@ def test_a_resolved_notice_says_what_was_not_what_to_do_now():
         renderer.render(resolved, notification(resolved), compact=True, now=0.0)
     )
     assert "was: " + summary in compact and "lasted 12m" in compact
+
+
+def test_an_alert_without_a_rig_says_what_it_is_about_not_rig_localhost():
+    """PrometheusTargetFileInvalid has no rig label; its instance is the centre itself."""
+    from alert_bot.render import AlertRenderer, LinkSettings
+    from tests.alert_bot.botkit import alert, notification
+
+    renderer = AlertRenderer(LinkSettings("http://grafana:3000", "rigwatch-gpu", "http://am:9093"))
+    centre = alert(
+        name="PrometheusTargetFileInvalid",
+        rig="",
+        gpu=None,
+        instance="localhost:9090",
+        job="prometheus",
+    )
+    text = parse_telegram_html(renderer.render(centre, notification(centre), False, now=0.0))
+    assert "rig localhost:9090" not in text
+    assert "🖥 job prometheus · instance localhost:9090" in text
+    on_rig = alert(instance="rig1:9835")
+    text = parse_telegram_html(renderer.render(on_rig, notification(on_rig), False, now=0.0))
+    assert "🖥 rig rig1 · GPU 0" in text

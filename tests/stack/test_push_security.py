@@ -207,3 +207,46 @@ def test_push_config_differs_from_the_shipped_one_only_by_the_self_login():
             auth = job.pop("basic_auth")
             assert set(auth) == {"username", "password_file"}
     assert push == shipped
+
+
+def _compose_web_flags() -> list[str]:
+    """The --web.enable-* flags docker-compose.push.yml gives the centre's Prometheus."""
+    service = yaml.safe_load((REPO / "docker-compose.push.yml").read_text())["services"]
+    return [a for a in service["prometheus"]["command"] if a.startswith("--web.enable-")]
+
+
+def test_a_rig_login_cannot_stop_or_reload_the_centre_a_signal_reloads_it(tmp_path):
+    """With the shipped push flags, a rig's login gets no lifecycle endpoint; SIGHUP reloads."""
+    import signal
+
+    assert "--web.enable-remote-write-receiver" in _compose_web_flags()
+    centre = PushCentre(tmp_path, {"rig1": PASSWORD}, "rig1")
+    enabled = [a for a in centre.args if not a.startswith("--web.enable-")]
+    centre.args = enabled + _compose_web_flags()
+    try:
+        centre.start()
+        for path in ("/-/quit", "/-/reload"):
+            status, body = request(centre.base + path, b"", RIGHT, "POST")
+            assert status == 403, (path, status, body)
+        assert request(centre.base + "/-/ready", headers=RIGHT)[0] == 200
+
+        def reload_ok() -> str:
+            _, body = request(centre.base + "/metrics", headers=RIGHT)
+            gauge = "prometheus_config_last_reload_successful "
+            return next(ln for ln in body.splitlines() if ln.startswith(gauge)).split()[1]
+
+        # A broken file read on SIGHUP flips the gauge to 0; a fixed one read on the next, to 1.
+        config = Path(
+            next(a for a in centre.args if a.startswith("--config.file=")).split("=", 1)[1]
+        )
+        good = config.read_text()
+        assert reload_ok() == "1"
+        assert centre.proc is not None
+        config.write_text("scrape_configs: [")
+        centre.proc.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: reload_ok() == "0", 30, 0.2)
+        config.write_text(good)
+        centre.proc.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: reload_ok() == "1", 30, 0.2)
+    finally:
+        centre.stop()
