@@ -20,9 +20,10 @@ from alert_bot.runs.energy import (
     money,
     start_of_day,
 )
-from alert_bot.runs.messages import GB, cards_text
+from alert_bot.runs.messages import cards_text
 from alert_bot.runs.table import RunTable
 from alert_bot.runs.watch import quote
+from alert_bot.units import GIB
 from alert_bot.upstream import PrometheusClient
 
 PERIODS = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
@@ -62,7 +63,7 @@ def runs(chat: Chat, message: dict, args: list[str]) -> None:
         ]
         used = memory.get((run.instance, str(run.pid)))
         if used is not None:
-            parts.append(_("mem {size} GB").format(size=f"{used / GB:.1f}"))
+            parts.append(_("mem {size} GiB").format(size=f"{used / GIB:.1f}"))
         busy = [util[(run.instance, u)] for u in run.cards if (run.instance, u) in util]
         if busy:
             parts.append(_("util {percent}").format(percent=f"{sum(busy) / len(busy) * 100:.0f}%"))

@@ -147,10 +147,10 @@ def test_every_shipped_alert_charts_with_a_unit_and_a_title_in_words(rule):
     [
         ("rigwatch_gpu_temperature_celsius", "°C", 83.0),
         ("rigwatch_gpu_power_usage_watts", "W", 83.0),
-        ("rigwatch_gpu_memory_used_bytes", "GB", 83e-9),
+        ("rigwatch_gpu_memory_used_bytes", "GiB", 83 / 2**30),
         ("rigwatch_gpu_utilization_ratio", "%", 8300.0),
         ("rigwatch_host_memory_available_bytes / rigwatch_host_memory_total_bytes", "%", 8300.0),
-        ('rate(rigwatch_host_swap_in_bytes_total{x="/"}[5m])', "MB/s", 83e-6),
+        ('rate(rigwatch_host_swap_in_bytes_total{x="/"}[5m])', "MiB/s", 83 / 2**20),
         ("increase(rigwatch_gpu_xid_errors_total[30m])", "errors", 83.0),
         ("rigwatch_gpu_up == 0", "state", 83.0),
     ],
