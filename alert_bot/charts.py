@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, ParamSpec
 
-from alert_bot.i18n import _
+from alert_bot.i18n import N_, _
 from alert_bot.render import annotation
 from alert_bot.units import Unit, unit_of
 from alert_bot.upstream import PrometheusClient, UpstreamError
@@ -204,23 +204,87 @@ def series_label(metric: dict[str, str]) -> str:
     return ", ".join(parts) or metric.get("__name__", "value")
 
 
+# Okabe and Ito's colour-blind-safe set, their yellow (too pale on white) swapped for grey:
+# eight cards on one rig stay apart, for every kind of colour vision.
 PALETTE = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#17becf",
-    "#bcbd22",
-    "#7f7f7f",
-    "#393b79",
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#D55E00",  # vermillion
+    "#000000",  # black
+    "#999999",  # grey
 )
 FIRING_COLOUR = "#d62728"
+# Month abbreviations as strftime writes them in the C locale, and their translations
+# (matplotlib's tick labels are strftime's; the bot never changes the process locale).
+MONTHS = {
+    "Jan": N_("Jan"),
+    "Feb": N_("Feb"),
+    "Mar": N_("Mar"),
+    "Apr": N_("Apr"),
+    "May": N_("May"),
+    "Jun": N_("Jun"),
+    "Jul": N_("Jul"),
+    "Aug": N_("Aug"),
+    "Sep": N_("Sep"),
+    "Oct": N_("Oct"),
+    "Nov": N_("Nov"),
+    "Dec": N_("Dec"),
+}
+_MONTH = re.compile(r"\b(" + "|".join(MONTHS) + r")\b")
 
 
 def colour_for(key: str) -> str:
+    """A card's own colour, the same on every chart: the rig picks where in the palette its
+    cards start and GPU n takes the n-th colour from there, so one rig's eight cards never
+    share one; anything else a colour from its name."""
+    parts = key.split("|")
+    if len(parts) > 1 and parts[1].isdigit():
+        start = zlib.crc32(parts[0].encode())
+        return PALETTE[(start + int(parts[1])) % len(PALETTE)]
     return PALETTE[zlib.crc32(key.encode()) % len(PALETTE)]
+
+
+def chart_colours(keys: list[str]) -> dict[str, str]:
+    """A colour per key, all different while there are no more keys than colours: each
+    keeps its own colour (colour_for) unless an earlier one took it, then the next free one."""
+    colours: dict[str, str] = {}
+    for key in keys:
+        if key in colours:
+            continue
+        wanted = colour_for(key)
+        taken = set(colours.values())
+        if wanted in taken and len(taken) < len(PALETTE):
+            start = PALETTE.index(wanted)
+            wanted = next(
+                PALETTE[(start + i) % len(PALETTE)]
+                for i in range(len(PALETTE))
+                if PALETTE[(start + i) % len(PALETTE)] not in taken
+            )
+        colours[key] = wanted
+    return colours
+
+
+def with_gaps(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points with a NaN put in each gap much longer than the usual spacing (Prometheus
+    was down, the rig was off): matplotlib breaks the line there instead of drawing a straight
+    line across time nobody measured."""
+    if len(points) < 3:
+        return points
+    spacings = sorted(b[0] - a[0] for a, b in zip(points, points[1:], strict=False))
+    usual = spacings[len(spacings) // 2]
+    out = [points[0]]
+    for before, after in zip(points, points[1:], strict=False):
+        if after[0] - before[0] > 2.5 * usual:
+            out.append(((before[0] + after[0]) / 2, float("nan")))
+        out.append(after)
+    return out
+
+
+def _translated_months(text: str) -> str:
+    return _MONTH.sub(lambda match: _(MONTHS[match.group(1)]), text)
 
 
 def _y_limits(values: list[float], unit: Unit, threshold: float | None) -> tuple[float, float]:
@@ -266,6 +330,25 @@ def chart_figure(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
+
+    class _LocalDates(ConciseDateFormatter):
+        """matplotlib's concise dates, day before month ("4 Dec"), months in the chat's
+        language."""
+
+        def __init__(self, locator: AutoDateLocator, tz: tzinfo) -> None:
+            super().__init__(
+                locator,
+                tz=tz,
+                zero_formats=["", "%Y", "%b", "%d %b", "%H:%M", "%H:%M"],
+                offset_formats=["", "%Y", "%b %Y", "%d %b %Y", "%d %b %Y", "%d %b %Y %H:%M"],
+            )
+
+        def format_ticks(self, values: list) -> list[str]:
+            return [_translated_months(label) for label in super().format_ticks(values)]
+
+        def get_offset(self) -> str:
+            return _translated_months(super().get_offset())
+
     from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
     figure = Figure(figsize=(8, 4.6), dpi=110, layout="constrained")
@@ -276,14 +359,16 @@ def chart_figure(
         return datetime.fromtimestamp(t, zone)
 
     values: list[float] = []
+    colours = chart_colours([item.key or item.label for item in series])
     for item in series:
-        scaled = [v * unit.scale for _, v in item.points]
-        values += scaled
+        points = with_gaps([(float(t), float(v)) for t, v in item.points])
+        scaled = [v * unit.scale for _, v in points]
+        values += [v for v in scaled if v == v]  # NaN (a gap) is not a value
         axes.plot(
-            [when(t) for t, _ in item.points],
+            [when(t) for t, _ in points],
             scaled,
             label=item.label,
-            color=colour_for(item.key or item.label),
+            color=colours[item.key or item.label],
             linewidth=1.2 if item.dashed else 2.0,
             linestyle="--" if item.dashed else "-",
             alpha=0.7 if item.dashed else 1.0,
@@ -297,7 +382,7 @@ def chart_figure(
                 xytext=(0, 3),
                 textcoords="offset points",
                 fontsize=8,
-                color=colour_for(item.key or item.label),
+                color=colours[item.key or item.label],
             )
     scaled_threshold = threshold * unit.scale if threshold is not None else None
     if firing_since is not None and firing_since < end:
@@ -324,7 +409,7 @@ def chart_figure(
     axes.set_ylim(*_y_limits(values, unit, scaled_threshold))
     locator = AutoDateLocator(tz=zone, minticks=3, maxticks=7)
     axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=zone))
+    axes.xaxis.set_major_formatter(_LocalDates(locator, tz=zone))
     formatter = ScalarFormatter(useOffset=False)
     formatter.set_scientific(False)
     axes.yaxis.set_major_formatter(formatter)

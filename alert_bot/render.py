@@ -198,6 +198,18 @@ class LinkSettings:
     alertmanager_url: str
 
 
+def matcher_text(matcher: dict) -> str:
+    """One Alertmanager matcher as written in its own syntax: name, operator, value. The
+    operator comes from isEqual/isRegex; without it "alertname!~A|B" would read as its opposite."""
+    equal = matcher.get("isEqual", True)
+    operator = ("=~" if equal else "!~") if matcher.get("isRegex") else ("=" if equal else "!=")
+    return f"{matcher.get('name')}{operator}{matcher.get('value')}"
+
+
+def matchers_text(matchers: list[dict]) -> str:
+    return ", ".join(matcher_text(m) for m in matchers)
+
+
 def silence_matchers(labels: dict[str, str]) -> list[dict]:
     return [
         {"name": name, "value": value, "isRegex": False, "isEqual": True}

@@ -1,6 +1,6 @@
 """What a PromQL expression measures, read from its metric names' unit suffixes (Prometheus's
 naming convention): the quantity in words, the unit shown on a chart's axis, and the factor that
-scales raw values for reading (bytes → GB, ratios → %); symbols and counted things in the bot's
+scales raw values for reading (bytes → GiB, ratios → %); symbols and counted things in the bot's
 language, counts with their plural form ("0 ошибок"), numbers with its decimal separator."""
 
 from __future__ import annotations
@@ -48,12 +48,17 @@ class Unit:
         return f"{number} {self.symbol}" if self.symbol != "%" else f"{number} %"
 
 
+# Memory and sizes in binary units everywhere the bot shows them (/status, /runs, run reports,
+# charts): one card's 20 GiB must not read 21.5 GB in one place and 20.0 GiB in another.
+MIB = 1024**2
+GIB = 1024**3
+
 # Suffix → (quantity, symbol, scale). Longest suffixes first where one ends another.
 SUFFIXES: tuple[tuple[str, str, str, float], ...] = (
     ("_celsius", N_("temperature"), "°C", 1.0),
     ("_watts", N_("power"), N_("W"), 1.0),
     ("_joules", N_("energy"), N_("kJ"), 1e-3),
-    ("_bytes", N_("size"), N_("GB"), 1e-9),
+    ("_bytes", N_("size"), N_("GiB"), 1 / GIB),
     ("_hertz", N_("clock"), N_("MHz"), 1e-6),
     ("_rpm", N_("fan speed"), N_("RPM"), 1.0),
     ("_volts", N_("voltage"), N_("V"), 1.0),
@@ -126,7 +131,7 @@ def _base_unit(name: str, rated: bool) -> Unit:
                 if suffix == "_seconds":  # seconds per second: the share of time busy
                     return Unit(_("busy"), "%", 100.0, percent=True)
                 if suffix == "_bytes":
-                    return Unit(_("throughput"), _("MB/s"), 1e-6)
+                    return Unit(_("throughput"), _("MiB/s"), 1 / MIB)
                 per_second = _("{symbol}/s").format(symbol=_(symbol))
                 return Unit(_("{quantity} rate").format(quantity=_(quantity)), per_second, scale)
             return Unit(_(quantity), _(symbol), scale)

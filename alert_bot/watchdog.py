@@ -17,6 +17,7 @@ from alert_bot.config import Config
 from alert_bot.i18n import _, format_rfc3339
 from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
+from alert_bot.render import matchers_text
 from alert_bot.store import NewNotification, Store, StoreError
 from rigwatch.logs import logger
 
@@ -118,10 +119,7 @@ class Watchdog(BotLoop):
             return ""
         names = []
         for silence in matching[:3]:
-            matchers = ", ".join(
-                f"{m.get('name')}{'=~' if m.get('isRegex') else '='}{m.get('value')}"
-                for m in silence.get("matchers", [])
-            )
+            matchers = matchers_text(silence.get("matchers", []))
             text = f"<code>{html.escape(matchers)}</code>"
             if silence.get("createdBy"):
                 text += _(" by {who}").format(who=html.escape(str(silence["createdBy"])))

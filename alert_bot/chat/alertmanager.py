@@ -12,6 +12,7 @@ from alert_bot.render import (
     SEVERITY_MARKERS,
     SILENCE_DURATIONS,
     alert_place,
+    matchers_text,
     silence_length,
     silence_matchers,
 )
@@ -104,11 +105,17 @@ def alerts(chat: Chat, message: dict, args: list[str]) -> None:
     chat.reply(message, "\n".join(lines), buttons)
 
 
-def describe_matchers(silence: dict) -> str:
-    return ", ".join(
-        f"{m['name']}{'=~' if m.get('isRegex') else '='}{m['value']}"
-        for m in silence.get("matchers", [])
-    )
+def describe_silence(chat: Chat, silence: dict) -> str:
+    """What a silence hides, as HTML: a /mute reads as what it does (its alertname matcher is
+    a negative regex, "all but these"), any other silence as its matchers with their operators."""
+    # Imported here: mute builds on this module (until_text, SILENCE_ID).
+    from alert_bot.chat.mute import rig_mutes
+
+    for rig in rig_mutes([silence], chat.config.watchdog.alertname):
+        return _("all of {rig}'s alerts except the pipeline's own").format(
+            rig=f"<b>{html.escape(rig)}</b>"
+        )
+    return f"<code>{html.escape(matchers_text(silence.get('matchers', [])))}</code>"
 
 
 # The comments the bot writes on its own silences (English, as Alertmanager's UI shows them to
@@ -151,9 +158,8 @@ def silences(chat: Chat, message: dict, args: list[str]) -> None:
     ]
     buttons = []
     for number, silence in enumerate(active[:LISTED], start=1):
-        matchers = describe_matchers(silence)
         until = until_text(chat, silence.get("endsAt", ""))
-        line = f"{number}. <code>{html.escape(matchers)}</code> " + _("until {time}").format(
+        line = f"{number}. {describe_silence(chat, silence)} " + _("until {time}").format(
             time=html.escape(until)
         )
         if silence.get("createdBy"):
@@ -238,7 +244,7 @@ def unsilence_button(chat: Chat, query: dict, data: str, who: str, message: dict
         chat.answer(query, _("This button is not one of mine."))
         return
     try:
-        what = describe_matchers(chat.alertmanager.silence(silence_id))
+        what = describe_silence(chat, chat.alertmanager.silence(silence_id))
     except (UpstreamError, ValueError, KeyError, TypeError):
         what = ""  # named by its id only; the expiry below says whether Alertmanager answers
     chat.alertmanager.expire_silence(silence_id)
@@ -251,7 +257,7 @@ def unsilence_button(chat: Chat, query: dict, data: str, who: str, message: dict
             )
         except TelegramError as exc:
             log.info("could not remove the unsilence button: %s", exc)
-    name = f"<code>{html.escape(what)}</code>" if what else f"<code>{silence_id}</code>"
+    name = what or f"<code>{silence_id}</code>"
     chat.reply(
         message, _("🔔 Silence {name} removed by {who}.").format(name=name, who=html.escape(who))
     )

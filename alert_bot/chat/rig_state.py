@@ -13,11 +13,11 @@ from alert_bot.chat.alertmanager import firing_alerts, silenced_note
 from alert_bot.chat.context import Chat
 from alert_bot.i18n import N_, _, format_number, format_time
 from alert_bot.render import SEVERITY_MARKERS
+from alert_bot.units import GIB
 from alert_bot.upstream import UpstreamError
 
 CPU_BUSY = '1 - avg by (rig, instance) (rate(rigwatch_host_cpu_seconds_total{mode="idle"}[2m]))'
 CPU_CHIPS = re.compile(r"coretemp|k10temp|zenpower|cpu|acpitz|soc", re.IGNORECASE)
-GIB = 1024**3
 # The alert rules' temperature thresholds (prometheus/rules/gpu.yml): near = within 5 °C of the
 # card's own slowdown threshold, or the fixed numbers for a card that reports none.
 NEAR_SLOWDOWN_MARGIN = 5.0

@@ -27,9 +27,10 @@ from alert_bot.runs.energy import (
     money,
     start_of_day,
 )
-from alert_bot.runs.messages import GB, cards_text
+from alert_bot.runs.messages import cards_text
 from alert_bot.runs.table import RunTable
 from alert_bot.runs.watch import quote
+from alert_bot.units import GIB
 from alert_bot.upstream import PrometheusClient
 
 DAY = 86400.0
@@ -70,7 +71,7 @@ def runs(chat: Chat, message: dict, args: list[str]) -> None:
         ]
         used = memory.get((run.instance, str(run.pid)))
         if used is not None:
-            parts.append(_("mem {size} GB").format(size=format_number(used / GB)))
+            parts.append(_("mem {size} GiB").format(size=format_number(used / GIB)))
         busy = [util[(run.instance, u)] for u in run.cards if (run.instance, u) in util]
         if busy:
             parts.append(_("util {percent}").format(percent=f"{sum(busy) / len(busy) * 100:.0f}%"))

@@ -10,8 +10,7 @@ from alert_bot.i18n import _, format_number
 from alert_bot.runs.energy import duration_text, kwh_text, local_text
 from alert_bot.runs.table import Run
 from alert_bot.store import NewNotification
-
-GB = 1e9
+from alert_bot.units import GIB
 
 
 def destinations(config: Config, run: Run, html_text: str) -> list[NewNotification]:
@@ -84,8 +83,8 @@ def ended_text(config: Config, run: Run, ended_at: float, summary: dict) -> str:
     figures = []
     if summary.get("peak_memory_bytes") is not None:
         figures.append(
-            _("peak {size} GB GPU memory").format(
-                size=format_number(summary["peak_memory_bytes"] / GB)
+            _("peak {size} GiB GPU memory").format(
+                size=format_number(summary["peak_memory_bytes"] / GIB)
             )
         )
     if summary.get("mean_utilization") is not None:

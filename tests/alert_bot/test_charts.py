@@ -14,7 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from alert_bot import i18n
 from alert_bot.charts import (
+    PALETTE,
     Series,
     alert_chart,
     alert_title,
@@ -145,10 +147,10 @@ def test_every_shipped_alert_charts_with_a_unit_and_a_title_in_words(rule):
     [
         ("rigwatch_gpu_temperature_celsius", "°C", 83.0),
         ("rigwatch_gpu_power_usage_watts", "W", 83.0),
-        ("rigwatch_gpu_memory_used_bytes", "GB", 83e-9),
+        ("rigwatch_gpu_memory_used_bytes", "GiB", 83 / 2**30),
         ("rigwatch_gpu_utilization_ratio", "%", 8300.0),
         ("rigwatch_host_memory_available_bytes / rigwatch_host_memory_total_bytes", "%", 8300.0),
-        ('rate(rigwatch_host_swap_in_bytes_total{x="/"}[5m])', "MB/s", 83e-6),
+        ('rate(rigwatch_host_swap_in_bytes_total{x="/"}[5m])', "MiB/s", 83 / 2**20),
         ("increase(rigwatch_gpu_xid_errors_total[30m])", "errors", 83.0),
         ("rigwatch_gpu_up == 0", "state", 83.0),
     ],
@@ -248,6 +250,58 @@ def test_one_card_keeps_its_colour_across_charts():
     first = colours(["rig1|0", "rig1|1", "rig2|0"])
     second = colours(["rig2|0", "rig1|1"])
     assert second["rig2|0"] == first["rig2|0"] and second["rig1|1"] == first["rig1|1"]
+
+
+def test_eight_cards_on_one_rig_are_eight_clearly_different_colours():
+    for rig in ("rig1", "rig2", "miner-a"):
+        keys = [f"{rig}|{gpu}" for gpu in range(8)]
+        series = [Series(k, _points(3600, lambda i: 1.0), key=k) for k in keys]
+        colours = [line.get_color() for line in _drawn(series).axes[0].get_lines()]
+        # All eight of Okabe and Ito's colour-blind-safe set, each once (the old palette,
+        # picked by a hash of the key, gave two cards of one rig the same or near purples).
+        assert sorted(c.lower() for c in colours) == sorted(c.lower() for c in PALETTE)
+
+
+def test_cards_of_two_rigs_that_would_share_a_colour_get_different_ones():
+    keys = [f"{rig}|{gpu}" for rig in ("rig1", "rig2") for gpu in range(4)]
+    series = [Series(k, _points(3600, lambda i: 1.0), key=k) for k in keys]
+    colours = [line.get_color() for line in _drawn(series).axes[0].get_lines()]
+    assert len(set(colours)) == 8
+
+
+def test_a_gap_in_the_data_is_drawn_as_a_gap():
+    """Ten minutes without samples (Prometheus down) break the line; no straight segment
+    joins the last sample before to the first after."""
+    points = [(NOW - 3600 + i * 15, 50.0) for i in range(120)]
+    points += [(NOW - 1200 + i * 15, 70.0) for i in range(80)]
+    line = _drawn([Series("GPU 0", points, key="rig1|0")]).axes[0].get_lines()[0]
+    ys = list(line.get_ydata())
+    breaks = [i for i, y in enumerate(ys) if y != y]
+    assert len(breaks) == 1
+    assert ys[breaks[0] - 1] == 50.0 and ys[breaks[0] + 1] == 70.0
+    steady = [(NOW - 3600 + i * 15, 50.0) for i in range(240)]
+    line = _drawn([Series("GPU 0", steady, key="rig1|0")]).axes[0].get_lines()[0]
+    assert all(y == y for y in line.get_ydata())
+
+
+def test_dates_on_the_time_axis_are_in_the_chats_language():
+    series = [Series("GPU 0", _points(3 * 86400, lambda i: 60.0), key="rig1|0")]
+    unit = unit_of("rigwatch_gpu_temperature_celsius")
+
+    def labels() -> str:
+        axes = _drawn(series, seconds=3 * 86400, unit=unit, zone=ZONE).axes[0]
+        ticks = [t.get_text() for t in axes.get_xticklabels()]
+        return " ".join([*ticks, axes.xaxis.get_offset_text().get_text()])
+
+    month = datetime.fromtimestamp(NOW, ZONE).strftime("%b")
+    assert month in labels()
+    i18n.use("ru")
+    try:
+        russian = labels()
+    finally:
+        i18n.use("en")
+    assert month not in russian
+    assert re.search("янв|фев|мар|апр|мая|июн|июл|авг|сен|окт|ноя|дек", russian)
 
 
 def test_series_are_named_by_card_not_by_instance():

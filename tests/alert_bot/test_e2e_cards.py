@@ -7,6 +7,9 @@ The clock is shortened as in test_e2e.py."""
 
 from __future__ import annotations
 
+import re
+import time
+
 from tests.alert_bot.botkit import CHAT, wait_prometheus_has
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.alert_bot.test_e2e import (
@@ -75,5 +78,42 @@ def test_card_lost_at_start_reaches_the_chat_named_by_bus_id(tmp_path, telegram)
             "❌ GPU 0000:0b:00.0 on rig1: on the bus, not served by the NVIDIA driver "
             "(held by vfio-pci) since "
         ) in reply, reply
+        log = bot.output()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_card_lost_while_running_shows_in_gpu_with_its_reason_and_since_when(tmp_path, telegram):
+    """A card the exporter had open, lost later: once NVML is re-initialised it is a card that
+    cannot be opened, and /gpu names why and since when, not only "lost / unreachable"."""
+    build_fake_nvml()
+    scenario = tmp_path / "scenario.json"
+    cards = make_scenario(2)
+    write_scenario(scenario, cards)
+    with _running_chain(tmp_path, telegram, scenario, {}) as (bot, prometheus, _):
+        wait_prometheus_has(prometheus, 'rigwatch_gpu_up{gpu="1"} == 1')
+        lost_at = time.time()
+        cards["devices"][1]["lost"] = True
+        write_scenario(scenario, cards)
+
+        def ask_gpu() -> str:
+            before = len(telegram.sent(CHAT))
+            telegram.inject_message(CHAT, "/gpu")
+            wait_until(lambda: len(telegram.sent(CHAT)) > before, timeout=15, what="/gpu")
+            return parse_telegram_html(telegram.sent(CHAT)[before].params["text"])
+
+        reply = wait_until(
+            lambda: (text := ask_gpu()) and "GPU 1" in text and " since " in text and text,
+            timeout=60,
+            interval=2,
+            what="/gpu naming the card lost while running with its reason and start",
+        )
+        line = next(x for x in reply.splitlines() if "GPU 1" in x)
+        assert "lost" in line and "lost / unreachable" not in line, reply
+        since = re.search(r" since (\d\d):(\d\d)", line)
+        assert since, line
+        # The start of the outage (the minute it was lost, or the next: the subquery's 10 s),
+        # compared by the minute so the bot's time zone does not matter.
+        minute = int(time.strftime("%M", time.gmtime(lost_at)))
+        assert int(since.group(2)) in {minute, (minute + 1) % 60}, line
         log = bot.output()
     assert "Traceback" not in log, log[-3000:]

@@ -94,7 +94,7 @@ def test_runs_sharing_a_card_each_end_with_one_message(tmp_path, telegram):
     me = psutil.Process().username()
     assert f"👤 {me}" in text and "on the host" in text
     assert "GPU 0, 1 (NVIDIA GeForce RTX 4090)" in text, text
-    assert "peak 23.6 GB GPU memory" in text  # 22 GiB
+    assert "peak 22.0 GiB GPU memory" in text  # 22 GiB, as /status shows it
     assert "IST" in text  # Asia/Kolkata
     assert "ended" in text.lower() and "succe" not in text.lower()
     assert "hidden" not in text  # the command line's arguments stay out

@@ -84,7 +84,7 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
     # /runs: the running one with its live figures, the ended one in local time.
     running, ended = runs.split("Ended in the last 24 h")
     assert "train.py (pid" in running and "GPU 0, 1 (NVIDIA GeForce RTX 4090)" in running
-    assert re.search(r"mem 12\.9 GB · util 90% · [\d.]+ kWh ≈ [\d.]+ EUR", running), running
+    assert re.search(r"mem 12\.0 GiB · util 90% · [\d.]+ kWh ≈ [\d.]+ EUR", running), running
     assert "eval.py" in ended and abbreviation in ended and "GPU 2" in ended
     assert "blip.py" not in ended
     assert not any("Run ended · blip.py" in text for text in telegram.visible_texts(CHAT))

@@ -50,10 +50,10 @@ def _fire(services: dict, *label_sets: dict) -> None:
     )
 
 
-def _silence(services: dict, alertname: str, hours: float = 2) -> str:
+def _silence(services: dict, alertname: str, hours: float = 2, matchers: list | None = None) -> str:
     now = time.time()
     body = {
-        "matchers": [{"name": "alertname", "value": alertname, "isRegex": False}],
+        "matchers": matchers or [{"name": "alertname", "value": alertname, "isRegex": False}],
         "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60)),
         "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + hours * 3600)),
         "createdBy": "someone@alertmanager-ui",
@@ -202,6 +202,30 @@ def test_unsilencing_one_keeps_the_other_buttons_and_names_what_ended(bot, teleg
     wait_until(lambda: "removed by" in _visible(telegram.sent(CHAT)[-1]), what="confirmation")
     assert f"alertname={ended_name}" in _visible(telegram.sent(CHAT)[-1])
     assert [s["id"] for s in _active(services)] == [keyboard[1][0]["callback_data"][2:]]
+
+
+def test_every_matcher_is_shown_with_its_operator_and_a_mute_reads_as_what_it_does(
+    bot, telegram, services
+):
+    """Alertmanager's isEqual/isRegex give four operators; a listing without them reads a
+    negative matcher as its opposite. A /mute (rig=X, alertname!~pipeline) reads as a sentence."""
+    _silence(
+        services,
+        "",
+        matchers=[
+            {"name": "alertname", "value": "GpuHot", "isRegex": False, "isEqual": False},
+            {"name": "gpu", "value": "0|1", "isRegex": True, "isEqual": True},
+            {"name": "instance", "value": "rig9.*", "isRegex": True, "isEqual": False},
+            {"name": "rig", "value": "rig9", "isRegex": False, "isEqual": True},
+        ],
+    )
+    listing = _visible(_ask(telegram, "/silences"))
+    assert "alertname!=GpuHot, gpu=~0|1, instance!~rig9.*, rig=rig9" in listing
+    _ask(telegram, "/mute rig2 2h")
+    wait_until(lambda: len(_active(services)) == 2, what="the mute's silence")
+    listing = _visible(_ask(telegram, "/silences"))
+    assert "all of rig2's alerts except the pipeline's own" in listing
+    assert "alertname=~" not in listing
 
 
 def test_the_watchdog_names_a_silence_on_the_heartbeat_made_elsewhere(tmp_path, telegram, services):
