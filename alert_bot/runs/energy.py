@@ -5,6 +5,7 @@ for everything a person reads (the store keeps UTC)."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 from dataclasses import dataclass
 
 from alert_bot.config import Config, EnergySettings
@@ -115,7 +116,8 @@ def card_energy(
 
 
 def money(energy: EnergySettings, amount: float) -> str:
-    currency = energy.currency
+    """The amount with the configured currency, HTML-escaped (every caller sends HTML)."""
+    currency = html.escape(energy.currency)
     if len(currency) <= 1:
         return f"{currency}{amount:.2f}"
     return f"{amount:.2f} {currency}"
