@@ -4,7 +4,6 @@ button presses are routed by the callback table below it."""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -127,7 +126,7 @@ def handle_message(chat: Chat, message: dict) -> None:
     try:
         command.handler(chat, message, words[1:])
     except UpstreamError as exc:
-        chat.reply(message, f"⚠️ {html.escape(str(exc))}")
+        chat.reply(message, chat.cannot_tell(exc))
 
 
 def handle_button(chat: Chat, query: dict) -> None:
@@ -147,7 +146,9 @@ def handle_button(chat: Chat, query: dict) -> None:
         else:
             handler(chat, query, data, who, message)
     except UpstreamError as exc:
-        chat.answer(query, _("Alertmanager did not do it: {error}").format(error=exc), alert=True)
+        chat.answer(
+            query, _("Alertmanager did not do it: {error}").format(error=exc.text()), alert=True
+        )
     except StoreError:
         chat.answer(query, _("The bot's store is unavailable; try again later."), alert=True)
 
