@@ -153,6 +153,23 @@ def handle_button(chat: Chat, query: dict) -> None:
         chat.answer(query, _("The bot's store is unavailable; try again later."), alert=True)
 
 
+def answered_at_once(update: dict) -> bool:
+    """Whether an update needs neither Prometheus nor Alertmanager (/start, /help, text that
+    is no command): the update loop answers those itself, never behind a slow upstream."""
+    message = update.get("message")
+    if not isinstance(message, dict):
+        return False  # a button: Alertmanager
+    words = (message.get("text") or "").split()
+    if not words:
+        return True
+    first = words[0].lower()
+    name = first[1:].split("@", 1)[0] if first.startswith("/") else first
+    command = BY_NAME.get(name)
+    if command is None:
+        return True
+    return command.public
+
+
 def handle_update(chat: Chat, update: dict) -> None:
     if "callback_query" in update:
         handle_button(chat, update["callback_query"])
