@@ -1,0 +1,62 @@
+"""Every configured chat is checked with Telegram (getChat) at start: a chat Telegram does not
+know is a configuration error, exit 2, one line naming the setting and the id."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.alert_bot.botkit import CHAT, bot_env, bot_process
+from tests.support import REPO, free_port, wait_until
+
+MISSING = -1009999999999
+
+
+def _start_fails(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "alert_bot"],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_wrong_telegram_chat_id_is_one_line_naming_it_and_exit_2(tmp_path, telegram):
+    telegram.missing_chats.add(CHAT)
+    result = _start_fails(bot_env(tmp_path, telegram.url, port=free_port()))
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert errors == [
+        f"rigwatch-bot: configuration error: TELEGRAM_CHAT_ID: Telegram cannot reach chat {CHAT}"
+        " (Bad Request: chat not found): check the id (/start in the chat shows it) and that "
+        "the bot is a member there"
+    ], result.stderr
+    assert not telegram.sent()  # nothing was dead-lettered or sent
+
+
+def test_a_wrong_routed_chat_is_named_by_its_route(tmp_path, telegram):
+    telegram.missing_chats.add(MISSING)
+    env = bot_env(tmp_path, telegram.url, port=free_port())
+    config = Path(env["ALERT_BOT_CONFIG"])
+    settings = yaml.safe_load(config.read_text())
+    settings["routes"] = [{"chat_id": CHAT, "match": {"rig": "a"}}, {"chat_id": MISSING}]
+    config.write_text(yaml.safe_dump(settings))
+    result = _start_fails(env)
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"configuration error: ALERT_BOT_CONFIG routes[1].chat_id: Telegram cannot reach chat "
+        f"{MISSING} (Bad Request: chat not found)" in result.stderr
+    ), result.stderr
+
+
+def test_reachable_chats_start_the_bot(tmp_path, telegram):
+    env = bot_env(tmp_path, telegram.url, port=free_port())
+    with bot_process(env) as (proc, _):
+        wait_until(lambda: "listening on" in proc.output(), what="the start line")
+    asked = {int(c.params["chat_id"]) for c in telegram.calls_to("getChat")}
+    assert asked == {CHAT}
