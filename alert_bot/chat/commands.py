@@ -91,8 +91,9 @@ def _refuse_chat(chat: Chat, message: dict, chat_id: int) -> None:
         message,
         _(
             "Sorry, this chat is not allowed to use rigwatch. Its id is <code>{chat_id}</code>: "
-            "add it to <code>access.allowed_chat_ids</code> in the bot's configuration if it "
-            "should be."
+            "set <code>TELEGRAM_CHAT_ID</code> to it if alerts should come here, or add it to "
+            "<code>access.allowed_chat_ids</code> in the bot's configuration if it should only "
+            "use the commands."
         ).format(chat_id=chat_id),
     )
 

@@ -60,3 +60,15 @@ def test_reachable_chats_start_the_bot(tmp_path, telegram):
         wait_until(lambda: "listening on" in proc.output(), what="the start line")
     asked = {int(c.params["chat_id"]) for c in telegram.calls_to("getChat")}
     assert asked == {CHAT}
+
+
+def test_the_refusal_names_telegram_chat_id_as_what_would_fix_it(tmp_path, telegram):
+    from tests.alert_bot.botkit import STRANGER, running_bot
+    from tests.alert_bot.fake_telegram import parse_telegram_html
+
+    with running_bot(bot_env(tmp_path, telegram.url)):
+        telegram.inject_message(STRANGER, "/status")
+        wait_until(lambda: telegram.sent(STRANGER), timeout=20, what="the refusal")
+    text = parse_telegram_html(telegram.sent(STRANGER)[0].params["text"])
+    assert f"Its id is {STRANGER}: set TELEGRAM_CHAT_ID to it if alerts should come here" in text
+    assert "access.allowed_chat_ids" in text
