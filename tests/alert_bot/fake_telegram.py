@@ -566,6 +566,8 @@ class FakeTelegram:
             chat_id = int(params["chat_id"])
         except (KeyError, ValueError):
             return _bad("Bad Request: chat not found")
+        if chat_id in self.missing_chats:
+            return _bad("Bad Request: chat not found")
         with self.lock:
             new_id = self.migrations.get(chat_id)
         if new_id is not None:

@@ -72,3 +72,20 @@ def test_the_refusal_names_telegram_chat_id_as_what_would_fix_it(tmp_path, teleg
     text = parse_telegram_html(telegram.sent(STRANGER)[0].params["text"])
     assert f"Its id is {STRANGER}: set TELEGRAM_CHAT_ID to it if alerts should come here" in text
     assert "access.allowed_chat_ids" in text
+
+
+def test_a_chat_unreachable_later_is_reported_in_another_chat_and_counted(tmp_path, telegram):
+    from tests.alert_bot.botkit import alert, metric_value, notification, post, webhook_bot
+
+    routed = -100777
+    settings = {"routes": [{"chat_id": routed, "match": {"rig": "far"}}]}
+    with webhook_bot(tmp_path, telegram.url, settings) as (_, base):
+        telegram.missing_chats.add(routed)  # the bot was removed from it after the start
+        assert post(base, notification(alert(rig="far")))[0] == 200
+        wait_until(
+            lambda: any(f"cannot reach chat {routed}" in t for t in telegram.visible_texts(CHAT)),
+            timeout=30,
+            what="the report in the default chat",
+        )
+        assert metric_value(base, "rigwatch_bot_chat_unreachable_total", {"chat": str(routed)}) == 1
+    assert not telegram.sent(routed)
