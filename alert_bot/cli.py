@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             LATEST,
         )
     telegram, stopping, verdict = _connect(config)
+    if verdict == ACCEPTED:
+        verdict = _check_chats(telegram, config)
     if verdict == REJECTED:
         store.close()
         return 2
@@ -177,6 +179,33 @@ def _check_token(telegram) -> str:
         log.warning("cannot check the bot token with Telegram yet (%s); will retry", exc)
         return UNKNOWN
     log.info("Telegram accepts the bot token: this is @%s", me["username"])
+    return ACCEPTED
+
+
+def _check_chats(telegram, config) -> str:
+    """Ask Telegram about every configured chat (getChat): a chat it does not know, or that
+    the bot may not write to, is a configuration error naming the setting and the id (else the
+    first alert would be dead-lettered). REJECTED (the line printed) or ACCEPTED; a chat
+    Telegram cannot be asked about now is left to delivery, which retries."""
+    from alert_bot.telegram import TelegramError
+
+    chats = [("TELEGRAM_CHAT_ID", config.default_chat_id)] + [
+        (f"ALERT_BOT_CONFIG routes[{number}].chat_id", route.chat_id)
+        for number, route in enumerate(config.routes)
+    ]
+    for setting, chat_id in chats:
+        try:
+            telegram.get_chat(chat_id)
+        except TelegramError as exc:
+            if exc.failure.status in (400, 403):
+                print(
+                    f"rigwatch-bot: configuration error: {setting}: Telegram cannot reach chat "
+                    f"{chat_id} ({exc.description}): check the id (/start in the chat shows it) "
+                    "and that the bot is a member there",
+                    file=sys.stderr,
+                )
+                return REJECTED
+            logger("bot").warning("cannot check chat %s with Telegram yet (%s)", chat_id, exc)
     return ACCEPTED
 
 

@@ -74,6 +74,11 @@ class BotMetrics:
             "rigwatch_bot_dead_letters",
             "Notifications given up on and moved to the dead-letter table.",
         )
+        self.chat_unreachable = counter(
+            "rigwatch_bot_chat_unreachable",
+            "Notifications dead-lettered because Telegram cannot reach their chat, by chat id.",
+            "chat",
+        )
         self.edits = counter(
             "rigwatch_bot_message_edits",
             "Firing messages marked resolved by an edit, by result (edited, given_up).",

@@ -318,6 +318,10 @@ class TelegramClient:
         user = self._call(self.bot.get_me)
         return {"id": user.id, "username": user.username or ""}
 
+    def get_chat(self, chat_id: int) -> None:
+        """Whether the bot can reach this chat (getChat); TelegramError when it cannot."""
+        self._call(self.bot.get_chat, chat_id)
+
     def answer_callback(self, callback_id: str, text: str, alert: bool = False) -> None:
         self._call(self.bot.answer_callback_query, callback_id, text=text[:200], show_alert=alert)
 

@@ -20,6 +20,10 @@ from alert_bot.telegram import Button, TelegramError
 from alert_bot.upstream import UpstreamError
 
 LISTED = 30  # alerts or silences listed in one answer
+# An /alerts answer stays within two Telegram messages however long the labels are: each
+# label value and summary is clipped, and the listing stops at this many characters.
+CLIPPED_CHARS = 200
+LISTING_CHARS = 7000
 WITH_BUTTONS = 10  # of those, the first ones get buttons
 SILENCE_ID = re.compile(r"[0-9A-Za-z-]{1,62}")  # Alertmanager's ids are UUIDs
 
@@ -76,18 +80,25 @@ def alerts(chat: Chat, message: dict, args: list[str]) -> None:
     lines = [title]
     buttons: list[list[Button]] = []
     now = chat.clock()
+    size = len(title)
+    listed = 0
     for number, alert in enumerate(firing[:LISTED], start=1):
         labels = alert.get("labels", {})
         marker = SEVERITY_MARKERS.get(labels.get("severity", ""), "⚪")
-        where = " · ".join(html.escape(place) for place in alert_place(labels))
-        summary = alert.get("annotations", {}).get("summary", "")
-        line = f"{number}. {marker} <b>{html.escape(labels.get('alertname', '?'))}</b>"
+        where = " · ".join(html.escape(_clip(place)) for place in alert_place(labels))
+        summary = _clip(str(alert.get("annotations", {}).get("summary", "")))
+        name = _clip(labels.get("alertname", "?"))
+        line = f"{number}. {marker} <b>{html.escape(name)}</b>"
         if where:
             line += f" · {where}"
         if summary:
             line += f" — {html.escape(summary)}"
         if alert.get("silenced_until"):
             line += f" · {silenced_note(chat, alert)}"
+        if size + len(line) > LISTING_CHARS:
+            break
+        size += len(line) + 1
+        listed = number
         lines.append(line)
         if number <= WITH_BUTTONS and not alert.get("silenced_until"):
             short_id = chat.store.buttons.save(
@@ -99,9 +110,15 @@ def alerts(chat: Chat, message: dict, args: list[str]) -> None:
                     for d in SILENCE_DURATIONS
                 ]
             )
-    if len(firing) > LISTED:
-        more = len(firing) - LISTED
-        lines.append(ngettext("… and {count} more", "… and {count} more", more).format(count=more))
+    if len(firing) > listed:
+        more = len(firing) - listed
+        lines.append(
+            ngettext(
+                "… and {count} more: all of them in Alertmanager, {url}",
+                "… and {count} more: all of them in Alertmanager, {url}",
+                more,
+            ).format(count=more, url=html.escape(chat.config.alertmanager_url + "/#/alerts"))
+        )
     chat.reply(message, "\n".join(lines), buttons)
 
 
@@ -143,6 +160,11 @@ def shown_comment(comment: str) -> str:
             f": {button['what']}"
         )
     return comment
+
+
+def _clip(text: str) -> str:
+    """A label value or summary short enough for a listing (before HTML escaping)."""
+    return text if len(text) <= CLIPPED_CHARS else text[: CLIPPED_CHARS - 1] + "…"
 
 
 def silences(chat: Chat, message: dict, args: list[str]) -> None:

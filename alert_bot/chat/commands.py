@@ -4,7 +4,6 @@ button presses are routed by the callback table below it."""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -92,8 +91,9 @@ def _refuse_chat(chat: Chat, message: dict, chat_id: int) -> None:
         message,
         _(
             "Sorry, this chat is not allowed to use rigwatch. Its id is <code>{chat_id}</code>: "
-            "add it to <code>access.allowed_chat_ids</code> in the bot's configuration if it "
-            "should be."
+            "set <code>TELEGRAM_CHAT_ID</code> to it if alerts should come here, or add it to "
+            "<code>access.allowed_chat_ids</code> in the bot's configuration if it should only "
+            "use the commands."
         ).format(chat_id=chat_id),
     )
 
@@ -127,7 +127,7 @@ def handle_message(chat: Chat, message: dict) -> None:
     try:
         command.handler(chat, message, words[1:])
     except UpstreamError as exc:
-        chat.reply(message, f"⚠️ {html.escape(str(exc))}")
+        chat.reply(message, chat.cannot_tell(exc))
 
 
 def handle_button(chat: Chat, query: dict) -> None:
@@ -147,9 +147,28 @@ def handle_button(chat: Chat, query: dict) -> None:
         else:
             handler(chat, query, data, who, message)
     except UpstreamError as exc:
-        chat.answer(query, _("Alertmanager did not do it: {error}").format(error=exc), alert=True)
+        chat.answer(
+            query, _("Alertmanager did not do it: {error}").format(error=exc.text()), alert=True
+        )
     except StoreError:
         chat.answer(query, _("The bot's store is unavailable; try again later."), alert=True)
+
+
+def answered_at_once(update: dict) -> bool:
+    """Whether an update needs neither Prometheus nor Alertmanager (/start, /help, text that
+    is no command): the update loop answers those itself, never behind a slow upstream."""
+    message = update.get("message")
+    if not isinstance(message, dict):
+        return False  # a button: Alertmanager
+    words = (message.get("text") or "").split()
+    if not words:
+        return True
+    first = words[0].lower()
+    name = first[1:].split("@", 1)[0] if first.startswith("/") else first
+    command = BY_NAME.get(name)
+    if command is None:
+        return True
+    return command.public
 
 
 def handle_update(chat: Chat, update: dict) -> None:

@@ -3,17 +3,19 @@ place that decides who may use the bot) and replies within the flood limits."""
 
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from alert_bot.config import Config
+from alert_bot.i18n import format_time
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
 from alert_bot.render import split_html
 from alert_bot.store import Store
 from alert_bot.telegram import Button, TelegramClient, TelegramError
-from alert_bot.upstream import AlertmanagerClient, PrometheusClient
+from alert_bot.upstream import AlertmanagerClient, PrometheusClient, UpstreamError
 from rigwatch.logs import logger
 
 log = logger("bot", "chat")
@@ -51,6 +53,12 @@ class Chat:
     access: Access
     clock: Callable[[], float]
     stop: threading.Event
+
+    def cannot_tell(self, exc: UpstreamError) -> str:
+        """The chat's line for an upstream that could not answer usefully, in the bot's
+        language, with since when it has been unreachable; logged once as it is shown."""
+        log.warning("command answered without data: %s", exc)
+        return "⚠️ " + html.escape(exc.text(lambda t: format_time(t, self.config.zone)))
 
     def reply(
         self,

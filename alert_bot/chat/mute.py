@@ -15,7 +15,12 @@ from alert_bot.telegram import Button, TelegramError
 
 # The stack's alerts about the bot's own delivery (prometheus/rules/stack.yml): a muted rig
 # must not hide that the bot itself cannot deliver.
-DELIVERY_ALERTS = ("AlertBotDeliveryFailing", "AlertBotBacklogGrowing", "AlertBotDeadLetters")
+DELIVERY_ALERTS = (
+    "AlertBotDeliveryFailing",
+    "AlertBotBacklogGrowing",
+    "AlertBotDeadLetters",
+    "AlertBotChatUnreachable",
+)
 LONGEST = 7 * 86400.0
 RIG_NAME = re.compile(r"[^\s]{1,100}")
 USAGE = N_(

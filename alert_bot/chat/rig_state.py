@@ -306,7 +306,7 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
         alerts = firing_alerts(chat)
         alert_error = None
     except UpstreamError as exc:
-        alerts, alert_error = [], str(exc)
+        alerts, alert_error = [], chat.cannot_tell(exc)
     rigs = sorted({*cards, *hosts})
     if not rigs:
         _no_data(chat, message, wanted)
@@ -342,7 +342,7 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
             + html.escape(", ".join(sorted({a["labels"].get("alertname", "?") for a in other})))
         )
     if alert_error:
-        blocks.append(f"⚠️ {html.escape(alert_error)}")
+        blocks.append(alert_error)
     chat.reply(message, "\n\n".join(blocks))
 
 

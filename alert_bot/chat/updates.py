@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from alert_bot.chat import commands
 from alert_bot.chat.context import Access, Chat
@@ -22,6 +23,9 @@ from rigwatch.logs import logger
 log = logger("bot", "updates")
 
 OFFSET_STATE = "telegram_update_offset"
+# Commands that ask Prometheus or Alertmanager run on these threads, so a slow upstream (up to
+# its total deadline) holds up neither the update loop nor /start and /help.
+COMMAND_WORKERS = 4
 
 
 class UpdateLoop(BotLoop):
@@ -62,6 +66,17 @@ class UpdateLoop(BotLoop):
             saved = store.state.get(OFFSET_STATE)
             self.offset = int(saved) if saved else None
         self.commands_registered = False
+        self._workers = ThreadPoolExecutor(COMMAND_WORKERS, thread_name_prefix="command")
+
+    def stop(self) -> None:
+        super().stop()
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def _handle(self, update: dict) -> None:
+        try:
+            commands.handle_update(self.chat, update)
+        except Exception:  # noqa: BLE001 - one bad update must not stop the loop
+            log.exception("handling update %s failed", update.get("update_id"))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -89,7 +104,7 @@ class UpdateLoop(BotLoop):
                     self.store.state.set(OFFSET_STATE, str(self.offset))
                 except StoreError as exc:
                     log.warning("could not keep the update offset: %s", exc)
-                try:
-                    commands.handle_update(self.chat, update)
-                except Exception:  # noqa: BLE001 - one bad update must not stop the loop
-                    log.exception("handling update %s failed", update.get("update_id"))
+                if commands.answered_at_once(update):
+                    self._handle(update)
+                else:
+                    self._workers.submit(self._handle, update)

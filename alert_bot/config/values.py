@@ -5,6 +5,7 @@ times of day, URLs and mappings with known keys."""
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +25,13 @@ class ConfigError(ValueError):
         self.key = key
 
 
-def parse_duration(key: str, value: Any) -> float:
-    """Seconds from 30, 1.5, "500ms", "30s", "10m", "1h" or "7d"."""
+# Below this no interval or timeout of the bot can work (a loop that spins, a read that
+# times out before the first byte); settings that need more say so with their own floor.
+DURATION_FLOOR = 0.1
+
+
+def parse_duration(key: str, value: Any, floor: float = DURATION_FLOOR) -> float:
+    """Seconds from 30, 1.5, "500ms", "30s", "10m", "1h" or "7d"; at least floor seconds."""
     if isinstance(value, bool):
         raise ConfigError(key, f"expected a duration like 30s or 10m, got {value!r}")
     if isinstance(value, int | float):
@@ -35,9 +41,18 @@ def parse_duration(key: str, value: Any) -> float:
         if not match:
             raise ConfigError(key, f"expected a duration like 30s or 10m, got {value!r}")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ConfigError(key, f"expected a finite duration like 30s or 10m, got {value!r}")
     if seconds <= 0:
         raise ConfigError(key, f"must be positive, got {value!r}")
+    if seconds < floor:
+        raise ConfigError(key, f"must be at least {floor:g}s, got {value!r}")
     return seconds
+
+
+def duration_at_least(floor: float) -> Callable[[str, Any], float]:
+    """A parser for a duration setting of at least floor seconds."""
+    return lambda key, value: parse_duration(key, value, floor)
 
 
 def _int(key: str, value: Any, minimum: int | None = None) -> int:
@@ -64,6 +79,8 @@ def _number(key: str, value: Any, minimum: float, maximum: float | None = None) 
         number = float(value)
     except ValueError:
         raise ConfigError(key, f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):  # .inf, "1e309" (overflows to inf), NaN
+        raise ConfigError(key, f"expected a finite number, got {value!r}")
     if not minimum <= number <= (maximum if maximum is not None else float("inf")):
         upper = f" and at most {maximum:g}" if maximum is not None else ""
         raise ConfigError(key, f"must be at least {minimum:g}{upper}, got {value!r}")
@@ -94,6 +111,11 @@ def _name(key: str, value: Any) -> str:
 
 def _time_of_day(key: str, value: Any) -> int:
     """Minutes after midnight from "HH:MM"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 7:00 as 420 (base 60): the time was not quoted.
+        raise ConfigError(
+            key, f'write the time in quotes, like "07:30" (unquoted, YAML read it as {value})'
+        )
     match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", str(value).strip())
     if isinstance(value, bool) or not match:
         raise ConfigError(key, f"expected a local time like 07:30, got {value!r}")

@@ -33,8 +33,14 @@ from alert_bot.config.values import (
     _read_text,
     _section,
     _time_of_day,
+    duration_at_least,
     parse_duration,
 )
+
+# The run watch reads Prometheus every interval; a webhook read shorter than a second times
+# out honest Alertmanagers on a busy host.
+RUNS_INTERVAL_FLOOR = 1.0
+READ_TIMEOUT_FLOOR = 1.0
 
 
 def load_yaml(path: str) -> dict:
@@ -161,7 +167,9 @@ def _from_yaml(data: dict, base_dir: Path) -> dict[str, Any]:
     if "max_connections" in webhook:
         out["max_connections"] = _int("webhook.max_connections", webhook["max_connections"], 8)
     if "read_timeout" in webhook:
-        out["read_timeout"] = parse_duration("webhook.read_timeout", webhook["read_timeout"])
+        out["read_timeout"] = parse_duration(
+            "webhook.read_timeout", webhook["read_timeout"], READ_TIMEOUT_FLOOR
+        )
     if "max_body_bytes" in webhook:
         out["max_body_bytes"] = _int("webhook.max_body_bytes", webhook["max_body_bytes"], 1024)
     if "dedupe_window" in webhook:
@@ -254,7 +262,7 @@ def _runs_energy_time(data: dict) -> dict[str, Any]:
             RunSettings,
             {
                 "enabled": _bool,
-                "interval": parse_duration,
+                "interval": duration_at_least(RUNS_INTERVAL_FLOOR),
                 "min_duration": lambda k, v: 0.0 if v in (0, "0") else parse_duration(k, v),
                 "notify_start": _bool,
             },

@@ -332,6 +332,19 @@ class DeliveryWorker(BotLoop):
         )
         if row.payload.get("report"):
             return  # a report about a dead letter that itself failed: do not loop
+        report_chat, report_thread = chat_id, row.thread_id
+        if _unreachable(refusal.description):
+            # The report must reach someone: never (only) the chat that cannot be reached.
+            self.metrics.chat_unreachable.labels(str(chat_id)).inc()
+            others = [
+                c
+                for c in (self.config.default_chat_id, *(r.chat_id for r in self.config.routes))
+                if c != chat_id
+            ]
+            if not others:
+                log.error("chat %s is unreachable and no other chat is configured", chat_id)
+                return
+            report_chat, report_thread = others[0], None
         names = sorted({a["labels"].get("alertname", "?") for a in row.payload.get("alerts", [])})
         text = (
             _("⚠️ <b>A notification could not be delivered</b>")
@@ -346,6 +359,17 @@ class DeliveryWorker(BotLoop):
         text += _("It is kept in the bot's dead-letter table (notification {id}).").format(
             id=row.id
         )
+        if report_chat != chat_id:
+            text += "\n" + _(
+                "Telegram cannot reach chat {chat}: check its id and the bot's membership."
+            ).format(chat=chat_id)
         self.store.outbox.add(
-            [NewNotification(chat_id, row.thread_id, "notice", {"html": text, "report": True})], now
+            [NewNotification(report_chat, report_thread, "notice", {"html": text, "report": True})],
+            now,
         )
+
+
+def _unreachable(description: str) -> bool:
+    """Whether Telegram refused because of the chat itself, not the message."""
+    text = description.lower()
+    return "chat not found" in text or "kicked" in text or "blocked" in text

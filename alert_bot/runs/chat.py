@@ -31,7 +31,7 @@ from alert_bot.runs.messages import cards_text
 from alert_bot.runs.table import RunTable
 from alert_bot.runs.watch import quote
 from alert_bot.units import GIB
-from alert_bot.upstream import PrometheusClient
+from alert_bot.upstream import PrometheusClient, UpstreamError
 
 DAY = 86400.0
 # The windows /energy answers for: an hour (a test run) up to 30 days (a bill).
@@ -50,18 +50,31 @@ def runs(chat: Chat, message: dict, args: list[str]) -> None:
     table = RunTable(chat.store)
     running = [r for r in table.running() if _wanted(r.rig, wanted)]
     ended = [r for r in table.ended_since(now - DAY) if _wanted(r.rig, wanted)]
-    lines = [_("🏃 <b>Running</b>")] if running else [_("🏃 No run is running.")]
-    if running:
-        memory = {
-            (r["metric"].get("instance", ""), r["metric"].get("pid", "")): r["value"]
-            for r in chat.prometheus.query(
-                "sum by (instance, pid) (rigwatch_gpu_process_memory_bytes)"
-            )
-        }
-        util = {
-            (r["metric"].get("instance", ""), r["metric"].get("uuid", "")): r["value"]
-            for r in chat.prometheus.query("rigwatch_gpu_utilization_ratio")
-        }
+    try:
+        lines = _running_lines(chat, running, now)
+    except UpstreamError as exc:
+        # Without Prometheus the watch cannot see runs start or end: never "nothing runs".
+        lines = [chat.cannot_tell(exc)]
+    lines.append("")
+    ended_lines(chat, ended, now, lines)
+    chat.reply(message, "\n".join(lines).strip())
+
+
+def _running_lines(chat: Chat, running: list, now: float) -> list[str]:
+    """The running section; UpstreamError when Prometheus cannot say (even when the store
+    knows no running run, since the watch cannot see one start without it)."""
+    if not running:
+        chat.prometheus.query("time()")  # reachable: only then is "no run" known
+        return [_("🏃 No run is running.")]
+    lines = [_("🏃 <b>Running</b>")]
+    memory = {
+        (r["metric"].get("instance", ""), r["metric"].get("pid", "")): r["value"]
+        for r in chat.prometheus.query("sum by (instance, pid) (rigwatch_gpu_process_memory_bytes)")
+    }
+    util = {
+        (r["metric"].get("instance", ""), r["metric"].get("uuid", "")): r["value"]
+        for r in chat.prometheus.query("rigwatch_gpu_utilization_ratio")
+    }
     for run in running:
         parts = [
             f"🖥 {html.escape(run.rig)} · <code>{html.escape(run.run_name)}</code>"
@@ -82,7 +95,11 @@ def runs(chat: Chat, message: dict, args: list[str]) -> None:
         if energy:
             parts.append(_total_text(chat.config, energy))
         lines.append(" · ".join(parts))
-    lines.append("")
+    return lines
+
+
+def ended_lines(chat: Chat, ended: list, now: float, lines: list[str]) -> None:
+    """The runs that ended in the last 24 h (from the store: known even without Prometheus)."""
     if ended:
         lines.append(_("🏁 <b>Ended in the last 24 h</b>"))
         for run in ended:
@@ -102,7 +119,6 @@ def runs(chat: Chat, message: dict, args: list[str]) -> None:
             lines.append(text)
     else:
         lines.append(_("🏁 No run ended in the last 24 h."))
-    chat.reply(message, "\n".join(lines).strip())
 
 
 def _total_text(config: Config, cards: list[CardEnergy]) -> str:

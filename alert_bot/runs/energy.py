@@ -5,6 +5,7 @@ for everything a person reads (the store keeps UTC)."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 from dataclasses import dataclass
 
 from alert_bot.config import Config, EnergySettings
@@ -115,8 +116,9 @@ def card_energy(
 
 
 def money(energy: EnergySettings, amount: float) -> str:
-    """ "€0.96" in English, "0,96 ₽" in Russian."""
-    return format_money(amount, energy.currency)
+    """ "€0.96" in English, "0,96 ₽" in Russian; the currency HTML-escaped (every caller sends
+    HTML)."""
+    return format_money(amount, html.escape(energy.currency))
 
 
 def kwh_text(config: Config, kwh: float, cost: float, estimated: bool) -> str:

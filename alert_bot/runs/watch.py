@@ -4,6 +4,7 @@ is readable and the process is gone; never while the data is missing."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -38,6 +39,14 @@ SINCE_KEY = "runs_watch_since"
 DIGEST_KEY = "digest_last_day"
 KEEP_ENDED_SECONDS = 30 * 86400.0
 START_TOLERANCE = 2.0  # seconds within which two start times of one pid are one run
+# A start time the watch can use: after 1970 and no later than a day ahead of the bot's clock.
+# Any pushing rig can send -1e300, 1e300 or +Inf; such a series is skipped, never recorded.
+FUTURE_SLACK = 86400.0
+
+
+def usable_start(value: float, now: float) -> bool:
+    """Whether a process start-time sample is a moment the watch can record and format."""
+    return math.isfinite(value) and 0 < value <= now + FUTURE_SLACK
 
 
 def quote(value: str) -> str:
@@ -83,6 +92,7 @@ class RunWatch(BotLoop):
         self.notify = notify
         self.table = RunTable(store)
         self._last_prune = 0.0
+        self._warned: set[tuple[str, str, str]] = set()  # bad series already logged once
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -107,9 +117,15 @@ class RunWatch(BotLoop):
             since_time = now
         else:
             since_time = float(since)
-        present = self._present()
+        present = self._present(now)
         readable = {r["metric"].get("instance", "") for r in self._query(READABLE)}
-        known = {run.key: run for run in self.table.running()}
+        known = {}
+        for run in self.table.running():
+            if usable_start(run.start_time, now):
+                known[run.key] = run
+            else:  # recorded by an older bot before bad start times were refused
+                log.warning("run %s pid %s: unusable start time dropped", run.instance, run.pid)
+                self.table.end(run, now, None, [], now)
         present = self._same_runs(present, known)
         queued = False
         models: dict[tuple[str, str], str] | None = None
@@ -187,7 +203,7 @@ class RunWatch(BotLoop):
             out[key] = run
         return out
 
-    def _present(self) -> dict[tuple[str, int, float], Run]:
+    def _present(self, now: float) -> dict[tuple[str, int, float], Run]:
         runs: dict[tuple[str, int, float], Run] = {}
         for row in self._query(PRESENT):
             metric = row["metric"]
@@ -195,10 +211,20 @@ class RunWatch(BotLoop):
                 pid = int(metric.get("pid", ""))
             except ValueError:
                 continue
-            start = round(row["value"], 2)
-            if start != start:  # NaN: the exporter could not read the boot time
-                continue
             instance = metric.get("instance", "")
+            if not usable_start(row["value"], now):
+                # NaN (the exporter could not read the boot time) or a value no clock can show.
+                bad = (instance, metric.get("pid", ""), repr(row["value"]))
+                if bad not in self._warned:
+                    self._warned.add(bad)
+                    log.warning(
+                        "run watch: process %s on %s has an unusable start time %r; skipped",
+                        bad[1],
+                        instance,
+                        row["value"],
+                    )
+                continue
+            start = round(row["value"], 2)
             key = (instance, pid, start)
             run = runs.get(key)
             if run is None:

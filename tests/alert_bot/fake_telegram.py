@@ -179,6 +179,7 @@ class FakeTelegram:
         self.send_delay = 0.0  # seconds each send takes to answer, for mid-request crashes
         self.chat_delays: dict[int, float] = {}  # seconds each send to that chat takes
         self.migrations: dict[int, int] = {}
+        self.missing_chats: set[int] = set()  # chats getChat answers "chat not found" for
         self._stamps: dict[tuple, deque] = {}
         self.messages: dict[tuple[int, int], Stored] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
@@ -448,6 +449,12 @@ class FakeTelegram:
             return 200, {"ok": True, "result": True}
         if method in EDIT_METHODS:
             return self._edit(method, params, now)
+        if method == "getChat":
+            chat_id = int(params.get("chat_id", 0))
+            if chat_id in self.missing_chats:
+                return _bad("Bad Request: chat not found")
+            kind = "private" if chat_id > 0 else "supergroup"
+            return 200, {"ok": True, "result": {"id": chat_id, "type": kind}}
         if method == "getMe":
             return 200, {"ok": True, "result": {"id": 1, "is_bot": True, "first_name": "rigwatch"}}
         return 404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
@@ -558,6 +565,8 @@ class FakeTelegram:
         try:
             chat_id = int(params["chat_id"])
         except (KeyError, ValueError):
+            return _bad("Bad Request: chat not found")
+        if chat_id in self.missing_chats:
             return _bad("Bad Request: chat not found")
         with self.lock:
             new_id = self.migrations.get(chat_id)
