@@ -79,6 +79,10 @@ class RunSettings:
     interval: float = 30.0
     min_duration: float = 600.0
     notify_start: bool = False
+    # Unix user -> the Telegram chat of that person: their runs' messages go there too.
+    user_chats: dict[str, int] = field(default_factory=dict)
+    # True: a mapped user's run messages go to that user alone, not to the rig's chat.
+    user_chats_only: bool = False
 
 
 @dataclass(frozen=True)

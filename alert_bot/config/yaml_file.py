@@ -33,6 +33,7 @@ from alert_bot.config.values import (
     _read_text,
     _section,
     _time_of_day,
+    _user_chats,
     parse_duration,
 )
 
@@ -257,6 +258,8 @@ def _runs_energy_time(data: dict) -> dict[str, Any]:
                 "interval": parse_duration,
                 "min_duration": lambda k, v: 0.0 if v in (0, "0") else parse_duration(k, v),
                 "notify_start": _bool,
+                "user_chats": _user_chats,
+                "user_chats_only": _bool,
             },
         ),
         "energy": _section(
