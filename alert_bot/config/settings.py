@@ -84,6 +84,10 @@ class RunSettings:
     # True: a mapped user's run messages go to that user alone, not to the rig's chat.
     user_chats_only: bool = False
 
+    def users_of(self, chat_id: int) -> frozenset[str]:
+        """The Unix users whose own chat chat_id is (empty for any other chat)."""
+        return frozenset(user for user, chat in self.user_chats.items() if chat == chat_id)
+
 
 @dataclass(frozen=True)
 class Tariff:

@@ -18,13 +18,13 @@ from tests.alert_bot.test_process import _run_cli
 from tests.support import wait_until
 
 
-def _ask(telegram, text: str) -> str:
-    before = len(telegram.sent(CHAT))
-    telegram.inject_message(CHAT, text)
-    wait_until(lambda: len(telegram.sent(CHAT)) > before, timeout=30, what=text)
+def _ask(telegram, text: str, chat: int = CHAT) -> str:
+    before = len(telegram.sent(chat))
+    telegram.inject_message(chat, text)
+    wait_until(lambda: len(telegram.sent(chat)) > before, timeout=30, what=text)
     time.sleep(0.2)
     return "\n".join(
-        parse_telegram_html(call.params.get("text", "")) for call in telegram.sent(CHAT)[before:]
+        parse_telegram_html(call.params.get("text", "")) for call in telegram.sent(chat)[before:]
     )
 
 

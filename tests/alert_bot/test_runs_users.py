@@ -5,6 +5,7 @@ exporter on the simulated NVML, a real Prometheus, the bot and the fake Telegram
 
 from __future__ import annotations
 
+import re
 import time
 
 import psutil
@@ -15,7 +16,7 @@ from alert_bot.runs.table import Run
 from tests.alert_bot.botkit import bot_env, running_bot
 from tests.alert_bot.runkit import SimulatedRig, rig_with_prometheus, training_process
 from tests.alert_bot.test_runs import FAST_RUNS, _run_messages, _stop, _wait_recorded
-from tests.alert_bot.test_runs_chat import _config
+from tests.alert_bot.test_runs_chat import _ask, _config
 from tests.support import wait_until
 
 RIG_CHAT = 1  # TELEGRAM_CHAT_ID in test_runs_chat._config
@@ -96,6 +97,22 @@ def test_the_users_chat_hears_the_end_once_and_the_rig_chat_once(tmp_path, teleg
                     what="the ends in the people's and the rig's chats",
                 )
                 time.sleep(3)  # more cycles: nothing reported twice
+                # Each person's chat asks about its own runs only; the rig's chat sees all.
+                asked = {
+                    "alice runs": _ask(telegram, "/runs", ALICE_CHAT),
+                    "bob runs": _ask(telegram, "/runs", BOB_CHAT),
+                    "alice energy": _ask(telegram, "/energy 7d", ALICE_CHAT),
+                    "alice status": _ask(telegram, "/status", ALICE_CHAT),
+                    "owner runs": _ask(telegram, "/runs"),
+                }
+                answered = len(telegram.calls_to("answerCallbackQuery"))
+                telegram.inject_callback(ALICE_CHAT, "s:1h:deadbeef")
+                wait_until(
+                    lambda: len(telegram.calls_to("answerCallbackQuery")) > answered,
+                    30,
+                    what="the button answered",
+                )
+                refusal = telegram.calls_to("answerCallbackQuery")[-1].params.get("text", "")
     finally:
         _stop(*[child for child in (train, evaluate) if child is not None])
     mine = _run_messages(telegram, "train.py", ALICE_CHAT)
@@ -107,3 +124,10 @@ def test_the_users_chat_hears_the_end_once_and_the_rig_chat_once(tmp_path, teleg
     assert len(bobs) == 1 and "👤 bob" in bobs[0], bobs
     assert len(_run_messages(telegram, "eval.py")) == 1
     assert _run_messages(telegram, "train.py", BOB_CHAT) == []
+    assert "train.py" in asked["alice runs"] and "eval.py" not in asked["alice runs"]
+    assert "eval.py" in asked["bob runs"] and "train.py" not in asked["bob runs"]
+    assert f"Your runs ({me}), last 7d" in asked["alice energy"], asked["alice energy"]
+    assert re.search(r"1 run: [\d.]+ kWh", asked["alice energy"]), asked["alice energy"]
+    assert "not allowed" in asked["alice status"]  # nothing but her runs
+    assert "train.py" in asked["owner runs"] and "eval.py" in asked["owner runs"]
+    assert "only the people this bot is set up for" in refusal, refusal
