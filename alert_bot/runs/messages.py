@@ -20,22 +20,9 @@ def destinations(config: Config, run: Run, html_text: str) -> list[NewNotificati
     chat of the run's user (runs.user_chats); with runs.user_chats_only a mapped user's run
     goes to that chat alone. Each is an outbox row like any notice: the same retries and
     flood limits, no side channel."""
-    labels = run.labels()
-    user_chat = config.runs.user_chats.get(run.user) if run.user else None
-    targets: list[tuple[int, int | None]] = []
-    if user_chat is None or not config.runs.user_chats_only:
-        for route in config.routes:
-            if route.matches(labels):
-                targets.append((route.chat_id, route.message_thread_id))
-                if not route.continue_matching:
-                    break
-        if not targets:
-            targets.append((config.default_chat_id, config.default_thread_id))
-    if user_chat is not None:
-        targets.append((user_chat, None))
     return [
         NewNotification(chat_id, thread_id, "notice", {"html": html_text})
-        for chat_id, thread_id in dict.fromkeys(targets)
+        for chat_id, thread_id in config.targets(run.labels(), run.user)
     ]
 
 

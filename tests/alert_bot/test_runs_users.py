@@ -13,6 +13,7 @@ import pytest
 
 from alert_bot.runs.messages import destinations
 from alert_bot.runs.table import Run
+from alert_bot.webhook import Notification, route
 from tests.alert_bot.botkit import bot_env, running_bot
 from tests.alert_bot.runkit import SimulatedRig, rig_with_prometheus, training_process
 from tests.alert_bot.test_runs import FAST_RUNS, _run_messages, _stop, _wait_recorded
@@ -131,3 +132,31 @@ def test_the_users_chat_hears_the_end_once_and_the_rig_chat_once(tmp_path, teleg
     assert "not allowed" in asked["alice status"]  # nothing but her runs
     assert "train.py" in asked["owner runs"] and "eval.py" in asked["owner runs"]
     assert "only the people this bot is set up for" in refusal, refusal
+
+
+def test_a_stalled_run_reaches_its_user_and_other_alerts_do_not(tmp_path):
+    """GpuRunStalled carries the process's user label (prometheus/rules/runs.yml): the
+    webhook also routes it to that user's chat; a rig alert with a user label does not."""
+    config = _config(tmp_path, f"runs:\n  user_chats:\n    alice: {ALICE_CHAT}\n")
+
+    def alert(name: str, user: str) -> dict:
+        return {"status": "firing", "labels": {"alertname": name, "rig": "rig1", "user": user}}
+
+    payload = {
+        "status": "firing",
+        "alerts": [
+            alert("GpuRunStalled", "alice"),
+            alert("GpuRunStalled", "carol"),
+            alert("GpuTooHot", "alice"),
+        ],
+    }
+    by_chat = {
+        n.chat_id: [
+            a["labels"]["alertname"] + "/" + a["labels"]["user"] for a in n.payload["alerts"]
+        ]
+        for n in route(Notification(payload), config)
+    }
+    assert by_chat == {
+        RIG_CHAT: ["GpuRunStalled/alice", "GpuRunStalled/carol", "GpuTooHot/alice"],
+        ALICE_CHAT: ["GpuRunStalled/alice"],
+    }
