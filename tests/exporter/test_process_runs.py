@@ -158,10 +158,14 @@ def test_rigwatch_user_of_a_real_process_and_nothing_else_of_its_environment(val
     env = {"PATH": "/usr/bin:/bin", "API_TOKEN": "s3cret"}
     if value is not None:
         env["RIGWATCH_USER"] = value
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    # It says when it runs: just after exec the kernel may not have set up its environment yet.
+    code = "import time; print('up', flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE)
     try:
+        assert child.stdout.readline() == b"up\n"
         assert declared_user("/proc", child.pid) == expected
     finally:
         child.kill()
         child.wait()
+        child.stdout.close()
     assert declared_user("/proc", child.pid) == ""  # gone: nothing, and no error
