@@ -189,19 +189,18 @@ def dedupe_key(notification: Notification) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
+PERSONAL_ALERTS = {"GpuRunStalled"}  # alerts about one run, also sent to its user's chat
+
+
 def route(notification: Notification, config: Config) -> list[NewNotification]:
     """Split a notification into one stored notification per destination (chat, topic)."""
     destinations: dict[tuple[int, int | None], list[dict]] = {}
     for alert in notification.alerts:
-        targets = []
-        for candidate in config.routes:
-            if candidate.matches(alert["labels"]):
-                targets.append((candidate.chat_id, candidate.message_thread_id))
-                if not candidate.continue_matching:
-                    break
-        if not targets:
-            targets.append((config.default_chat_id, config.default_thread_id))
-        for target in dict.fromkeys(targets):
+        labels = alert["labels"]
+        # A stalled run is its person's business too (runs.user_chats): the alert carries
+        # the process's user label.
+        user = labels.get("user", "") if labels.get("alertname") in PERSONAL_ALERTS else ""
+        for target in config.targets(labels, user):
             destinations.setdefault(target, []).append(alert)
     result = []
     for (chat_id, thread_id), alerts in destinations.items():

@@ -62,6 +62,7 @@ COMMANDS = [
     ),
 ]
 BY_NAME = {command.name: command for command in COMMANDS}
+PERSONAL = {"runs", "energy"}  # what a person's own chat may ask (about its own runs only)
 PLAIN_WORDS = {command.name for command in COMMANDS if command.plain_word}
 
 # Button callback data starts with a prefix naming what the button does.
@@ -120,7 +121,9 @@ def handle_message(chat: Chat, message: dict) -> None:
             chat.reply(message, _("Unknown command. /help lists what I can do."))
         return
     user_id = (message.get("from") or {}).get("id")
-    if not command.public and not chat.access.may_use(chat_id, user_id):
+    # A person's own chat (runs.user_chats) may ask about its own runs and nothing else.
+    personal = command.name in PERSONAL and bool(chat.config.runs.users_of(chat_id))
+    if not command.public and not personal and not chat.access.may_use(chat_id, user_id):
         _refuse_chat(chat, message, chat_id)
         return
     chat.metrics.commands.labels(command.name).inc()

@@ -79,6 +79,14 @@ class RunSettings:
     interval: float = 30.0
     min_duration: float = 600.0
     notify_start: bool = False
+    # Unix user -> the Telegram chat of that person: their runs' messages go there too.
+    user_chats: dict[str, int] = field(default_factory=dict)
+    # True: a mapped user's run messages go to that user alone, not to the rig's chat.
+    user_chats_only: bool = False
+
+    def users_of(self, chat_id: int) -> frozenset[str]:
+        """The Unix users whose own chat chat_id is (empty for any other chat)."""
+        return frozenset(user for user, chat in self.user_chats.items() if chat == chat_id)
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,24 @@ class Config:
 
     def chat_allowed(self, chat_id: int) -> bool:
         return chat_id == self.default_chat_id or chat_id in self.allowed_chat_ids
+
+    def targets(self, labels: dict[str, str], user: str = "") -> list[tuple[int, int | None]]:
+        """The (chat, topic) pairs a message with these labels goes to: the first matching
+        route (and those after it while `continue` says so), else the default chat; plus the
+        own chat of user when runs.user_chats names one (alone with runs.user_chats_only)."""
+        user_chat = self.runs.user_chats.get(user) if user else None
+        found: list[tuple[int, int | None]] = []
+        if user_chat is None or not self.runs.user_chats_only:
+            for route in self.routes:
+                if route.matches(labels):
+                    found.append((route.chat_id, route.message_thread_id))
+                    if not route.continue_matching:
+                        break
+            if not found:
+                found.append((self.default_chat_id, self.default_thread_id))
+        if user_chat is not None:
+            found.append((user_chat, None))
+        return list(dict.fromkeys(found))
 
     def may_use(self, chat_id: int, user_id: int | None) -> bool:
         """Whether a user in a chat may read data and press buttons.

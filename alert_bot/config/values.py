@@ -164,6 +164,18 @@ def _labels(key: str, value: Any) -> dict[str, str]:
     return result
 
 
+def _user_chats(key: str, value: Any) -> dict[str, int]:
+    """runs.user_chats: Unix user names, each to one Telegram chat id."""
+    section = _check_keys(key, value, set(value or {}))
+    chats = {}
+    for name, chat in section.items():
+        user = str(name).strip()
+        if not user or any(c.isspace() for c in user):
+            raise ConfigError(f"{key}.{name}", "expected a Unix user name without spaces")
+        chats[user] = _int(f"{key}.{user}", chat)
+    return chats
+
+
 def _id_list(key: str, value: Any) -> frozenset[int]:
     if value is None:
         return frozenset()

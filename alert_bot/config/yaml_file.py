@@ -33,6 +33,7 @@ from alert_bot.config.values import (
     _read_text,
     _section,
     _time_of_day,
+    _user_chats,
     duration_at_least,
     parse_duration,
 )
@@ -265,6 +266,8 @@ def _runs_energy_time(data: dict) -> dict[str, Any]:
                 "interval": duration_at_least(RUNS_INTERVAL_FLOOR),
                 "min_duration": lambda k, v: 0.0 if v in (0, "0") else parse_duration(k, v),
                 "notify_start": _bool,
+                "user_chats": _user_chats,
+                "user_chats_only": _bool,
             },
         ),
         "energy": _section(

@@ -28,7 +28,7 @@ from alert_bot.runs.energy import (
     start_of_day,
 )
 from alert_bot.runs.messages import cards_text
-from alert_bot.runs.table import RunTable
+from alert_bot.runs.table import Run, RunTable
 from alert_bot.runs.watch import quote
 from alert_bot.units import GIB
 from alert_bot.upstream import PrometheusClient, UpstreamError
@@ -42,14 +42,31 @@ def _wanted(rig: str, wanted: str | None) -> bool:
     return wanted is None or rig == wanted or rig.split(":")[0] == wanted
 
 
+def _scope(chat: Chat, message: dict) -> tuple[frozenset[str], bool]:
+    """(the users whose own chat this is, whether it may see every run): a person's chat
+    that is not also an allowed owner chat sees only its own runs."""
+    chat_id = message["chat"]["id"]
+    mine = chat.config.runs.users_of(chat_id)
+    return mine, chat.access.may_use(chat_id, (message.get("from") or {}).get("id"))
+
+
+def _visible(runs: list[Run], mine: frozenset[str], everyone: bool) -> list[Run]:
+    """The runs this chat may see, its own first (a stable sort keeps the table's order)."""
+    shown = [r for r in runs if everyone or r.user in mine]
+    return sorted(shown, key=lambda r: r.user not in mine)
+
+
 def runs(chat: Chat, message: dict, args: list[str]) -> None:
     """Running runs with elapsed time, cards, memory, utilisation and energy so far; and the
-    runs that ended in the last 24 h."""
+    runs that ended in the last 24 h. In a person's chat, their runs first (or only theirs)."""
     wanted = args[0] if args else None
     now = chat.clock()
     table = RunTable(chat.store)
-    running = [r for r in table.running() if _wanted(r.rig, wanted)]
-    ended = [r for r in table.ended_since(now - DAY) if _wanted(r.rig, wanted)]
+    mine, everyone = _scope(chat, message)
+    running = _visible([r for r in table.running() if _wanted(r.rig, wanted)], mine, everyone)
+    ended = _visible(
+        [r for r in table.ended_since(now - DAY) if _wanted(r.rig, wanted)], mine, everyone
+    )
     try:
         lines = _running_lines(chat, running, now)
     except UpstreamError as exc:
@@ -121,6 +138,47 @@ def ended_lines(chat: Chat, ended: list, now: float, lines: list[str]) -> None:
         lines.append(_("🏁 No run ended in the last 24 h."))
 
 
+def personal_energy(chat: Chat, message: dict, mine: frozenset[str], window: float) -> None:
+    """The energy and cost of this person's runs over the period: each ended run's figures as
+    summed at its end, and the running ones' so far from Prometheus. A card shared with
+    another run counts whole (the summaries say so)."""
+    now = chat.clock()
+    start = now - window
+    table = RunTable(chat.store)
+    kwh = cost = 0.0
+    estimated = False
+    count = 0
+    for run in table.ended_since(start):
+        summary = run.summary or {}
+        if run.user in mine and summary.get("kwh") is not None:
+            kwh += summary["kwh"]
+            cost += summary.get("cost", 0.0)
+            estimated |= bool(summary.get("estimated"))
+            count += 1
+    for run in table.running():
+        if run.user not in mine:
+            continue
+        selector = f'instance="{quote(run.instance)}",uuid=~"{"|".join(run.cards)}"'
+        cards = list(
+            card_energy(
+                chat.prometheus, chat.config, selector, max(start, run.start_time), now
+            ).values()
+        )
+        kwh += sum(c.kwh for c in cards)
+        cost += sum(c.cost for c in cards)
+        estimated |= any(c.estimated for c in cards)
+        count += 1
+    who = ", ".join(sorted(mine))
+    head = _("⚡ <b>Your runs ({user}), last {period}</b>").format(
+        user=html.escape(who), period=format_window(window)
+    )
+    if not count:
+        chat.reply(message, head + "\n" + _("No run of yours in this period."))
+        return
+    runs_text = ngettext("{count} run", "{count} runs", count).format(count=count)
+    chat.reply(message, f"{head}\n{runs_text}: " + kwh_text(chat.config, kwh, cost, estimated))
+
+
 def _total_text(config: Config, cards: list[CardEnergy]) -> str:
     return kwh_text(
         config,
@@ -172,6 +230,11 @@ def energy(chat: Chat, message: dict, args: list[str]) -> None:
         else:
             wanted = arg
     now = chat.clock()
+    mine, everyone = _scope(chat, message)
+    if mine:
+        personal_energy(chat, message, mine, window)
+        if not everyone:
+            return
     by_rig = {
         rig: cards
         for rig, cards in rig_energy(chat.prometheus, chat.config, now - window, now).items()

@@ -1,5 +1,6 @@
 """The run watch's messages: a run started, a run ended (with its summary), and where they go
-(the configured routes, matched against the run's labels like an alert's)."""
+(the configured routes, matched against the run's labels like an alert's, and the chat of the
+run's user when runs.user_chats names one)."""
 
 from __future__ import annotations
 
@@ -14,19 +15,13 @@ from alert_bot.units import GIB
 
 
 def destinations(config: Config, run: Run, html_text: str) -> list[NewNotification]:
-    """One notice per chat (and topic) the routes give for the run's labels."""
-    labels = run.labels()
-    targets = []
-    for route in config.routes:
-        if route.matches(labels):
-            targets.append((route.chat_id, route.message_thread_id))
-            if not route.continue_matching:
-                break
-    if not targets:
-        targets.append((config.default_chat_id, config.default_thread_id))
+    """One notice per chat (and topic) the routes give for the run's labels, and one for the
+    chat of the run's user (runs.user_chats); with runs.user_chats_only a mapped user's run
+    goes to that chat alone. Each is an outbox row like any notice: the same retries and
+    flood limits, no side channel."""
     return [
         NewNotification(chat_id, thread_id, "notice", {"html": html_text})
-        for chat_id, thread_id in dict.fromkeys(targets)
+        for chat_id, thread_id in config.targets(run.labels(), run.user)
     ]
 
 

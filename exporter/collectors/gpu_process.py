@@ -1,8 +1,10 @@
 """The `gpu_process` collector: device memory and SM utilisation of every process on each GPU.
 
-`process` is the short name and `user` the owner; full command lines can hold secrets and stay
-out. Names are cached by (pid, start time) so a long-running job costs one small /proc read per
-scrape, and a pid reused by another program is never given the old program's name.
+`process` is the short name and `user` the owner: the process's RIGWATCH_USER environment
+variable when it sets one (a run as root in a container names its person so), else its Unix
+user. Full command lines can hold secrets and stay out; of the environment only that one
+variable is read. Names are cached by (pid, start time) so a long-running job costs one small
+/proc read per scrape, and a pid reused by another program is never given the old program's name.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 import time
 
 from exporter.collectors.percard import PerCardCollector
-from exporter.collectors.runinfo import RunInfo
+from exporter.collectors.runinfo import RunInfo, declared_user
 from exporter.exposition import LabelSet
 from exporter.families import Sample, specs
 from exporter.nvml.device import Gpu
@@ -123,6 +125,9 @@ class ProcessNames:
         if cached is not None and cached[0] == start:
             return cached[1], cached[2], True
         name, user = _describe(pid)
+        declared = declared_user(self.procfs, pid)
+        if declared and (name or user):
+            user = declared
         if not (name or user):
             return name, user, False
         with self._lock:

@@ -24,6 +24,11 @@ _OPTIONS_WITH_VALUE = {"-W", "-X", "-r", "--require", "-I"}
 # cri-containerd-<id>.scope, libpod-<id>.scope, /kubepods/.../<id>.
 _CONTAINER_ID = re.compile(r"(?:^|[/-])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
 MAX_RUN_NAME = 64
+# The one variable of a process's environment the exporter reads: the person a run belongs
+# to, for runs whose Unix user says nothing (root in a container, a shared service account).
+USER_VARIABLE = b"RIGWATCH_USER="
+_USER_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+MAX_ENVIRON = 1 << 20
 MAX_COMMAND_LINE = 256
 CACHE_LIMIT = 4096
 
@@ -108,6 +113,35 @@ def _read(path: str) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+def declared_user(procfs: str, pid: int) -> str:
+    """The RIGWATCH_USER a process was started with ("" when unset, unreadable or not a
+    plausible name). Only that variable is kept: the rest of the environment is scanned in
+    place and dropped, never stored or exported. Reading another user's environ needs the
+    same uid or CAP_SYS_PTRACE, as the exporter's container has."""
+    try:
+        fd = os.open(f"{procfs}/{pid}/environ", os.O_RDONLY)
+    except OSError:
+        return ""
+    try:
+        chunks = []
+        size = 0
+        while size < MAX_ENVIRON:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    for entry in b"".join(chunks).split(b"\0"):
+        if entry.startswith(USER_VARIABLE):
+            value = entry[len(USER_VARIABLE) :].decode("utf-8", "replace").strip()
+            return value if _USER_NAME.match(value) else ""
+    return ""
 
 
 class RunInfo:

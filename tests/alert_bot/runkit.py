@@ -5,6 +5,7 @@ Prometheus scraping it every second with the shipped energy and run rules."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -93,11 +94,16 @@ class SimulatedRig:
         self._thread.join(5)
 
 
-def training_process(tmp_path: Path, script: str) -> subprocess.Popen:
-    """A real process that looks like `python3 -u .../train.py --token ...`."""
+def training_process(
+    tmp_path: Path, script: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """A real process that looks like `python3 -u .../train.py --token ...` (with env added to
+    its environment)."""
     path = tmp_path / script
     path.write_text("import time\ntime.sleep(600)\n")
-    return subprocess.Popen([sys.executable, "-u", str(path), "--token", "hidden"])
+    return subprocess.Popen(
+        [sys.executable, "-u", str(path), "--token", "hidden"], env={**os.environ, **(env or {})}
+    )
 
 
 def prometheus_config(exporter: str, rig: str = "rig1") -> str:

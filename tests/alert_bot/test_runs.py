@@ -18,11 +18,11 @@ FAST_RUNS = {"runs": {"interval": "1s", "min_duration": "3s"}}
 DOCKER_ID = "abcdef012345" + "9" * 52
 
 
-def _run_messages(telegram, name: str) -> list[str]:
+def _run_messages(telegram, name: str, chat: int = CHAT) -> list[str]:
     """Each "Run ended" block about the named run, as the chat shows it (notices that wait
     together go out packed in one message)."""
     blocks = []
-    for text in telegram.visible_texts(CHAT):
+    for text in telegram.visible_texts(chat):
         for block in re.split(r"\n(?=🏁|▶️)", text):
             if block.startswith("🏁 Run ended") and f"· {name} " in block:
                 blocks.append(block)

@@ -18,13 +18,13 @@ from tests.alert_bot.test_process import _run_cli
 from tests.support import wait_until
 
 
-def _ask(telegram, text: str) -> str:
-    before = len(telegram.sent(CHAT))
-    telegram.inject_message(CHAT, text)
-    wait_until(lambda: len(telegram.sent(CHAT)) > before, timeout=30, what=text)
+def _ask(telegram, text: str, chat: int = CHAT) -> str:
+    before = len(telegram.sent(chat))
+    telegram.inject_message(chat, text)
+    wait_until(lambda: len(telegram.sent(chat)) > before, timeout=30, what=text)
     time.sleep(0.2)
     return "\n".join(
-        parse_telegram_html(call.params.get("text", "")) for call in telegram.sent(CHAT)[before:]
+        parse_telegram_html(call.params.get("text", "")) for call in telegram.sent(chat)[before:]
     )
 
 
@@ -147,6 +147,11 @@ def test_defaults(tmp_path):
         ("runs:\n  min_duration: -5m\n", "runs.min_duration"),
         ("runs:\n  notify_start: maybe\n", "runs.notify_start"),
         ("runs:\n  intervall: 5s\n", "runs.intervall"),
+        ("runs:\n  user_chats: [alice]\n", "runs.user_chats"),
+        ("runs:\n  user_chats:\n    alice: her-chat\n", "runs.user_chats.alice"),
+        ("runs:\n  user_chats:\n    alice: true\n", "runs.user_chats.alice"),
+        ("runs:\n  user_chats:\n    'al ice': 1\n", "runs.user_chats.al ice"),
+        ("runs:\n  user_chats_only: sometimes\n", "runs.user_chats_only"),
         ("energy:\n  price_per_kwh: cheap\n", "energy.price_per_kwh"),
         ("energy:\n  price_per_kwh: -1\n", "energy.price_per_kwh"),
         ("energy:\n  wall_factor: 9\n", "energy.wall_factor"),

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from exporter.collectors.runinfo import container_id, run_name
+from exporter.collectors.runinfo import container_id, declared_user, run_name
 from tests.exporter.scrapes import FAST_RETRY, UUID0, UUID1, scrape
 from tests.support import make_scenario, mirror_proc, running_exporter, write_scenario
 
@@ -146,3 +146,26 @@ def test_process_in_a_container_cgroup_gets_the_short_id(scenario_file, tmp_path
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("alice", "alice"), (" bob@lab ", "bob@lab"), ("two words", ""), ("", ""), (None, "")],
+)
+def test_rigwatch_user_of_a_real_process_and_nothing_else_of_its_environment(value, expected):
+    """The one variable read from /proc/PID/environ; an implausible name is ignored, so the
+    Unix user stays the run's user."""
+    env = {"PATH": "/usr/bin:/bin", "API_TOKEN": "s3cret"}
+    if value is not None:
+        env["RIGWATCH_USER"] = value
+    # It says when it runs: just after exec the kernel may not have set up its environment yet.
+    code = "import time; print('up', flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"up\n"
+        assert declared_user("/proc", child.pid) == expected
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert declared_user("/proc", child.pid) == ""  # gone: nothing, and no error
