@@ -14,7 +14,13 @@ from tests.alert_bot.botkit import CHAT, bot_env, bot_process, running_bot
 from tests.alert_bot.runkit import SimulatedRig, rig_with_prometheus, training_process
 from tests.support import free_port, mirror_proc, wait_until
 
-FAST_RUNS = {"runs": {"interval": "1s", "min_duration": "3s"}}
+CYCLE_S = 1  # the bot's run-watch interval, and the test Prometheus's scrape interval
+MIN_DURATION_S = 3
+FAST_RUNS = {"runs": {"interval": f"{CYCLE_S}s", "min_duration": f"{MIN_DURATION_S}s"}}
+# A change reaches the chat after a scrape, a watch cycle and min_duration: about 5 s on a quiet
+# machine. On a loaded one scrapes time out (their timeout is the 1 s interval) and cycles
+# stretch, so the deadline is a margin of 12 times that path, not a guess at how long it takes.
+DEADLINE_S = 12 * (2 * CYCLE_S + MIN_DURATION_S)
 DOCKER_ID = "abcdef012345" + "9" * 52
 
 
@@ -43,7 +49,7 @@ def _stored_runs(db: Path) -> list[sqlite3.Row]:
 def _wait_recorded(db: Path, count: int) -> None:
     wait_until(
         lambda: len([r for r in _stored_runs(db) if r["status"] == "running"]) >= count,
-        timeout=30,
+        timeout=DEADLINE_S,
         what=f"{count} runs recorded",
     )
 
@@ -80,10 +86,14 @@ def test_runs_sharing_a_card_each_end_with_one_message(tmp_path, telegram):
                 killed_at = time.time()
                 energy_used = rig.energy_joules(0) + rig.energy_joules(1) - energy_before
                 rig.remove(train.pid)
-                wait_until(lambda: _run_messages(telegram, "train.py"), 30, what="train ended")
+                wait_until(
+                    lambda: _run_messages(telegram, "train.py"), DEADLINE_S, what="train ended"
+                )
                 _stop(evaluate)
                 rig.remove(evaluate.pid)
-                wait_until(lambda: _run_messages(telegram, "eval.py"), 30, what="eval ended")
+                wait_until(
+                    lambda: _run_messages(telegram, "eval.py"), DEADLINE_S, what="eval ended"
+                )
                 time.sleep(3)  # more cycles: nothing reported twice
         runs = {row["run_name"]: row for row in _stored_runs(tmp_path / "bot.db")}
     finally:
@@ -134,7 +144,9 @@ def test_bot_killed_mid_run_and_restarted_reports_exactly_once(tmp_path, telegra
             rig.remove(train.pid)
             time.sleep(2)
             with bot_process(env):
-                wait_until(lambda: _run_messages(telegram, "train.py"), 30, what="the message")
+                wait_until(
+                    lambda: _run_messages(telegram, "train.py"), DEADLINE_S, what="the message"
+                )
                 time.sleep(2)
             with bot_process(env):  # and once more: still nothing twice
                 time.sleep(3)
@@ -167,7 +179,7 @@ def test_prometheus_outage_never_invents_an_end(tmp_path, telegram):
                 time.sleep(3)
                 assert _run_messages(telegram, "train.py") == []
                 prometheus.start()
-                wait_until(lambda: _run_messages(telegram, "train.py"), 30, what="the end")
+                wait_until(lambda: _run_messages(telegram, "train.py"), DEADLINE_S, what="the end")
                 time.sleep(2)
     finally:
         _stop(train)
@@ -198,14 +210,22 @@ def test_reused_pid_is_a_new_run_and_a_container_is_named(tmp_path, telegram):
             env = bot_env(tmp_path, telegram.url, settings, prometheus=prometheus.url)
             with running_bot(env):
                 _wait_recorded(tmp_path / "bot.db", 1)
-                time.sleep(4)
+                # first.py must outlive min_duration to count as a run: a period, not an event
+                time.sleep(MIN_DURATION_S + CYCLE_S)
                 second = training_process(tmp_path, "second.py")
                 mirror_proc(fake, second.pid, first.pid, "0::/user.slice/session-2.scope\n")
-                wait_until(lambda: _run_messages(telegram, "first.py"), 30, what="first ended")
-                wait_until(lambda: _started(telegram) == ["second.py"], 30, what="second started")
-                time.sleep(4)
+                wait_until(
+                    lambda: _run_messages(telegram, "first.py"), DEADLINE_S, what="first ended"
+                )
+                wait_until(
+                    lambda: _started(telegram) == ["second.py"], DEADLINE_S, what="second started"
+                )
+                # the same for second.py before its end is shown
+                time.sleep(MIN_DURATION_S + CYCLE_S)
                 rig.remove(first.pid)
-                wait_until(lambda: _run_messages(telegram, "second.py"), 30, what="second ended")
+                wait_until(
+                    lambda: _run_messages(telegram, "second.py"), DEADLINE_S, what="second ended"
+                )
     finally:
         _stop(first, *([second] if second else []))
     ended = _run_messages(telegram, "first.py")
