@@ -8,7 +8,14 @@ from tests.alert_bot import botkit
 from tests.alert_bot.botkit import CHAT
 from tests.support import wait_until
 
-FAST_WATCHDOG = {"watchdog": {"enabled": True, "timeout": "1500ms", "check_interval": "100ms"}}
+BEAT_S = 0.5  # the test's heartbeat spacing
+# Six beats' spacing: a loaded machine that delays a post or two still sends one in time.
+TIMEOUT_S = 6 * BEAT_S
+FAST_WATCHDOG = {
+    "watchdog": {"enabled": True, "timeout": f"{TIMEOUT_S * 1000:.0f}ms", "check_interval": "100ms"}
+}
+# A notice is due one timeout after the last beat; the deadline is a margin of ten of those.
+DEADLINE_S = 10 * TIMEOUT_S
 
 
 def heartbeat() -> dict:
@@ -21,17 +28,18 @@ def test_watchdog_silence_is_reported_once_and_its_return_too(tmp_path, telegram
     with botkit.running_bot(env, run_updates=False) as (app, base):
         for _ in range(3):
             assert botkit.post(base, heartbeat())[0] == 200
-            time.sleep(0.5)
+            time.sleep(BEAT_S)  # the heartbeat's own spacing
         assert telegram.sent() == []  # heartbeats are not messages
         seen = botkit.metric_value(base, "rigwatch_bot_watchdog_last_seen_timestamp_seconds")
         assert abs(seen - time.time()) < 5
         # The heartbeat stops.
         wait_until(
             lambda: any("pipeline is silent" in t for t in telegram.visible_texts(CHAT)),
-            timeout=10,
+            timeout=DEADLINE_S,
             what="silence notice",
         )
-        time.sleep(2)  # well past another timeout: still only one notice
+        # A period, not an event: one and a half timeouts more, and still only one notice.
+        time.sleep(1.5 * TIMEOUT_S)
         notices = [t for t in telegram.visible_texts(CHAT) if "pipeline is silent" in t]
         assert len(notices) == 1
         assert "Watchdog" in notices[0]
@@ -39,7 +47,7 @@ def test_watchdog_silence_is_reported_once_and_its_return_too(tmp_path, telegram
         assert botkit.post(base, heartbeat())[0] == 200
         wait_until(
             lambda: any("pipeline is back" in t for t in telegram.visible_texts(CHAT)),
-            timeout=10,
+            timeout=DEADLINE_S,
             what="back notice",
         )
         assert len(telegram.sent(CHAT)) == 2
@@ -57,17 +65,19 @@ def test_watchdog_state_survives_a_restart(tmp_path, telegram):
     with botkit.running_bot(env, run_updates=False) as (app, base):
         wait_until(
             lambda: any("pipeline is silent" in t for t in telegram.visible_texts(CHAT)),
-            timeout=10,
+            timeout=DEADLINE_S,
             what="silence notice (never heard a heartbeat)",
         )
         assert "never since the bot started" in telegram.visible_texts(CHAT)[0]
     with botkit.running_bot(env, run_updates=False) as (app, base):
-        time.sleep(2)
+        # A period: one and a half timeouts in which the notice is not repeated.
+        time.sleep(1.5 * TIMEOUT_S)
         # Still silent: a restart does not repeat the notice...
         assert len([t for t in telegram.visible_texts(CHAT) if "silent" in t]) == 1
         assert botkit.post(base, heartbeat())[0] == 200
         # ...and the return is still announced.
         wait_until(
             lambda: any("pipeline is back" in t for t in telegram.visible_texts(CHAT)),
+            timeout=DEADLINE_S,
             what="back notice after restart",
         )
