@@ -13,6 +13,7 @@ import pytest
 from tests.alert_bot.botkit import CHAT, bot_env, running_bot
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.servers import have_binary, running_alertmanager
+from tests.stack.stack_support import post_alerts
 from tests.support import wait_until
 
 ALERTS = 35
@@ -33,14 +34,7 @@ def _post_alerts(alertmanager: str) -> None:
         }
         for number in range(ALERTS)
     ]
-    request = urllib.request.Request(
-        alertmanager + "/api/v2/alerts",
-        data=json.dumps(alerts).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
+    post_alerts(alertmanager, alerts)
 
 
 def _firing(alertmanager: str) -> int:
