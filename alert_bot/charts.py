@@ -11,13 +11,13 @@ import json
 import re
 import textwrap
 import threading
-import urllib.parse
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, ParamSpec
 
+from alert_bot.alert_queries import alert_queries, expression_from_generator_url
 from alert_bot.i18n import N_, _
 from alert_bot.render import annotation
 from alert_bot.units import Unit, unit_of
@@ -29,12 +29,6 @@ if TYPE_CHECKING:
 MAX_SERIES = 12
 P = ParamSpec("P")
 _render_lock = threading.Lock()  # matplotlib's font cache and text layout are not thread-safe
-_NUMBER = re.compile(r"^\s*\(?\s*(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*\)?\s*$", re.IGNORECASE)
-_MODIFIERS = re.compile(
-    r"^\s*(?:bool\b\s*)?(?:(?:on|ignoring)\s*\([^)]*\)\s*)?(?:group_(?:left|right)\s*(?:\([^)]*\))?\s*)?",
-)
-_OPERATORS = (">=", "<=", "==", "!=", ">", "<")
-_SET_OPERATOR = re.compile(r"\s+(?:and|or|unless)\s+(?:(?:on|ignoring)\s*\([^)]*\)\s*)?")
 _LEGEND_LABELS = ("rig", "instance", "gpu", "name", "mountpoint", "chip", "sensor", "device")
 
 
@@ -44,125 +38,6 @@ class Series:
     points: list[tuple[float, float]]
     dashed: bool = False
     key: str = ""  # the card or host it is about: its colour (the label when empty)
-
-
-def expression_from_generator_url(url: str) -> str | None:
-    """The PromQL that Prometheus put in an alert's generatorURL (g0.expr)."""
-    if not url:
-        return None
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-    values = query.get("g0.expr")
-    return values[0] if values and values[0].strip() else None
-
-
-_TOP_FILTER = re.compile(r"\s(?:and|unless)\s")
-
-
-def _unquoted(expr: str) -> Iterator[int]:
-    """The positions in expr outside quoted strings (a label value may hold any character)."""
-    quote = ""
-    index = 0
-    while index < len(expr):
-        char = expr[index]
-        if quote:
-            if char == "\\":
-                index += 2
-                continue
-            if char == quote:
-                quote = ""
-        elif char in "\"'`":
-            quote = char
-        else:
-            yield index
-        index += 1
-
-
-def _top_level_filter(expr: str) -> int | None:
-    """Where the first "and" or "unless" outside all parentheses starts, if any: what follows
-    it only filters the series before it ("... < 0.05) unless readonly == 1")."""
-    depth = 0
-    for index in _unquoted(expr):
-        char = expr[index]
-        if char in "({[":
-            depth += 1
-        elif char in ")}]":
-            depth -= 1
-        elif depth == 0 and _TOP_FILTER.match(expr, index):
-            return index
-    return None
-
-
-def comparison_sides(expr: str) -> tuple[str, str] | None:
-    """For "value >= on(...) group_left() threshold" (at the outermost comparison, wherever
-    it is nested): ("value", "threshold"). An alert's expression filters to the samples past
-    the threshold; the chart should show the value and the threshold, not only the filter.
-    Only what comes before a top-level "and"/"unless" is looked at: what follows filters."""
-    cut = _top_level_filter(expr)
-    return _comparison_sides(expr if cut is None else expr[:cut])
-
-
-def _comparison_sides(expr: str) -> tuple[str, str] | None:
-    depth = 0
-    in_braces = 0
-    best: tuple[int, int, str] | None = None  # (depth, position, operator)
-    opened: list[int] = []
-    group_start: dict[int, int] = {}
-    skip_to = 0
-    for index in _unquoted(expr):
-        if index < skip_to:
-            continue
-        char = expr[index]
-        if char in "{[":
-            in_braces += 1
-        elif char in "}]":
-            in_braces -= 1
-        elif in_braces == 0 and char == "(":
-            opened.append(index)
-            depth += 1
-        elif in_braces == 0 and char == ")":
-            depth -= 1
-            if opened:
-                opened.pop()
-        elif in_braces == 0:
-            # Two-character operators come first in _OPERATORS, so ">=" is never read as ">".
-            operator = next((op for op in _OPERATORS if expr.startswith(op, index)), None)
-            if operator is not None:
-                if best is None or depth < best[0]:
-                    best = (depth, index, operator)
-                    group_start[index] = opened[-1] + 1 if opened else 0
-                skip_to = index + len(operator)
-    if best is None:
-        return None
-    depth, position, operator = best
-    start = group_start[position]
-    # The end of the group: the parenthesis closing the one that opened it.
-    level = 0
-    end = len(expr)
-    for index in range(position, len(expr)):
-        if expr[index] == "(":
-            level += 1
-        elif expr[index] == ")":
-            if level == 0:
-                end = index
-                break
-            level -= 1
-    left = expr[start:position].strip()
-    right = expr[position + len(operator) : end]
-    right = _MODIFIERS.sub("", right, count=1).strip()
-    # Set operators bind looser than comparisons: "a < 0 and b < 1" compares a with 0.
-    left_parts = _SET_OPERATOR.split(left)
-    if len(left_parts) > 1 and _balanced(left_parts[-1]):
-        left = left_parts[-1].strip()
-    right_parts = _SET_OPERATOR.split(right, maxsplit=1)
-    if len(right_parts) > 1 and _balanced(right_parts[0]):
-        right = right_parts[0].strip()
-    if not left or not right:
-        return None
-    return left, right
-
-
-def _balanced(text: str) -> bool:
-    return text.count("(") == text.count(")")
 
 
 def short_gpu_name(name: str) -> str:
@@ -547,31 +422,28 @@ def alert_chart(
     timeout: float | None = None,
     zone: tzinfo | None = None,
 ) -> bytes | None:
-    """The chart for a firing alert's own expression (value and threshold when it compares
-    one with the other), shaded from when it started, or None when it carries no expression."""
-    expr = expression_from_generator_url(alert.get("generatorURL", ""))
-    if expr is None:
+    """The chart for a firing alert: the value its rule names (value and threshold when it
+    compares one with the other; alert_queries says where they come from), shaded from when it
+    started, or None when it carries no query at all."""
+    queries = alert_queries(alert)
+    if queries is None:
         return None
     labels = alert["labels"]
     start, step = now - seconds, _step(seconds)
     firing_since = _started(alert)
-    sides = comparison_sides(expr)
-    if sides is not None:
-        value_expr, threshold_expr = sides
+    if queries.compares:
         try:
-            values = _focused(prometheus.query_range(value_expr, start, now, step, timeout), labels)
+            values = _focused(
+                prometheus.query_range(queries.value, start, now, step, timeout), labels
+            )
         except UpstreamError:
             values = []
         if values:
-            unit = unit_of(value_expr)
             series = _series(values, labels)
-            threshold = None
-            number = _NUMBER.match(threshold_expr)
-            if number:
-                threshold = float(number.group(1))
-            else:
+            threshold = queries.threshold_number
+            if threshold is None and queries.threshold:
                 try:
-                    limits = prometheus.query_range(threshold_expr, start, now, step, timeout)
+                    limits = prometheus.query_range(queries.threshold, start, now, step, timeout)
                 except UpstreamError:
                     limits = []
                 for item in _series(_focused(limits, labels)[:3], labels):
@@ -582,16 +454,18 @@ def alert_chart(
                     series.append(item)
             return render_png(
                 series,
-                alert_title(alert, unit),
+                alert_title(alert, queries.unit),
                 start,
                 now,
                 threshold,
-                unit=unit,
+                unit=queries.unit,
                 zone=zone,
-                subtitle=value_expr,
+                subtitle=queries.value,
                 firing_since=firing_since,
             )
-    unit = unit_of(expr)
+    # No comparison, or no data for the value: the alert's own expression as it is.
+    expr = expression_from_generator_url(alert.get("generatorURL", "")) or queries.value
+    unit = queries.unit if expr == queries.value else unit_of(expr)
     result = prometheus.query_range(expr, start, now, step, timeout)
     return render_png(
         _series(_focused(result, labels), labels),

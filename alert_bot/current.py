@@ -1,6 +1,7 @@
-"""What an alert's value is now, for its resolved notice: the measured side of the alert's own
-expression (from its generatorURL, as its chart reads it) queried at this moment, and the one
-series of it that is the alert's card, host or disk.
+"""What an alert's value is now, for its resolved notice: the value its rule names (the
+value_query annotation, or the measured side of its expression; alert_queries.py says how, as
+for its chart) queried at this moment, and the one series of it that is the alert's card, host
+or disk.
 
 A resolved notice must never wait on Prometheus: a query has a short timeout, a Prometheus
 that failed or answered slowly is not asked again for a minute (a backlog of notices waits at
@@ -15,8 +16,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from alert_bot.charts import comparison_sides, expression_from_generator_url
-from alert_bot.units import Unit, unit_of
+from alert_bot.alert_queries import AlertQueries, alert_queries
+from alert_bot.units import Unit
 from alert_bot.upstream import PrometheusClient, UpstreamError
 from rigwatch.logs import logger
 
@@ -30,15 +31,11 @@ REMEMBERED = 512  # resolved alerts whose answer is kept
 RULE_LABELS = frozenset({"alertname", "severity", "__name__"})
 
 
-def measured_expression(alert: dict) -> str | None:
-    """The side of the alert's expression that measures (the left of its comparison), or None
-    when the alert carries no expression or its expression compares nothing (absent(),
-    a heartbeat, "seen before unless seen now"): then there is no value to show."""
-    expr = expression_from_generator_url(alert.get("generatorURL", ""))
-    if expr is None:
-        return None
-    sides = comparison_sides(expr)
-    return sides[0] if sides else None
+def measured_expression(alert: dict) -> AlertQueries | None:
+    """What the alert measures, or None when the alert carries no query or compares nothing
+    (absent(), a heartbeat, "seen before unless seen now"): then there is no value to show."""
+    queries = alert_queries(alert)
+    return queries if queries is not None and queries.compares else None
 
 
 def alert_series(result: list[dict], labels: dict[str, str]) -> dict | None:
@@ -87,12 +84,12 @@ class CurrentValues:
         return answer
 
     def _ask(self, alert: dict) -> tuple[Unit, float] | None:
-        expr = measured_expression(alert)
-        if expr is None or self.prometheus is None:
+        measured = measured_expression(alert)
+        if measured is None or self.prometheus is None:
             return None
         asked = self.clock()
         try:
-            result = self.prometheus.query(expr, timeout=self.timeout)
+            result = self.prometheus.query(measured.value, timeout=self.timeout)
         except UpstreamError as exc:
             self._pause(f"{exc}")
             return None
@@ -100,7 +97,7 @@ class CurrentValues:
             # A slow answer still counts, but a backlog of notices must not wait on many more.
             self._pause(f"Prometheus took {self.clock() - asked:.1f} s to answer")
         series = alert_series(result, alert["labels"])
-        return (unit_of(expr), series["value"]) if series is not None else None
+        return (measured.unit, series["value"]) if series is not None else None
 
     def _pause(self, why: str) -> None:
         self._paused_until = self.clock() + PAUSE_AFTER_FAILURE

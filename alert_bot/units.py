@@ -148,6 +148,44 @@ def _base_unit(name: str, rated: bool) -> Unit:
     return Unit(stem.rsplit("_", 1)[-1], "", 1.0)
 
 
+# Unit names an alert rule's `unit` annotation may give that are not a metric suffix's word
+# (celsius, watts, bytes, ...): what the value is, in the words of Prometheus's metric names.
+_NAMED_AS: dict[str, tuple[str, bool]] = {
+    "ratio": ("x_ratio", False),
+    "busy": ("x_seconds_total", True),  # seconds per second: the share of time busy
+    "bytes/s": ("x_bytes_total", True),
+    "lanes": ("x_width", False),
+    "gpus": ("x:count", False),
+    "code": ("x_recovery_action", False),
+}
+
+
+def unit_named(name: str) -> Unit:
+    """The unit an alert rule names in its `unit` annotation, for its chart and its resolved
+    notice's "Now:" line: a metric suffix's word (celsius, watts, joules, bytes, hertz, rpm,
+    volts, amperes, seconds, generation, depth), one of ratio, busy, bytes/s, lanes, gpus, code,
+    heartbeat, a state (up, info, active, pending, failure, success, readonly), or a counted thing
+    ("errors", "dead letters"; "new errors" for what an increase() counts).
+    Raises ValueError for an empty name."""
+    name = name.strip()
+    if not name:
+        raise ValueError("an empty unit name")
+    if name.startswith("new "):
+        what = name.removeprefix("new ").strip()
+        words = _counted_words(what)
+        return Unit(_("new {what}").format(what=words), words, 1.0, counted=what)
+    if name == "heartbeat":  # vector(1): always 1 while the pipeline works
+        return Unit(_("value"), _("state"), 1.0, state=True)
+    if name in _NAMED_AS:
+        metric, rated = _NAMED_AS[name]
+        if metric == "x_ratio":
+            return Unit(_(PERCENT_WORD), "%", 100.0, percent=True)
+        return _base_unit(metric, rated)
+    if f"_{name}" in STATES or any(suffix == f"_{name}" for suffix, *_rest in SUFFIXES):
+        return _base_unit(f"x_{name}", False)
+    return _base_unit("x_" + name.replace(" ", "_") + "_total", False)
+
+
 def unit_of(expr: str) -> Unit:
     """The unit of an expression's value: that of its first metric, a percentage when it divides
     two of the same kind (used/total bytes, errors/packets), and per second under rate()."""

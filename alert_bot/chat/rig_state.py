@@ -18,11 +18,12 @@ from alert_bot.upstream import UpstreamError
 
 CPU_BUSY = '1 - avg by (rig, instance) (rate(rigwatch_host_cpu_seconds_total{mode="idle"}[2m]))'
 CPU_CHIPS = re.compile(r"coretemp|k10temp|zenpower|cpu|acpitz|soc", re.IGNORECASE)
-# The alert rules' temperature thresholds (prometheus/rules/gpu.yml): near = within 5 °C of the
-# card's own slowdown threshold, or the fixed numbers for a card that reports none.
-NEAR_SLOWDOWN_MARGIN = 5.0
-FALLBACK_NEAR = 85.0
-FALLBACK_CRITICAL = 90.0
+# The alert rules' temperature thresholds per card, as prometheus/rules/gpu.yml records them (the
+# numbers are written there once): near slowdown (GpuTemperatureNearSlowdown) and past it
+# (GpuTemperatureCritical). Where Prometheus has no such series (the rules not loaded) a card
+# gets no mark: the bot cannot know where its thresholds are.
+NEAR_SLOWDOWN = "gpu:rigwatch_gpu_temperature_near_slowdown_celsius:threshold"
+SLOWDOWN = "gpu:rigwatch_gpu_temperature_slowdown_celsius:threshold"
 # Throttle reasons worth a mark: the card is held back by heat or its power brake
 # (sw_power_cap is normal for a card at full load, as in the rules).
 MARKED_THROTTLE = ("sw_thermal", "hw_thermal", "hw_slowdown", "hw_power_brake")
@@ -73,7 +74,8 @@ def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
     power = _by_card(chat, "rigwatch_gpu_power_watts")
     limit = _by_card(chat, "rigwatch_gpu_power_limit_watts")
     fan = _by_card(chat, "avg without (fan) (rigwatch_gpu_fan_speed_ratio)")
-    slowdown = _by_card(chat, "rigwatch_gpu_temperature_slowdown_threshold_celsius")
+    near = _by_card(chat, NEAR_SLOWDOWN)
+    slowdown = _by_card(chat, SLOWDOWN)
     throttling: dict[tuple[str, str], list[str]] = {}
     for r in chat.prometheus.query("rigwatch_gpu_throttle_reason_active == 1"):
         reason = r["metric"].get("reason", "")
@@ -105,7 +107,8 @@ def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
             continue
         parts = []
         if key in temps:
-            parts.append(f"🌡 {temps[key]:.0f} °C" + _heat_mark(temps[key], slowdown.get(key)))
+            mark = _heat_mark(temps[key], near.get(key), slowdown.get(key))
+            parts.append(f"🌡 {temps[key]:.0f} °C" + mark)
         if key in util:
             parts.append(_("util {percent}").format(percent=_pct(util[key])))
         if key in used and key in total and total[key] > 0:
@@ -128,14 +131,12 @@ def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
     return result
 
 
-def _heat_mark(celsius: float, slowdown: float | None) -> str:
+def _heat_mark(celsius: float, near: float | None, critical: float | None) -> str:
     """A mark after a temperature that is past the alert rules' thresholds: 🔥 near the card's
     slowdown, 🔥🔥 past it."""
-    critical = slowdown if slowdown else FALLBACK_CRITICAL
-    near = slowdown - NEAR_SLOWDOWN_MARGIN if slowdown else FALLBACK_NEAR
-    if celsius >= critical:
+    if critical is not None and celsius >= critical:
         return _(" 🔥🔥 <b>past slowdown {celsius} °C</b>").format(celsius=f"{critical:.0f}")
-    if celsius >= near:
+    if near is not None and critical is not None and celsius >= near:
         return _(" 🔥 <b>near slowdown {celsius} °C</b>").format(celsius=f"{critical:.0f}")
     return ""
 

@@ -23,12 +23,14 @@ from alert_bot.telegram import TelegramClient, configure_api
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
 from tests.servers import have_binary
 from tests.support import (
+    REPO,
     ManagedProcess,
     http_get,
     stopped_after,
     wait_until,
 )
 
+GPU_RULES = REPO / "prometheus" / "rules" / "gpu.yml"
 BOT_TOKEN = "123456789:TEST-secret-token_ABCdef"
 WEBHOOK_TOKEN = "webhook-secret-0123456789"
 CHAT = 1001  # a private chat (positive id)
@@ -317,8 +319,9 @@ def running_scraped_rig(
     tmp: Path, scenario: Path, *wait_for: str, evaluate: bool = False
 ) -> Iterator[str]:
     """The exporter on the scenario file, as rig1, scraped every second by a real Prometheus
-    (evaluating every second too when ``evaluate``); yields Prometheus's URL once it has each
-    of the ``wait_for`` expressions."""
+    (when ``evaluate``, evaluating the shipped GPU rules every second too: the thresholds they
+    record mark a hot card in /status); yields Prometheus's URL once it has each of the
+    ``wait_for`` expressions."""
     from tests.servers import running_prometheus
     from tests.support import running_exporter
 
@@ -327,6 +330,7 @@ def running_scraped_rig(
         config = (
             "global:\n  scrape_interval: 1s\n"
             + ("  evaluation_interval: 1s\n" if evaluate else "")
+            + (f"rule_files: ['{GPU_RULES}']\n" if evaluate else "")
             + "scrape_configs:\n  - job_name: rigwatch\n    static_configs:\n"
             f"      - targets: ['{target}']\n        labels: {{rig: rig1}}\n"
         )

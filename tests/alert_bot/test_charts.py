@@ -15,14 +15,18 @@ import pytest
 import yaml
 
 from alert_bot import i18n
+from alert_bot.alert_queries import (
+    CHART_ANNOTATIONS,
+    alert_queries,
+    comparison_sides,
+    expression_from_generator_url,
+)
 from alert_bot.charts import (
     PALETTE,
     Series,
     alert_chart,
     alert_title,
     chart_figure,
-    comparison_sides,
-    expression_from_generator_url,
     render_png,
     series_label,
 )
@@ -131,9 +135,9 @@ class AnyData:
 def test_every_shipped_alert_charts_with_a_unit_and_a_title_in_words(rule):
     url = "http://prom:9090/graph?g0.expr=" + urllib.parse.quote(rule["expr"])
     labels = {"alertname": rule["alert"], "rig": "rig1", "gpu": "0", "uuid": "u0"}
-    alert = {"labels": labels, "annotations": {}, "generatorURL": url, "startsAt": ""}
-    sides = comparison_sides(rule["expr"])
-    unit = unit_of(sides[0] if sides else rule["expr"])
+    chart = {k: v for k, v in rule["annotations"].items() if k in CHART_ANNOTATIONS}
+    alert = {"labels": labels, "annotations": chart, "generatorURL": url, "startsAt": ""}
+    unit = alert_queries(alert).unit
     assert unit.symbol, rule["alert"]
     assert not re.search(r"[{}\[\]]|rigwatch_|by \(", unit.axis_label())
     title = alert_title(alert, unit)

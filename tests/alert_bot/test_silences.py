@@ -36,7 +36,10 @@ def services(tmp_path_factory) -> Iterator[dict]:
         make_device(2, temperature_c=41),
     ]
     with running_rig_services(
-        tmp_path_factory.mktemp("silences"), devices, "rigwatch_gpu_throttle_reason_active"
+        tmp_path_factory.mktemp("silences"),
+        devices,
+        "rigwatch_gpu_throttle_reason_active",
+        evaluate=True,
     ) as services:
         yield services
 
@@ -97,6 +100,13 @@ def _keyboard(call) -> list[list[dict]]:
 
 def test_status_and_gpu_mark_the_hot_and_the_throttling_card(bot, telegram, services):
     wait_prometheus_has(services["prometheus"], "rigwatch_gpu_temperature_celsius >= 93")
+    # /status marks by the thresholds the rules record: wait for their first evaluation.
+    wait_prometheus_has(
+        services["prometheus"], "gpu:rigwatch_gpu_temperature_slowdown_celsius:threshold"
+    )
+    wait_prometheus_has(
+        services["prometheus"], "gpu:rigwatch_gpu_temperature_near_slowdown_celsius:threshold"
+    )
     for ask in ("/status", "gpu"):
         text = _visible(_ask(telegram, ask))
         lines = {line.split(":")[0]: line for line in text.splitlines() if "GPU" in line}
