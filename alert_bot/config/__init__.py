@@ -4,7 +4,9 @@ Every problem is reported as a ConfigError naming the offending key, so the comm
 print one clear line and exit 2.
 
 The package: values.py (ConfigError and the value parsers), settings.py (Config and its
-sections), yaml_file.py (the YAML file) and environment.py (the environment and load_config).
+sections, each file setting declared once with setting()), schema.py (the file's keys, its
+sections parsed and the docs' settings table, all from those declarations), yaml_file.py
+(the YAML file) and environment.py (the environment and load_config).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from alert_bot.config.environment import (
     load_first_run_config,
     unknown_environment,
 )
+from alert_bot.config.schema import TOP_LEVEL_KEYS
 from alert_bot.config.settings import (
     DEFAULT_DB,
     DEFAULT_LISTEN,
@@ -33,7 +36,7 @@ from alert_bot.config.settings import (
     time_zone,
 )
 from alert_bot.config.values import ConfigError, parse_duration
-from alert_bot.config.yaml_file import TOP_LEVEL_KEYS, load_yaml
+from alert_bot.config.yaml_file import load_yaml
 
 __all__ = [
     "ChartSettings",

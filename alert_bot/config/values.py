@@ -182,15 +182,3 @@ def _id_list(key: str, value: Any) -> frozenset[int]:
     if not isinstance(value, list):
         raise ConfigError(key, "expected a list of numeric ids")
     return frozenset(_int(f"{key}[{i}]", item) for i, item in enumerate(value))
-
-
-def _section(key: str, value: Any, cls: type, parsers: dict[str, Any]) -> Any:
-    section = _check_keys(key, value, set(parsers))
-    kwargs = {}
-    for name, raw in section.items():
-        parser = parsers[name]
-        attr = name
-        if isinstance(parser, tuple):
-            attr, parser = parser
-        kwargs[attr] = parser(f"{key}.{name}", raw)
-    return cls(**kwargs)
