@@ -25,7 +25,8 @@ from exporter.collectors.percard import CardLabels, PerCardCollector
 from exporter.families import Sample, specs
 from exporter.nvml.device import Device, Gpu
 from exporter.nvml.errors import GPU_IS_LOST
-from exporter.nvml.session import STALE_READINGS_MAX_SECONDS, NvmlSession
+from exporter.nvml.guard import STALE_READINGS_MAX_SECONDS
+from exporter.nvml.session import NvmlSession
 from exporter.settings import Settings
 from rigwatch.logs import logger
 
