@@ -1,0 +1,87 @@
+"""Dead letters: a notification Telegram refused as HTML and as plain text is moved out of the
+outbox, counted, and reported in words to its chat, or, when the chat itself cannot be
+reached, to another configured chat (never only to the dead one)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+from alert_bot.config import Config
+from alert_bot.i18n import _
+from alert_bot.metrics import BotMetrics
+from alert_bot.render import OutgoingMessage
+from alert_bot.store import NewNotification, PendingNotification, Store
+from alert_bot.telegram import Permanent
+from rigwatch.logs import logger
+
+log = logger("bot", "delivery")
+
+
+def unreachable(description: str) -> bool:
+    """Whether Telegram refused because of the chat itself, not the message."""
+    text = description.lower()
+    return "chat not found" in text or "kicked" in text or "blocked" in text
+
+
+class DeadLetters:
+    def __init__(
+        self, config: Config, store: Store, metrics: BotMetrics, clock: Callable[[], float]
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+
+    def move(
+        self, chat_id: int, row: PendingNotification, message: OutgoingMessage, refusal: Permanent
+    ) -> None:
+        now = self.clock()
+        moved = self.store.outbox.dead_letter([row.id], message.html, refusal.description, now)
+        if not moved:
+            return
+        self.metrics.dead_letters.inc(moved)
+        log.error(
+            "notification %s for chat %s dead-lettered: %s", row.id, chat_id, refusal.description
+        )
+        if row.payload.get("report"):
+            return  # a report about a dead letter that itself failed: do not loop
+        report_chat, report_thread = chat_id, row.thread_id
+        if unreachable(refusal.description):
+            # The report must reach someone: never (only) the chat that cannot be reached.
+            self.metrics.chat_unreachable.labels(str(chat_id)).inc()
+            others = [
+                c
+                for c in (self.config.default_chat_id, *(r.chat_id for r in self.config.routes))
+                if c != chat_id
+            ]
+            if not others:
+                log.error("chat %s is unreachable and no other chat is configured", chat_id)
+                return
+            report_chat, report_thread = others[0], None
+        text = _report(row, refusal)
+        if report_chat != chat_id:
+            text += "\n" + _(
+                "Telegram cannot reach chat {chat}: check its id and the bot's membership."
+            ).format(chat=chat_id)
+        self.store.outbox.add(
+            [NewNotification(report_chat, report_thread, "notice", {"html": text, "report": True})],
+            now,
+        )
+
+
+def _report(row: PendingNotification, refusal: Permanent) -> str:
+    names = sorted({a["labels"].get("alertname", "?") for a in row.payload.get("alerts", [])})
+    text = (
+        _("⚠️ <b>A notification could not be delivered</b>")
+        + "\n"
+        + _("Telegram refused it twice (as HTML and as plain text): {reason}").format(
+            reason=html.escape(refusal.description[:300])
+        )
+        + "\n"
+    )
+    if names:
+        text += _("Alerts: {names}").format(names=html.escape(", ".join(names)[:500])) + "\n"
+    return text + _("It is kept in the bot's dead-letter table (notification {id}).").format(
+        id=row.id
+    )
