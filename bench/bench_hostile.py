@@ -2,10 +2,13 @@
 latency at 100 parallel clients, the same with 1,000 idle connections held open, the server's
 threads, descriptors and RSS at peak, how long it takes to answer again once they close, and
 the latency beside 64 connections sending header blocks that never end (66 lines of 1,000
-bytes, no blank line), each reopened as soon as the server closes it.
+bytes, no blank line), each reopened as soon as the server closes it. Beside rigwatch's
+exporter (h11 under rigwatch's loop) the same collectors run as a WSGI app under waitress
+(bench/waitress_exporter.py), the other well-kept fit, and a second table sets the two side by
+side with their ratio.
 
     python3 bench/bench_hostile.py [--repo PATH] [--clients 100] [--idle 1000]
-                                   [--header-floods 64]
+                                   [--header-floods 64] [--skip-waitress]
 
 --repo runs another checkout's exporter and bot (e.g. an older commit in a git worktree) with
 this script's load, so two versions compare under the same client. Both servers run as real
@@ -13,7 +16,9 @@ processes with the open-file limit systemd gives by default (1,024). The exporte
 its host collectors only (no NVML needed); the bot's Telegram is the tests' fake server.
 Each client request opens a new connection (the worst case for accept and the listen
 backlog); every request has a 10 s timeout and counts as an error past it. Half the idle
-connections send nothing, half send one request line and stop. One markdown table to stdout.
+connections send nothing, half send one request line and stop. waitress runs from
+bench/.venv-waitress (git-ignored), made on first use from PyPI with waitress and the
+exporter's own dependencies, then reused. Markdown tables to stdout.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from tests.alert_bot.fake_telegram import FakeTelegram
 from tests.hostile_http import HeaderFlood
 from tests.support import InBackground
 
+WAITRESS_VENV = REPO / "bench" / ".venv-waitress"
+WAITRESS_REQUIREMENT = "waitress==3.0.2"
 TOKEN = "123456789:BENCH-secret-token"
 WEBHOOK_TOKEN = "bench-webhook-token"
 REQUEST_TIMEOUT = 10.0
@@ -58,11 +65,13 @@ def _limit_files() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (SERVER_NOFILE, SERVER_NOFILE))
 
 
-def start(args: list[str], repo: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+def start(
+    args: list[str], repo: Path, env: dict[str, str], log_path: Path, python: str = sys.executable
+) -> subprocess.Popen:
     full_env = dict(os.environ, PYTHONPATH=str(repo), **env)
     with open(log_path, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, *args],
+            [python, *args],
             cwd=repo,
             env=full_env,
             stdout=out,
@@ -71,20 +80,23 @@ def start(args: list[str], repo: Path, env: dict[str, str], log_path: Path) -> s
         )
 
 
-def request(port: int, raw: bytes) -> tuple[float, bool]:
-    """One request on a new connection: (seconds to the whole answer, answered 200)."""
+def request(port: int, raw: bytes) -> tuple[float, int]:
+    """One request on a new connection: (seconds to the whole answer, its status code; 0 when
+    there was none: refused, reset or timed out)."""
     started = time.monotonic()
+    data = b""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT) as sock:
             sock.sendall(raw)
-            data = b""
             while chunk := sock.recv(65536):
                 data += chunk
                 if time.monotonic() - started > REQUEST_TIMEOUT:
                     break
     except OSError:
-        return time.monotonic() - started, False
-    return time.monotonic() - started, data.startswith(b"HTTP/1.1 200")
+        return time.monotonic() - started, 0
+    took = time.monotonic() - started
+    status = data[9:12] if data.startswith(b"HTTP/1.1 ") else b""
+    return took, int(status) if status.isdigit() else 0
 
 
 def scrape_request(_: int) -> bytes:
@@ -124,18 +136,17 @@ def webhook_request(n: int) -> bytes:
 
 
 def parallel(port: int, make, clients: int, per_client: int) -> dict:
-    def client(c: int) -> list[tuple[float, bool]]:
+    def client(c: int) -> list[tuple[float, int]]:
         return [request(port, make(c * per_client + i)) for i in range(per_client)]
 
     with ThreadPoolExecutor(clients) as pool:
         results = [r for rs in pool.map(client, range(clients)) for r in rs]
-    ok = sorted(t for t, good in results if good)
-    errors = len(results) - len(ok)
     times = sorted(t for t, _ in results)
     return {
         "p50": statistics.median(times),
         "p99": times[min(len(times) - 1, int(len(times) * 0.99))],
-        "errors": errors,
+        "errors": sum(1 for _, status in results if status != 200),
+        "busy": sum(1 for _, status in results if status == 503),
         "n": len(results),
     }
 
@@ -187,8 +198,8 @@ def recovery(port: int, make, cap: float = 60.0) -> float:
     """Seconds from now until one request is answered 200 within a second."""
     started = time.monotonic()
     while time.monotonic() - started < cap:
-        took, good = request(port, make(0))
-        if good and took < 1.0:
+        took, status = request(port, make(0))
+        if status == 200 and took < 1.0:
             return time.monotonic() - started
         time.sleep(0.05)
     return float("inf")
@@ -199,8 +210,8 @@ def wait_healthy(port: int, proc: subprocess.Popen, log_path: Path) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(log_path.read_text()[-2000:])
-        took, good = request(port, b"GET /healthz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
-        if good:
+        _, status = request(port, b"GET /healthz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        if status == 200:
             return
         time.sleep(0.2)
     raise RuntimeError("server did not start:\n" + log_path.read_text()[-2000:])
@@ -246,30 +257,55 @@ def proc_log_lines(proc: subprocess.Popen) -> int:
     return len(path.read_text(errors="replace").splitlines()) if path else 0
 
 
-def run_exporter(repo: Path, workdir: Path, args) -> dict:
+HOST_ONLY = [
+    "--no-collector.gpu",
+    "--no-collector.gpu_process",
+    "--no-collector.xid",
+    "--no-collector.gpm",
+]
+
+
+def run_exporter(
+    name: str, repo: Path, workdir: Path, args, program: list[str], python: str = sys.executable
+) -> dict:
+    """One exporter process (its host collectors only) under the whole load."""
     port = free_port()
-    log_path = workdir / "exporter.log"
-    proc = start(
-        [
-            "-m",
-            "exporter",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--no-collector.gpu",
-            "--no-collector.gpu_process",
-            "--no-collector.xid",
-            "--no-collector.gpm",
-        ],
-        repo,
-        {},
-        log_path,
-    )
+    log_path = workdir / f"{name}.log"
+    proc = start([*program(port), *HOST_ONLY], repo, {}, log_path, python)
     _LOGS[proc.pid] = log_path
     try:
         wait_healthy(port, proc, log_path)
-        return measure("exporter", port, proc, scrape_request, b"GET /metrics HTTP/1.1\r\n", args)
+        return measure(name, port, proc, scrape_request, b"GET /metrics HTTP/1.1\r\n", args)
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def rigwatch_exporter(port: int) -> list[str]:
+    return ["-m", "exporter", f"--web.listen-address=127.0.0.1:{port}"]
+
+
+def waitress_exporter(port: int) -> list[str]:
+    return [str(REPO / "bench" / "waitress_exporter.py"), f"--port={port}"]
+
+
+def ensure_waitress_venv() -> str:
+    """bench/.venv-waitress's python, with waitress and the exporter's dependencies (read from
+    pyproject.toml), made on first use and reused afterwards."""
+    python = WAITRESS_VENV / "bin" / "python"
+    if python.exists():
+        return str(python)
+    import tomllib
+
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    log(f"creating {WAITRESS_VENV.relative_to(REPO)} with {WAITRESS_REQUIREMENT}")
+    subprocess.run([sys.executable, "-m", "venv", str(WAITRESS_VENV)], check=True, timeout=120)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", WAITRESS_REQUIREMENT, *dependencies],
+        check=True,
+        timeout=300,
+    )
+    return str(python)
 
 
 def run_bot(repo: Path, workdir: Path, args) -> dict:
@@ -299,36 +335,101 @@ def run_bot(repo: Path, workdir: Path, args) -> dict:
             proc.wait(10)
 
 
+def ms_pair(stats: dict) -> str:
+    return f"{stats['p50'] * 1000:.0f} / {stats['p99'] * 1000:.0f} ms"
+
+
+def recovery_text(seconds: float) -> str:
+    return "never (60 s)" if seconds == float("inf") else f"{seconds:.2f} s"
+
+
 def table(results: dict[str, dict], args) -> str:
     rows = [
         "| server | p50 / p99 at "
         f"{args.clients} clients | errors | p50 / p99 with {args.idle} idle open | errors "
         "| peak threads | peak fds | peak RSS | answers again after they close "
-        f"| p50 / p99 beside {args.header_floods} never-ending header blocks | errors "
+        f"| p50 / p99 beside {args.header_floods} never-ending header blocks | errors | 503s "
         "| log lines |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        calm, flooded, peak = r["calm"], r["flooded"], r["peak"]
-        recovered = "never (60 s)" if r["recovery"] == float("inf") else f"{r['recovery']:.2f} s"
+        calm, flooded, peak, headers = r["calm"], r["flooded"], r["peak"], r["headers"]
         rows.append(
-            f"| {name} | {calm['p50'] * 1000:.0f} / {calm['p99'] * 1000:.0f} ms "
-            f"| {calm['errors']}/{calm['n']} "
-            f"| {flooded['p50'] * 1000:.0f} / {flooded['p99'] * 1000:.0f} ms "
-            f"| {flooded['errors']}/{flooded['n']} "
+            f"| {name} | {ms_pair(calm)} | {calm['errors']}/{calm['n']} "
+            f"| {ms_pair(flooded)} | {flooded['errors']}/{flooded['n']} "
             f"| {peak['threads']} | {peak['fds']} | {peak['rss_mb']:.0f} MB "
-            f"| {recovered} "
-            f"| {r['headers']['p50'] * 1000:.0f} / {r['headers']['p99'] * 1000:.0f} ms "
-            f"| {r['headers']['errors']}/{r['headers']['n']} | {r['log_lines']} |"
+            f"| {recovery_text(r['recovery'])} "
+            f"| {ms_pair(headers)} | {headers['errors']}/{headers['n']} | {headers['busy']} "
+            f"| {r['log_lines']} |"
         )
-    load = os.getloadavg()
     rows.append("")
+    opened = ", ".join(f"{name} {r['idle_open']}" for name, r in results.items())
     rows.append(
-        f"{args.idle} idle connections opened: exporter {results['exporter']['idle_open']}, "
-        f"bot {results['bot']['idle_open']}; server open-file limit {SERVER_NOFILE}; "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs."
+        f"{args.idle} idle connections opened: {opened}; server open-file limit "
+        f"{SERVER_NOFILE}; load average {load_average()}; {os.cpu_count()} CPUs."
     )
     return "\n".join(rows)
+
+
+def ratio(mine: float, peer: float) -> str:
+    if mine == float("inf") or peer == float("inf"):
+        return "n/a (one never answered)"
+    if mine <= 0:
+        return "n/a"
+    return f"{peer / mine:.2f}×"
+
+
+def side_by_side(mine: dict, peer: dict, args) -> str:
+    """The exporter on rigwatch's h11 loop against the same collectors on waitress, row by row,
+    with waitress's figure over rigwatch's."""
+    lines = []
+
+    def row(label: str, a: float, b: float, unit: str, scale: float = 1.0, digits: int = 0):
+        unit = f" {unit}" if unit else ""
+        lines.append(
+            f"| {label} | {a * scale:.{digits}f}{unit} | {b * scale:.{digits}f}{unit} "
+            f"| {ratio(a, b)} |"
+        )
+
+    def counts(label: str, a: int, b: int, n_a: int, n_b: int):
+        lines.append(f"| {label} | {a}/{n_a} | {b}/{n_b} | |")
+
+    for key, what in (
+        ("calm", f"{args.clients} scrapers"),
+        ("flooded", f"{args.clients} scrapers, {args.idle} idle connections open"),
+        ("headers", f"{args.clients} scrapers beside {args.header_floods} header floods"),
+    ):
+        a, b = mine[key], peer[key]
+        row(f"{what}: p50", a["p50"], b["p50"], "ms", 1000)
+        row(f"{what}: p99", a["p99"], b["p99"], "ms", 1000)
+        counts(f"{what}: errors (no 200 within 10 s)", a["errors"], b["errors"], a["n"], b["n"])
+    a, b = mine["headers"], peer["headers"]
+    counts("beside the header floods: 503 answers", a["busy"], b["busy"], a["n"], b["n"])
+    row("peak threads", mine["peak"]["threads"], peer["peak"]["threads"], "")
+    row("peak fds", mine["peak"]["fds"], peer["peak"]["fds"], "")
+    row("peak RSS", mine["peak"]["rss_mb"], peer["peak"]["rss_mb"], "MB")
+    if mine["recovery"] == float("inf") or peer["recovery"] == float("inf"):
+        lines.append(
+            f"| answers again after the idle ones close | {recovery_text(mine['recovery'])} "
+            f"| {recovery_text(peer['recovery'])} | |"
+        )
+    else:
+        row(
+            "answers again after the idle ones close",
+            mine["recovery"],
+            peer["recovery"],
+            "s",
+            digits=2,
+        )
+    head = [
+        "| exporter, host collectors only | rigwatch (h11) | waitress | waitress ÷ rigwatch |",
+        "|---|---|---|---|",
+    ]
+    return "\n".join(head + lines)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -337,16 +438,27 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--header-floods", type=int, default=64)
+    parser.add_argument(
+        "--skip-waitress", action="store_true", help="no waitress peer (it needs PyPI once)"
+    )
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    repo = args.repo.resolve()
+    log(f"load average before: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="rigwatch-hostile-") as tmp:
         workdir = Path(tmp)
-        results = {
-            "exporter": run_exporter(args.repo.resolve(), workdir, args),
-            "bot": run_bot(args.repo.resolve(), workdir, args),
-        }
+        results = {"exporter": run_exporter("exporter", repo, workdir, args, rigwatch_exporter)}
+        if not args.skip_waitress:
+            python = ensure_waitress_venv()
+            results["exporter on waitress"] = run_exporter(
+                "exporter on waitress", repo, workdir, args, waitress_exporter, python
+            )
+        results["bot"] = run_bot(repo, workdir, args)
     print(table(results, args))
+    if "exporter on waitress" in results:
+        print()
+        print(side_by_side(results["exporter"], results["exporter on waitress"], args))
 
 
 if __name__ == "__main__":

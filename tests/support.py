@@ -230,6 +230,19 @@ def write_scenario(path: Path, scenario: dict) -> None:
     os.replace(tmp, path)
 
 
+# The simulated library looks at its scenario file on a call at most this often
+# (RELOAD_CHECK_NS in tests/fake_nvml/fake_nvml.c).
+SCENARIO_RECHECK_S = 0.1
+
+
+def until_scenario_seen() -> None:
+    """A pause the simulated library needs, not a guess at the machine's speed: once
+    SCENARIO_RECHECK_S has passed since write_scenario(), the next NVML call sees the new
+    scenario however slow the machine is, since any look at the file in the last interval
+    came after the write. Half an interval more covers the clocks' rounding."""
+    time.sleep(1.5 * SCENARIO_RECHECK_S)
+
+
 def build_fake_nvml() -> Path:
     """Build tests/fake_nvml/libnvidia-ml.so.1 (make is a no-op when it is up to date)."""
     subprocess.run(["make", "-s", "-C", str(FAKE_NVML_DIR)], check=True)

@@ -168,7 +168,8 @@ class FakeTelegram:
     def __init__(self, token: str, flood: FloodRules | None = DEFAULT_FLOOD, port: int = 0):
         self.token = token
         self.flood = flood
-        self.calls: list[Call] = []
+        self.calls: list[Call] = []  # answered calls, in the order their answers went out
+        self.arrived: list[Call] = []  # every call as it arrives, before any delay: in flight
         self.lock = threading.Lock()
         self.updates: list[dict] = []
         self.update_ids = itertools.count(1)
@@ -702,6 +703,8 @@ class FakeTelegram:
                         dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
                     )
                 call = Call(method, params, files, time.time())
+                with fake.lock:
+                    fake.arrived.append(call)
                 if method in SEND_METHODS and fake.send_delay:
                     time.sleep(fake.send_delay)
                 with contextlib.suppress(ValueError):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.alert_bot.botkit import wait_prometheus_has
@@ -18,14 +18,61 @@ from tests.support import (
     REPO,
     ManagedProcess,
     free_port,
+    http_get,
     make_scenario,
     running_exporter,
     stopped_after,
+    wait_until,
     write_scenario,
 )
 
 RULES = REPO / "prometheus" / "rules" / "runs.yml"
 NO_COUNTER = {"nvmlDeviceGetTotalEnergyConsumption": "NOT_SUPPORTED"}
+SCRAPE_S = 1  # the test Prometheus's scrape and evaluation interval (prometheus_config)
+# A change on the rig reaches the chat after a scrape, a watch cycle and runs.min_duration: a
+# few seconds on a quiet machine. On a loaded one scrapes time out (their timeout is the
+# interval) and cycles stretch, so a wait allows this many times that path: a margin, not a
+# guess at how long it takes.
+MARGIN = 12
+
+
+def watch_deadline(cycle_s: float, min_duration_s: float = 0.0) -> float:
+    """How long a wait on the run watch allows: MARGIN times a scrape, a cycle and
+    min_duration."""
+    return MARGIN * (SCRAPE_S + cycle_s + min_duration_s)
+
+
+def wait_past_min_duration(prometheus: str, pid: int, min_duration_s: float, timeout: float):
+    """Wait until Prometheus holds a sample of the process taken more than min_duration after
+    it started: the watch measures a run from its start to its last sample, so from then on its
+    end is one worth reporting. The event itself, whatever the machine's speed."""
+    start = f'rigwatch_gpu_process_start_time_seconds{{pid="{pid}"}}'
+    wait_prometheus_has(prometheus, f"timestamp({start}) - {start} > {min_duration_s}", timeout)
+
+
+def prometheus_instant_queries(prometheus: str) -> float:
+    """Instant queries the Prometheus has answered (its own counter): the run watch's
+    rhythm, read from outside the bot."""
+    status, body = http_get(prometheus + "/metrics")
+    if status != 200:
+        raise RuntimeError(f"Prometheus /metrics answered {status}")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line
+    )
+
+
+def wait_watch_cycles(queries: Callable[[], float], cycles: int, timeout: float) -> None:
+    """Wait until the run watch has looked `cycles` more times after the look in progress.
+    ``queries`` counts the instant queries it has made (Prometheus's counter, or the bot's
+    own: ``app.runs.prometheus.queries``): a cycle in which nothing starts or ends makes two
+    (present processes, readable rigs), one when Prometheus is down. A check that something
+    does not happen waits for these looks, not for a stretch of the clock."""
+    start = queries()
+    wait_until(
+        lambda: queries() >= start + 2 * (cycles + 1), timeout, what=f"{cycles} watch cycles"
+    )
 
 
 class SimulatedRig:

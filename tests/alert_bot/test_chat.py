@@ -54,11 +54,20 @@ def bot(tmp_path: Path, telegram, services):
 
 
 def _ask(telegram, chat: int, text: str, user: int | None = None, replies: int = 1) -> list:
+    """The command's replies: as many as it is known to send."""
     before = len(telegram.sent(chat))
     telegram.inject_message(chat, text, user_id=user)
     wait_until(lambda: len(telegram.sent(chat)) >= before + replies, timeout=15, what=text)
-    time.sleep(0.1)
     return telegram.sent(chat)[before:]
+
+
+def _press(telegram, user: int, data: str, **extra) -> None:
+    """A button press, returned once the bot has answered it (a refusal is an answer)."""
+    answered = len(telegram.calls_to("answerCallbackQuery"))
+    telegram.inject_callback(user, data, **extra)
+    wait_until(
+        lambda: len(telegram.calls_to("answerCallbackQuery")) > answered, what="the press answered"
+    )
 
 
 def _visible(call) -> str:
@@ -219,8 +228,7 @@ def test_silence_buttons_create_and_expire_real_silences(bot, telegram, services
     # /silences lists it; a stranger's unsilence is refused; the allowed user's expires it.
     listing = _visible(_ask(telegram, CHAT, "/silences")[0])
     assert "alertname=GpuHotForButtons" in listing
-    telegram.inject_callback(STRANGER, unsilence["callback_data"])
-    time.sleep(0.5)
+    _press(telegram, STRANGER, unsilence["callback_data"])
     assert [s["id"] for s in active_silences()] == [silence["id"]]
     telegram.inject_callback(
         CHAT, unsilence["callback_data"], message_id=confirmation.response["result"]["message_id"]
@@ -296,8 +304,23 @@ def test_a_critical_alert_comes_with_a_chart_of_its_expression(bot, telegram, se
     photos = len(telegram.calls_to("sendPhoto"))
     assert botkit.post(base, botkit.notification(broken, group_key="lost"))[0] == 200
     wait_until(lambda: "GpuLost" in _visible(telegram.calls_to("sendMessage")[-1]), what="text")
-    time.sleep(0.5)
-    assert len(telegram.calls_to("sendPhoto")) == photos
+    # Charts are drawn one after another: once the next critical alert's chart is in, the
+    # broken one's turn has passed, and it sent none.
+    after = botkit.alert(
+        name="GpuTemperatureCritical",
+        severity="critical",
+        gpu="0",
+        summary="again",
+        generator=generator,
+    )
+    assert botkit.post(base, botkit.notification(after, group_key="after"))[0] == 200
+    wait_until(lambda: len(telegram.calls_to("sendPhoto")) > photos, timeout=20, what="chart")
+    assert len(telegram.calls_to("sendPhoto")) == photos + 1
+    replied_to = json.loads(telegram.calls_to("sendPhoto")[-1].params["reply_parameters"])
+    assert (
+        replied_to["message_id"]
+        == telegram.calls_to("sendMessage")[-1].response["result"]["message_id"]
+    )
 
 
 def test_the_update_loop_outlives_an_update_it_cannot_read(tmp_path, telegram):
@@ -393,7 +416,10 @@ def test_updates_already_handled_are_not_handled_again_after_a_restart(tmp_path,
         )
         first = telegram.calls_to("getUpdates")[polls_before]
         assert int(first.params["offset"]) == update_id + 1
-        time.sleep(0.5)
+        # The next poll: what the first returned has been taken in.
+        wait_until(
+            lambda: len(telegram.calls_to("getUpdates")) > polls_before + 1, what="a second poll"
+        )
         assert len(telegram.sent(CHAT)) == 1
 
 
@@ -483,8 +509,7 @@ def test_mute_quiets_a_rig_with_one_real_silence_and_the_button_ends_it(bot, tel
     # A stranger pressing "end now" is refused; the owner's press expires the silence.
     end = json.loads(reply.params["reply_markup"])["inline_keyboard"][0][0]
     assert end["text"] == "🔔 End now"
-    telegram.inject_callback(STRANGER, end["callback_data"])
-    time.sleep(0.5)
+    _press(telegram, STRANGER, end["callback_data"])
     assert len(mutes()) == 1
     message_id = reply.response["result"]["message_id"]
     telegram.inject_callback(CHAT, end["callback_data"], message_id=message_id)
@@ -524,6 +549,8 @@ def test_charts_from_the_real_renderer_for_the_docs(tmp_path, telegram):
             if temperature >= 90 and hot_since is None:
                 hot_since = time.time()
             write_scenario(scenario, cards(temperature))
+            # A pause the test needs, not a wait: the chart draws this history, one reading a
+            # second (Prometheus scrapes every second), so the readings must be a second apart.
             time.sleep(1)
         telegram.flood = FloodRules(per_chat=(20, 1.0))
         env = botkit.bot_env(

@@ -147,19 +147,28 @@ def test_a_storm_of_500_alerts_arrives_in_few_messages_without_429(tmp_path, tel
 
 def test_telegram_down_then_up_everything_arrives_once(tmp_path, telegram):
     with botkit.webhook_bot(tmp_path, telegram.url) as (app, base):
-        telegram.go_down(6)  # "a minute", shortened; backoff_max is 2 s in tests
+        outage_s = 6  # "a minute", shortened; backoff_max is 2 s in tests
+        back_at = time.time() + outage_s
+        telegram.go_down(outage_s)
         for number in range(12):
             body = botkit.notification(
                 botkit.alert(summary=f"outage-{number}-end"), group_key=f"o{number}"
             )
             assert botkit.post(base, body)[0] == 200
-        time.sleep(2)
-        assert telegram.sent() == []
-        assert botkit.metric_value(base, "rigwatch_bot_queue_depth") == 12
-        assert botkit.metric_value(base, "rigwatch_bot_queue_oldest_age_seconds") >= 1
+        # All twelve wait in the queue while the bot's tries fail.
+        wait_until(
+            lambda: (
+                telegram.calls_to("(down)", status=0)
+                and botkit.metric_value(base, "rigwatch_bot_queue_depth") == 12
+                and botkit.metric_value(base, "rigwatch_bot_queue_oldest_age_seconds") >= 1
+            ),
+            timeout=outage_s,
+            what="twelve queued, a second old, tries failing",
+        )
         wait_until(
             lambda: app.store.outbox.count("sent") == 12, timeout=30, what="after the outage"
         )
+        assert [c for c in telegram.sent() if c.at < back_at] == []  # nothing got through
         text = _all_visible(telegram)
         for number in range(12):
             assert text.count(f"outage-{number}-end") == 1
@@ -410,7 +419,7 @@ class _HangingPrometheus(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.queries += 1  # type: ignore[attr-defined]
-        time.sleep(3)
+        time.sleep(3)  # the slowness this stand-in exists to show, not a wait
         self.server.answered += 1  # type: ignore[attr-defined]
         body = b'{"status": "success", "data": {"resultType": "matrix", "result": []}}'
         self.send_response(200)

@@ -71,12 +71,20 @@ def test_a_slow_chat_does_not_hold_up_the_others(tmp_path, telegram):
     )
     telegram.chat_delays[slow] = 6.0
     with botkit.running_bot(env, run_updates=False) as (app, base):
-        for n in range(3):  # three messages queued for the slow chat
-            assert botkit.post(
-                base, botkit.notification(botkit.alert(rig="slow", gpu=str(n)), group_key=f"s{n}")
-            )[0]
-            time.sleep(0.05)
-        time.sleep(0.3)  # its first send is in flight
+
+        def to_slow(n: int) -> None:
+            body = botkit.notification(botkit.alert(rig="slow", gpu=str(n)), group_key=f"s{n}")
+            assert botkit.post(base, body)[0] == 200
+
+        # Three messages for the slow chat: its first send in flight, two more queued behind.
+        to_slow(0)
+        wait_until(
+            lambda: any(c.params.get("chat_id") == str(slow) for c in telegram.arrived),
+            timeout=10,
+            what="the slow chat's first send in flight",
+        )
+        to_slow(1)
+        to_slow(2)
         started = time.monotonic()
         for chat in others:
             assert (

@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime
@@ -397,7 +396,6 @@ def _ask(telegram, chat: int, text: str) -> str:
     before = len(telegram.sent(chat))
     telegram.inject_message(chat, text)
     wait_until(lambda: len(telegram.sent(chat)) > before, timeout=15, what=text)
-    time.sleep(0.1)
     call = telegram.sent(chat)[before]
     return parse_telegram_html(call.params.get("text", call.params.get("caption", "")))
 

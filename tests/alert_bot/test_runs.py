@@ -3,24 +3,32 @@ real exporter, a real Prometheus with the shipped rules, the bot and the fake Te
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 
 import psutil
 
-from tests.alert_bot.botkit import CHAT, bot_env, bot_process, running_bot
-from tests.alert_bot.runkit import SimulatedRig, rig_with_prometheus, training_process
-from tests.support import free_port, mirror_proc, wait_until
+from tests.alert_bot.botkit import CHAT, bot_env, bot_process, prometheus_has, running_bot
+from tests.alert_bot.runkit import (
+    SimulatedRig,
+    prometheus_instant_queries,
+    rig_with_prometheus,
+    training_process,
+    wait_past_min_duration,
+    wait_watch_cycles,
+    watch_deadline,
+)
+from tests.support import free_port, http_get, mirror_proc, wait_until
 
-CYCLE_S = 1  # the bot's run-watch interval, and the test Prometheus's scrape interval
+CYCLE_S = 1  # the bot's run-watch interval
 MIN_DURATION_S = 3
 FAST_RUNS = {"runs": {"interval": f"{CYCLE_S}s", "min_duration": f"{MIN_DURATION_S}s"}}
-# A change reaches the chat after a scrape, a watch cycle and min_duration: about 5 s on a quiet
-# machine. On a loaded one scrapes time out (their timeout is the 1 s interval) and cycles
-# stretch, so the deadline is a margin of 12 times that path, not a guess at how long it takes.
-DEADLINE_S = 12 * (2 * CYCLE_S + MIN_DURATION_S)
+DEADLINE_S = watch_deadline(CYCLE_S, MIN_DURATION_S)
+RUN_S = 2 * MIN_DURATION_S  # how long the run with an energy summary to check lasts at least
 DOCKER_ID = "abcdef012345" + "9" * 52
 
 
@@ -54,6 +62,29 @@ def _wait_recorded(db: Path, count: int) -> None:
     )
 
 
+def _samples(prometheus: str, selector: str) -> list[tuple[float, float]]:
+    """A series' (timestamp, value) samples over the last ten minutes, oldest first."""
+    status, body = http_get(
+        prometheus + "/api/v1/query?" + urllib.parse.urlencode({"query": f"{selector}[10m]"})
+    )
+    assert status == 200, body
+    rows = json.loads(body)["data"]["result"]
+    return sorted((float(t), float(v)) for row in rows for t, v in row["values"])
+
+
+def _gone_from_prometheus(prometheus: str, pid: int) -> None:
+    """Wait until Prometheus has scraped the rig without the process (its series is stale)."""
+    wait_until(
+        lambda: (
+            not prometheus_has(
+                prometheus, f'rigwatch_gpu_process_start_time_seconds{{pid="{pid}"}}'
+            )
+        ),
+        DEADLINE_S,
+        what=f"pid {pid} gone from Prometheus",
+    )
+
+
 def _stop(*children) -> None:
     for child in children:
         if child.poll() is None:
@@ -79,9 +110,10 @@ def test_runs_sharing_a_card_each_end_with_one_message(tmp_path, telegram):
             rig.place(evaluate.pid, [1, 2], memory=4 << 30)
             energy_before = rig.energy_joules(0) + rig.energy_joules(1)
             env = bot_env(tmp_path, telegram.url, settings, prometheus=prometheus.url)
-            with running_bot(env):
+            with running_bot(env) as (app, _):
                 _wait_recorded(tmp_path / "bot.db", 2)
-                time.sleep(6)
+                # Long enough that its energy stands out from a scrape's worth.
+                wait_past_min_duration(prometheus.url, train.pid, RUN_S, DEADLINE_S)
                 train.kill()
                 killed_at = time.time()
                 energy_used = rig.energy_joules(0) + rig.energy_joules(1) - energy_before
@@ -94,7 +126,12 @@ def test_runs_sharing_a_card_each_end_with_one_message(tmp_path, telegram):
                 wait_until(
                     lambda: _run_messages(telegram, "eval.py"), DEADLINE_S, what="eval ended"
                 )
-                time.sleep(3)  # more cycles: nothing reported twice
+                # Looks after the ends: nothing is reported twice.
+                wait_watch_cycles(lambda: app.runs.prometheus.queries, 2, DEADLINE_S)
+                scrapes = [t for t, up in _samples(prometheus.url, 'up{job="rigwatch"}') if up]
+                train_samples = _samples(
+                    prometheus.url, f'rigwatch_gpu_process_start_time_seconds{{pid="{train.pid}"}}'
+                )
         runs = {row["run_name"]: row for row in _stored_runs(tmp_path / "bot.db")}
     finally:
         _stop(*[child for child in (train, evaluate) if child is not None])
@@ -111,8 +148,12 @@ def test_runs_sharing_a_card_each_end_with_one_message(tmp_path, telegram):
     assert f"shared its cards with eval.py (pid {evaluate.pid}) meanwhile" in text
     summary = __import__("json").loads(runs["train.py"]["summary"])
     duration = runs["train.py"]["ended_at"] - runs["train.py"]["start_time"]
-    assert abs(runs["train.py"]["ended_at"] - killed_at) < 2.5
-    assert duration > 6
+    # Its end is precise to a scrape however slow the machine: Prometheus's last sample of it,
+    # no earlier than the last scrape before the kill.
+    ended_at = runs["train.py"]["ended_at"]
+    assert ended_at == train_samples[-1][0]
+    assert ended_at >= max(t for t in scrapes if t <= killed_at)
+    assert duration > RUN_S
     # What the two cards' counters advanced by while it ran.
     expected = energy_used / 3.6e6
     assert abs(summary["kwh"] - expected) < 0.3 * expected, (summary, expected)
@@ -139,17 +180,19 @@ def test_bot_killed_mid_run_and_restarted_reports_exactly_once(tmp_path, telegra
             with bot_process(env) as (bot, _):
                 _wait_recorded(tmp_path / "bot.db", 1)
                 bot.kill()
-            time.sleep(4)
+            # It ends while no bot runs, past min_duration, and Prometheus has seen it go.
+            wait_past_min_duration(prometheus.url, train.pid, MIN_DURATION_S, DEADLINE_S)
             _stop(train)
             rig.remove(train.pid)
-            time.sleep(2)
+            _gone_from_prometheus(prometheus.url, train.pid)
+            queries = lambda: prometheus_instant_queries(prometheus.url)  # noqa: E731
             with bot_process(env):
                 wait_until(
                     lambda: _run_messages(telegram, "train.py"), DEADLINE_S, what="the message"
                 )
-                time.sleep(2)
+                wait_watch_cycles(queries, 2, DEADLINE_S)  # looks after it: nothing twice
             with bot_process(env):  # and once more: still nothing twice
-                time.sleep(3)
+                wait_watch_cycles(queries, 2, DEADLINE_S)
     finally:
         _stop(train)
     assert len(_run_messages(telegram, "train.py")) == 1
@@ -162,31 +205,33 @@ def test_prometheus_outage_never_invents_an_end(tmp_path, telegram):
         rig.place(train.pid, [0])
         with rig, rig_with_prometheus(tmp_path, rig) as (_, prometheus):
             env = bot_env(tmp_path, telegram.url, FAST_RUNS, prometheus=prometheus.url)
-            with running_bot(env):
+            with running_bot(env) as (app, _):
+                looks = lambda: app.runs.prometheus.queries  # noqa: E731
                 _wait_recorded(tmp_path / "bot.db", 1)
-                time.sleep(4)
+                wait_past_min_duration(prometheus.url, train.pid, MIN_DURATION_S, DEADLINE_S)
                 prometheus.stop()
-                time.sleep(4)  # several cycles with no data: the run is not ended
+                wait_watch_cycles(looks, 3, DEADLINE_S)  # looks with no data: the run is not ended
                 assert _run_messages(telegram, "train.py") == []
                 assert _stored_runs(tmp_path / "bot.db")[0]["status"] == "running"
                 prometheus.start()
-                time.sleep(4)  # back, and the process is still there: still running
+                wait_watch_cycles(looks, 3, DEADLINE_S)  # back, the process is still there
                 assert _run_messages(telegram, "train.py") == []
                 prometheus.stop()
                 _stop(train)
                 killed_at = time.time()
                 rig.remove(train.pid)
-                time.sleep(3)
+                wait_watch_cycles(looks, 3, DEADLINE_S)
                 assert _run_messages(telegram, "train.py") == []
                 prometheus.start()
                 wait_until(lambda: _run_messages(telegram, "train.py"), DEADLINE_S, what="the end")
-                time.sleep(2)
+                wait_watch_cycles(looks, 2, DEADLINE_S)  # looks after it: nothing twice
     finally:
         _stop(train)
     assert len(_run_messages(telegram, "train.py")) == 1
     row = _stored_runs(tmp_path / "bot.db")[0]
-    # Its end is the last moment Prometheus saw it, before the second outage.
-    assert row["ended_at"] <= killed_at + 1
+    # Its end is the last moment Prometheus saw it, before the second outage: Prometheus was
+    # stopped before the kill, so this holds however slow the machine, with no slack.
+    assert row["ended_at"] <= killed_at
 
 
 def test_reused_pid_is_a_new_run_and_a_container_is_named(tmp_path, telegram):
@@ -210,8 +255,8 @@ def test_reused_pid_is_a_new_run_and_a_container_is_named(tmp_path, telegram):
             env = bot_env(tmp_path, telegram.url, settings, prometheus=prometheus.url)
             with running_bot(env):
                 _wait_recorded(tmp_path / "bot.db", 1)
-                # first.py must outlive min_duration to count as a run: a period, not an event
-                time.sleep(MIN_DURATION_S + CYCLE_S)
+                # first.py must outlive min_duration to count as a run
+                wait_past_min_duration(prometheus.url, first.pid, MIN_DURATION_S, DEADLINE_S)
                 second = training_process(tmp_path, "second.py")
                 mirror_proc(fake, second.pid, first.pid, "0::/user.slice/session-2.scope\n")
                 wait_until(
@@ -220,8 +265,15 @@ def test_reused_pid_is_a_new_run_and_a_container_is_named(tmp_path, telegram):
                 wait_until(
                     lambda: _started(telegram) == ["second.py"], DEADLINE_S, what="second started"
                 )
-                # the same for second.py before its end is shown
-                time.sleep(MIN_DURATION_S + CYCLE_S)
+                # the same for second.py (the same pid) before its end is shown
+                start = 'rigwatch_gpu_process_start_time_seconds{run="second.py"}'
+                wait_until(
+                    lambda: prometheus_has(
+                        prometheus.url, f"timestamp({start}) - {start} > {MIN_DURATION_S}"
+                    ),
+                    DEADLINE_S,
+                    what="second.py past min_duration",
+                )
                 rig.remove(first.pid)
                 wait_until(
                     lambda: _run_messages(telegram, "second.py"), DEADLINE_S, what="second ended"

@@ -5,27 +5,38 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 
 import pytest
 
 from alert_bot.config import ConfigError, load_config
 from alert_bot.runs.energy import segments
-from tests.alert_bot.botkit import CHAT, WEBHOOK_TOKEN, bot_env, running_bot
+from tests.alert_bot.botkit import CHAT, WEBHOOK_TOKEN, bot_env, metric_value, running_bot
 from tests.alert_bot.fake_telegram import parse_telegram_html
-from tests.alert_bot.runkit import SimulatedRig, rig_with_prometheus, training_process
+from tests.alert_bot.runkit import (
+    SimulatedRig,
+    rig_with_prometheus,
+    training_process,
+    wait_past_min_duration,
+    wait_watch_cycles,
+    watch_deadline,
+)
 from tests.alert_bot.test_process import _run_cli
 from tests.support import wait_until
 
+CYCLE_S = 1  # runs.interval
+MIN_DURATION_S = 4  # runs.min_duration
+DEADLINE_S = watch_deadline(CYCLE_S, MIN_DURATION_S)
+# A command asks Prometheus a few queries: on a loaded machine each may take seconds.
+ASK_DEADLINE_S = 30
+
 
 def _ask(telegram, text: str, chat: int = CHAT) -> str:
+    """The reply to one command: /runs, /energy and /status each answer with one message."""
     before = len(telegram.sent(chat))
     telegram.inject_message(chat, text)
-    wait_until(lambda: len(telegram.sent(chat)) > before, timeout=30, what=text)
-    time.sleep(0.2)
-    return "\n".join(
-        parse_telegram_html(call.params.get("text", "")) for call in telegram.sent(chat)[before:]
-    )
+    wait_until(lambda: len(telegram.sent(chat)) > before, timeout=ASK_DEADLINE_S, what=text)
+    call = telegram.sent(chat)[before]
+    return parse_telegram_html(call.params.get("text", ""))
 
 
 def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
@@ -33,7 +44,7 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
     rig.without_counter(2)
     children = []
     settings = {
-        "runs": {"interval": "1s", "min_duration": "4s"},
+        "runs": {"interval": f"{CYCLE_S}s", "min_duration": f"{MIN_DURATION_S}s"},
         "energy": {"price_per_kwh": 0.25, "currency": "EUR", "host_watts": 60},
         "timezone": "Pacific/Auckland",
         "digest": {"at": "00:00"},  # any moment is past it: the digest goes out at once
@@ -47,21 +58,22 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
             rig.place(evaluate.pid, [2], memory=2 << 30)
             env = bot_env(tmp_path, telegram.url, settings, prometheus=prometheus.url)
             with running_bot(env) as (app, _):
-                wait_until(lambda: len(app.runs.table.running()) == 2, 30, what="two runs")
+                running = app.runs.table.running
+                wait_until(lambda: len(running()) == 2, DEADLINE_S, what="two runs")
                 # A run shorter than runs.min_duration: recorded, ended, never reported.
                 blip = training_process(tmp_path, "blip.py")
                 children.append(blip)
                 rig.place(blip.pid, [2], memory=1 << 30)
-                wait_until(lambda: len(app.runs.table.running()) == 3, 30, what="the blip")
+                wait_until(lambda: len(running()) == 3, DEADLINE_S, what="the blip")
                 blip.kill()
                 rig.remove(blip.pid)
-                wait_until(lambda: len(app.runs.table.running()) == 2, 30, what="blip gone")
-                time.sleep(4)
+                wait_until(lambda: len(running()) == 2, DEADLINE_S, what="blip gone")
+                wait_past_min_duration(prometheus.url, evaluate.pid, MIN_DURATION_S, DEADLINE_S)
                 evaluate.kill()
                 rig.remove(evaluate.pid)
                 wait_until(
                     lambda: any("Run ended" in t for t in telegram.visible_texts(CHAT)),
-                    30,
+                    DEADLINE_S,
                     what="eval ended",
                 )
                 digests = [t for t in telegram.visible_texts(CHAT) if "Daily digest" in t]
@@ -69,9 +81,15 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
                 energy = _ask(telegram, "/energy rig1 7d")
                 bad_period = _ask(telegram, "/energy 45d")
                 status = _ask(telegram, "/status rig1")
-            # A restart on the same day sends no second digest.
-            with running_bot(env):
-                time.sleep(3)
+            # A restart on the same day sends no second digest: the restarted watch looks
+            # (each look checks the digest) and has delivered all it queued.
+            with running_bot(env) as (app, base):
+                wait_watch_cycles(lambda: app.runs.prometheus.queries, 2, DEADLINE_S)
+                wait_until(
+                    lambda: metric_value(base, "rigwatch_bot_queue_depth") == 0,
+                    DEADLINE_S,
+                    what="the queue delivered",
+                )
             digests_after = [t for t in telegram.visible_texts(CHAT) if "Daily digest" in t]
     finally:
         for child in children:

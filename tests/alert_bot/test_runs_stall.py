@@ -5,7 +5,6 @@ its resolution, and a silence made with the message's button."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import yaml
@@ -84,6 +83,7 @@ def test_stalled_run_fires_resolves_and_is_silenced_from_the_chat(tmp_path, tele
                 again = _stalled_messages(telegram, "FIRING")[-1]
                 buttons = json.loads(again.params["reply_markup"])["inline_keyboard"][0]
                 one_hour = next(b["callback_data"] for b in buttons if b["text"].endswith("1h"))
+                answered = len(telegram.calls_to("answerCallbackQuery"))
                 telegram.inject_callback(
                     CHAT, one_hour, message_id=again.response["result"]["message_id"]
                 )
@@ -92,7 +92,12 @@ def test_stalled_run_fires_resolves_and_is_silenced_from_the_chat(tmp_path, tele
                 matchers = {m["name"]: m["value"] for m in silence["matchers"]}
                 assert matchers["alertname"] == "GpuRunStalled"
                 assert matchers["pid"] == str(train.pid)
-                time.sleep(1)
+                # The bot has finished with the press before it stops.
+                wait_until(
+                    lambda: len(telegram.calls_to("answerCallbackQuery")) > answered,
+                    30,
+                    what="the press answered",
+                )
     finally:
         train.kill()
         train.wait()

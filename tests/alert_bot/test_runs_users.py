@@ -6,7 +6,6 @@ exporter on the simulated NVML, a real Prometheus, the bot and the fake Telegram
 from __future__ import annotations
 
 import re
-import time
 
 import psutil
 import pytest
@@ -15,8 +14,21 @@ from alert_bot.runs.messages import destinations
 from alert_bot.runs.table import Run
 from alert_bot.webhook import Notification, route
 from tests.alert_bot.botkit import bot_env, running_bot
-from tests.alert_bot.runkit import SimulatedRig, rig_with_prometheus, training_process
-from tests.alert_bot.test_runs import FAST_RUNS, _run_messages, _stop, _wait_recorded
+from tests.alert_bot.runkit import (
+    SimulatedRig,
+    rig_with_prometheus,
+    training_process,
+    wait_past_min_duration,
+    wait_watch_cycles,
+)
+from tests.alert_bot.test_runs import (
+    DEADLINE_S,
+    FAST_RUNS,
+    MIN_DURATION_S,
+    _run_messages,
+    _stop,
+    _wait_recorded,
+)
 from tests.alert_bot.test_runs_chat import _ask, _config
 from tests.support import wait_until
 
@@ -80,9 +92,10 @@ def test_the_users_chat_hears_the_end_once_and_the_rig_chat_once(tmp_path, teleg
             rig.place(train.pid, [0])
             rig.place(evaluate.pid, [1])
             env = bot_env(tmp_path, telegram.url, settings, prometheus=prometheus.url)
-            with running_bot(env):
+            with running_bot(env) as (app, _):
                 _wait_recorded(tmp_path / "bot.db", 2)
-                time.sleep(4)  # past runs.min_duration (3 s): runs worth reporting
+                for child in (train, evaluate):  # past runs.min_duration: runs worth reporting
+                    wait_past_min_duration(prometheus.url, child.pid, MIN_DURATION_S, DEADLINE_S)
                 _stop(train, evaluate)
                 rig.remove(train.pid)
                 rig.remove(evaluate.pid)
@@ -94,10 +107,11 @@ def test_the_users_chat_hears_the_end_once_and_the_rig_chat_once(tmp_path, teleg
                         + len(_run_messages(telegram, "eval.py"))
                         >= 2
                     ),
-                    30,
+                    DEADLINE_S,
                     what="the ends in the people's and the rig's chats",
                 )
-                time.sleep(3)  # more cycles: nothing reported twice
+                # Looks after the ends: nothing is reported twice.
+                wait_watch_cycles(lambda: app.runs.prometheus.queries, 2, DEADLINE_S)
                 # Each person's chat asks about its own runs only; the rig's chat sees all.
                 asked = {
                     "alice runs": _ask(telegram, "/runs", ALICE_CHAT),

@@ -164,7 +164,8 @@ def test_a_message_button_silences_exactly_the_alerts_it_shows(bot, telegram, se
         CHAT, four_hours["callback_data"], message_id=message.response["result"]["message_id"]
     )
     wait_until(lambda: len(_active(services)) == 2, what="two silences")
-    time.sleep(0.5)
+    # The confirmation goes out once the bot has made every silence it will make.
+    wait_until(lambda: len(telegram.sent(CHAT)) > sent_before, what="confirmation")
     silences = _active(services)
     assert len(silences) == 2
     named = sorted(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import psutil
 
 from tests.exporter.scrapes import FAST_RETRY, UUID0, UUID1, scrape
-from tests.support import make_scenario, running_exporter, write_scenario
+from tests.support import make_scenario, running_exporter, until_scenario_seen, write_scenario
 
 
 def _exited_pid() -> int:
@@ -90,7 +89,7 @@ def test_a_process_that_exits_between_scrapes_leaves_no_stale_series(scenario_fi
             assert s.value("rigwatch_scrape_collector_success", collector="gpu_process") == 1
             scenario["devices"][0]["processes"] = []
             write_scenario(scenario_file, scenario)
-            time.sleep(0.3)
+            until_scenario_seen()
             assert scrape(base).all("rigwatch_gpu_process_memory_bytes") == []
     finally:
         child.kill()

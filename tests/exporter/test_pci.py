@@ -136,7 +136,7 @@ def test_a_card_nvml_cannot_open_is_looked_for_at_the_slow_cadence_and_no_faster
         while time.time() - began < window:  # scrapes all through: they must add no re-init
             assert scrape(base).value("rigwatch_gpu_up", gpu="2", uuid="") == 0
             scrapes += 1
-            time.sleep(0.05)
+            time.sleep(0.05)  # a pace, not a wait: scrapes spread through the whole window
         ended = time.time()
         times = [t for t in _reinit_times(proc.output()) if began <= t <= ended]
     assert scrapes >= 10

@@ -116,7 +116,9 @@ def test_reused_pid_gets_a_new_start_time_and_name(scenario_file, tmp_path):
             mirror_proc(fake, first.pid, first.pid)
             one = scrape(base).all("rigwatch_gpu_process_start_time_seconds")
             assert [labels["run"] for labels, _ in one] == ["first.py"]
-            time.sleep(1.1)  # a later start, as a reused pid has
+            # A pause, not a wait: the clock must pass into the next second so the second
+            # process starts measurably later, as a reused pid's new process does.
+            time.sleep(1.1)
             second = _child(tmp_path, "second.py")
             mirror_proc(fake, second.pid, first.pid)
             two = scrape(base).all("rigwatch_gpu_process_start_time_seconds")

@@ -7,6 +7,7 @@ import time
 
 from exporter.families import build_families, specs
 from exporter.scrape import Scraper, Unit
+from tests.support import wait_until
 
 TABLE = specs(("rigwatch_test_reading", "gauge", "A test reading."))
 
@@ -21,6 +22,7 @@ class StubCollector:
         self.blocked = blocked
         self.release = threading.Event()
         self.calls: dict[str, int] = {}
+        self.plans = 0  # scrapes that asked for this collector's units
 
     def _work(self, key: str):
         self.calls[key] = self.calls.get(key, 0) + 1
@@ -29,6 +31,7 @@ class StubCollector:
         return [("rigwatch_test_reading", {"unit": key}, 1.0)]
 
     def plan(self):
+        self.plans += 1
         return [Unit(key, lambda key=key: self._work(key), "shared") for key in self.keys]
 
     def build(self, outcomes):
@@ -68,10 +71,13 @@ def test_a_stalled_unit_costs_only_itself_and_is_never_run_twice():
         assert threading.active_count() <= threads_before + 3
 
         stub.release.set()
-        time.sleep(0.1)
-        families = scraper.collect()
+        # The released unit finishes on its lane; the next scrape after that has it all.
+        families = wait_until(
+            lambda: (lambda f: f if _success(f) == 1 else None)(scraper.collect()),
+            timeout=10,
+            what="a scrape with the released unit",
+        )
         assert _units(families) == {"a", "stuck", "b", "c"}
-        assert _success(families) == 1
     finally:
         scraper.close()
 
@@ -83,7 +89,10 @@ def test_concurrent_collects_share_one_run():
     threads = [threading.Thread(target=lambda: results.append(scraper.collect())) for _ in range(3)]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)
+    # All three scrapes have asked for the unit while it is blocked, then it is released.
+    wait_until(
+        lambda: stub.plans == 3 and stub.calls.get("slow") == 1, timeout=10, what="3 scrapes"
+    )
     stub.release.set()
     for thread in threads:
         thread.join(10)

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     last = time.monotonic()
     try:
         while time.monotonic() < end:
-            time.sleep(0.1)
+            time.sleep(0.1)  # a pace: the simulated card advances ten times a second
             now = time.monotonic()
             if card.get("energy_mj") is not None:  # a card without the counter keeps none
                 card["energy_mj"] = int(card["energy_mj"] + BUSY["power_mw"] * (now - last))
