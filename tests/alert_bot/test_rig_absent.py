@@ -8,7 +8,9 @@ import contextlib
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from alert_bot.config import load_config
 from alert_bot.runs.energy import card_energy
@@ -16,7 +18,7 @@ from alert_bot.upstream import PrometheusClient
 from tests.alert_bot.botkit import bot_env, running_bot, wait_prometheus_has
 from tests.alert_bot.runkit import RestartablePrometheus, SimulatedRig, prometheus_config
 from tests.alert_bot.test_runs_chat import _ask
-from tests.support import free_port, running_exporter
+from tests.support import free_port, running_exporter, wait_until
 
 WATTS = 110.0
 SCRAPE_S = 1.0  # runkit's Prometheus scrapes and evaluates every second
@@ -122,3 +124,47 @@ def test_energy_counts_only_the_time_a_late_rig_reported(tmp_path, telegram):
     assert abs(rig_kwh - with_host) < 0.15 * with_host, energy
     today = float(re.search(r"⚡ today ([\d.e-]+) kWh", status).group(1))
     assert abs(today - with_host) < 0.15 * with_host, status
+
+
+def test_a_rig_that_stops_reporting_shows_no_data_since_and_never_old_values(tmp_path, telegram):
+    """While the exporter is stopped, /status, /gpu and /cpu name the rig with "no data since"
+    the minute of its last sample (the owner's time zone) and none of its last readings; once
+    it is back its cards are shown again."""
+    settings = {"timezone": "Europe/Moscow"}
+    zone = ZoneInfo("Europe/Moscow")
+    with late_rig(tmp_path) as (rig, prometheus):
+        rig.on()
+        _wait_samples(prometheus.url, "rigwatch_exporter_build_info", 3)
+        env = bot_env(tmp_path, telegram.url, settings, prometheus=prometheus.url)
+        with running_bot(env):
+            before = _ask(telegram, "/status")
+            rig.off()
+            stopped = time.time()
+            status = wait_until(
+                lambda: (text := _ask(telegram, "/status")) and "no data since" in text and text,
+                timeout=30,
+                interval=1,
+                what="/status marking the stopped rig",
+            )
+            gpu = _ask(telegram, "/gpu rig1")
+            cpu = _ask(telegram, "/cpu")
+            rig.on()
+            back = wait_until(
+                lambda: (text := _ask(telegram, "/gpu")) and "°C" in text and text,
+                timeout=30,
+                interval=1,
+                what="/gpu with the rig back",
+            )
+    assert "GPU 0" in before and "°C" in before and "no data since" not in before, before
+    # Silent: the rig is named, with when it was last heard of, and nothing of its last values.
+    for text in (status, gpu, cpu):
+        assert "rig1" in text, text
+        since = re.search(r"no data since (\d\d):(\d\d) MSK", text)
+        assert since, text
+        minutes = {
+            datetime.fromtimestamp(moment, zone).strftime("%H:%M")
+            for moment in (stopped - 60, stopped)
+        }
+        assert f"{since[1]}:{since[2]}" in minutes, (text, minutes)
+        assert "°C" not in text and " W" not in text and "util" not in text, text
+    assert "no data since" not in back and "GPU 0" in back, back
