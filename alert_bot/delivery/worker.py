@@ -273,7 +273,15 @@ class DeliveryWorker(BotLoop):
         self.store.outbox.record_progress(progress, now)
         sent_text = plan.message.html if as_html else to_plain_text(plan.message.html)
         record_delivery(
-            self.store, chat_id, plan.thread_id, plan.message, message_id, sent_text, as_html, now
+            self.store,
+            chat_id,
+            plan.thread_id,
+            plan.message,
+            message_id,
+            sent_text,
+            as_html,
+            now,
+            self.renderer.began_at,
         )
         completed_alerts = sum(
             1 for b in plan.message.blocks if b.completes_alert and b.alert is not None
