@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from alert_bot import __version__, i18n
 from alert_bot.chat.updates import UpdateLoop
 from alert_bot.config import Config
-from alert_bot.current import CurrentValues
+from alert_bot.current import Beginnings, CurrentValues
 from alert_bot.delivery import ChartWorker, DeliveryWorker
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
@@ -68,6 +68,7 @@ class BotApp:
             config.template_source,
             config.zone,
             CurrentValues(prometheus),
+            Beginnings(prometheus),
         )
         self.charts = ChartWorker(
             config, store, telegram, self.metrics, self.limiter, prometheus, clock

@@ -1,9 +1,12 @@
-"""What an alert's value is now, for its resolved notice: the value its rule names (the
-value_query annotation, or the measured side of its expression; alert_queries.py says how, as
-for its chart) queried at this moment, and the one series of it that is the alert's card, host
-or disk.
+"""What Prometheus knows about an alert beyond Alertmanager's fields, asked once per alert:
+its value now, for its resolved notice (the value its rule names: the value_query annotation, or
+the measured side of its expression; alert_queries.py says how, as for its chart; and the one
+series of it that is the alert's card, host or disk); and when its condition began
+(Prometheus's ALERTS_FOR_STATE at the moment it fired holds the moment it became pending:
+Alertmanager's startsAt comes after the rule's `for:` wait), so "lasted" and "since" count
+from when the trouble began.
 
-A resolved notice must never wait on Prometheus: a query has a short timeout, a Prometheus
+A notice must never wait on Prometheus: a query has a short timeout, a Prometheus
 that failed or answered slowly is not asked again for a minute (a backlog of notices waits at
 most one timeout a minute), and any trouble means no value: the notice goes out without it.
 Each resolved alert is asked about once; its notice rendered again (a retry, a message packed
@@ -15,8 +18,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from alert_bot.alert_queries import AlertQueries, alert_queries
+from alert_bot.render import _valid_time
 from alert_bot.units import Unit
 from alert_bot.upstream import PrometheusClient, UpstreamError
 from rigwatch.logs import logger
@@ -53,8 +58,10 @@ def alert_series(result: list[dict], labels: dict[str, str]) -> dict | None:
     return matching[0] if len(matching) == 1 else None
 
 
-class CurrentValues:
-    """The value now of resolved alerts, with the unit their charts use."""
+class PrometheusAnswers:
+    """One answer per alert from Prometheus, remembered; none while Prometheus is left alone
+    after a failure or a slow answer. Subclasses say what to ask (_ask) and which alerts share
+    an answer (_key)."""
 
     def __init__(
         self,
@@ -65,12 +72,18 @@ class CurrentValues:
         self.prometheus = prometheus
         self.timeout = timeout
         self.clock = clock
-        self._answers: OrderedDict[tuple[str, str], tuple[Unit, float] | None] = OrderedDict()
+        self._answers: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._paused_until = 0.0
 
-    def __call__(self, alert: dict) -> tuple[Unit, float] | None:
-        key = (alert.get("fingerprint", ""), alert.get("endsAt", ""))
+    def _key(self, alert: dict) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def _ask(self, alert: dict) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, alert: dict) -> Any:
+        key = self._key(alert)
         with self._lock:
             if key in self._answers:
                 return self._answers[key]
@@ -83,22 +96,66 @@ class CurrentValues:
                 self._answers.popitem(last=False)
         return answer
 
-    def _ask(self, alert: dict) -> tuple[Unit, float] | None:
-        measured = measured_expression(alert)
-        if measured is None or self.prometheus is None:
-            return None
+    def _query(self, expr: str, at: float | None = None) -> list[dict] | None:
+        """expr's answer, or None when Prometheus failed (then it is left alone a while)."""
+        assert self.prometheus is not None
         asked = self.clock()
         try:
-            result = self.prometheus.query(measured.value, timeout=self.timeout)
+            result = self.prometheus.query(expr, at=at, timeout=self.timeout)
         except UpstreamError as exc:
             self._pause(f"{exc}")
             return None
         if self.clock() - asked > SLOW:
             # A slow answer still counts, but a backlog of notices must not wait on many more.
             self._pause(f"Prometheus took {self.clock() - asked:.1f} s to answer")
-        series = alert_series(result, alert["labels"])
-        return (measured.unit, series["value"]) if series is not None else None
+        return result
 
     def _pause(self, why: str) -> None:
         self._paused_until = self.clock() + PAUSE_AFTER_FAILURE
-        log.warning("resolved notices go without the value now for a minute: %s", why)
+        log.warning("notices go without what Prometheus adds for a minute: %s", why)
+
+
+class CurrentValues(PrometheusAnswers):
+    """The value now of resolved alerts, with the unit their charts use."""
+
+    def _key(self, alert: dict) -> tuple[str, str]:
+        return (alert.get("fingerprint", ""), alert.get("endsAt", ""))
+
+    def _ask(self, alert: dict) -> tuple[Unit, float] | None:
+        measured = measured_expression(alert)
+        if measured is None or self.prometheus is None:
+            return None
+        result = self._query(measured.value)
+        series = alert_series(result or [], alert["labels"])
+        return (measured.unit, series["value"]) if series is not None else None
+
+
+class Beginnings(PrometheusAnswers):
+    """When an alert's condition began (unix seconds): the activeAt Prometheus keeps in
+    ALERTS_FOR_STATE, read at the moment the alert fired; None when Prometheus cannot say
+    (another store, the series gone from its retention, labels that match no single series),
+    and then the caller keeps Alertmanager's startsAt."""
+
+    def _key(self, alert: dict) -> tuple[str, str]:
+        return (alert.get("fingerprint", ""), alert.get("startsAt", ""))
+
+    def _ask(self, alert: dict) -> float | None:
+        fired = _valid_time(alert.get("startsAt", ""))
+        name = alert.get("labels", {}).get("alertname", "")
+        if fired is None or not name or self.prometheus is None:
+            return None
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        result = self._query(f'ALERTS_FOR_STATE{{alertname="{escaped}"}}', at=fired.timestamp())
+        # The alert's own series: every label it has is the alert's (Alertmanager's copy may
+        # carry more, e.g. Prometheus's external labels).
+        labels = alert["labels"]
+        mine = [
+            r
+            for r in result or []
+            if all(labels.get(k) == v for k, v in r["metric"].items() if k != "__name__")
+        ]
+        if len(mine) != 1:
+            return None
+        began = mine[0]["value"]
+        # activeAt is at or before the moment it fired; anything else is not an answer.
+        return began if 0 < began <= fired.timestamp() + 1 else None

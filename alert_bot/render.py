@@ -277,7 +277,9 @@ class AlertRenderer:
     """Renders one alert as an HTML block, by default layout or the user's template. Times are
     shown in the owner's zone. With current (the value now of a resolved alert, see
     alert_bot.current), a full resolved notice says what the alert's value is now; templates
-    get it as now_value."""
+    get it as now_value. With began (when an alert's condition began, see alert_bot.current),
+    "since" and "lasted" count from then, the rule's `for:` wait included; without an answer,
+    from Alertmanager's startsAt."""
 
     def __init__(
         self,
@@ -285,10 +287,12 @@ class AlertRenderer:
         template_source: str | None = None,
         zone: tzinfo | None = None,
         current: Callable[[dict], tuple[Unit, float] | None] | None = None,
+        began: Callable[[dict], float | None] | None = None,
     ):
         self.links = links
         self.zone = zone or timezone.utc  # times are shown in the owner's zone
         self.current = current
+        self.began = began
         self.template = None
         if template_source is not None:
             import jinja2  # only with a user template: ~7 MiB the default layout does not need
@@ -320,12 +324,22 @@ class AlertRenderer:
         if not visible_text(output).strip():
             raise ConfigError("template", "renders an empty message")
 
+    def began_at(self, alert: dict) -> float | None:
+        """When the alert's trouble began: Prometheus's activeAt where it can say, else
+        Alertmanager's startsAt (None when neither is a time)."""
+        fired = _valid_time(alert.get("startsAt", ""))
+        if fired is None:
+            return None
+        began = self.began(alert) if self.began is not None else None
+        return min(began, fired.timestamp()) if began is not None else fired.timestamp()
+
     def context(self, alert: dict, notification: dict, now: float) -> dict:
         labels = alert["labels"]
         annotations = alert.get("annotations", {})
         status = alert["status"]
         severity = labels.get("severity", "")
-        started = _valid_time(alert.get("startsAt", ""))
+        began = self.began_at(alert)
+        started = datetime.fromtimestamp(began, timezone.utc) if began is not None else None
         ended = _valid_time(alert.get("endsAt", "")) if status == "resolved" else None
         if started and ended:
             duration = format_duration((ended - started).total_seconds())

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 import time
 import urllib.parse
 from typing import Any
 
 import requests
+import yaml
 
 from alert_bot.i18n import N_, _
 
@@ -18,6 +20,28 @@ from alert_bot.i18n import N_, _
 # bot (a /graph range of 8 cards over 7 days is well under 1 MiB).
 MAX_ANSWER_BYTES = 8 << 20
 CHUNK_BYTES = 64 << 10
+# Prometheus's default and the shipped prometheus.yml's scrape interval.
+DEFAULT_SCRAPE_INTERVAL_S = 15.0
+_PROMETHEUS_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_DURATION_SECONDS = {
+    "ms": 0.001,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 604800,
+    "y": 31536000,
+}
+
+
+def _seconds(text: Any) -> float | None:
+    """Seconds of a Prometheus duration ("15s", "1m30s"); None for anything else."""
+    if not isinstance(text, str) or not text:
+        return None
+    parts = _PROMETHEUS_DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(int(n) * _DURATION_SECONDS[u] for n, u in parts)
 
 
 class UpstreamError(RuntimeError):
@@ -207,6 +231,25 @@ class PrometheusClient:
             ]
         except (KeyError, IndexError, TypeError, ValueError):
             raise unusable("Prometheus") from None
+
+    def scrape_intervals(self) -> tuple[float, dict[str, float]]:
+        """(the global scrape interval, {job: its own}) in seconds from Prometheus's loaded
+        configuration; the shipped 15 s globally where it cannot say (a store without that
+        endpoint, such as VictoriaMetrics, or a push centre's rigs in no job of its own)."""
+        try:
+            data = self._get("/api/v1/status/config", {})
+            loaded = yaml.safe_load(data["yaml"]) if isinstance(data, dict) else None
+        except (UpstreamError, KeyError, TypeError, yaml.YAMLError):
+            return DEFAULT_SCRAPE_INTERVAL_S, {}
+        if not isinstance(loaded, dict):
+            return DEFAULT_SCRAPE_INTERVAL_S, {}
+        overall = _seconds((loaded.get("global") or {}).get("scrape_interval"))
+        overall = overall or DEFAULT_SCRAPE_INTERVAL_S
+        jobs = {}
+        for job in loaded.get("scrape_configs") or []:
+            if isinstance(job, dict) and job.get("job_name"):
+                jobs[str(job["job_name"])] = _seconds(job.get("scrape_interval")) or overall
+        return overall, jobs
 
     def samples(self, expr: str, at: float | None = None) -> list[dict]:
         """The raw samples of a range selector (``metric{...}[5m]``) with their timestamps:

@@ -274,10 +274,11 @@ def stopped_after(
 
 @contextlib.contextmanager
 def running_exporter(
-    scenario_path: Path | None, *args: str, env: dict | None = None
+    scenario_path: Path | None, *args: str, env: dict | None = None, port: int | None = None
 ) -> Iterator[tuple[ManagedProcess, str]]:
-    """Start `python -m exporter` on a free loopback port; yields (process, base_url)."""
-    port = free_port()
+    """Start `python -m exporter` on a free loopback port (or the port given: a rig that
+    comes back where Prometheus looks for it); yields (process, base_url)."""
+    port = port or free_port()
     full_env = dict(env or {})
     if scenario_path is not None:
         full_env.update(fake_nvml_env(scenario_path))

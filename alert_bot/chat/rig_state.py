@@ -3,6 +3,7 @@ from Prometheus, with /status adding the rig's firing alerts from Alertmanager."
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 from collections.abc import Callable
@@ -39,6 +40,18 @@ NOT_SERVED = (
 )
 NOT_SERVED_SINCE = f"min_over_time(timestamp({NOT_SERVED})[24h:10s])"
 REASONS = {"gpu_is_lost": N_("lost"), "no_permission": N_("no permission to open it")}
+# Every exporter serves this constant on every scrape: its newest sample is when the rig last
+# reported. A rig whose series went stale has no instant value, so subqueries look back: to
+# the second over the last quarter hour, to the minute over the day; and now, the sample's own
+# time if Prometheus still looks back to it (a push that stopped has no stale marker).
+REPORTS = "rigwatch_exporter_build_info"
+LAST_SEEN = [
+    f"max by (job, rig, instance) (last_over_time(timestamp({REPORTS})[{window}]))"
+    for window in ("15m:1s", "1d:1m")
+] + [f"max by (job, rig, instance) (timestamp({REPORTS}))"]
+# A rig silent for this many scrape intervals has stopped reporting: its last values are
+# old, never shown as current.
+SILENT_INTERVALS = 3
 
 
 def rig_of(metric: dict[str, str]) -> str:
@@ -62,6 +75,36 @@ def _by_card(chat: Chat, expr: str) -> dict[tuple[str, str], float]:
 
 def _by_rig(chat: Chat, expr: str) -> dict[str, float]:
     return {rig_of(r["metric"]): r["value"] for r in chat.prometheus.query(expr)}
+
+
+def silent_rigs(chat: Chat, wanted: str | None) -> dict[str, str]:
+    """rig -> "⚠️ no data since 10:29 MSK" for every rig that reported within the last day but
+    not within SILENT_INTERVALS of its job's scrape interval (stopped, dropped out of the
+    targets, its pushes refused), in the owner's time zone."""
+    overall, jobs = chat.prometheus.scrape_intervals()
+    now = chat.clock()
+    newest: dict[str, tuple[float, str]] = {}
+    for expr in LAST_SEEN:
+        for r in chat.prometheus.query(expr):
+            rig, job = rig_of(r["metric"]), r["metric"].get("job", "")
+            if r["value"] >= newest.get(rig, (0.0, ""))[0]:
+                newest[rig] = (r["value"], job)
+    silent = {}
+    for rig, (moment, job) in newest.items():
+        if not _wanted(rig, wanted) or now - moment <= SILENT_INTERVALS * jobs.get(job, overall):
+            continue
+        zone = chat.config.zone
+        same_day = dt.datetime.fromtimestamp(moment, zone).date() == (
+            dt.datetime.fromtimestamp(now, zone).date()
+        )
+        when = format_time(moment, zone, with_date=not same_day)
+        silent[rig] = _("⚠️ no data since {time}").format(time=when)
+    return silent
+
+
+def _live(lines: dict[str, Any], silent: dict[str, str]) -> dict[str, Any]:
+    """A rig's lines only where it reports now: a silent rig's last values are never current."""
+    return {rig: value for rig, value in lines.items() if rig not in silent}
 
 
 def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
@@ -268,12 +311,28 @@ def _per_rig(
     chat.reply(message, text_of(rigs))
 
 
+def _with_silent(
+    lines_of: Callable[[Chat, str | None], dict[str, Any]], silent_line: Callable[[str], Any]
+) -> Callable[[Chat, str | None], dict[str, Any]]:
+    """lines_of for the rigs reporting now, and silent_line of each silent rig's note."""
+
+    def lines(chat: Chat, wanted: str | None) -> dict[str, Any]:
+        silent = silent_rigs(chat, wanted)
+        merged = {
+            **_live(lines_of(chat, wanted), silent),
+            **{rig: silent_line(note) for rig, note in silent.items()},
+        }
+        return dict(sorted(merged.items()))
+
+    return lines
+
+
 def gpu(chat: Chat, message: dict, args: list[str]) -> None:
     _per_rig(
         chat,
         message,
         args,
-        gpu_lines,
+        _with_silent(gpu_lines, lambda note: [note]),
         lambda cards: "\n\n".join(
             f"🖥 <b>{html.escape(rig)}</b>\n" + "\n".join(lines) for rig, lines in cards.items()
         ),
@@ -285,7 +344,7 @@ def cpu(chat: Chat, message: dict, args: list[str]) -> None:
         chat,
         message,
         args,
-        host_lines,
+        _with_silent(host_lines, lambda note: note),
         lambda hosts: "\n".join(
             f"🖥 <b>{html.escape(rig)}</b>: {line}" for rig, line in hosts.items()
         ),
@@ -301,14 +360,15 @@ def _mutes(chat: Chat) -> dict[str, dict]:
 
 def status(chat: Chat, message: dict, args: list[str]) -> None:
     wanted = args[0] if args else None
-    cards = gpu_lines(chat, wanted)
-    hosts = host_lines(chat, wanted)
+    silent = silent_rigs(chat, wanted)
+    cards = _live(gpu_lines(chat, wanted), silent)
+    hosts = _live(host_lines(chat, wanted), silent)
     try:
         alerts = firing_alerts(chat)
         alert_error = None
     except UpstreamError as exc:
         alerts, alert_error = [], chat.cannot_tell(exc)
-    rigs = sorted({*cards, *hosts})
+    rigs = sorted({*cards, *hosts, *silent})
     if not rigs:
         _no_data(chat, message, wanted)
         return
@@ -319,6 +379,8 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
         lines = [f"🖥 <b>{html.escape(rig)}</b>"]
         if rig in mutes:
             lines.append(mute.describe(chat, rig, mutes[rig]))
+        if rig in silent:
+            lines.append(silent[rig])
         if rig in hosts:
             lines.append(hosts[rig])
         lines += cards.get(rig, [])

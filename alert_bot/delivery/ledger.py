@@ -23,12 +23,14 @@ class Ledger:
         retrier: Retrier,
         charts: ChartWorker | None,
         clock: Callable[[], float],
+        began: Callable[[dict], float | None] | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.retrier = retrier
         self.charts = charts
         self.clock = clock
+        self.began = began  # when an alert's trouble began, what "lasted" counts from
 
     def delivered(self, chat_id: int, plan: Plan, message_id: int, as_html: bool) -> None:
         now = self.clock()
@@ -36,7 +38,15 @@ class Ledger:
         self.store.outbox.record_progress(progress, now)
         sent_text = plan.message.html if as_html else to_plain_text(plan.message.html)
         record_delivery(
-            self.store, chat_id, plan.thread_id, plan.message, message_id, sent_text, as_html, now
+            self.store,
+            chat_id,
+            plan.thread_id,
+            plan.message,
+            message_id,
+            sent_text,
+            as_html,
+            now,
+            self.began,
         )
         completed_alerts = sum(
             1 for b in plan.message.blocks if b.completes_alert and b.alert is not None

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import html
 import json
+import re
+from collections.abc import Callable
 
 from alert_bot.i18n import _, format_duration, ngettext
 from alert_bot.render import (
@@ -52,11 +54,15 @@ def record_delivery(
     sent_html: str,
     as_html: bool,
     now: float,
+    began: Callable[[dict], float | None] | None = None,
 ) -> int:
     """Remember what this message announced; queue the edit of every firing message all of
-    whose alerts have now resolved. Returns the number of edits queued."""
+    whose alerts have now resolved. Returns the number of edits queued. began says when an
+    alert's trouble began (the renderer's: Prometheus's activeAt, else startsAt), what
+    "lasted" counts from."""
     alerts = message.alerts
-    firing = [(alert_key(a), _moment(a, "startsAt")) for a in alerts if a["status"] == "firing"]
+    start = began or (lambda alert: _moment(alert, "startsAt"))
+    firing = [(alert_key(a), start(a)) for a in alerts if a["status"] == "firing"]
     resolved = [(alert_key(a), _moment(a, "endsAt")) for a in alerts if a["status"] == "resolved"]
     if not firing and not resolved:
         return 0
@@ -86,12 +92,19 @@ def resolved_header(closed: ClosedMessage, as_html: bool) -> str:
     return f"✅ {words}{detail}\n\n"
 
 
+def _without_ago(text: str) -> str:
+    """A firing message's text without its " (10s ago)": true when it was sent, stale in
+    the edit that says it resolved (the default layout's words, in the bot's language)."""
+    words = re.escape(_(" ({duration} ago)")).replace(re.escape("{duration}"), r"[^()<>\n]{1,40}")
+    return re.sub(words, "", text)
+
+
 def edit_payload(closed: ClosedMessage) -> dict:
-    """The edit marking a firing message resolved: a header line over its text, kept whole
-    when it fits in a message, else cut with a note."""
+    """The edit marking a firing message resolved: a header line over its text (without its
+    stale "ago"), kept whole when it fits in a message, else cut with a note."""
     message = closed.message
     header = resolved_header(closed, message.as_html)
-    text = message.html
+    text = _without_ago(message.html)
     if message.as_html:
         room = EDIT_LIMIT - visible_length(header)
         if visible_length(text) > room:

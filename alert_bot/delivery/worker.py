@@ -77,7 +77,7 @@ class DeliveryWorker(BotLoop):
         self.retrier = Retrier(config.delivery, store.outbox, limiter, metrics)
         self.editor = Editor(config.delivery, store, self.sender, self.retrier, metrics, clock)
         self.dead_letters = DeadLetters(config, store, metrics, clock)
-        self.ledger = Ledger(store, metrics, self.retrier, charts, clock)
+        self.ledger = Ledger(store, metrics, self.retrier, charts, clock, renderer.began_at)
         self._wake = threading.Event()
         self._solo: set[int] = set()  # chats whose refused message is being isolated
         self._pool = ChatPool(config.delivery.parallel_chats)

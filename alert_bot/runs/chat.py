@@ -198,13 +198,15 @@ def rig_energy(
     return by_rig
 
 
-def host_share(config: Config, seconds: float) -> tuple[float, float]:
-    """(kWh, cost) of the configured fixed host share over a window (flat or first price)."""
-    kwh = config.energy.host_watts * seconds / 3600 / 1000
-    price = config.energy.price_per_kwh
-    if price is None and config.energy.tariffs:
-        price = sum(t.price_per_kwh for t in config.energy.tariffs) / len(config.energy.tariffs)
-    return kwh, kwh * (price or 0.0)
+def host_share(config: Config, cards: list[CardEnergy]) -> tuple[float, float]:
+    """(kWh, cost) of the configured fixed host share (energy.host_watts) over the time the
+    rig reported (its card with the most time with data; a rig switched off draws nothing
+    here), priced by the tariff of each piece of the window."""
+    if not cards or not config.energy.host_watts:
+        return 0.0, 0.0
+    longest = max(cards, key=lambda c: c.seconds)
+    watts = config.energy.host_watts
+    return watts * longest.seconds / JOULES_PER_KWH, watts * longest.priced_seconds / JOULES_PER_KWH
 
 
 def energy(chat: Chat, message: dict, args: list[str]) -> None:
@@ -257,7 +259,7 @@ def energy(chat: Chat, message: dict, args: list[str]) -> None:
         cards = sorted(by_rig[rig], key=lambda c: (len(c.gpu), c.gpu))
         kwh = sum(c.kwh for c in cards)
         cost = sum(c.cost for c in cards)
-        host_kwh, host_cost = host_share(config, window)
+        host_kwh, host_cost = host_share(config, cards)
         line = f"🖥 <b>{html.escape(rig)}</b>: " + kwh_text(
             config, kwh + host_kwh, cost + host_cost, any(c.estimated for c in cards)
         )
@@ -288,7 +290,7 @@ def today_lines(chat: Chat) -> dict[str, str]:
     start = start_of_day(chat.config, now)
     out = {}
     for rig, cards in rig_energy(chat.prometheus, chat.config, start, now).items():
-        host_kwh, host_cost = host_share(chat.config, now - start)
+        host_kwh, host_cost = host_share(chat.config, cards)
         out[rig] = _("⚡ today ") + kwh_text(
             chat.config,
             sum(c.kwh for c in cards) + host_kwh,
@@ -333,7 +335,7 @@ def digest_text(prometheus: PrometheusClient, config: Config, table: RunTable, n
         if rig in peak:
             parts.append(_("peak {celsius} °C").format(celsius=f"{peak[rig]:.0f}"))
         cards = energy_by_rig.get(rig, [])
-        host_kwh, host_cost = host_share(config, DAY)
+        host_kwh, host_cost = host_share(config, cards)
         parts.append(
             kwh_text(
                 config,

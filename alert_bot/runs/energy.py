@@ -64,6 +64,39 @@ def segments(config: Config, start: float, end: float) -> list[tuple[float, floa
     return out
 
 
+# How a card without an energy counter is integrated: the recorded power series is sampled
+# every STEP-th second of the window (sample-and-hold: each step takes the newest sample before
+# it) and the samples summed × the step. A step with no sample newer than FRESH adds nothing,
+# so time before a card's first sample, a rig switched off (its scrape fails: Prometheus marks
+# the series stale at once) and a gap in the data (a Prometheus outage, a push that stopped)
+# count nothing; FRESH bridges a missed evaluation or two (the shipped interval is 15 s).
+# The step scales with the window (an edge where a card starts or stops is off by at most one
+# step): one second up to a day, 7 s over a week, 30 s over 30 days (86 400 steps at most).
+STEP_SHARE = 86400
+STEP_MIN_S = 1
+STEP_MAX_S = 60
+FRESH = "1m"
+
+
+def integration_step(seconds: float) -> int:
+    """The sampling step (whole seconds) for integrating power over a window of seconds."""
+    return int(min(STEP_MAX_S, max(STEP_MIN_S, seconds // STEP_SHARE)))
+
+
+def fresh(series: str) -> str:
+    """A series only where its newest sample is under FRESH old (an instant selector alone
+    would reach back five minutes across a gap that has no stale marker)."""
+    return f"({series} and (timestamp({series}) > time() - {FRESH[:-1]} * 60))"
+
+
+def integral_query(series: str, start: float, end: float, over: str = "sum_over_time") -> str:
+    """PromQL, to evaluate at end, for series' integral over [start, end] in unit·seconds;
+    with over="count_over_time", the seconds in it that have data."""
+    step = integration_step(end - start)
+    millis = int((end - start) * 1000)
+    return f"{over}({fresh(series)}[{millis}ms:{step}s]) * {step}"
+
+
 @dataclass
 class CardEnergy:
     rig: str
@@ -72,10 +105,26 @@ class CardEnergy:
     joules: float = 0.0
     cost: float = 0.0
     estimated: bool = False
+    # Seconds with data (the card's energy series present and fresh), and the same seconds
+    # weighted by the tariff of their piece: what a fixed host share is charged over.
+    seconds: float = 0.0
+    priced_seconds: float = 0.0
 
     @property
     def kwh(self) -> float:
         return self.joules / JOULES_PER_KWH
+
+
+def _card(cards: dict[tuple[str, str], CardEnergy], metric: dict[str, str]) -> CardEnergy:
+    key = (metric.get("instance", ""), metric.get("uuid", ""))
+    card = cards.get(key)
+    if card is None:
+        card = cards[key] = CardEnergy(
+            metric.get("rig") or metric.get("instance", "?"),
+            metric.get("gpu", ""),
+            metric.get("uuid", ""),
+        )
+    return card
 
 
 def card_energy(
@@ -83,8 +132,8 @@ def card_energy(
 ) -> dict[tuple[str, str], CardEnergy]:
     """(instance, uuid) -> energy and cost of each card the selector picks over [start, end],
     at the wall (the cards' figure × energy.wall_factor). A card with NVML's energy counter
-    counts its increase (exact across gaps in the data); a card without one counts its power
-    readings' average over the piece × its length (estimated)."""
+    counts its increase (measured, exact across gaps in the data); a card without one
+    integrates its power readings over the time they exist (estimated; see STEP_SHARE)."""
     cards: dict[tuple[str, str], CardEnergy] = {}
     factor = config.energy.wall_factor
     for a, b, price in segments(config, start, end):
@@ -94,24 +143,19 @@ def card_energy(
         estimated_selector = ",".join(p for p in (selector, 'estimated="true"') if p)
         counted = prometheus.query(f"increase({COUNTER}{{{selector}}}[{millis}ms])", at=b)
         integrated = prometheus.query(
-            f"avg_over_time({ENERGY_SERIES}{{{estimated_selector}}}[{millis}ms])"
-            f" * {millis / 1000:g}",
-            at=b,
+            integral_query(f"{ENERGY_SERIES}{{{estimated_selector}}}", a, b), at=b
         )
         for row, estimated in [(r, False) for r in counted] + [(r, True) for r in integrated]:
-            metric = row["metric"]
-            key = (metric.get("instance", ""), metric.get("uuid", ""))
-            card = cards.get(key)
-            if card is None:
-                card = cards[key] = CardEnergy(
-                    metric.get("rig") or metric.get("instance", "?"),
-                    metric.get("gpu", ""),
-                    metric.get("uuid", ""),
-                )
+            card = _card(cards, row["metric"])
             joules = row["value"] * factor
             card.joules += joules
             card.cost += joules / JOULES_PER_KWH * price
             card.estimated = card.estimated or estimated
+        covered = integral_query(f"{ENERGY_SERIES}{{{selector}}}", a, b, "count_over_time")
+        for row in prometheus.query(covered, at=b):
+            card = _card(cards, row["metric"])
+            card.seconds += row["value"]
+            card.priced_seconds += row["value"] * price
     return cards
 
 

@@ -15,11 +15,18 @@ UID = "rigwatch-energy"
 WATTS = f"gpu:rigwatch_energy_watts:rate1m{{{GPU}}}"
 ESTIMATED = f'gpu:rigwatch_energy_watts:rate1m{{{GPU}, estimated="true"}}'
 # Joules over the dashboard's (or panel's) range, as the alert bot counts them: the increase
-# of NVML's energy counter, or on cards without one the average power × the range's seconds.
+# of NVML's energy counter (measured), or on cards without one their power integrated over the
+# time it was read (estimated): the recorded power sampled every STEP seconds of the range and
+# summed × STEP, a step counting only where the newest sample is under a minute old. So time
+# before a card's first sample, a rig switched off and a gap in the data add nothing (never
+# the range's average × its length). STEP is the shipped evaluation interval (prometheus.yml);
+# alert_bot/runs/energy.py does the same with a step scaled to the window.
+STEP = 15
+FRESH_ESTIMATED = f"({ESTIMATED} and (timestamp({ESTIMATED}) > time() - 60))"
 JOULES = (
     f"label_replace(increase(rigwatch_gpu_energy_joules_total{{{GPU}}}[$__range]),"
     ' "estimated", "false", "", "")'
-    f" or avg_over_time({ESTIMATED}[$__range]) * $__range_s"
+    f" or sum_over_time({FRESH_ESTIMATED}[$__range:{STEP}s]) * {STEP}"
 )
 PRICE = "max(avg_over_time(rigwatch_bot_energy_price_per_kwh[$__range]))"
 WINDOWS = (("today", "now/d"), ("7 days", "7d"), ("30 days", "30d"))
@@ -55,7 +62,8 @@ def _table(title: str, window: str, by: str, per_card: bool):
         size=(8, 8),
         description=(
             "GPU energy from each card's NVML energy counter; cards without one (Pascal and "
-            "older) are integrated from power readings and marked estimated. Cost uses the "
+            "older) are integrated from power readings over the time they were read (estimated). "
+            "Cost uses the "
             "alert bot's energy.price_per_kwh (tariffs: their average over the window)."
         ),
     )

@@ -51,11 +51,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _fast_rules(target_dir: Path) -> list[Path]:
+def _fast_rules(target_dir: Path, wait: str = "2s") -> list[Path]:
     target_dir.mkdir()
     copies = []
     for rules in sorted((STACK / "rules").glob("*.yml")):
-        text = re.sub(r"(\n\s+for:\s*)\d+[smhd]", r"\g<1>2s", rules.read_text())
+        text = re.sub(r"(\n\s+for:\s*)\d+[smhd]", rf"\g<1>{wait}", rules.read_text())
         copy = target_dir / rules.name
         copy.write_text(text)
         copies.append(copy)
@@ -74,15 +74,21 @@ def _fast_alertmanager(bot_url: str, token_file: Path) -> str:
 
 @contextlib.contextmanager
 def _running_chain(
-    tmp_path: Path, telegram, scenario: Path, settings: dict, *exporter_args: str
+    tmp_path: Path,
+    telegram,
+    scenario: Path,
+    settings: dict,
+    *exporter_args: str,
+    wait: str = "2s",
 ) -> Iterator[tuple]:
     """The whole chain on the fast clock: the exporter on ``scenario`` → a real Prometheus with
-    the shipped rules → the shipped Alertmanager → the bot with ``settings`` → the fake Telegram.
-    Yields the bot's process, Prometheus's URL and the bot's port."""
+    the shipped rules (every `for:` set to ``wait``) → the shipped Alertmanager → the bot with
+    ``settings`` → the fake Telegram. Yields the bot's process, Prometheus's URL and the bot's
+    port."""
     token_file = tmp_path / "webhook_token"
     token_file.write_text(WEBHOOK_TOKEN)
     bot_port = free_port()
-    rules = _fast_rules(tmp_path / "rules")
+    rules = _fast_rules(tmp_path / "rules", wait)
     with running_exporter(scenario, *exporter_args) as (_, exporter_url):
         am_config = _fast_alertmanager(f"http://127.0.0.1:{bot_port}", token_file)
         with running_alertmanager(tmp_path, am_config) as alertmanager:

@@ -45,7 +45,10 @@ def test_resolved_replies_to_its_firing_message_which_is_edited(tmp_path, telegr
         shown = telegram.message(CHAT, _message_id(firing))
         text = parse_telegram_html(shown.text)
         assert text.startswith("✅ RESOLVED · lasted 12m\n\n🟠 FIRING")
-        assert parse_telegram_html(firing.params["text"]) in text  # its text is kept
+        # Its text is kept, but for the "(12d 4h ago)" true only when it was sent.
+        sent = parse_telegram_html(firing.params["text"])
+        assert " (12d 4h ago)" in sent and " ago)" not in text
+        assert sent.replace(" (12d 4h ago)", "") in text
         assert shown.reply_markup is None  # nothing left to silence
         assert (
             botkit.metric_value(base, "rigwatch_bot_message_edits_total", {"result": "edited"}) == 1

@@ -14,7 +14,8 @@ from tests.servers import running_prometheus
 from tests.stack.stack_support import GRAFANA_DIR, dashboard_queries, substitute_variables
 from tests.support import http_get, running_exporter
 
-RANGE = {"$__range": "10s", "$__range_s": "10"}
+# Two of the dashboard's 15 s integration steps.
+RANGE = {"$__range": "30s", "$__range_s": "30"}
 
 
 def test_every_energy_query_answers_with_kwh_cost_and_estimates(tmp_path):
@@ -42,7 +43,12 @@ def test_every_energy_query_answers_with_kwh_cost_and_estimates(tmp_path):
         with running_prometheus(tmp_path, config) as prometheus:
             wait_prometheus_has(prometheus, "gpu:rigwatch_energy_watts:rate1m", timeout=30)
             wait_prometheus_has(prometheus, "rigwatch_bot_energy_price_per_kwh", timeout=30)
-            time.sleep(11)  # a whole range of data
+            # A whole range of data: every step of the range has a power sample before it.
+            wait_prometheus_has(
+                prometheus,
+                'count_over_time(gpu:rigwatch_energy_watts:rate1m{estimated="true"}[35s]) >= 34',
+                timeout=60,
+            )
             board = json.loads((GRAFANA_DIR / "dashboards" / "energy.json").read_text())
             answers = {}
             at = time.time()
@@ -55,10 +61,10 @@ def test_every_energy_query_answers_with_kwh_cost_and_estimates(tmp_path):
     kwh = {
         r["metric"]["gpu"]: (r["metric"]["estimated"], float(r["value"][1])) for r in per_card[0][1]
     }
-    # 250 W for the 10 s range ≈ 0.000694 kWh per card.
+    # 250 W for the 30 s range ≈ 0.00208 kWh per card.
     assert kwh["0"][0] == "false" and kwh["1"][0] == "true"
     for _, value in kwh.values():
-        assert abs(value - 250 * 10 / 3.6e6) < 0.2 * 250 * 10 / 3.6e6
+        assert abs(value - 250 * 30 / 3.6e6) < 0.2 * 250 * 30 / 3.6e6
     cost = {r["metric"]["gpu"]: float(r["value"][1]) for r in per_card[1][1]}
     assert abs(cost["0"] - kwh["0"][1] * 0.5) < 1e-9
     estimated = answers["Per rig, 7 days"][2][1]
