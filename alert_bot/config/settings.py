@@ -90,6 +90,17 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """The weekly card-health report: on which local weekday and minute, and whether a rig
+    with nothing drifting gets a line saying so."""
+
+    enabled: bool = True
+    weekday: int = 0  # Monday = 0 ... Sunday = 6
+    minute: int = 9 * 60  # local minutes after midnight
+    all_well: bool = False
+
+
+@dataclass(frozen=True)
 class Tariff:
     """A price from a local time of day (minutes after midnight) until the next tariff's."""
 
@@ -151,6 +162,7 @@ class Config:
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     runs: RunSettings = field(default_factory=RunSettings)
     energy: EnergySettings = field(default_factory=EnergySettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
     digest_minute: int | None = None  # local minute of the day for the daily digest; None = off
     timezone: str = ""  # the owner's IANA time zone for every time a person reads; "": machine's
     language: str = "en"  # what the bot speaks in chats: en or ru (alert_bot.i18n.LANGUAGES)

@@ -14,6 +14,7 @@ from alert_bot.config.settings import (
     ChartSettings,
     DeliverySettings,
     EnergySettings,
+    HealthSettings,
     RateLimits,
     Route,
     RunSettings,
@@ -82,6 +83,7 @@ TOP_LEVEL_KEYS = {
     "runs",
     "energy",
     "digest",
+    "health",
     "timezone",
     "language",
 }
@@ -289,7 +291,30 @@ def _runs_energy_time(data: dict) -> dict[str, Any]:
     digest = _check_keys("digest", data.get("digest"), {"at"})
     if digest.get("at") is not None:
         out["digest_minute"] = _time_of_day("digest.at", digest["at"])
+    out["health"] = _section(
+        "health",
+        data.get("health"),
+        HealthSettings,
+        {
+            "enabled": _bool,
+            "day": ("weekday", _weekday),
+            "at": ("minute", _time_of_day),
+            "all_well": _bool,
+        },
+    )
     return out
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _weekday(key: str, value: Any) -> int:
+    """Monday = 0 ... Sunday = 6, from the day's English name or its first three letters."""
+    name = str(value).strip().lower()
+    for number, day in enumerate(WEEKDAYS):
+        if name in (day, day[:3]) and not isinstance(value, bool):
+            return number
+    raise ConfigError(key, f"expected a day of the week like monday, got {value!r}")
 
 
 def language_setting(value: Any) -> str:
