@@ -150,8 +150,8 @@ def survey(
         if this >= ERRORS_FLOOR and this >= ERRORS_FACTOR * before:
             card.findings.append(Finding("pcie", this, before))
     memory = (
-        "sum by (job, instance, rig, gpu, uuid) (increase(rigwatch_gpu_remapped_rows[{w}]){o})"
-        " or sum by (job, instance, rig, gpu, uuid) (increase(rigwatch_gpu_retired_pages[{w}]){o})"
+        "sum by (job, instance, rig, gpu, uuid) (increase(rigwatch_gpu_remapped_rows[{w}]{o}))"
+        " or sum by (job, instance, rig, gpu, uuid) (increase(rigwatch_gpu_retired_pages[{w}]{o}))"
     )
     before_memory = {
         _key(r["metric"]): r["value"] for r in query(memory.format(w="28d", o=f" offset {WEEK}"))

@@ -95,6 +95,7 @@ class RunWatch(BotLoop):
         self.table = RunTable(store)
         self._last_prune = 0.0
         self._warned: set[tuple[str, str, str]] = set()  # bad series already logged once
+        self._postponed: set[tuple[str, str]] = set()  # scheduled reports waiting for data
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -220,7 +221,9 @@ class RunWatch(BotLoop):
         try:
             built = notices()
         except UpstreamError as exc:
-            log.warning("%s for %s postponed: %s", key, period, exc)
+            if (key, period) not in self._postponed:  # once per report, not every cycle
+                self._postponed.add((key, period))
+                log.warning("%s for %s postponed until Prometheus answers: %s", key, period, exc)
             return False
         return self.table.queue_once(key, period, built, now) and bool(built)
 
