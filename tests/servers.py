@@ -39,10 +39,11 @@ def _running_server(
     port: int,
     ready_within: float,
     in_home: bool = False,
+    storage: Path | None = None,
 ) -> Iterator[str]:
     """``program`` on 127.0.0.1:port with its config (``name``.yml) and storage in a fresh
-    directory under workdir (its working directory too when ``in_home``); yields its base URL
-    once ready."""
+    directory under workdir, or in ``storage`` when given (its working directory too when
+    ``in_home``); yields its base URL once ready."""
     home = workdir / f"{name}-{port}"
     home.mkdir(parents=True)
     config_path = _config_file(home, f"{name}.yml", config)
@@ -50,7 +51,7 @@ def _running_server(
         [
             program,
             f"--config.file={config_path}",
-            f"{storage_flag}={home / 'data'}",
+            f"{storage_flag}={storage or home / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             *args,
         ],
@@ -67,9 +68,11 @@ def running_prometheus(
     config: str | Path,
     extra_args: tuple[str, ...] = (),
     port: int | None = None,
+    storage: Path | None = None,
 ) -> Iterator[str]:
     """A real Prometheus configured by config (YAML text, or a file already written), with its
-    TSDB in a fresh directory under workdir; yields its base URL."""
+    TSDB in a fresh directory under workdir (or in storage: history written beforehand, kept
+    across restarts); yields its base URL."""
     with _running_server(
         "prometheus",
         "prometheus",
@@ -80,6 +83,7 @@ def running_prometheus(
         port or free_port(),
         60,
         in_home=True,
+        storage=storage,
     ) as base:
         yield base
 

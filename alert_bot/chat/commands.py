@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from alert_bot import health as card_health
 from alert_bot.chat import alertmanager, graph, mute, rig_state, welcome
 from alert_bot.chat.context import Chat
 from alert_bot.i18n import LANGUAGES, N_, _, language, translations
@@ -59,6 +60,9 @@ COMMANDS = [
     Command("runs", N_("training runs: running now and ended in 24 h [rig]"), runs_chat.runs),
     Command(
         "energy", N_("GPU energy and cost per rig and card [rig] [1d|7d|30d]"), runs_chat.energy
+    ),
+    Command(
+        "health", N_("card wear: what drifted against four weeks ago [rig]"), card_health.health
     ),
 ]
 BY_NAME = {command.name: command for command in COMMANDS}

@@ -90,6 +90,8 @@ def parse_flat_section(key: str, value: Any) -> dict[str, Any]:
 
 
 def _default(field: dataclasses.Field) -> str:
+    if field.metadata.get("shown"):
+        return f"`{field.metadata['shown']}`"
     if field.default_factory is not dataclasses.MISSING:
         value = field.default_factory()
     else:

@@ -27,6 +27,7 @@ from alert_bot.config.values import (
     _number,
     _time_of_day,
     _user_chats,
+    _weekday,
     duration_at_least,
     parse_duration,
 )
@@ -46,12 +47,14 @@ def setting(
     key: str = "",
     section: str = "",
     factory: Callable[[], Any] | None = None,
+    shown: str = "",
 ) -> Any:
     """A dataclass field that is a setting of the YAML file: its default, the parser of the
     file's value (called with the dotted key, raising ConfigError), what it does in words, and
     its name in the file when that differs from the field's (key); section for a field of
-    Config itself that the file sets under a section (webhook.read_timeout)."""
-    metadata = {"parse": parse, "doc": doc, "key": key, "section": section}
+    Config itself that the file sets under a section (webhook.read_timeout); shown: the default
+    as the file writes it, where that is not the stored value (a weekday name for 0)."""
+    metadata = {"parse": parse, "doc": doc, "key": key, "section": section, "shown": shown}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -147,6 +150,21 @@ class RunSettings:
     def users_of(self, chat_id: int) -> frozenset[str]:
         """The Unix users whose own chat chat_id is (empty for any other chat)."""
         return frozenset(user for user, chat in self.user_chats.items() if chat == chat_id)
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """The weekly card-health report: on which local weekday and minute, and whether a rig
+    with nothing drifting gets a line saying so."""
+
+    enabled: bool = setting(True, _bool, "the weekly card-health report")
+    weekday: int = setting(
+        0, _weekday, "the local weekday it is sent (monday ... sunday)", key="day", shown="monday"
+    )  # Monday = 0 ... Sunday = 6
+    minute: int = setting(
+        9 * 60, _time_of_day, "the local time it is sent (HH:MM, quoted)", key="at", shown="09:00"
+    )  # local minutes after midnight
+    all_well: bool = setting(False, _bool, "a rig with nothing drifting gets a line saying so")
 
 
 @dataclass(frozen=True)
@@ -266,6 +284,7 @@ class Config:
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     runs: RunSettings = field(default_factory=RunSettings)
     energy: EnergySettings = field(default_factory=EnergySettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
     digest_minute: int | None = None  # local minute of the day for the daily digest; None = off
     timezone: str = ""  # the owner's IANA time zone for every time a person reads; "": machine's
     language: str = "en"  # what the bot speaks in chats: en or ru (alert_bot.i18n.LANGUAGES)

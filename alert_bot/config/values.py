@@ -182,3 +182,15 @@ def _id_list(key: str, value: Any) -> frozenset[int]:
     if not isinstance(value, list):
         raise ConfigError(key, "expected a list of numeric ids")
     return frozenset(_int(f"{key}[{i}]", item) for i, item in enumerate(value))
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _weekday(key: str, value: Any) -> int:
+    """Monday = 0 ... Sunday = 6, from the day's English name or its first three letters."""
+    name = str(value).strip().lower()
+    for number, day in enumerate(WEEKDAYS):
+        if name in (day, day[:3]) and not isinstance(value, bool):
+            return number
+    raise ConfigError(key, f"expected a day of the week like monday, got {value!r}")

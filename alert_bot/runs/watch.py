@@ -4,6 +4,7 @@ is readable and the process is gone; never while the data is missing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import time
@@ -37,6 +38,7 @@ READABLE = (
 )
 SINCE_KEY = "runs_watch_since"
 DIGEST_KEY = "digest_last_day"
+HEALTH_KEY = "health_last_week"  # the Monday (local) of the last week reported
 KEEP_ENDED_SECONDS = 30 * 86400.0
 START_TOLERANCE = 2.0  # seconds within which two start times of one pid are one run
 # A start time the watch can use: after 1970 and no later than a day ahead of the bot's clock.
@@ -93,6 +95,7 @@ class RunWatch(BotLoop):
         self.table = RunTable(store)
         self._last_prune = 0.0
         self._warned: set[tuple[str, str, str]] = set()  # bad series already logged once
+        self._postponed: set[tuple[str, str]] = set()  # scheduled reports waiting for data
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -157,6 +160,7 @@ class RunWatch(BotLoop):
                 continue
             queued |= self._end(run, now)
         queued |= self._digest(now)
+        queued |= self._health(now)
         if queued:
             self.notify()
         if now - self._last_prune > 3600:
@@ -171,16 +175,57 @@ class RunWatch(BotLoop):
         when = local(self.config, now)
         if when.hour * 60 + when.minute < minute:
             return False
-        day = when.date().isoformat()
-        if self.store.state.get(DIGEST_KEY) == day:
-            return False
-        from alert_bot.runs.chat import digest_text  # the chat side imports this module
 
-        text = digest_text(self.prometheus, self.config, self.table, now)  # type: ignore[arg-type]
-        notice = NewNotification(
-            self.config.default_chat_id, self.config.default_thread_id, "notice", {"html": text}
-        )
-        return self.table.queue_once(DIGEST_KEY, day, [notice], now)
+        def notices() -> list[NewNotification]:
+            from alert_bot.runs.chat import digest_text  # the chat side imports this module
+
+            text = digest_text(self.prometheus, self.config, self.table, now)  # type: ignore[arg-type]
+            return [
+                NewNotification(
+                    self.config.default_chat_id,
+                    self.config.default_thread_id,
+                    "notice",
+                    {"html": text},
+                )
+            ]
+
+        return self._once(DIGEST_KEY, when.date().isoformat(), notices, now)
+
+    def _health(self, now: float) -> bool:
+        """The weekly card-health report, once a local week (weeks start on Monday) from
+        health.day at health.at: late after downtime, never twice, postponed while Prometheus
+        cannot answer."""
+        settings = self.config.health
+        if not settings.enabled:
+            return False
+        when = local(self.config, now)
+        monday = when.date() - dt.timedelta(days=when.weekday())
+        if (when.weekday(), when.hour * 60 + when.minute) < (settings.weekday, settings.minute):
+            return False
+
+        def notices() -> list[NewNotification]:
+            from alert_bot.health import weekly_notices  # the chat side imports this module
+
+            return weekly_notices(self.prometheus, self.config, now)  # type: ignore[arg-type]
+
+        return self._once(HEALTH_KEY, monday.isoformat(), notices, now)
+
+    def _once(
+        self, key: str, period: str, notices: Callable[[], list[NewNotification]], now: float
+    ) -> bool:
+        """Queue a scheduled report's notices once per period (the state key holds the last
+        period sent, set in the same transaction). Prometheus unable to answer postpones it to
+        the next cycle: a report is never sent without its data."""
+        if self.store.state.get(key) == period:
+            return False
+        try:
+            built = notices()
+        except UpstreamError as exc:
+            if (key, period) not in self._postponed:  # once per report, not every cycle
+                self._postponed.add((key, period))
+                log.warning("%s for %s postponed until Prometheus answers: %s", key, period, exc)
+            return False
+        return self.table.queue_once(key, period, built, now) and bool(built)
 
     @staticmethod
     def _same_runs(

@@ -54,6 +54,7 @@ def test_the_known_keys_follow_from_the_declarations():
         "rate_limits",
         "runs",
         "energy",
+        "health",
     }
     assert [file_key(f) for f in dataclasses.fields(ChartSettings)] == [
         "enabled",
