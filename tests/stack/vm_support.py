@@ -113,36 +113,153 @@ def wait_ready_with_auth(proc: ManagedProcess, base: str, headers: dict) -> None
         raise RuntimeError(f"prometheus did not start:\n{proc.output()}") from exc
 
 
+CENTRE_PUSH_DIR = REPO / "deploy" / "centre-push"
+CENTRE_USER = "centre"
+
+
+def compose_command(service: str, replace: dict[str, str]) -> list[str]:
+    """docker-compose.push.yml's command for service, with container paths and addresses
+    swapped for the test's (replace: old substring to new), so the test runs the shipped flags."""
+    services = yaml.safe_load((REPO / "docker-compose.push.yml").read_text())["services"]
+    args = []
+    for arg in services[service]["command"]:
+        for old, new in replace.items():
+            arg = arg.replace(old, new)
+        args.append(arg)
+    return args
+
+
+def write_vmauth_config(
+    path: Path, reader: tuple[str, str], rigs: dict[str, str], prometheus: str, relay: str,
+    centre_password: str,
+) -> Path:  # fmt: skip
+    """deploy/centre-push/vmauth.example.yml filled in: the reader's read routes to prometheus
+    (logging in as the centre), one write route per rig (name to password) to the relay."""
+    example = yaml.safe_load((CENTRE_PUSH_DIR / "vmauth.example.yml").read_text())
+    reader_entry, rig_entry = example["users"]
+    token = base64.b64encode(f"{CENTRE_USER}:{centre_password}".encode()).decode()
+    (read_route,) = reader_entry["url_map"]
+    users = [
+        {
+            "username": reader[0],
+            "password": reader[1],
+            "url_map": [
+                {
+                    **read_route,
+                    "url_prefix": read_route["url_prefix"].replace(
+                        "http://prometheus:9090", prometheus
+                    ),
+                    "headers": [f"Authorization: Basic {token}"],
+                }
+            ],
+        }
+    ]
+    (write_route,) = rig_entry["url_map"]
+    for name, password in rigs.items():
+        prefix = write_route["url_prefix"].replace("http://push-relay:8429", relay)
+        prefix = prefix.replace("rig=rig2", f"rig={name}")
+        route = {**write_route, "url_prefix": prefix}
+        users.append({"username": name, "password": password, "url_map": [route]})
+    path.write_text(yaml.safe_dump({"users": users}, sort_keys=False))
+    return path
+
+
+def metric_value(body: str, series: str) -> float:
+    """The value of one series line in a /metrics page, 0 when absent."""
+    for line in body.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 class PushCentre:
-    """The central Prometheus with the remote-write receiver behind a login (users: name to
-    password; self_user is the one its self-scrape logs in as); it can be stopped and started
-    again on the same port and data."""
+    """The centre as docker-compose.push.yml runs it, on loopback: vmauth in front (users:
+    name to password; reader is Grafana's and the bot's login, every other user a rig), the
+    push relay (vmagent with prometheus/push-relay.yml) and Prometheus with the remote-write
+    receiver behind its internal login. It can be stopped and started again on the same ports
+    and data. base is vmauth's address, the only one a client uses."""
 
     def __init__(
-        self, workdir: Path, users: dict[str, str], self_user: str, silent_window: str = "5s"
+        self, workdir: Path, users: dict[str, str], reader: str, silent_window: str = "5s"
     ) -> None:
+        self.workdir = workdir
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.relay_port = free_port()
+        self.auth_port = free_port()
+        self.prometheus = f"http://127.0.0.1:{self.port}"
+        self.relay = f"http://127.0.0.1:{self.relay_port}"
+        self.base = f"http://127.0.0.1:{self.auth_port}"
         self.write_url = self.base + "/api/v1/write"
-        self.login = basic_auth(self_user, users[self_user])
-        web = write_web_config(workdir / "web.yml", users)
+        self.login = basic_auth(reader, users[reader])
+        centre_password = "centre-internal-password"
+        self.centre_login = basic_auth(CENTRE_USER, centre_password)
+        web = write_web_config(workdir / "web.yml", {CENTRE_USER: centre_password})
         config = write_push_centre_config(
-            workdir, self.port, None, self_user, users[self_user], silent_window=silent_window
+            workdir, self.port, None, CENTRE_USER, centre_password, silent_window=silent_window
         )
+        self.password_file = workdir / "self-password"
         self.args = prometheus_args(config, workdir / "data", self.port, web)
+        rigs = {name: password for name, password in users.items() if name != reader}
+        self.auth_config = write_vmauth_config(
+            workdir / "vmauth.yml", (reader, users[reader]), rigs, self.prometheus, self.relay,
+            centre_password,
+        )  # fmt: skip
+        self.relay_args = [
+            "vmagent",
+            *compose_command(
+                "push-relay",
+                {
+                    ":8429": f"127.0.0.1:{self.relay_port}",
+                    "http://prometheus:9090": self.prometheus,
+                    "/etc/prometheus-secrets/prometheus-password": str(self.password_file),
+                    "/etc/prometheus/": f"{PROMETHEUS_DIR}/",
+                    "/vmagent-data": str(workdir / "relay-buffer"),
+                },
+            ),
+            "-remoteWrite.flushInterval=200ms",
+        ]
+        self.auth_args = [
+            "vmauth",
+            *compose_command(
+                "vmauth",
+                {":8427": f"127.0.0.1:{self.auth_port}", "/etc/vmauth/": f"{workdir}/"},
+            ),
+        ]
         self.proc: ManagedProcess | None = None
+        self.relay_proc: ManagedProcess | None = None
+        self.auth_proc: ManagedProcess | None = None
 
     def start(self) -> None:
         self.proc = ManagedProcess(self.args)
-        wait_ready_with_auth(self.proc, self.base, self.login)
+        wait_ready_with_auth(self.proc, self.prometheus, self.centre_login)
+        self.relay_proc = ManagedProcess(self.relay_args)
+        self.auth_proc = ManagedProcess(self.auth_args, env=VMAUTH_KEYS)
+        for proc, url in ((self.relay_proc, self.relay), (self.auth_proc, self.base)):
+            try:
+                wait_for_http(url + "/health", timeout=20)
+            except TimeoutError as exc:
+                raise RuntimeError(f"{proc.args[0]} did not start:\n{proc.output()}") from exc
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop(timeout=30)
-            self.proc = None
+        for name in ("auth_proc", "relay_proc", "proc"):
+            proc = getattr(self, name)
+            if proc is not None:
+                proc.stop(timeout=30)
+                setattr(self, name, None)
 
     def query(self, promql: str) -> list[dict]:
         return authed_query(self.base, promql, self.login)
+
+
+# vmauth's own endpoints other than the proxy (/-/reload, /flags, /debug/pprof) answer only
+# with these keys; docker-compose.push.yml draws them at random on each start, so no one
+# knows them and the configuration is reloaded by SIGHUP. /metrics stays open to the
+# centre's scrape (it names users, never passwords).
+VMAUTH_KEYS = {
+    "reloadAuthKey": "test-reload-key-nobody-knows",
+    "flagsAuthKey": "test-flags-key-nobody-knows",
+    "pprofAuthKey": "test-pprof-key-nobody-knows",
+}
 
 
 # --- vmagent on a rig ------------------------------------------------------------------------
