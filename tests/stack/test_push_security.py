@@ -23,6 +23,7 @@ from tests.stack.vm_support import (
     Agent,
     PushCentre,
     basic_auth,
+    firing_alerts,
     metric_value,
     request,
     write_web_config,
@@ -81,6 +82,10 @@ def test_receiver_takes_the_right_login(centre):
     assert request(centre.base + "/api/v1/query?query=up", headers=READER)[0] == 200
 
 
+def _firing(centre: PushCentre, alertname: str) -> list[dict]:
+    return firing_alerts(centre.base, READER, alertname)
+
+
 def test_agent_with_a_wrong_password_writes_nothing(centre, tmp_path, fake_nvml_dir):
     scenario = tmp_path / "scenario.json"
     write_scenario(scenario, make_scenario(1))
@@ -95,7 +100,15 @@ def test_agent_with_a_wrong_password_writes_nothing(centre, tmp_path, fake_nvml_
                 cmdline = Path(f"/proc/{bad.proc.pid}/cmdline").read_bytes().decode()
                 assert "wrong-password" not in cmdline
                 assert str(bad.password_file) in cmdline
+                # The centre counts the refusals (scraped from vmauth) and says so.
+                wait_until(lambda: _firing(centre, "PushLoginsRefused"), 60, 0.5)
             assert centre.query('{rig="rig1"}') == []
+            # The rig's own agent logs the refusal; vmauth logs neither password nor token.
+            assert "cannot find the provided auth token" in bad.proc.output()
+            assert centre.auth_proc is not None
+            token = basic_auth("rig1", "wrong-password")["Authorization"].split()[1]
+            assert "wrong-password" not in centre.auth_proc.output()
+            assert token not in centre.auth_proc.output()
 
 
 # --- Alertmanager behind --web.config.file ----------------------------------------------------
@@ -212,9 +225,15 @@ def test_no_secret_on_a_command_line():
                            for s in SECRET_FLAGS), (where, arg)  # fmt: skip
 
 
-def test_push_config_differs_from_the_shipped_one_only_by_the_self_login():
+def test_push_config_differs_from_the_shipped_one_only_by_the_self_login_and_the_door():
     shipped = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     push = yaml.safe_load((PROMETHEUS_DIR / "prometheus-push.yml").read_text())
+    door = [j for j in push["scrape_configs"] if j["job_name"] in ("vmauth", "push-relay")]
+    assert [j["static_configs"] for j in door] == [
+        [{"targets": ["vmauth:8427"]}],
+        [{"targets": ["push-relay:8429"]}],
+    ]
+    push["scrape_configs"] = [j for j in push["scrape_configs"] if j not in door]
     for job in push["scrape_configs"]:
         if job["job_name"] == "prometheus":
             auth = job.pop("basic_auth")
@@ -418,3 +437,22 @@ def test_a_wrong_password_is_counted_and_never_logged(centre):
     assert "a-wrong-password" not in log
     token = basic_auth("rig2", "a-wrong-password")["Authorization"].split()[1]
     assert token not in log
+
+
+def _flags(args: list[str]) -> dict[str, str]:
+    return dict(a.lstrip("-").split("=", 1) for a in args if "=" in a)
+
+
+def test_the_relay_unit_runs_the_composed_relays_limits():
+    """deploy/centre-push's systemd unit and docker-compose.push.yml give the relay the same
+    limits, queue, login and relabelling (the tests run the compose file's flags)."""
+    services = yaml.safe_load((REPO / "docker-compose.push.yml").read_text())["services"]
+    composed = _flags(services["push-relay"]["command"])
+    unit = (REPO / "deploy" / "centre-push" / "rigwatch-push-relay.service").read_text()
+    exec_start = unit.split("ExecStart=", 1)[1].split("\nRestart", 1)[0]
+    in_unit = _flags(exec_start.replace("\\\n", " ").split())
+    assert set(in_unit) == set(composed)
+    for flag in ("maxInsertRequestSize", "maxConcurrentInserts", "remoteWrite.queues",
+                 "remoteWrite.maxDiskUsagePerURL", "remoteWrite.basicAuth.username"):  # fmt: skip
+        assert in_unit[flag] == composed[flag], flag
+    assert Path(in_unit["remoteWrite.relabelConfig"]).name == "push-relay.yml"

@@ -62,6 +62,17 @@ def authed_query(base: str, promql: str, headers: dict) -> list[dict]:
     return data["data"]["result"]
 
 
+def firing_alerts(base: str, headers: dict, alertname: str) -> list[dict]:
+    """The alerts named alertname that Prometheus (at base, with this login) has firing."""
+    status, body = request(base + "/api/v1/alerts", headers=headers)
+    assert status == 200, body
+    return [
+        a
+        for a in json.loads(body)["data"]["alerts"]
+        if a["labels"]["alertname"] == alertname and a["state"] == "firing"
+    ]
+
+
 def write_push_centre_config(
     workdir: Path,
     port: int,
@@ -69,11 +80,19 @@ def write_push_centre_config(
     self_user: str,
     self_password: str,
     silent_window: str = "5s",
+    door: dict[str, str] | None = None,
 ) -> Path:
     """The test overlay of prometheus/prometheus-push.yml: 1 s intervals, short `for:`s, the
-    self-scrape logging in, and RigSilent's 5 minutes shortened to silent_window."""
+    self-scrape logging in, RigSilent's 5 minutes shortened to silent_window, and the shipped
+    scrapes of vmauth and the push relay at door's addresses (job name to host:port)."""
     path = write_prometheus_overlay(workdir, port, alertmanager_port)
     config = yaml.safe_load(path.read_text())
+    shipped_jobs = yaml.safe_load((PROMETHEUS_DIR / "prometheus-push.yml").read_text())
+    for job in shipped_jobs["scrape_configs"]:
+        if door and job["job_name"] in door:
+            config["scrape_configs"].append(
+                {**job, "static_configs": [{"targets": [door[job["job_name"]]]}]}
+            )
     password_file = workdir / "self-password"
     password_file.write_text(self_password)
     shipped = yaml.safe_load((PROMETHEUS_DIR / "prometheus-push.yml").read_text())
@@ -194,8 +213,12 @@ class PushCentre:
         centre_password = "centre-internal-password"
         self.centre_login = basic_auth(CENTRE_USER, centre_password)
         web = write_web_config(workdir / "web.yml", {CENTRE_USER: centre_password})
+        door = {
+            "vmauth": f"127.0.0.1:{self.auth_port}",
+            "push-relay": f"127.0.0.1:{self.relay_port}",
+        }
         config = write_push_centre_config(
-            workdir, self.port, None, CENTRE_USER, centre_password, silent_window=silent_window
+            workdir, self.port, None, CENTRE_USER, centre_password, silent_window, door
         )
         self.password_file = workdir / "self-password"
         self.args = prometheus_args(config, workdir / "data", self.port, web)
