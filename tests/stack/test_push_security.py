@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import urllib.error
 from pathlib import Path
 
@@ -51,16 +52,34 @@ WRONG = [
 RIGHT = basic_auth("rig1", PASSWORD)
 
 
-@pytest.fixture(scope="module")
-def centre(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("push-security")
-    centre = PushCentre(workdir, USERS, "rigwatch")
+@contextlib.contextmanager
+def _running_centre(tmp_path_factory, engine: str):
+    workdir = tmp_path_factory.mktemp(f"push-security-{engine}")
+    centre = PushCentre(workdir, USERS, "rigwatch", engine=engine)
     try:
         centre.start()
         yield centre
     finally:
         centre.stop()
         remove_tree(workdir)
+
+
+@pytest.fixture(scope="module")
+def prometheus_centre(tmp_path_factory):
+    """The Prometheus centre of docker-compose.push.yml."""
+    with _running_centre(tmp_path_factory, "prometheus") as centre:
+        yield centre
+
+
+@pytest.fixture(scope="module", params=["prometheus", "victoria-metrics"])
+def centre(request, tmp_path_factory, prometheus_centre):
+    """Each centre: docker-compose.push.yml's and docker-compose.vm-push.yml's; the attacks
+    must fail the same way against both."""
+    if request.param == "prometheus":
+        yield prometheus_centre
+        return
+    with _running_centre(tmp_path_factory, request.param) as centre:
+        yield centre
 
 
 @pytest.mark.parametrize(("case", "headers"), WRONG, ids=[c for c, _ in WRONG])
@@ -86,7 +105,8 @@ def _firing(centre: PushCentre, alertname: str) -> list[dict]:
     return firing_alerts(centre.base, READER, alertname)
 
 
-def test_agent_with_a_wrong_password_writes_nothing(centre, tmp_path, fake_nvml_dir):
+def test_agent_with_a_wrong_password_writes_nothing(prometheus_centre, tmp_path, fake_nvml_dir):
+    centre = prometheus_centre
     scenario = tmp_path / "scenario.json"
     write_scenario(scenario, make_scenario(1))
     with running_exporter(scenario) as (_, exporter):
@@ -171,10 +191,11 @@ def test_bot_webhook_needs_its_token(tmp_path):
 @pytest.mark.parametrize(
     ("password", "works"), [(READER_PASSWORD, True), ("wrong-password", False)]
 )
-def test_bot_reads_a_prometheus_behind_a_login(centre, tmp_path, password, works):
+def test_bot_reads_a_prometheus_behind_a_login(prometheus_centre, tmp_path, password, works):
     """The centre answers only with a login: the bot takes the reader's in PROMETHEUS_URL
     (vmauth's, as docker-compose.push.yml gives it), its charts work, a wrong password is one clear
     line in the chat, and the password appears in no log line."""
+    centre = prometheus_centre
     wait_until(lambda: centre.query("up"), what="the centre's first self-scrape")
     with contextlib.ExitStack() as stack:
         telegram = stack.enter_context(FakeTelegram(BOT_TOKEN))
@@ -379,7 +400,8 @@ def test_the_reader_login_reads_and_cannot_write(centre):
     for path in ("/api/v1/admin/tsdb/delete_series?match[]=up", "/-/quit", "/api/v1/import"):
         status, body = request(centre.base + path, b"", READER, "POST")
         assert status == 400 and "missing route" in body, (path, status, body)
-    assert centre.query("up") != []
+    # The reader reads: the centre's scrapes of itself, vmauth and the relay, once they come.
+    wait_until(lambda: centre.query("up"), 30, what="the reader's query")
     assert _stored(centre, "attack_reader_write") == []
 
 
@@ -456,3 +478,57 @@ def test_the_relay_unit_runs_the_composed_relays_limits():
                  "remoteWrite.maxDiskUsagePerURL", "remoteWrite.basicAuth.username"):  # fmt: skip
         assert in_unit[flag] == composed[flag], flag
     assert Path(in_unit["remoteWrite.relabelConfig"]).name == "push-relay.yml"
+
+
+def test_rotating_one_rigs_password_refuses_and_loses_nothing(tmp_path, fake_nvml_dir):
+    """docs/push.md's rotation through a second user: at no step is a push refused (vmagent
+    1.79 would drop what vmauth refuses with 400), and the old password stops working."""
+    users = {"rigwatch": READER_PASSWORD, "rig2": "old-password", "rig3": "rig3-password"}
+    centre = PushCentre(tmp_path / "centre", users, "rigwatch")
+    scenario = tmp_path / "scenario.json"
+    write_scenario(scenario, make_scenario(1))
+    with contextlib.ExitStack() as stack:
+        centre.start()
+        stack.callback(centre.stop)
+        _, exporter = stack.enter_context(running_exporter(scenario))
+        address = exporter.removeprefix("http://")
+        agent = Agent(tmp_path / "rig2", "rig2", address, centre.write_url, "rig2", "old-password")
+        stack.enter_context(agent)
+        wait_until(lambda: centre.query('up{rig="rig2"}'), 30, what="rig2's first push")
+
+        def agent_dropped() -> float:
+            body = request(f"http://127.0.0.1:{agent.port}/metrics")[1]
+            return sum(
+                float(line.split()[-1])
+                for line in body.splitlines()
+                if line.startswith("vmagent_remotewrite_packets_dropped_total")
+            )
+
+        # 1. A second user for the same rig, with the new password.
+        centre.reload_users({**users, "rig2-b": "new-password"}, {"rig2-b": "rig2"})
+        # 2. The rig moves to it.
+        assert agent_dropped() == 0
+        agent.stop()
+        agent.user = "rig2-b"
+        agent.password_file.write_text("new-password")
+        agent.start()
+        # 3. The old user goes.
+        rotated = {"rigwatch": READER_PASSWORD, "rig2-b": "new-password", "rig3": "rig3-password"}
+        centre.reload_users(rotated, {"rig2-b": "rig2"})
+        marker = time.time()
+        wait_until(
+            lambda: float(centre.query('timestamp(up{rig="rig2"})')[0]["value"][1]) > marker + 1,
+            30,
+            what="rig2's pushes under its new user",
+        )
+        assert agent_dropped() == 0
+        body = request(centre.base + "/metrics")[1]
+        refused = 'vmauth_http_request_errors_total{reason="invalid_auth_token"}'
+        assert metric_value(body, refused) == 0
+        assert metric_value(body, 'vmauth_user_requests_total{username="rig2-b"}') > 0
+        # The old password no longer writes; the other rig's user was never touched.
+        status, body = request(centre.write_url, b"x", basic_auth("rig2", "old-password"), "POST")
+        assert status == 400 and "cannot find the provided auth token" in body
+        status, body = request(centre.write_url, b"x", basic_auth("rig3", "rig3-password"), "POST")
+        assert status == 400 and "cannot decompress" in body  # past the login, at the relay
+        assert {row["metric"]["rig"] for row in centre.query("up{job='rigwatch'}")} == {"rig2"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import signal
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -136,10 +137,12 @@ CENTRE_PUSH_DIR = REPO / "deploy" / "centre-push"
 CENTRE_USER = "centre"
 
 
-def compose_command(service: str, replace: dict[str, str]) -> list[str]:
-    """docker-compose.push.yml's command for service, with container paths and addresses
-    swapped for the test's (replace: old substring to new), so the test runs the shipped flags."""
-    services = yaml.safe_load((REPO / "docker-compose.push.yml").read_text())["services"]
+def compose_command(
+    service: str, replace: dict[str, str], compose_file: str = "docker-compose.push.yml"
+) -> list[str]:
+    """A compose file's command for service, with container paths and addresses swapped for
+    the test's (replace: old substring to new), so the test runs the shipped flags."""
+    services = yaml.safe_load((REPO / compose_file).read_text())["services"]
     args = []
     for arg in services[service]["command"]:
         for old, new in replace.items():
@@ -150,10 +153,11 @@ def compose_command(service: str, replace: dict[str, str]) -> list[str]:
 
 def write_vmauth_config(
     path: Path, reader: tuple[str, str], rigs: dict[str, str], prometheus: str, relay: str,
-    centre_password: str,
+    centre_password: str, rig_of: dict[str, str] | None = None,
 ) -> Path:  # fmt: skip
     """deploy/centre-push/vmauth.example.yml filled in: the reader's read routes to prometheus
-    (logging in as the centre), one write route per rig (name to password) to the relay."""
+    (logging in as the centre), one write route per rig user (name to password) to the relay,
+    writing as the rig rig_of names for the user (by default, the user's own name)."""
     example = yaml.safe_load((CENTRE_PUSH_DIR / "vmauth.example.yml").read_text())
     reader_entry, rig_entry = example["users"]
     token = base64.b64encode(f"{CENTRE_USER}:{centre_password}".encode()).decode()
@@ -176,7 +180,7 @@ def write_vmauth_config(
     (write_route,) = rig_entry["url_map"]
     for name, password in rigs.items():
         prefix = write_route["url_prefix"].replace("http://push-relay:8429", relay)
-        prefix = prefix.replace("rig=rig2", f"rig={name}")
+        prefix = prefix.replace("rig=rig2", f"rig={(rig_of or {}).get(name, name)}")
         route = {**write_route, "url_prefix": prefix}
         users.append({"username": name, "password": password, "url_map": [route]})
     path.write_text(yaml.safe_dump({"users": users}, sort_keys=False))
@@ -199,7 +203,12 @@ class PushCentre:
     and data. base is vmauth's address, the only one a client uses."""
 
     def __init__(
-        self, workdir: Path, users: dict[str, str], reader: str, silent_window: str = "5s"
+        self,
+        workdir: Path,
+        users: dict[str, str],
+        reader: str,
+        silent_window: str = "5s",
+        engine: str = "prometheus",
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
@@ -221,12 +230,31 @@ class PushCentre:
             workdir, self.port, None, CENTRE_USER, centre_password, silent_window, door
         )
         self.password_file = workdir / "self-password"
-        self.args = prometheus_args(config, workdir / "data", self.port, web)
-        rigs = {name: password for name, password in users.items() if name != reader}
-        self.auth_config = write_vmauth_config(
-            workdir / "vmauth.yml", (reader, users[reader]), rigs, self.prometheus, self.relay,
-            centre_password,
-        )  # fmt: skip
+        self.engine = engine
+        self.env: dict[str, str] = {}
+        if engine == "prometheus":
+            self.args = prometheus_args(config, workdir / "data", self.port, web)
+        else:
+            # docker-compose.vm-push.yml's VictoriaMetrics: the login from the environment.
+            self.env = {"httpAuth_password": centre_password}
+            self.args = [
+                "victoria-metrics",
+                *compose_command(
+                    "prometheus",
+                    {
+                        ":9090": f"127.0.0.1:{self.port}",
+                        "/victoria-metrics-data": str(workdir / "vm-data"),
+                        "${PROMETHEUS_RETENTION:-30d}": "1d",
+                        "/etc/prometheus/prometheus-push.yml": str(config),
+                    },
+                    "docker-compose.vm-push.yml",
+                ),
+                "-search.latencyOffset=0s",
+            ]
+        self.reader = (reader, users[reader])
+        self.centre_password = centre_password
+        self.auth_config = workdir / "vmauth.yml"
+        self.set_users(users)
         self.relay_args = [
             "vmagent",
             *compose_command(
@@ -252,9 +280,32 @@ class PushCentre:
         self.relay_proc: ManagedProcess | None = None
         self.auth_proc: ManagedProcess | None = None
 
+    def set_users(self, users: dict[str, str], rig_of: dict[str, str] | None = None) -> None:
+        """Write vmauth's users (the reader stays); a running vmauth reads them on SIGHUP."""
+        rigs = {name: password for name, password in users.items() if name != self.reader[0]}
+        write_vmauth_config(
+            self.auth_config, self.reader, rigs, self.prometheus, self.relay,
+            self.centre_password, rig_of,
+        )  # fmt: skip
+
+    def reload_users(self, users: dict[str, str], rig_of: dict[str, str] | None = None) -> None:
+        """New users for the running vmauth, by SIGHUP as the docs say; waits until read."""
+        assert self.auth_proc is not None
+        done = self.auth_proc.output().count("Successfully reloaded")
+        self.set_users(users, rig_of)
+        self.auth_proc.proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: self.auth_proc.output().count("Successfully reloaded") > done,
+            10,
+            what="vmauth's reload",
+        )
+
     def start(self) -> None:
-        self.proc = ManagedProcess(self.args)
-        wait_ready_with_auth(self.proc, self.prometheus, self.centre_login)
+        self.proc = ManagedProcess(self.args, env=self.env)
+        if self.engine == "prometheus":
+            wait_ready_with_auth(self.proc, self.prometheus, self.centre_login)
+        else:
+            wait_for_http(self.prometheus + "/health", timeout=30)
         self.relay_proc = ManagedProcess(self.relay_args)
         self.auth_proc = ManagedProcess(self.auth_args, env=VMAUTH_KEYS)
         for proc, url in ((self.relay_proc, self.relay), (self.auth_proc, self.base)):
