@@ -173,6 +173,9 @@ def _series(data: Any, kind: str) -> list[dict]:
     return result
 
 
+_VMAUTH_UNKNOWN_LOGIN = b"cannot find the provided auth token"
+
+
 class PrometheusClient:
     def __init__(self, base_url: str, timeout: float = 10.0):
         self.base_url = base_url.rstrip("/")
@@ -190,8 +193,9 @@ class PrometheusClient:
             timeout or self.timeout,
             params=params,
         )
-        if status in (401, 403):
-            # A Prometheus behind --web.config.file: the login rides in PROMETHEUS_URL
+        # vmauth 1.79 (the push centre's door) answers a login it does not know with 400.
+        if status in (401, 403) or (status == 400 and _VMAUTH_UNKNOWN_LOGIN in raw):
+            # A Prometheus behind --web.config.file or vmauth: the login rides in PROMETHEUS_URL
             # (http://user:password@host:9090); never repeat the URL, it holds the password.
             raise UpstreamError(
                 N_(

@@ -66,7 +66,8 @@ def unit_settings(unit: str) -> dict[str, list[str]]:
     """The [Service] settings of a unit file: name -> values in order."""
     settings: dict[str, list[str]] = {}
     section = ""
-    for raw in unit.splitlines():
+    # A line ending in a backslash continues on the next, as systemd reads it.
+    for raw in re.sub(r"\\\n\s*", " ", unit).splitlines():
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
@@ -367,7 +368,8 @@ def test_an_alert_reaches_telegram_with_alertmanager_s_external_url(walked):
 
 
 def test_the_shipped_units_pass_systemd_analyze_verify(tmp_path):
-    """systemd's own check of the unit files (settings, dependencies, ExecStart), in a root
+    """systemd's own check of the unit files (settings, dependencies, ExecStart), the push
+    centre's (vmauth, the relay) included, in a root
     holding this machine's system units, the shipped ones and their commands (stubs: the walk
     above runs the real ones)."""
     if shutil.which("systemd-analyze") is None or not Path("/usr/lib/systemd/system").is_dir():
@@ -377,13 +379,15 @@ def test_the_shipped_units_pass_systemd_analyze_verify(tmp_path):
     installed = root / "etc/systemd/system"
     installed.mkdir(parents=True)
     units = sorted((REPO / "deploy" / "systemd").glob("rigwatch-*.service"))
+    units += sorted((REPO / "deploy" / "centre-push").glob("rigwatch-*.service"))
     for unit in units:
         shutil.copy(unit, installed)
-        (command,) = unit_settings(unit.read_text())["ExecStart"]
-        program = root / shlex.split(command)[0].lstrip("/")
-        program.parent.mkdir(parents=True, exist_ok=True)
-        program.write_text("#!/bin/sh\n")
-        program.chmod(0o755)
+        settings = unit_settings(unit.read_text())
+        for command in settings["ExecStart"] + settings.get("ExecReload", []):
+            program = root / shlex.split(command)[0].lstrip("/")
+            program.parent.mkdir(parents=True, exist_ok=True)
+            program.write_text("#!/bin/sh\n")
+            program.chmod(0o755)
     result = subprocess.run(
         ["systemd-analyze", "verify", f"--root={root}"]
         + [f"/etc/systemd/system/{unit.name}" for unit in units],

@@ -19,7 +19,7 @@ from tests.stack.stack_support import (
     remove_tree,
     substitute_variables,
 )
-from tests.stack.vm_support import Agent, PushCentre, basic_auth, request
+from tests.stack.vm_support import Agent, PushCentre, basic_auth, firing_alerts, request
 from tests.support import (
     REPO,
     make_scenario,
@@ -77,13 +77,7 @@ def push(tmp_path_factory, fake_nvml_dir):
 
 
 def _firing(centre: PushCentre, alertname: str) -> list[dict]:
-    status, body = request(centre.base + "/api/v1/alerts", headers=CENTRE)
-    assert status == 200, body
-    return [
-        a
-        for a in json.loads(body)["data"]["alerts"]
-        if a["labels"]["alertname"] == alertname and a["state"] == "firing"
-    ]
+    return firing_alerts(centre.base, CENTRE, alertname)
 
 
 def test_pushed_series_carry_the_rig_label_like_scraped_ones(push):
