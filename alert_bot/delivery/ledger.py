@@ -5,6 +5,7 @@ metrics, the chat's retry state reset, and the chart offered for it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from alert_bot.delivery.charts import ChartWorker
 from alert_bot.delivery.planner import Plan, progress_after
@@ -15,20 +16,13 @@ from alert_bot.render import to_plain_text
 from alert_bot.store import Store
 
 
+@dataclass
 class Ledger:
-    def __init__(
-        self,
-        store: Store,
-        metrics: BotMetrics,
-        retrier: Retrier,
-        charts: ChartWorker | None,
-        clock: Callable[[], float],
-    ) -> None:
-        self.store = store
-        self.metrics = metrics
-        self.retrier = retrier
-        self.charts = charts
-        self.clock = clock
+    store: Store
+    metrics: BotMetrics
+    retrier: Retrier
+    charts: ChartWorker | None
+    clock: Callable[[], float]
 
     def delivered(self, chat_id: int, plan: Plan, message_id: int, as_html: bool) -> None:
         now = self.clock()

@@ -122,19 +122,13 @@ class DeliveryWorker(BotLoop):
             wait = min(wait, next_due - now)
         # Chats due now are each handed out, held back (their wait counts) or in flight (their
         # sender wakes this loop when done): none needs this loop to poll.
-        worked = False
-        for chat_id in self.store.outbox.due_chats(now):
-            if self._stop.is_set():
-                break
-            held = self.retrier.wait_for(chat_id, now)
-            if held > 0:
-                wait = min(wait, held)
-                continue
-            handed = self._pool.submit(chat_id, self._deliver_chat)
-            if handed is None:
-                break  # every sender busy: the next one to finish wakes this loop
-            worked = worked or handed
-        return worked, wait
+        worked, held = self._pool.hand_out(
+            self.store.outbox.due_chats(now),
+            lambda chat_id: self.retrier.wait_for(chat_id, now),
+            self._deliver_chat,
+            self._stop.is_set,
+        )
+        return worked, min(wait, held)
 
     def _deliver_chat(self, chat_id: int) -> None:
         """One chat's next message, on a sender thread; nothing it raises reaches the others."""
