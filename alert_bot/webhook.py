@@ -131,7 +131,8 @@ def _string_map(value: object, where: str, required: bool = True) -> Labels:
         if not isinstance(item, str):
             raise PayloadError(f"{where}.{key} must be a string")
         _unicode(item, f"{where}.{key}")
-    return MappingProxyType(dict(value))
+    # Read-only from here on; no copy: the parsed body that held the dict is dropped.
+    return MappingProxyType(value)
 
 
 def _string(value: object, where: str, required: bool = True) -> str:
