@@ -26,7 +26,7 @@ from alert_bot.store import Store, StoreError
 from alert_bot.telegram import TelegramClient
 from alert_bot.upstream import AlertmanagerClient, PrometheusClient
 from alert_bot.watchdog import Watchdog
-from alert_bot.webhook import Notification, PayloadError, dedupe_key, parse_notification, route
+from alert_bot.webhook import PayloadError, dedupe_key, parse_notification, route
 from rigwatch.httpserver import HardenedHTTPServer, Limits, Request, Response
 from rigwatch.logs import logger
 
@@ -158,14 +158,13 @@ class BotApp:
         heartbeat = [a for a in alerts if self.watchdog.is_watchdog(a)]
         others = [a for a in alerts if not self.watchdog.is_watchdog(a)]
         try:
-            beating = [a for a in heartbeat if a["status"] == "firing"]
+            beating = [a for a in heartbeat if a.status == "firing"]
             if beating:
-                self.watchdog.heartbeat(beating[0]["labels"])
+                self.watchdog.heartbeat(dict(beating[0].labels))
             stored = True
             destinations = []
             if others:
-                payload = dict(notification.payload, alerts=others)
-                destinations = route(Notification(payload), self.config)
+                destinations = route(notification.with_alerts(others), self.config)
                 stored = self.store.outbox.add(
                     destinations, now, dedupe_key(notification), self.config.dedupe_window
                 )

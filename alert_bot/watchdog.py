@@ -19,6 +19,7 @@ from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.render import matchers_text
 from alert_bot.store import NewNotification, Store, StoreError
+from alert_bot.webhook import Alert
 from rigwatch.logs import logger
 
 log = logger("bot", "watchdog")
@@ -68,8 +69,8 @@ class Watchdog(BotLoop):
         if last is not None:
             metrics.watchdog_last_seen.set(float(last))
 
-    def is_watchdog(self, alert: dict) -> bool:
-        return alert["labels"].get("alertname") == self.settings.alertname
+    def is_watchdog(self, alert: Alert) -> bool:
+        return alert.alertname == self.settings.alertname
 
     def _notice(self, text: str, now: float) -> None:
         self.store.outbox.add(

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import MappingProxyType
 
 from alert_bot.config import Config
 from alert_bot.store import NewNotification
@@ -19,15 +21,76 @@ class PayloadError(ValueError):
     """The body can never be a valid notification; the message says what is wrong."""
 
 
-@dataclass(frozen=True)
-class Notification:
-    """A validated Alertmanager notification (the parts the bot uses, as plain JSON values)."""
+Labels = Mapping[str, str]
 
-    payload: dict
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert of a notification, as Alertmanager's webhook describes it, validated."""
+
+    status: str  # firing or resolved
+    labels: Labels
+    annotations: Labels
+    starts_at: str  # RFC 3339, as Alertmanager wrote it
+    ends_at: str = ""
+    generator_url: str = ""
+    fingerprint: str = ""
 
     @property
-    def alerts(self) -> list[dict]:
-        return self.payload["alerts"]
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def identity(self) -> str:
+        """The fingerprint, or a stable hash of the labels when the sender left it out."""
+        if self.fingerprint:
+            return self.fingerprint
+        encoded = json.dumps(dict(self.labels), sort_keys=True).encode()
+        return hashlib.sha256(encoded).hexdigest()[:16]
+
+    def to_json(self) -> dict:
+        """Alertmanager's own shape and names: what the outbox stores and templates read."""
+        return {
+            "status": self.status,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "startsAt": self.starts_at,
+            "endsAt": self.ends_at,
+            "generatorURL": self.generator_url,
+            "fingerprint": self.fingerprint,
+        }
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A validated Alertmanager notification: the parts the bot uses, named."""
+
+    status: str
+    group_key: str
+    alerts: tuple[Alert, ...]
+    receiver: str = ""
+    group_labels: Labels = field(default_factory=lambda: MappingProxyType({}))
+    common_labels: Labels = field(default_factory=lambda: MappingProxyType({}))
+    common_annotations: Labels = field(default_factory=lambda: MappingProxyType({}))
+    external_url: str = ""
+    truncated_alerts: int = 0
+
+    def with_alerts(self, alerts: Iterable[Alert]) -> Notification:
+        return replace(self, alerts=tuple(alerts))
+
+    def to_json(self) -> dict:
+        """Alertmanager's own shape and names (the outbox's stored payload)."""
+        return {
+            "receiver": self.receiver,
+            "status": self.status,
+            "groupKey": self.group_key,
+            "groupLabels": dict(self.group_labels),
+            "commonLabels": dict(self.common_labels),
+            "commonAnnotations": dict(self.common_annotations),
+            "externalURL": self.external_url,
+            "truncatedAlerts": self.truncated_alerts,
+            "alerts": [alert.to_json() for alert in self.alerts],
+        }
 
 
 def parse_time(value: str) -> datetime:
@@ -58,9 +121,9 @@ def _unicode(text: str, where: str) -> str:
     return text
 
 
-def _string_map(value: object, where: str, required: bool = True) -> dict[str, str]:
+def _string_map(value: object, where: str, required: bool = True) -> Labels:
     if value is None and not required:
-        return {}
+        return MappingProxyType({})
     if not isinstance(value, dict):
         raise PayloadError(f"{where} must be an object of strings")
     for key, item in value.items():
@@ -68,7 +131,8 @@ def _string_map(value: object, where: str, required: bool = True) -> dict[str, s
         if not isinstance(item, str):
             raise PayloadError(f"{where}.{key} must be a string")
         _unicode(item, f"{where}.{key}")
-    return value
+    # Read-only from here on; no copy: the parsed body that held the dict is dropped.
+    return MappingProxyType(value)
 
 
 def _string(value: object, where: str, required: bool = True) -> str:
@@ -125,48 +189,38 @@ def parse_notification(body: bytes) -> Notification:
         if not labels.get("alertname"):
             raise PayloadError(f"{where}.labels.alertname is missing")
         clean_alerts.append(
-            {
-                "status": alert_status,
-                "labels": labels,
-                "annotations": _string_map(
+            Alert(
+                status=alert_status,
+                labels=labels,
+                annotations=_string_map(
                     alert.get("annotations"), f"{where}.annotations", required=False
                 ),
-                "startsAt": _time(alert.get("startsAt"), f"{where}.startsAt"),
-                "endsAt": _time(alert.get("endsAt"), f"{where}.endsAt", required=False),
-                "generatorURL": _string(
+                starts_at=_time(alert.get("startsAt"), f"{where}.startsAt"),
+                ends_at=_time(alert.get("endsAt"), f"{where}.endsAt", required=False),
+                generator_url=_string(
                     alert.get("generatorURL"), f"{where}.generatorURL", required=False
                 ),
-                "fingerprint": _string(
+                fingerprint=_string(
                     alert.get("fingerprint"), f"{where}.fingerprint", required=False
                 ),
-            }
+            )
         )
     truncated = data.get("truncatedAlerts", 0)
     if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
         raise PayloadError("truncatedAlerts must be a non-negative integer")
     return Notification(
-        {
-            "receiver": _string(data.get("receiver"), "receiver", required=False),
-            "status": status,
-            "groupKey": group_key,
-            "groupLabels": _string_map(data.get("groupLabels"), "groupLabels", required=False),
-            "commonLabels": _string_map(data.get("commonLabels"), "commonLabels", required=False),
-            "commonAnnotations": _string_map(
-                data.get("commonAnnotations"), "commonAnnotations", required=False
-            ),
-            "externalURL": _string(data.get("externalURL"), "externalURL", required=False),
-            "truncatedAlerts": truncated,
-            "alerts": clean_alerts,
-        }
+        status=status,
+        group_key=group_key,
+        alerts=tuple(clean_alerts),
+        receiver=_string(data.get("receiver"), "receiver", required=False),
+        group_labels=_string_map(data.get("groupLabels"), "groupLabels", required=False),
+        common_labels=_string_map(data.get("commonLabels"), "commonLabels", required=False),
+        common_annotations=_string_map(
+            data.get("commonAnnotations"), "commonAnnotations", required=False
+        ),
+        external_url=_string(data.get("externalURL"), "externalURL", required=False),
+        truncated_alerts=truncated,
     )
-
-
-def alert_identity(alert: dict) -> str:
-    """The alert's fingerprint, or a stable hash of its labels when the sender left it out."""
-    if alert.get("fingerprint"):
-        return alert["fingerprint"]
-    encoded = json.dumps(alert["labels"], sort_keys=True).encode()
-    return hashlib.sha256(encoded).hexdigest()[:16]
 
 
 def dedupe_key(notification: Notification) -> str:
@@ -175,17 +229,16 @@ def dedupe_key(notification: Notification) -> str:
     endsAt takes part only for resolved alerts: for firing ones it is Prometheus's moving
     "valid until" estimate, which the two Alertmanagers may have received at different times.
     """
-    payload = notification.payload
     parts = sorted(
         (
-            alert_identity(alert),
-            alert["status"],
-            alert["startsAt"],
-            alert["endsAt"] if alert["status"] == "resolved" else "",
+            alert.identity,
+            alert.status,
+            alert.starts_at,
+            alert.ends_at if alert.status == "resolved" else "",
         )
-        for alert in payload["alerts"]
+        for alert in notification.alerts
     )
-    encoded = json.dumps([payload["groupKey"], payload["status"], parts]).encode()
+    encoded = json.dumps([notification.group_key, notification.status, parts]).encode()
     return hashlib.sha256(encoded).hexdigest()
 
 
@@ -194,9 +247,9 @@ PERSONAL_ALERTS = {"GpuRunStalled"}  # alerts about one run, also sent to its us
 
 def route(notification: Notification, config: Config) -> list[NewNotification]:
     """Split a notification into one stored notification per destination (chat, topic)."""
-    destinations: dict[tuple[int, int | None], list[dict]] = {}
+    destinations: dict[tuple[int, int | None], list[Alert]] = {}
     for alert in notification.alerts:
-        labels = alert["labels"]
+        labels = alert.labels
         # A stalled run is its person's business too (runs.user_chats): the alert carries
         # the process's user label.
         user = labels.get("user", "") if labels.get("alertname") in PERSONAL_ALERTS else ""
@@ -204,7 +257,6 @@ def route(notification: Notification, config: Config) -> list[NewNotification]:
             destinations.setdefault(target, []).append(alert)
     result = []
     for (chat_id, thread_id), alerts in destinations.items():
-        payload = dict(notification.payload)
-        payload["alerts"] = alerts
+        payload = notification.with_alerts(alerts).to_json()
         result.append(NewNotification(chat_id, thread_id, "alerts", payload))
     return result

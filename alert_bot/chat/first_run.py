@@ -6,10 +6,10 @@ from __future__ import annotations
 import html
 import threading
 
+from alert_bot.chat.updates import UpdatePoller
 from alert_bot.chat.welcome import greeting
 from alert_bot.i18n import N_, _
 from alert_bot.telegram import RetryAfter, TelegramClient, TelegramError
-from rigwatch.backoff import Backoff
 from rigwatch.logs import logger
 
 log = logger("bot", "first_run")
@@ -41,31 +41,22 @@ def answer(message: dict) -> str | None:
 
 
 def run(telegram: TelegramClient, stop: threading.Event, poll_timeout: int = 25) -> None:
-    """Answer /start until stop is set; updates are confirmed as they are answered."""
-    backoff = Backoff(initial=1.0, maximum=30.0)
-    offset: int | None = None
+    """Answer /start until stop is set, through the bot's own update polling (updates are
+    confirmed as they are answered)."""
     log.warning(
         "first-run mode: TELEGRAM_CHAT_ID is not set, so the bot only answers /start; "
         "send /start to it in the chat that should get the alerts"
     )
-    while not stop.is_set():
-        try:
-            updates = telegram.get_updates(offset, poll_timeout)
-            backoff.reset()
-        except TelegramError as exc:
-            delay = backoff.next()
-            log.warning("Telegram updates failed (%s); retrying in %.1fs", exc, delay)
-            stop.wait(delay)
-            continue
-        for update in updates:
-            offset = update["update_id"] + 1
-            message = update.get("message")
-            if not message or not isinstance(message.get("chat"), dict):
-                continue
-            reply = answer(message)
-            if reply is None:
-                continue
+
+    def handle(update: dict) -> None:
+        message = update.get("message")
+        if not message or not isinstance(message.get("chat"), dict):
+            return
+        reply = answer(message)
+        if reply is not None:
             _send(telegram, message["chat"]["id"], reply, stop)
+
+    UpdatePoller(telegram, poll_timeout, stop).run(handle)
 
 
 def _send(telegram: TelegramClient, chat_id: int, text: str, stop: threading.Event) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from alert_bot.config import Config
 from alert_bot.i18n import _
@@ -24,14 +25,12 @@ def unreachable(description: str) -> bool:
     return "chat not found" in text or "kicked" in text or "blocked" in text
 
 
+@dataclass
 class DeadLetters:
-    def __init__(
-        self, config: Config, store: Store, metrics: BotMetrics, clock: Callable[[], float]
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.metrics = metrics
-        self.clock = clock
+    config: Config
+    store: Store
+    metrics: BotMetrics
+    clock: Callable[[], float]
 
     def move(
         self, chat_id: int, row: PendingNotification, message: OutgoingMessage, refusal: Permanent

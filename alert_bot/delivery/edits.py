@@ -5,6 +5,7 @@ when Telegram refuses (the message was deleted, or already reads like this)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from alert_bot.config import DeliverySettings
 from alert_bot.delivery.retrier import Retrier
@@ -20,22 +21,14 @@ log = logger("bot", "delivery")
 EDIT_ATTEMPTS = 8  # an edit still failing after this many tries is not worth more
 
 
+@dataclass
 class Editor:
-    def __init__(
-        self,
-        settings: DeliverySettings,
-        store: Store,
-        sender: Sender,
-        retrier: Retrier,
-        metrics: BotMetrics,
-        clock: Callable[[], float],
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.sender = sender
-        self.retrier = retrier
-        self.metrics = metrics
-        self.clock = clock
+    settings: DeliverySettings
+    store: Store
+    sender: Sender
+    retrier: Retrier
+    metrics: BotMetrics
+    clock: Callable[[], float]
 
     def edit(self, chat_id: int, row: PendingNotification) -> bool:
         """One attempt at the edit row asks for; True when it is done with (edited or given

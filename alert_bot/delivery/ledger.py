@@ -5,6 +5,7 @@ metrics, the chat's retry state reset, and the chart offered for it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from alert_bot.delivery.charts import ChartWorker
 from alert_bot.delivery.planner import Plan, progress_after
@@ -15,22 +16,15 @@ from alert_bot.render import to_plain_text
 from alert_bot.store import Store
 
 
+@dataclass
 class Ledger:
-    def __init__(
-        self,
-        store: Store,
-        metrics: BotMetrics,
-        retrier: Retrier,
-        charts: ChartWorker | None,
-        clock: Callable[[], float],
-        began: Callable[[dict], float | None] | None = None,
-    ) -> None:
-        self.store = store
-        self.metrics = metrics
-        self.retrier = retrier
-        self.charts = charts
-        self.clock = clock
-        self.began = began  # when an alert's trouble began, what "lasted" counts from
+    store: Store
+    metrics: BotMetrics
+    retrier: Retrier
+    charts: ChartWorker | None
+    clock: Callable[[], float]
+    # when an alert's trouble began, what "lasted" counts from
+    began: Callable[[dict], float | None] | None = None
 
     def delivered(self, chat_id: int, plan: Plan, message_id: int, as_html: bool) -> None:
         now = self.clock()

@@ -5,7 +5,7 @@ sender, never the others' messages."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 
@@ -15,6 +15,30 @@ class ChatPool:
         self._in_flight: set[int] = set()  # chats a sender thread is working on
         self._changed = threading.Condition()
         self._senders = ThreadPoolExecutor(size, thread_name_prefix="delivery-send")
+
+    def hand_out(
+        self,
+        chats: Iterable[int],
+        held: Callable[[int], float],
+        work: Callable[[int], None],
+        stopped: Callable[[], bool],
+    ) -> tuple[bool, float]:
+        """Each chat not held back (held(chat) > 0: seconds it waits) handed to a sender, until
+        every sender is busy; returns (handed any, seconds until a held chat is due, at most
+        one)."""
+        worked, wait = False, 1.0
+        for chat_id in chats:
+            if stopped():
+                break
+            seconds = held(chat_id)
+            if seconds > 0:
+                wait = min(wait, seconds)
+                continue
+            handed = self.submit(chat_id, work)
+            if handed is None:
+                break  # every sender busy: the next one to finish wakes the loop
+            worked = worked or handed
+        return worked, wait
 
     def submit(self, chat_id: int, work: Callable[[int], None]) -> bool | None:
         """work(chat_id) on a sender thread: True when handed out, False when the chat has one

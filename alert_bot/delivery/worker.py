@@ -23,37 +23,27 @@ from alert_bot.delivery.dead_letters import DeadLetters
 from alert_bot.delivery.edits import Editor
 from alert_bot.delivery.ledger import Ledger
 from alert_bot.delivery.planner import (
-    Plan,
     plan_next,
 )
 from alert_bot.delivery.pool import ChatPool
 from alert_bot.delivery.retrier import Retrier
 from alert_bot.delivery.sender import Sender
 from alert_bot.delivery.threads import reply_target
+from alert_bot.delivery.verdicts import Verdicts
 from alert_bot.loop import BotLoop
 from alert_bot.metrics import BotMetrics
 from alert_bot.ratelimit import FloodLimiter
 from alert_bot.render import (
     AlertRenderer,
-    to_plain_text,
 )
 from alert_bot.store import Store, StoreError
 from alert_bot.telegram import (
-    Button,
-    ChatMigrated,
-    Failure,
     Malformed,
-    Permanent,
-    Sent,
     TelegramClient,
 )
 from rigwatch.logs import logger
 
 log = logger("bot", "delivery")
-
-
-def _reply_gone(failure: Failure) -> bool:
-    return "message to reply not found" in failure.description.lower()
 
 
 class DeliveryWorker(BotLoop):
@@ -76,10 +66,16 @@ class DeliveryWorker(BotLoop):
         self.sender = Sender(telegram, limiter, self._stop)
         self.retrier = Retrier(config.delivery, store.outbox, limiter, metrics)
         self.editor = Editor(config.delivery, store, self.sender, self.retrier, metrics, clock)
-        self.dead_letters = DeadLetters(config, store, metrics, clock)
-        self.ledger = Ledger(store, metrics, self.retrier, charts, clock, renderer.began_at)
+        self.verdicts = Verdicts(
+            self.sender,
+            Ledger(store, metrics, self.retrier, charts, clock, renderer.began_at),
+            self.retrier,
+            DeadLetters(config, store, metrics, clock),
+            store,
+            metrics,
+            clock,
+        )
         self._wake = threading.Event()
-        self._solo: set[int] = set()  # chats whose refused message is being isolated
         self._pool = ChatPool(config.delivery.parallel_chats)
         self._store_paused_until = 0.0  # monotonic; after a store failure on a sender
 
@@ -122,19 +118,13 @@ class DeliveryWorker(BotLoop):
             wait = min(wait, next_due - now)
         # Chats due now are each handed out, held back (their wait counts) or in flight (their
         # sender wakes this loop when done): none needs this loop to poll.
-        worked = False
-        for chat_id in self.store.outbox.due_chats(now):
-            if self._stop.is_set():
-                break
-            held = self.retrier.wait_for(chat_id, now)
-            if held > 0:
-                wait = min(wait, held)
-                continue
-            handed = self._pool.submit(chat_id, self._deliver_chat)
-            if handed is None:
-                break  # every sender busy: the next one to finish wakes this loop
-            worked = worked or handed
-        return worked, wait
+        worked, held = self._pool.hand_out(
+            self.store.outbox.due_chats(now),
+            lambda chat_id: self.retrier.wait_for(chat_id, now),
+            self._deliver_chat,
+            self._stop.is_set,
+        )
+        return worked, min(wait, held)
 
     def _deliver_chat(self, chat_id: int) -> None:
         """One chat's next message, on a sender thread; nothing it raises reaches the others."""
@@ -169,7 +159,8 @@ class DeliveryWorker(BotLoop):
         due_edits = [r for r in edits if r.next_attempt_at <= now]
         if due_edits and (not rows or due_edits[0].id < rows[0].id):
             return self.editor.edit(chat_id, due_edits[0])
-        plan = plan_next(rows, self.renderer, self.config.delivery, now, chat_id in self._solo)
+        solo = chat_id in self.verdicts.solo
+        plan = plan_next(rows, self.renderer, self.config.delivery, now, solo)
         if plan is None:
             return False
         buttons = buttons_for(
@@ -178,54 +169,4 @@ class DeliveryWorker(BotLoop):
         if any(r.attempts > 0 for r in plan.rows):
             self.metrics.retries.inc()
         reply_to = reply_target(self.store, chat_id, plan.thread_id, plan.message)
-        verdict = self.sender.send(
-            chat_id, plan.message.html, True, plan.thread_id, buttons, reply_to
-        )
-        if isinstance(verdict, Permanent) and reply_to is not None and _reply_gone(verdict):
-            # The firing message is gone or too old to reply to: the notice goes out plainly.
-            reply_to = None
-            verdict = self.sender.send(chat_id, plan.message.html, True, plan.thread_id, buttons)
-        if isinstance(verdict, Permanent):
-            return self._after_refusal(chat_id, plan, buttons, verdict, reply_to)
-        return self._after(chat_id, plan, verdict)
-
-    def _after(
-        self, chat_id: int, plan: Plan, verdict: Sent | Failure, as_html: bool = True
-    ) -> bool:
-        """Sent, chat migrated, or a failure to retry; True when the message went out."""
-        if isinstance(verdict, Sent):
-            self.ledger.delivered(chat_id, plan, verdict.message_id, as_html)
-            self._solo.discard(chat_id)
-            return True
-        if isinstance(verdict, ChatMigrated):
-            log.warning("chat %s became supergroup %s; following it", chat_id, verdict.new_chat_id)
-            self.store.migrations.record(chat_id, verdict.new_chat_id, self.clock())
-            return False
-        self.retrier.failed(chat_id, plan.rows, verdict, self.clock())
-        return False
-
-    def _after_refusal(
-        self,
-        chat_id: int,
-        plan: Plan,
-        buttons: list[list[Button]] | None,
-        refusal: Permanent,
-        reply_to: int | None = None,
-    ) -> bool:
-        """Telegram refused the request itself (400): plain text once, then dead letters."""
-        self.metrics.delivery_failures.labels("400").inc()
-        log.warning("Telegram refused a message for chat %s: %s", chat_id, refusal.description)
-        plain = self.sender.send(
-            chat_id, to_plain_text(plan.message.html), False, plan.thread_id, buttons, reply_to
-        )
-        if not isinstance(plain, Permanent):
-            self._after(chat_id, plan, plain, as_html=False)
-            return isinstance(plain, Sent)
-        self.metrics.delivery_failures.labels("400").inc()
-        if len(plan.rows) > 1:
-            # Packed with others: retry one notification at a time to find the bad one.
-            self._solo.add(chat_id)
-            return True
-        self._solo.discard(chat_id)
-        self.dead_letters.move(chat_id, plan.rows[0], plan.message, plain)
-        return True
+        return self.verdicts.send(chat_id, plan, buttons, reply_to)

@@ -12,7 +12,7 @@ import pytest
 
 from alert_bot.runs.messages import destinations
 from alert_bot.runs.table import Run
-from alert_bot.webhook import Notification, route
+from alert_bot.webhook import Alert, Notification, route
 from tests.alert_bot.botkit import bot_env, running_bot
 from tests.alert_bot.runkit import (
     SimulatedRig,
@@ -153,22 +153,23 @@ def test_a_stalled_run_reaches_its_user_and_other_alerts_do_not(tmp_path):
     webhook also routes it to that user's chat; a rig alert with a user label does not."""
     config = _config(tmp_path, f"runs:\n  user_chats:\n    alice: {ALICE_CHAT}\n")
 
-    def alert(name: str, user: str) -> dict:
-        return {"status": "firing", "labels": {"alertname": name, "rig": "rig1", "user": user}}
+    def alert(name: str, user: str) -> Alert:
+        return Alert("firing", {"alertname": name, "rig": "rig1", "user": user}, {}, "")
 
-    payload = {
-        "status": "firing",
-        "alerts": [
+    notification = Notification(
+        "firing",
+        "{}",
+        (
             alert("GpuRunStalled", "alice"),
             alert("GpuRunStalled", "carol"),
             alert("GpuTooHot", "alice"),
-        ],
-    }
+        ),
+    )
     by_chat = {
         n.chat_id: [
             a["labels"]["alertname"] + "/" + a["labels"]["user"] for a in n.payload["alerts"]
         ]
-        for n in route(Notification(payload), config)
+        for n in route(notification, config)
     }
     assert by_chat == {
         RIG_CHAT: ["GpuRunStalled/alice", "GpuRunStalled/carol", "GpuTooHot/alice"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
@@ -10,13 +11,42 @@ import string
 import time
 import urllib.request
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alert_bot.webhook import parse_time
+from alert_bot.webhook import parse_notification, parse_time
 from tests.alert_bot import botkit
 from tests.alert_bot.botkit import CHAT, WEBHOOK_TOKEN, Poster
 from tests.support import REPO, http_get, wait_until
+
+
+def test_a_notification_is_read_into_frozen_named_fields_and_stored_in_alertmanagers_shape():
+    lost = botkit.alert(
+        name="GpuLost",
+        starts="2025-11-24T15:50:00.123456789Z",
+        generator="http://prom:9090/graph?g0.expr=up",
+        summary="GPU 0 is lost",
+    )
+    body = botkit.notification(dict(lost, extra="not kept"), group_key='{}:{alertname="GpuLost"}')
+    notification = parse_notification(json.dumps(body).encode())
+    (alert,) = notification.alerts
+    assert (notification.status, notification.group_key, notification.receiver) == (
+        "firing",
+        body["groupKey"],
+        "telegram",
+    )
+    assert (alert.alertname, alert.labels["gpu"]) == ("GpuLost", "0")
+    assert alert.identity == lost["fingerprint"] and alert.starts_at == lost["startsAt"]
+    assert alert.annotations["summary"] == "GPU 0 is lost"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        alert.status = "resolved"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        alert.labels["gpu"] = "1"  # type: ignore[index]
+    # What the outbox stores (and templates and the delivery read) keeps Alertmanager's names.
+    body.pop("version")
+    body["alerts"] = [lost]
+    assert notification.to_json() == body
 
 
 def test_wrong_or_missing_token_is_401_and_stores_nothing(tmp_path, telegram):
