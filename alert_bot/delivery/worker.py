@@ -305,8 +305,14 @@ class DeliveryWorker(BotLoop):
         refusal: Permanent,
         reply_to: int | None = None,
     ) -> bool:
-        """Telegram refused the request itself (400): plain text once, then dead letters."""
-        self.metrics.delivery_failures.labels("400").inc()
+        """Telegram refused the request itself (400): plain text once, then dead letters. The
+        chat refused the bot (403): no form of the message can pass, so every notification of
+        the message goes to the dead letters at once, with one report in another chat."""
+        self.metrics.delivery_failures.labels(str(refusal.status or 400)).inc()
+        if refusal.status == 403:
+            log.warning("chat %s refuses the bot: %s", chat_id, refusal.description)
+            self._dead_letter(chat_id, plan.rows, plan.message, refusal)
+            return True
         log.warning("Telegram refused a message for chat %s: %s", chat_id, refusal.description)
         plain = self.sender.send(
             chat_id, to_plain_text(plan.message.html), False, plan.thread_id, buttons, reply_to
@@ -319,29 +325,33 @@ class DeliveryWorker(BotLoop):
             # Packed with others: retry one notification at a time to find the bad one.
             self._solo.add(chat_id)
             return True
-        self._dead_letter(chat_id, plan.rows[0], plan.message, plain)
+        self._dead_letter(chat_id, plan.rows[:1], plan.message, plain)
         return True
 
     def _dead_letter(
         self,
         chat_id: int,
-        row: PendingNotification,
+        rows: list[PendingNotification],
         message: OutgoingMessage,
         refusal: Permanent,
     ) -> None:
         now = self.clock()
-        moved = self.store.outbox.dead_letter([row.id], message.html, refusal.description, now)
+        ids = [row.id for row in rows]
+        moved = self.store.outbox.dead_letter(ids, message.html, refusal.description, now)
         self._solo.discard(chat_id)
         if not moved:
             return
         self.metrics.dead_letters.inc(moved)
         log.error(
-            "notification %s for chat %s dead-lettered: %s", row.id, chat_id, refusal.description
+            "notification %s for chat %s dead-lettered: %s",
+            ", ".join(map(str, ids)),
+            chat_id,
+            refusal.description,
         )
-        if row.payload.get("report"):
+        if any(row.payload.get("report") for row in rows):
             return  # a report about a dead letter that itself failed: do not loop
-        report_chat, report_thread = chat_id, row.thread_id
-        if _unreachable(refusal.description):
+        report_chat, report_thread = chat_id, rows[0].thread_id
+        if refusal.status == 403 or _unreachable(refusal.description):
             # The report must reach someone: never (only) the chat that cannot be reached.
             self.metrics.chat_unreachable.labels(str(chat_id)).inc()
             others = [
@@ -353,19 +363,27 @@ class DeliveryWorker(BotLoop):
                 log.error("chat %s is unreachable and no other chat is configured", chat_id)
                 return
             report_chat, report_thread = others[0], None
-        names = sorted({a["labels"].get("alertname", "?") for a in row.payload.get("alerts", [])})
+        names = sorted(
+            {
+                a["labels"].get("alertname", "?")
+                for row in rows
+                for a in row.payload.get("alerts", [])
+            }
+        )
+        if refusal.status == 403:
+            refused = _("Telegram refused it: {reason}")
+        else:
+            refused = _("Telegram refused it twice (as HTML and as plain text): {reason}")
         text = (
             _("⚠️ <b>A notification could not be delivered</b>")
             + "\n"
-            + _("Telegram refused it twice (as HTML and as plain text): {reason}").format(
-                reason=html.escape(refusal.description[:300])
-            )
+            + refused.format(reason=html.escape(refusal.description[:300]))
             + "\n"
         )
         if names:
             text += _("Alerts: {names}").format(names=html.escape(", ".join(names)[:500])) + "\n"
         text += _("It is kept in the bot's dead-letter table (notification {id}).").format(
-            id=row.id
+            id=", ".join(map(str, ids))
         )
         if report_chat != chat_id:
             text += "\n" + _(
