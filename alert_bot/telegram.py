@@ -67,7 +67,7 @@ class RetryAfter(Failure):
 
 @dataclass(frozen=True)
 class Transient(Failure):
-    """Network error, 5xx, 401/403/404: nothing wrong with the message; retry with backoff."""
+    """Network error, 5xx, 401/404: nothing wrong with the message; retry with backoff."""
 
     kind = "transient"
 
@@ -83,7 +83,8 @@ class Malformed(Transient):
 
 @dataclass(frozen=True)
 class Permanent(Failure):
-    """400 (and 413/414): sending the same request again cannot help."""
+    """400 (and 413/414), 403 (the chat refuses the bot): sending the same request again
+    cannot help."""
 
     kind = "permanent"
 
@@ -240,10 +241,13 @@ class TelegramClient:
         if parameters.get("migrate_to_chat_id"):
             new_chat_id = int(parameters["migrate_to_chat_id"])
             return TelegramError(ChatMigrated(description, status, new_chat_id))
-        if status == 400:
+        if status in (400, 403):
+            # 403: the chat refuses the bot (blocked by the user, kicked from the group, not a
+            # member of the channel, no right to post): no retry can pass until someone acts,
+            # so like a chat Telegram does not know, not like an outage.
             return TelegramError(Permanent(description, status))
-        # 401 (token revoked), 403 (bot blocked or removed from the chat), 404 (wrong API URL)
-        # and 5xx: nothing wrong with the message itself; keep it and retry until fixed.
+        # 401 (token revoked), 404 (wrong API URL) and 5xx: nothing wrong with the message or
+        # the chat; keep it and retry until fixed.
         return TelegramError(Transient(description, status))
 
     def send_message(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import http.server
 import json
 import os
 import random
@@ -17,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -308,3 +309,32 @@ def mirror_proc(fake: Path, real_pid: int, as_pid: int, cgroup: str | None = Non
     (target / "cgroup").write_text(
         cgroup if cgroup is not None else Path(f"/proc/{real_pid}/cgroup").read_text()
     )
+
+
+@contextlib.contextmanager
+def serving_exposition(body: Callable[[], bytes]) -> Iterator[str]:
+    """A loopback HTTP server answering every GET with body() as Prometheus's text format (a
+    rig as Prometheus scrapes it, written by the test); yields its host:port and is stopped
+    however the block ends."""
+
+    class Exposition(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            text = body()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Exposition)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        serving.join(5)

@@ -39,6 +39,17 @@ NOT_SERVED = (
     " unless on (job, instance) (rigwatch_nvml_up == 0)"
 )
 NOT_SERVED_SINCE = f"min_over_time(timestamp({NOT_SERVED})[24h:10s])"
+# A card the exporter had open that reads rigwatch_gpu_up 0: since the last time it read 1
+# (to the second within a quarter hour, to 10 s within 24 h; else since its first 0 there).
+# Why: its reads missed the scrape deadline when the rig's gpu collector did (a hung card),
+# else NVML answered GPU_IS_LOST (until NVML is re-initialised and it becomes a card that
+# cannot be opened, with its reason).
+DOWN_SINCE = (
+    "max_over_time(timestamp(rigwatch_gpu_up == 1)[15m:1s])"
+    " or max_over_time(timestamp(rigwatch_gpu_up == 1)[24h:10s])"
+    " or min_over_time(timestamp(rigwatch_gpu_up == 0)[24h:10s])"
+)
+HUNG = 'rigwatch_scrape_collector_success{collector="gpu"} == 0'
 REASONS = {"gpu_is_lost": N_("lost"), "no_permission": N_("no permission to open it")}
 # Every exporter serves this constant on every scrape: its newest sample is when the rig last
 # reported. A rig whose series went stale has no instant value, so subqueries look back: to
@@ -130,6 +141,11 @@ def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
         for r in chat.prometheus.query("rigwatch_gpu_info")
     }
     unreachable = unreachable_lines(chat)
+    down_since: dict[tuple[str, ...], str] = {}
+    hung: set[str] = set()
+    if any(value == 0 for value in up.values()):
+        down_since = _since(chat, DOWN_SINCE, "gpu")
+        hung = set(_by_rig(chat, HUNG))
     cards = sorted(
         {*temps, *up, *names, *unreachable},
         key=lambda k: (k[0], int(k[1]) if k[1].isdigit() else 0, k[1]),
@@ -146,7 +162,11 @@ def gpu_lines(chat: Chat, wanted: str | None) -> dict[str, list[str]]:
         if names.get(key):
             line += f" · {html.escape(names[key])}"
         if up.get(key) == 0:
-            result.setdefault(rig, []).append(line + _(": ❌ lost / unreachable"))
+            if rig in hung:
+                why = _(": ❌ not answering: its reads missed the scrape deadline{since}")
+            else:
+                why = _(": ❌ lost: the driver no longer reaches it{since}")
+            result.setdefault(rig, []).append(line + why.format(since=down_since.get(key, "")))
             continue
         parts = []
         if key in temps:

@@ -33,20 +33,28 @@ class DeadLetters:
     clock: Callable[[], float]
 
     def move(
-        self, chat_id: int, row: PendingNotification, message: OutgoingMessage, refusal: Permanent
+        self,
+        chat_id: int,
+        rows: list[PendingNotification],
+        message: OutgoingMessage,
+        refusal: Permanent,
     ) -> None:
         now = self.clock()
-        moved = self.store.outbox.dead_letter([row.id], message.html, refusal.description, now)
+        ids = [row.id for row in rows]
+        moved = self.store.outbox.dead_letter(ids, message.html, refusal.description, now)
         if not moved:
             return
         self.metrics.dead_letters.inc(moved)
         log.error(
-            "notification %s for chat %s dead-lettered: %s", row.id, chat_id, refusal.description
+            "notification %s for chat %s dead-lettered: %s",
+            ", ".join(map(str, ids)),
+            chat_id,
+            refusal.description,
         )
-        if row.payload.get("report"):
+        if any(row.payload.get("report") for row in rows):
             return  # a report about a dead letter that itself failed: do not loop
-        report_chat, report_thread = chat_id, row.thread_id
-        if unreachable(refusal.description):
+        report_chat, report_thread = chat_id, rows[0].thread_id
+        if refusal.status == 403 or unreachable(refusal.description):
             # The report must reach someone: never (only) the chat that cannot be reached.
             self.metrics.chat_unreachable.labels(str(chat_id)).inc()
             others = [
@@ -58,7 +66,7 @@ class DeadLetters:
                 log.error("chat %s is unreachable and no other chat is configured", chat_id)
                 return
             report_chat, report_thread = others[0], None
-        text = _report(row, refusal)
+        text = _report(rows, refusal)
         if report_chat != chat_id:
             text += "\n" + _(
                 "Telegram cannot reach chat {chat}: check its id and the bot's membership."
@@ -69,18 +77,22 @@ class DeadLetters:
         )
 
 
-def _report(row: PendingNotification, refusal: Permanent) -> str:
-    names = sorted({a["labels"].get("alertname", "?") for a in row.payload.get("alerts", [])})
+def _report(rows: list[PendingNotification], refusal: Permanent) -> str:
+    names = sorted(
+        {a["labels"].get("alertname", "?") for row in rows for a in row.payload.get("alerts", [])}
+    )
+    if refusal.status == 403:
+        refused = _("Telegram refused it: {reason}")
+    else:
+        refused = _("Telegram refused it twice (as HTML and as plain text): {reason}")
     text = (
         _("⚠️ <b>A notification could not be delivered</b>")
         + "\n"
-        + _("Telegram refused it twice (as HTML and as plain text): {reason}").format(
-            reason=html.escape(refusal.description[:300])
-        )
+        + refused.format(reason=html.escape(refusal.description[:300]))
         + "\n"
     )
     if names:
         text += _("Alerts: {names}").format(names=html.escape(", ".join(names)[:500])) + "\n"
     return text + _("It is kept in the bot's dead-letter table (notification {id}).").format(
-        id=row.id
+        id=", ".join(str(row.id) for row in rows)
     )

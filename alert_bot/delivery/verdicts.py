@@ -79,8 +79,15 @@ class Verdicts:
         refusal: Permanent,
         reply_to: int | None = None,
     ) -> bool:
-        """Telegram refused the request itself (400): plain text once, then dead letters."""
-        self.metrics.delivery_failures.labels("400").inc()
+        """Telegram refused the request itself (400): plain text once, then dead letters. The
+        chat refused the bot (403): no form of the message can pass, so every notification of
+        the message goes to the dead letters at once, with one report in another chat."""
+        self.metrics.delivery_failures.labels(str(refusal.status or 400)).inc()
+        if refusal.status == 403:
+            log.warning("chat %s refuses the bot: %s", chat_id, refusal.description)
+            self.solo.discard(chat_id)
+            self.dead_letters.move(chat_id, plan.rows, plan.message, refusal)
+            return True
         log.warning("Telegram refused a message for chat %s: %s", chat_id, refusal.description)
         plain = self.sender.send(
             chat_id, to_plain_text(plan.message.html), False, plan.thread_id, buttons, reply_to
@@ -94,5 +101,5 @@ class Verdicts:
             self.solo.add(chat_id)
             return True
         self.solo.discard(chat_id)
-        self.dead_letters.move(chat_id, plan.rows[0], plan.message, plain)
+        self.dead_letters.move(chat_id, plan.rows[:1], plan.message, plain)
         return True

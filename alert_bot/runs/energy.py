@@ -106,7 +106,8 @@ class CardEnergy:
     cost: float = 0.0
     estimated: bool = False
     # Seconds with data (the card's energy series present and fresh), and the same seconds
-    # weighted by the tariff of their piece: what a fixed host share is charged over.
+    # weighted by the tariff of their piece: what a fixed host share is charged over (asked
+    # only when energy.host_watts is set).
     seconds: float = 0.0
     priced_seconds: float = 0.0
 
@@ -151,6 +152,8 @@ def card_energy(
             card.joules += joules
             card.cost += joules / JOULES_PER_KWH * price
             card.estimated = card.estimated or estimated
+        if not config.energy.host_watts:
+            continue  # the time with data is for the host share only: not asked without one
         covered = integral_query(f"{ENERGY_SERIES}{{{selector}}}", a, b, "count_over_time")
         for row in prometheus.query(covered, at=b):
             card = _card(cards, row["metric"])

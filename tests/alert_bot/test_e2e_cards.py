@@ -7,8 +7,11 @@ The clock is shortened as in test_e2e.py."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from tests.alert_bot.botkit import CHAT, wait_prometheus_has
 from tests.alert_bot.fake_telegram import parse_telegram_html
@@ -92,31 +95,13 @@ def test_card_lost_at_start_reaches_the_chat_named_by_bus_id(tmp_path, telegram)
 def test_a_card_lost_while_running_shows_in_gpu_with_its_reason_and_since_when(tmp_path, telegram):
     """A card the exporter had open, lost later: once NVML is re-initialised it is a card that
     cannot be opened, and /gpu names why and since when, not only "lost / unreachable"."""
-    build_fake_nvml()
-    scenario = tmp_path / "scenario.json"
-    cards = make_scenario(2)
-    write_scenario(scenario, cards)
-    with _running_chain(tmp_path, telegram, scenario, {}) as (bot, prometheus, _):
-        wait_prometheus_has(prometheus, 'rigwatch_gpu_up{gpu="1"} == 1')
+    with _two_cards(tmp_path, telegram) as (bot, scenario, cards):
         lost_at = time.time()
         cards["devices"][1]["lost"] = True
         write_scenario(scenario, cards)
 
-        def ask_gpu() -> str:
-            before = len(telegram.sent(CHAT))
-            telegram.inject_message(CHAT, "/gpu")
-
-            def answer() -> str | None:
-                # The GpuLost alert (and its chart) go to the same chat and may arrive before
-                # the answer.
-                calls = telegram.sent(CHAT)[before:]
-                texts = [parse_telegram_html(c.params["text"]) for c in calls if "text" in c.params]
-                return next((t for t in texts if "FIRING" not in t), None)
-
-            return wait_until(answer, timeout=15, what="/gpu")
-
         reply = wait_until(
-            lambda: (text := ask_gpu()) and "GPU 1" in text and " since " in text and text,
+            lambda: (text := _ask_gpu(telegram)) and "GPU 1" in text and " since " in text and text,
             timeout=60,
             interval=2,
             what="/gpu naming the card lost while running with its reason and start",
@@ -130,4 +115,66 @@ def test_a_card_lost_while_running_shows_in_gpu_with_its_reason_and_since_when(t
         minute = int(time.strftime("%M", time.gmtime(lost_at)))
         assert int(since.group(2)) in {minute, (minute + 1) % 60}, line
         log = bot.output()
+    assert "Traceback" not in log, log[-3000:]
+
+
+@contextlib.contextmanager
+def _two_cards(tmp_path: Path, telegram) -> Iterator[tuple]:
+    """The whole chain on two healthy cards, both scraped; yields (the bot's process, the
+    scenario file, the scenario) for the test to change a card."""
+    build_fake_nvml()
+    scenario = tmp_path / "scenario.json"
+    cards = make_scenario(2)
+    write_scenario(scenario, cards)
+    with _running_chain(tmp_path, telegram, scenario, {}) as (bot, prometheus, _):
+        wait_prometheus_has(prometheus, 'rigwatch_gpu_up{gpu="1"} == 1')
+        yield bot, scenario, cards
+
+
+def _ask_gpu(telegram) -> str:
+    before = len(telegram.sent(CHAT))
+    telegram.inject_message(CHAT, "/gpu")
+
+    def answer() -> str | None:
+        # An alert about the card (and its chart) goes to the same chat and may arrive before
+        # the answer.
+        calls = telegram.sent(CHAT)[before:]
+        texts = [parse_telegram_html(c.params["text"]) for c in calls if "text" in c.params]
+        return next((t for t in texts if "FIRING" not in t), None)
+
+    return wait_until(answer, timeout=15, what="/gpu")
+
+
+def test_a_hung_card_shows_in_gpu_as_not_answering_and_since_when(tmp_path, telegram):
+    """A card whose reads hang past the scrape deadline reads rigwatch_gpu_up 0 while the
+    exporter keeps it open: /gpu says it is not answering, why, and since when (the minute it
+    was last seen answering), never "lost / unreachable" alone nor its last values."""
+    with _two_cards(tmp_path, telegram) as (bot, scenario, cards):
+        hung_at = time.time()
+        cards["devices"][1]["hang_ms"] = {"nvmlDeviceGetTemperature": 20_000}
+        write_scenario(scenario, cards)
+        reply = wait_until(
+            lambda: (text := _ask_gpu(telegram)) and "not answering" in text and text,
+            timeout=60,
+            interval=2,
+            what="/gpu naming the hung card",
+        )
+        replied_at = time.time()
+        cards["devices"][1]["hang_ms"] = {}
+        write_scenario(scenario, cards)
+        log = bot.output()
+    line = next(x for x in reply.splitlines() if "GPU 1" in x)
+    assert "its reads missed the scrape deadline since" in line, reply
+    assert "°C" not in line, line
+    since = re.search(r" since (\d\d):(\d\d)", line)
+    assert since, line
+    # The last moment it answered: between a step of the 10 s subquery before it hung and the
+    # reply (a hung read that returns after its 20 s lets one scrape through before the next
+    # hangs), compared by the minute so the bot's time zone does not matter.
+    minutes = {
+        int(time.strftime("%M", time.gmtime(moment)))
+        for moment in range(int(hung_at) - 20, int(replied_at) + 1)
+    }
+    assert int(since.group(2)) in minutes, line
+    assert "GPU 0" in reply and "°C" in next(x for x in reply.splitlines() if "GPU 0" in x)
     assert "Traceback" not in log, log[-3000:]

@@ -18,7 +18,7 @@ from alert_bot.upstream import PrometheusClient
 from tests.alert_bot.botkit import bot_env, running_bot, wait_prometheus_has
 from tests.alert_bot.runkit import RestartablePrometheus, SimulatedRig, prometheus_config
 from tests.alert_bot.test_runs_chat import _ask
-from tests.support import free_port, running_exporter, wait_until
+from tests.support import free_port, running_exporter, serving_exposition, wait_until
 
 WATTS = 110.0
 SCRAPE_S = 1.0  # runkit's Prometheus scrapes and evaluates every second
@@ -168,3 +168,54 @@ def test_a_rig_that_stops_reporting_shows_no_data_since_and_never_old_values(tmp
         assert f"{since[1]}:{since[2]}" in minutes, (text, minutes)
         assert "°C" not in text and " W" not in text and "util" not in text, text
     assert "no data since" not in back and "GPU 0" in back, back
+
+
+class FrozenRig:
+    """A rig whose samples carry their own timestamps, as pushed samples do: once frozen it
+    keeps serving its last moment, so Prometheus writes no stale marker and its instant queries
+    still return the old values for five minutes (a push centre whose pushes stopped)."""
+
+    def __init__(self) -> None:
+        self.frozen_at: float | None = None
+
+    def exposition(self) -> bytes:
+        moment = int((self.frozen_at or time.time()) * 1000)
+        card = 'gpu="0",uuid="GPU-frozen"'
+        return (
+            f'rigwatch_exporter_build_info{{version="0.1.0"}} 1 {moment}\n'
+            f"rigwatch_gpu_up{{{card}}} 1 {moment}\n"
+            f'rigwatch_gpu_info{{{card},name="Frozen card"}} 1 {moment}\n'
+            f"rigwatch_gpu_temperature_celsius{{{card}}} 61 {moment}\n"
+        ).encode()
+
+
+def test_old_values_that_prometheus_still_returns_are_not_shown_as_current(tmp_path, telegram):
+    """Samples that stop without a stale marker (a push refused, timestamps frozen) linger in
+    Prometheus's instant answers for five minutes; /status names the rig as silent instead."""
+    rig = FrozenRig()
+    with serving_exposition(rig.exposition) as target:
+        prometheus = RestartablePrometheus(
+            tmp_path / "prometheus", prometheus_config(target, rig="rig2")
+        )
+        prometheus.start()
+        try:
+            _wait_samples(prometheus.url, "rigwatch_exporter_build_info", 3)
+            env = bot_env(tmp_path, telegram.url, {}, prometheus=prometheus.url)
+            with running_bot(env):
+                live = _ask(telegram, "/status rig2")
+                rig.frozen_at = time.time()
+                status = wait_until(
+                    lambda: (t := _ask(telegram, "/status rig2")) and "no data since" in t and t,
+                    timeout=30,
+                    interval=1,
+                    what="/status marking the frozen rig",
+                )
+                lingering = PrometheusClient(prometheus.url).query(
+                    "rigwatch_gpu_temperature_celsius"
+                )
+        finally:
+            prometheus.stop()
+    assert "61 °C" in live and "no data since" not in live, live
+    # Prometheus still answers with the old reading; the chat does not show it as now.
+    assert [r["value"] for r in lingering] == [61.0], lingering
+    assert "rig2" in status and "61 °C" not in status and "GPU 0" not in status, status

@@ -5,13 +5,11 @@ and a genuine run on another rig still gets its message."""
 from __future__ import annotations
 
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.alert_bot.botkit import CHAT, bot_env, running_bot
 from tests.alert_bot.runkit import RULES, RestartablePrometheus, SimulatedRig, training_process
 from tests.alert_bot.test_runs import _stored_runs
-from tests.support import running_exporter, wait_until
+from tests.support import running_exporter, serving_exposition, wait_until
 
 BAD_STARTS = {"101": "-1e300", "102": "1e300", "103": "+Inf", "104": "NaN"}
 
@@ -30,19 +28,6 @@ def _exposition() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-class _Exposition(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
-        body = _exposition()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 def _config(exporter: str, bad: str) -> str:
     return (
         "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
@@ -56,14 +41,14 @@ def _config(exporter: str, bad: str) -> str:
 
 def test_bogus_start_times_are_skipped_and_a_real_run_still_ends(tmp_path, telegram, caplog):
     caplog.set_level(logging.WARNING, logger="rigwatch.bot.runs")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Exposition)
-    serving = threading.Thread(target=server.serve_forever, daemon=True)
-    serving.start()
     rig = SimulatedRig(tmp_path / "scenario.json", cards=1)
     train = None
     try:
-        with rig, running_exporter(rig.path, "--nvml.retry-max-seconds=0.5") as (_, base):
-            bad = f"127.0.0.1:{server.server_address[1]}"
+        with (
+            serving_exposition(_exposition) as bad,
+            rig,
+            running_exporter(rig.path, "--nvml.retry-max-seconds=0.5") as (_, base),
+        ):
             prometheus = RestartablePrometheus(
                 tmp_path / "prometheus", _config(base.removeprefix("http://"), bad)
             )
@@ -105,8 +90,6 @@ def test_bogus_start_times_are_skipped_and_a_real_run_still_ends(tmp_path, teleg
         if train is not None and train.poll() is None:
             train.kill()
             train.wait()
-        server.shutdown()
-        server.server_close()
     rows = _stored_runs(tmp_path / "bot.db")
     assert [r["run_name"] for r in rows] == ["train.py"], [dict(r) for r in rows]
     assert rows[0]["status"] == "ended"

@@ -89,3 +89,47 @@ def test_a_chat_unreachable_later_is_reported_in_another_chat_and_counted(tmp_pa
         )
         assert metric_value(base, "rigwatch_bot_chat_unreachable_total", {"chat": str(routed)}) == 1
     assert not telegram.sent(routed)
+
+
+def test_a_chat_that_blocked_the_bot_is_reported_elsewhere_and_not_retried(tmp_path, telegram):
+    """Telegram's 403 (the user blocked the bot, the bot was kicked from the group) is the chat
+    refusing the bot, not an outage: the notification goes to the dead letters after one try,
+    the default chat hears of it, the chat is counted; nothing is sent there again and again."""
+    from tests.alert_bot.botkit import alert, metric_value, notification, post, webhook_bot
+
+    blocked = -100888
+    settings = {"routes": [{"chat_id": blocked, "match": {"rig": "far"}}]}
+    with webhook_bot(tmp_path, telegram.url, settings) as (_, base):
+        telegram.fail(
+            403,
+            "Forbidden: bot was blocked by the user",
+            count=1000,
+            predicate=lambda params: int(params.get("chat_id", 0)) == blocked,
+        )
+        assert post(base, notification(alert(rig="far")))[0] == 200
+        report = wait_until(
+            lambda: next(
+                (t for t in telegram.visible_texts(CHAT) if f"cannot reach chat {blocked}" in t),
+                None,
+            ),
+            timeout=30,
+            what="the report in the default chat",
+        )
+        assert (
+            metric_value(base, "rigwatch_bot_chat_unreachable_total", {"chat": str(blocked)}) == 1
+        )
+        assert metric_value(base, "rigwatch_bot_dead_letters_total") == 1
+        # A second alert for the blocked chat: one more try, one more report, then quiet.
+        assert post(base, notification(alert(rig="far", gpu="1")))[0] == 200
+        wait_until(
+            lambda: (
+                metric_value(base, "rigwatch_bot_chat_unreachable_total", {"chat": str(blocked)})
+                == 2
+            ),
+            timeout=30,
+            what="the second refusal counted",
+        )
+    tries = [c for c in telegram.calls if int(c.params.get("chat_id", 0)) == blocked]
+    assert len(tries) == 2, [c.method for c in tries]
+    assert "Telegram refused it: Forbidden: bot was blocked by the user" in report, report
+    assert "Alerts: GpuTooHot" in report, report
