@@ -22,6 +22,7 @@ from alert_bot.runs.energy import (
     CardEnergy,
     card_energy,
     duration_text,
+    integral_query,
     kwh_text,
     local_text,
     money,
@@ -310,7 +311,10 @@ def digest_text(prometheus: PrometheusClient, config: Config, table: RunTable, n
             for r in prometheus.query(expr, at=now)
         }
 
-    busy = by_rig("sum by (rig, instance) (avg_over_time(rigwatch_gpu_utilization_ratio[1d])) * 24")
+    # Busy seconds integrated over the samples that exist (as energy is): a rig that reported
+    # for an hour of the day is busy for at most an hour, never its average × 24 h.
+    utilization = integral_query("rigwatch_gpu_utilization_ratio", now - DAY, now)
+    busy = by_rig(f"sum by (rig, instance) ({utilization}) / 3600")
     alerts = by_rig(
         'count by (rig) (max_over_time(ALERTS{alertstate="firing",alertname!="Watchdog"}[1d]))'
     )

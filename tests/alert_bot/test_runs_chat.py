@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 
 import pytest
 
@@ -42,6 +43,7 @@ def _ask(telegram, text: str, chat: int = CHAT) -> str:
 def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
     rig = SimulatedRig(tmp_path / "scenario.json", cards=3, watts=300)
     rig.without_counter(2)
+    began = time.time()
     children = []
     settings = {
         "runs": {"interval": f"{CYCLE_S}s", "min_duration": f"{MIN_DURATION_S}s"},
@@ -119,7 +121,13 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
     assert re.search(r"⚡ today [\d.]+ kWh ≈ [\d.]+ EUR", status), status
     # The digest: once, with the rig's figures.
     assert len(digests) == 1 and len(digests_after) == 1
-    assert re.search(r"rig1 · [\d.]+ GPU-hours busy · \d runs ended · 0 alerts fired", digests[0])
+    found = re.search(
+        r"rig1 · ([\d.]+) GPU-hours busy · \d runs ended · 0 alerts fired", digests[0]
+    )
+    assert found, digests[0]
+    # Busy hours count only the time the rig reported: at most its three cards for as long as
+    # this test has run, never a day's average × 24 h.
+    assert float(found.group(1)) <= 3 * (time.time() - began) / 3600, digests[0]
     assert "peak" in digests[0] and "kWh" in digests[0] and abbreviation in digests[0]
 
 
