@@ -58,25 +58,12 @@ def test_card_lost_at_start_reaches_the_chat_named_by_bus_id(tmp_path, telegram)
         # Nothing else about this card pages twice.
         assert _message_with(telegram, "GpuLost", "FIRING") is None
 
-        def ask_gpu() -> str:
-            before = len(telegram.sent(CHAT))
-            telegram.inject_message(CHAT, "/gpu")
-
-            def answer() -> str | None:
-                # The GpuLost alert (and its chart) go to the same chat and may arrive before
-                # the answer.
-                calls = telegram.sent(CHAT)[before:]
-                texts = [parse_telegram_html(c.params["text"]) for c in calls if "text" in c.params]
-                return next((t for t in texts if "FIRING" not in t), None)
-
-            return wait_until(answer, timeout=15, what="/gpu")
-
         lost_line = (
             "❌ GPU 2 (0000:03:00.0) on rig1: on the bus, the driver cannot reach it — lost since "
         )
         # "since" comes from a 10 s subquery: a few seconds after the first scrape.
         reply = wait_until(
-            lambda: (text := ask_gpu()) and lost_line in text and text,
+            lambda: (text := _ask_gpu(telegram)) and lost_line in text and text,
             timeout=30,
             interval=2,
             what="/gpu naming the lost card with its start",
