@@ -42,7 +42,8 @@ def test_every_energy_query_answers_with_kwh_cost_and_estimates(tmp_path):
         with running_prometheus(tmp_path, config) as prometheus:
             wait_prometheus_has(prometheus, "gpu:rigwatch_energy_watts:rate1m", timeout=30)
             wait_prometheus_has(prometheus, "rigwatch_bot_energy_price_per_kwh", timeout=30)
-            time.sleep(11)  # a whole range of data
+            # A period, not an event: the dashboards' window must be full of data.
+            time.sleep(int(RANGE["$__range_s"]) + 1)
             board = json.loads((GRAFANA_DIR / "dashboards" / "energy.json").read_text())
             answers = {}
             at = time.time()
