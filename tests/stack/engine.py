@@ -15,13 +15,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import REPO
+from tests.support import REPO, wait_until
 
 CONTAINERS = REPO / "tests" / "containers"
 CACHE = Path(os.environ.get("RIGWATCH_TEST_CACHE", Path.home() / ".cache" / "rigwatch-tests"))
@@ -190,14 +189,22 @@ class Engine:
             start_new_session=True,
         )
         log_file.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dockerd exited at start:\n{self.log_tail()}")
-            if self.docker("version", check=False, timeout=10).returncode == 0:
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"dockerd did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+        try:
+            wait_until(
+                lambda: (
+                    self.process.poll() is not None
+                    or self.docker("version", check=False, timeout=10).returncode == 0
+                ),
+                timeout=timeout,
+                interval=0.5,
+                what="dockerd",
+            )
+        except TimeoutError:
+            raise RuntimeError(
+                f"dockerd did not answer within {timeout:.0f} s:\n{self.log_tail()}"
+            ) from None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"dockerd exited at start:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         path = self.root / "dockerd.log"

@@ -197,6 +197,10 @@ def write_prometheus_overlay(
     return path
 
 
+GROUP_WAIT_S = 1  # the shipped routes' waits, shortened for the tests
+GROUP_INTERVAL_S = 2
+
+
 def write_alertmanager_overlay(workdir: Path, webhook_url: str, token: str) -> Path:
     """prometheus/alertmanager.yml with the receiver URL and token file swapped for the test's
     and every wait shortened; routes, grouping and inhibit rules stay as shipped."""
@@ -209,7 +213,10 @@ def write_alertmanager_overlay(workdir: Path, webhook_url: str, token: str) -> P
             hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
 
     def shorten(route: dict) -> None:
-        for key, value in (("group_wait", "1s"), ("group_interval", "2s")):
+        for key, value in (
+            ("group_wait", f"{GROUP_WAIT_S}s"),
+            ("group_interval", f"{GROUP_INTERVAL_S}s"),
+        ):
             if key in route:
                 route[key] = value
         if "repeat_interval" in route:

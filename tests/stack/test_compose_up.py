@@ -459,6 +459,12 @@ def _queued_delivered(stack: Stack) -> bool:
     )
 
 
+def _delivery_failures() -> float:
+    """The bot's failed send attempts so far, all reasons."""
+    metrics = http_get(f"{BOT}/metrics")[1]
+    return sum(_series(metrics, "rigwatch_bot_delivery_failures_total").values())
+
+
 def _samples_before(stack: Stack, at: float) -> int:
     result = api(
         f"{PROMETHEUS}/api/v1/query?query=count_over_time(up%7Bjob%3D%22prometheus%22%7D%5B1h%5D)"
@@ -479,11 +485,19 @@ def test_queue_silences_and_tsdb_survive_restart_and_down_up(stack):
             "comment": "kept across restarts",
         },
     )["silenceID"]
+    failed_before = _delivery_failures()
     _queue_behind_a_telegram_outage(stack)
     mark = time.time()
     samples = _samples_before(stack, mark)
     assert samples > 0
-    time.sleep(3)
+
+    # The bot has tried to deliver it and failed (Telegram is down): it waits in the queue.
+    wait_until(
+        lambda: _delivery_failures() > failed_before,
+        timeout=60,
+        interval=1,
+        what="a failed delivery try",
+    )
     assert not _queued_delivered(stack)
 
     for step in (("restart",), ("down",), ("up", "-d", *SERVICES)):

@@ -40,6 +40,8 @@ groups:
         annotations: {{summary: "{name} on rig1", description: "the HA pair's probe"}}
 """
 
+PEER_TIMEOUT_S = 3  # --cluster.peer-timeout: the second member waits this long
+
 
 @contextlib.contextmanager
 def alertmanager_member(
@@ -61,7 +63,7 @@ def alertmanager_member(
             "--cluster.pushpull-interval=1s",
             "--cluster.settle-timeout=3s",
             # The second member waits this long for the first one's notification log entry.
-            "--cluster.peer-timeout=3s",
+            f"--cluster.peer-timeout={PEER_TIMEOUT_S}s",
         ]
     proc = ManagedProcess(
         [
@@ -161,8 +163,10 @@ def test_clustered_pair_sends_once_and_gossips_silences(tmp_path):
         for member in pair.members:
             wait_until(lambda m=member: json.loads(request(m + "/api/v2/alerts")[1]), timeout=30)
         wait_until(lambda: pair.chat_messages("HaProbeClustered"), timeout=30, what="message")
-        # Past the second member's peer timeout: it found the first one's log entry.
-        time.sleep(5)
+        # A period, not an event: nothing more may be sent in it. Past the second member's
+        # peer timeout (its wait for the first one's log entry) with a margin, it has sent
+        # nothing of its own.
+        time.sleep(PEER_TIMEOUT_S + 2)
         assert len(pair.chat_messages("HaProbeClustered")) == 1
         assert sum(pair.webhook_sends(m) for m in pair.members) == 1
 
@@ -209,10 +213,13 @@ def test_partitioned_pair_both_send_and_the_bot_sends_once(tmp_path):
             what="both members to notify",
         )
         wait_until(lambda: pair.chat_messages("HaProbeApart"), timeout=30, what="message")
-        time.sleep(2)
-        # ...and the bot drops the second copy.
+        # ...and the bot drops the second copy: it has taken it in, as a duplicate.
+        wait_until(
+            lambda: metric_value(pair.bot, "rigwatch_bot_notifications_duplicate_total") >= 1,
+            timeout=30,
+            what="the second copy taken in",
+        )
         assert len(pair.chat_messages("HaProbeApart")) == 1
-        assert metric_value(pair.bot, "rigwatch_bot_notifications_duplicate_total") >= 1
 
 
 def test_ha_config_differs_from_the_shipped_one_only_by_the_second_member():

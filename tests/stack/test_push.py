@@ -143,16 +143,22 @@ def _sample_times(centre: PushCentre, since: float) -> list[float]:
 
 def test_centre_outage_with_an_agent_restart_loses_nothing(push):
     start = time.time()
-    time.sleep(2)
+    wait_until(
+        lambda: len(_sample_times(push.centre, start)) >= 2,
+        timeout=30,
+        what="samples before the outage",
+    )
     push.centre.stop()
     down = time.time()
+    # Periods, not waits: the outage must span scrapes (one a second) whose samples must then
+    # all arrive; the checks below count them from the centre's data, however many there are.
     time.sleep(6)
     # The agent restarts while the centre is away: its backlog is on disk.
     agent_stopping = time.time()
     push.agent.stop()
     push.agent.start()
     agent_back = time.time()
-    time.sleep(4)
+    time.sleep(4)  # the restarted agent scrapes into its backlog
     push.centre.start()
     back = time.time()
     wait_until(
