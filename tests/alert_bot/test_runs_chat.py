@@ -11,7 +11,14 @@ import pytest
 
 from alert_bot.config import ConfigError, load_config
 from alert_bot.runs.energy import segments
-from tests.alert_bot.botkit import CHAT, WEBHOOK_TOKEN, bot_env, metric_value, running_bot
+from tests.alert_bot.botkit import (
+    CHAT,
+    WEBHOOK_TOKEN,
+    bot_env,
+    metric_value,
+    running_bot,
+    wait_prometheus_has,
+)
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.alert_bot.runkit import (
     SimulatedRig,
@@ -59,6 +66,11 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
             rig.place(train.pid, [0, 1])
             rig.place(evaluate.pid, [2], memory=2 << 30)
             env = bot_env(tmp_path, telegram.url, settings, prometheus=prometheus.url)
+            # The digest goes out at the watch's first look: the cards' utilisation is there
+            # for a few scrapes by then, so it has figures to give.
+            wait_prometheus_has(
+                prometheus.url, "count_over_time(rigwatch_gpu_utilization_ratio[1m]) >= 3"
+            )
             with running_bot(env) as (app, _):
                 running = app.runs.table.running
                 wait_until(lambda: len(running()) == 2, DEADLINE_S, what="two runs")
