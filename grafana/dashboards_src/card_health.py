@@ -68,6 +68,12 @@ def _errors_table(title: str, counter: str, by: str, description: str):
     ).time_from(WEEK)
 
 
+def _hourly_max(gauge: str) -> str:
+    """A count gauge at hourly steps: the most it held within each step, so a rise between
+    two steps is not missed."""
+    return f"sum by ({CARD_LABELS}) (max_over_time({gauge}[$__rate_interval]))"
+
+
 def build() -> Dashboard:
     board = dashboard(
         UID,
@@ -182,12 +188,8 @@ def build() -> Dashboard:
             "Memory rows remapped and pages retired",
             "none",
             [
-                Query(
-                    "remapped_rows", f"sum by ({CARD_LABELS}) ({REMAPPED})", CARD_LEGEND + " rows"
-                ),
-                Query(
-                    "retired_pages", f"sum by ({CARD_LABELS}) ({RETIRED})", CARD_LEGEND + " pages"
-                ),
+                Query("remapped_rows", _hourly_max(REMAPPED), CARD_LEGEND + " rows"),
+                Query("retired_pages", _hourly_max(RETIRED), CARD_LEGEND + " pages"),
             ],
             size=(24, 8),
         ).interval(HOURLY)
