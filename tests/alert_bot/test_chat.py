@@ -80,6 +80,7 @@ def test_command_menu_and_start_help(bot, telegram):
         "mute",
         "runs",
         "energy",
+        "health",
     }
     mine = _visible(_ask(telegram, CHAT, "/start")[0])
     assert str(CHAT) in mine and "is allowed" in mine
@@ -87,7 +88,7 @@ def test_command_menu_and_start_help(bot, telegram):
     assert str(STRANGER) in theirs and "not allowed" in theirs
     assert f"TELEGRAM_CHAT_ID={STRANGER}" in theirs
     help_text = _visible(_ask(telegram, CHAT, "/help@rigwatch_bot")[0])
-    for name in ("/status", "/gpu", "/cpu", "/alerts", "/silences", "/graph", "/mute"):
+    for name in ("/status", "/gpu", "/cpu", "/alerts", "/silences", "/graph", "/mute", "/health"):
         assert name in help_text
 
 
