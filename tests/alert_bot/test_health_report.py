@@ -98,6 +98,8 @@ def _month_of_drift(end: int) -> str:
                 rows = 2 if last_week and t > end - 3 * DAY else 0
                 sample("rigwatch_gpu_remapped_rows", card + ',type="correctable"', rows, t)
                 sample("rigwatch_gpu_retired_pages", card + ',cause="single_bit_ecc"', 0, t)
+                if gpu == "0":  # once per rig: the dashboards' variables read it
+                    sample("rigwatch_exporter_build_info", LABELS + ',version="0.1.0"', 1, t)
                 sample(
                     "rigwatch_pci_aer_events_total",
                     f'{LABELS},pci_bus_id="{bus}",source="device",severity="correctable"',
@@ -262,7 +264,9 @@ def test_every_card_health_dashboard_query_answers_over_the_month(history, prome
     for variable in board["templating"]["list"]:
         if variable["type"] == "query":
             selector, label = variable["definition"][len("label_values(") : -1].rsplit(",", 1)
-            found = client.query(f"group by ({label}) ({substitute_variables(selector)})", at=end)
+            # Grafana reads a variable's values over the dashboard's range; an hour will do.
+            over = f"last_over_time({substitute_variables(selector)}[1h])"
+            found = client.query(f"group by ({label}) ({over})", at=end)
             assert found, variable["name"]
 
 
