@@ -6,7 +6,7 @@ it once per interval and serves that body to every rig's target, and each target
 own `rig` and `instance` labels, as relabelling one exporter's scrape into many rigs would.
 Each engine runs alone, with the shipped rule files, at the shipped 15 s intervals.
 
-    python3 bench/bench_fleet.py                       # N = 10, 50, 200; about 7 minutes
+    python3 bench/bench_fleet.py              # N = 10, 50, 200, then wear at 200; about 10 minutes
     python3 bench/bench_fleet.py --rigs 10 50 --window 30
 
 Measured per engine and N, from one interval after every target has been scraped:
@@ -19,6 +19,17 @@ Measured per engine and N, from one interval after every target has been scraped
 - rule evaluation: the time one evaluation of all shipped rule groups takes (Prometheus:
   prometheus_rule_group_last_duration_seconds summed; vmalert: the mean of
   vmalert_iteration_duration_seconds per group, summed).
+
+The wear rules (prometheus/rules/wear.yml) run once an hour, so a short window may never see
+them evaluated. A second table measures them at --wear-rigs: Prometheus with every shipped rule
+file, wear.yml's groups evaluated every 15 s instead of hourly (one evaluation costs the same),
+every card loaded and thermally throttled (the recordings keep only cards at work, so this is
+their largest cost), and per wear group its prometheus_rule_group_last_duration_seconds (the
+median over the window) and the series it adds (its recorded series, against the head's). Its
+windows ([7d], offset 28d) hold only the minutes the run has, so the alert group's figure is a
+floor.
+
+    python3 bench/bench_fleet.py --rigs --wear-rigs 200   # the wear table alone
 """
 
 from __future__ import annotations
@@ -269,6 +280,71 @@ ENGINES = (
 )
 
 
+CARDS = 8  # per simulated rig
+WEAR_FILE = next(path for path in RULE_FILES if path.name == "wear.yml")
+WEAR_RECORDED = '{__name__=~"gpu:rigwatch_(loaded_temperature_celsius|throttled_share):avg1h"}'
+
+
+def wear_every_interval(path: Path) -> Path:
+    """wear.yml with its groups evaluated every INTERVAL instead of hourly."""
+    rules = yaml.safe_load(WEAR_FILE.read_text())
+    for group in rules["groups"]:
+        group["interval"] = f"{INTERVAL:g}s"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
+
+
+def measure_wear(workdir: Path, address: str, n: int, window: float) -> dict:
+    """Per wear group: the median evaluation time over the window; and the series added."""
+    config = scrape_config(address, n, with_rules=True)
+    config["rule_files"] = [
+        str(wear_every_interval(workdir / "wear.yml")) if path == WEAR_FILE else str(path)
+        for path in RULE_FILES
+    ]
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = [
+        "prometheus",
+        f"--config.file={workdir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={workdir / 'prom-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    groups = [g["name"] for g in yaml.safe_load(WEAR_FILE.read_text())["groups"]]
+    with serving(argv, base + "/-/ready"):
+        wait_until(
+            lambda: query(base, f'count(up{{job="rigwatch"}} == 1) == {n}'), timeout=120, interval=1
+        )
+
+        def recorded() -> int:
+            found = query(base, f"count({WEAR_RECORDED})")
+            return int(float(found[0]["value"][1])) if found else 0
+
+        # Both recordings for every card (all loaded and throttled) before timing the groups.
+        wait_until(lambda: recorded() >= 2 * CARDS * n, timeout=300, interval=1)
+        durations: dict[str, list[float]] = {g: [] for g in groups}
+        deadline = time.monotonic() + window
+        while time.monotonic() < deadline:
+            for group in groups:
+                # From Prometheus's own /metrics: the bench's Prometheus does not scrape itself.
+                durations[group].append(
+                    metrics_sum(
+                        base,
+                        r'prometheus_rule_group_last_duration_seconds\{rule_group="[^"]*;'
+                        + re.escape(group)
+                        + '"',
+                    )
+                )
+            time.sleep(INTERVAL)
+        series = recorded()
+        head = int(metrics_sum(base, r"prometheus_tsdb_head_series "))
+    return {
+        "groups": {g: statistics.median(d) for g, d in durations.items()},
+        "recorded": series,
+        "head": head,
+    }
+
+
 def measure(engine: dict, n: int, window: float) -> dict:
     base = engine["base"]
 
@@ -297,7 +373,10 @@ def measure(engine: dict, n: int, window: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rigs", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--rigs", type=int, nargs="*", default=[10, 50, 200])
+    parser.add_argument(
+        "--wear-rigs", type=int, nargs="*", default=[200], help="fleet sizes for the wear table"
+    )
     parser.add_argument("--window", type=float, default=30.0, help="seconds measured per run")
     args = parser.parse_args()
     for tool in ("prometheus", "victoria-metrics", "vmalert"):
@@ -323,8 +402,32 @@ def main() -> None:
                     with engine(run_dir, snapshot.address, n) as handle:
                         rows.append((n, name, measure(handle, n, args.window)))
                     shutil.rmtree(run_dir, ignore_errors=True)
+            wear_rows = []
+            if args.wear_rigs:
+                # The wear recordings keep only cards at work (power 60 % of the limit or more,
+                # utilisation 50 % or more) and throttled: every card loaded and thermally
+                # slowed is their largest cost, two recorded series per card.
+                loaded = make_scenario(CARDS)
+                for device in loaded["devices"]:
+                    device.update(
+                        power_mw=400000, utilization_gpu_percent=95, clock_event_reasons=0x20
+                    )
+                write_scenario(scenario, loaded)
+            for n in args.wear_rigs:
+                run_dir = workdir / f"wear-{n}"
+                run_dir.mkdir()
+                log(f"bench_fleet: wear rules, Prometheus, {n} rigs")
+                wear_rows.append((n, measure_wear(run_dir, snapshot.address, n, args.window)))
+                shutil.rmtree(run_dir, ignore_errors=True)
+    if rows:
+        print_engines(rows, args.window)
+    if wear_rows:
+        print_wear(wear_rows, args.window)
+
+
+def print_engines(rows: list, window: float) -> None:
     print(f"Fleet of N rigs × 8 simulated cards, 15 s scrape and rule intervals, "
-          f"{args.window:g} s window, {os.cpu_count()} CPUs\n")  # fmt: skip
+          f"{window:g} s window, {os.cpu_count()} CPUs\n")  # fmt: skip
     print("| rigs | engine | series | ingest (samples/s) | CPU (cores) | RSS (MiB) "
           "| overview load p50 (ms) | rule evaluation (ms) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
@@ -333,6 +436,22 @@ def main() -> None:
             f"| {n} | {name} | {m['series']} | {m['ingest']:.0f} | {m['cpu']:.3f} "
             f"| {m['rss']:.0f} | {m['overview'] * 1000:.0f} | {m['rules'] * 1000:.1f} |"
         )
+
+
+def print_wear(rows: list, window: float) -> None:
+    print(f"\nWear rules (prometheus/rules/wear.yml) on Prometheus 2.42, evaluated every "
+          f"{INTERVAL:g} s for the measurement (hourly when shipped), median of a {window:g} s "
+          f"window, {os.cpu_count()} CPUs\n")  # fmt: skip
+    print("| rigs | group | one evaluation (ms) |")
+    print("|---|---|---|")
+    for n, m in rows:
+        for group, seconds in m["groups"].items():
+            print(f"| {n} | {group} | {seconds * 1000:.1f} |")
+    print("\n| rigs | series the wear rules add | head series, all rules | share |")
+    print("|---|---|---|---|")
+    for n, m in rows:
+        share = m["recorded"] / m["head"] if m["head"] else float("nan")
+        print(f"| {n} | {m['recorded']} | {m['head']} | {share:.1%} |")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import energy, gpu_detail, host_detail, rig_overview
+from . import card_health, energy, gpu_detail, host_detail, rig_overview
 from .dashboard import render
 
-DASHBOARDS: tuple[ModuleType, ...] = (rig_overview, gpu_detail, host_detail, energy)
+DASHBOARDS: tuple[ModuleType, ...] = (rig_overview, gpu_detail, host_detail, energy, card_health)
 
 
 def render_all() -> dict[str, str]:

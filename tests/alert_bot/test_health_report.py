@@ -2,13 +2,16 @@
 Prometheus's storage (promtool's OpenMetrics backfill), the wear recording rules of
 prometheus/rules/wear.yml evaluated over those weeks by the real rule engine (promtool's rules
 backfill against that Prometheus), then the bot as a real process, on the fake Telegram,
-sends the week's report naming the card whose cooling and PCIe link drifted, not the steady
-one; /health answers the same on demand. The schedule's exactly-once and its postponement
+sends the week's report naming the card whose cooling, throttling, PCIe link and memory
+drifted, not the steady one; /health answers the same on demand; every query of the "Card
+health" dashboard answers over that month. The schedule's exactly-once and its postponement
 while Prometheus is down are checked on the run watch itself, over a real store."""
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from alert_bot.upstream import PrometheusClient
 from tests.alert_bot.botkit import CHAT, bot_env, bot_process, wait_prometheus_has
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.servers import have_binary, running_prometheus
+from tests.stack.stack_support import GRAFANA_DIR, dashboard_queries, substitute_variables
 from tests.support import REPO, free_port, wait_until
 
 pytestmark = pytest.mark.skipif(
@@ -41,46 +45,78 @@ CARDS = {
 }
 # Prometheus deletes what is older than its retention (15 days by default) at start.
 KEEP = ("--storage.tsdb.retention.time=60d",)
+# Grafana's variables in the dashboard: the tables' range is a week, the graphs ask for hourly
+# steps ($__rate_interval: the step and a 15 s scrape interval).
+GRAFANA_RANGES = {"$__range": "7d", "$__rate_interval": "3615s", "$__interval": "1h"}
 HEALTH = {"health": {"day": "monday", "at": "00:00"}, "timezone": "UTC"}  # due all week
 
 
 def _month_of_drift(end: int) -> str:
     """OpenMetrics text for two RTX 3090s over SPAN up to end. Both work 18 hours a day at
-    250 W of 300 (idle at 30 W the rest). GPU 0 stays at 68 °C ± 3 (noise each sample) and
-    has 1 PCIe replay an hour; GPU 1 warms steadily from 66 °C by 10 °C over the span (dust)
-    and its link errors go from 1 to 20 an hour in the last week (a riser)."""
+    250 W of 300 (idle at 30 W the rest). GPU 0 stays at 68 °C ± 3 (noise each sample), is
+    throttled now and then (3 % of samples) and has 1 PCIe replay an hour. GPU 1 warms
+    steadily from 66 °C by 10 °C over the span (dust); in the last week one hour in three is
+    thermally throttled, its link errors go from 1 to 20 an hour (a riser) and it remaps 2
+    memory rows. Both count 2 correctable AER events an hour throughout (no drift)."""
     rng = random.Random(23)
     start = end - SPAN
-    times = range(start, end + 1, STEP)
     families: dict[str, list[str]] = {}
+
+    def sample(name: str, labels: str, value: float | str, t: int) -> None:
+        families.setdefault(name, []).append(f"{name}{{{labels}}} {value} {t}")
+
     for gpu, uuid in CARDS.items():
         card = f'{LABELS},gpu="{gpu}",uuid="{uuid}"'
-        replay = 0.0
-        for t in times:
+        bus = f"0000:0{gpu}:00.0"
+        replay = aer = 0.0
+        for t in range(start, end + 1, STEP):
             loaded = (t % DAY) >= 6 * 3600
-            if gpu == "0":
+            last_week = gpu == "1" and t > end - 7 * DAY
+            if not loaded:
+                temperature = 40 + rng.uniform(-2, 2)
+            elif gpu == "0":
                 temperature = 68 + rng.uniform(-3, 3)
             else:
                 temperature = 66 + 10 * (t - start) / SPAN + rng.uniform(-1, 1)
-            if not loaded:
-                temperature = 40 + rng.uniform(-2, 2)
-            last_week = gpu == "1" and t > end - 7 * DAY
+            throttled = (t // 3600) % 3 == 0 if last_week else rng.random() < 0.03
             replay += (20 if last_week else 1) * STEP / 3600
-            rows = {
-                "rigwatch_gpu_temperature_celsius": f"{temperature:.2f}",
-                "rigwatch_gpu_power_watts": "250" if loaded else "30",
-                "rigwatch_gpu_power_limit_watts": "300",
-                "rigwatch_gpu_utilization_ratio": "0.97" if loaded else "0",
-                "rigwatch_gpu_pcie_replay_errors_total": f"{int(replay)}",
-            }
-            for name, value in rows.items():
-                families.setdefault(name, []).append(f"{name}{{{card}}} {value} {t}")
-            info = f'{card},name="NVIDIA GeForce RTX 3090",pci_bus_id="00000000:0{gpu}:00.0"'
-            families.setdefault("rigwatch_gpu_info", []).append(
-                f"rigwatch_gpu_info{{{info}}} 1 {t}"
+            aer += 2 * STEP / 3600
+            sample("rigwatch_gpu_temperature_celsius", card, f"{temperature:.2f}", t)
+            sample("rigwatch_gpu_power_watts", card, 250 if loaded else 30, t)
+            sample("rigwatch_gpu_power_limit_watts", card, 300, t)
+            sample("rigwatch_gpu_utilization_ratio", card, 0.97 if loaded else 0, t)
+            sample(
+                "rigwatch_gpu_throttle_reason_active",
+                card + ',reason="hw_thermal"',
+                int(loaded and throttled),
+                t,
             )
+            sample("rigwatch_gpu_pcie_replay_errors_total", card, int(replay), t)
+            info = f'{card},name="NVIDIA GeForce RTX 3090",pci_bus_id="{bus}"'
+            sample("rigwatch_gpu_info", info, 1, t)
+            if t % 1800 < STEP:  # slow counters: two samples an hour are plenty
+                rows = 2 if last_week and t > end - 3 * DAY else 0
+                sample("rigwatch_gpu_remapped_rows", card + ',type="correctable"', rows, t)
+                sample("rigwatch_gpu_retired_pages", card + ',cause="single_bit_ecc"', 0, t)
+                if gpu == "0":  # once per rig: the dashboards' variables read it
+                    sample("rigwatch_exporter_build_info", LABELS + ',version="0.1.0"', 1, t)
+                sample(
+                    "rigwatch_pci_aer_events_total",
+                    f'{LABELS},pci_bus_id="{bus}",source="device",severity="correctable"',
+                    int(aer),
+                    t,
+                )
     lines = [line for rows in families.values() for line in rows]
     return "\n".join([*lines, "# EOF", ""])
+
+
+def _rules_start(end: int) -> int:
+    """Where the rules backfill starts: an hour into the history (each point averages the hour
+    before it), moved to 10 minutes past a 2-hour block boundary. promtool 2.42 imports in
+    2-hour chunks from the start, and when the first chunk is shorter than the rule group's 1h
+    interval it writes nothing at all (exit status 0, no message): found by trying starts."""
+    first = end - SPAN + 3600
+    return (first // 7200 + 1) * 7200 + 600
 
 
 def _promtool(*args: str) -> None:
@@ -104,7 +140,7 @@ def history(tmp_path_factory) -> Iterator[tuple[Path, int]]:
     recorded = work / "recorded"
     port = free_port()
     with running_prometheus(work, "global: {}\n", KEEP, port=port, storage=storage) as base:
-        wait_prometheus_has(base, "rigwatch_gpu_temperature_celsius")
+        wait_prometheus_has(base, "last_over_time(rigwatch_gpu_temperature_celsius[1h])")
         # The hourly wear rules evaluated hour by hour over the whole history, by the rule
         # engine against this Prometheus (the group's own 1h interval), into blocks.
         _promtool(
@@ -113,7 +149,7 @@ def history(tmp_path_factory) -> Iterator[tuple[Path, int]]:
             "rules",
             "-q",
             f"--url={base}",
-            f"--start={end - SPAN + 3600}",
+            f"--start={_rules_start(end)}",
             f"--end={end}",
             f"--output-dir={recorded}",
             str(REPO / "prometheus/rules/wear.yml"),
@@ -161,6 +197,13 @@ def test_a_month_of_drift_brings_the_weekly_report_naming_the_card(prometheus, t
         link = next(line for line in text.splitlines() if "PCIe replay errors" in line)
         assert link.startswith("🔌 33"), link  # 20 an hour over 168 hours ≈ 3360
         assert "Reseat or replace the riser" in text, text
+        # Throttled one hour in three this week, 3 % of the time four weeks ago; two rows.
+        slowed = next(line for line in text.splitlines() if "slowed by heat or power" in line)
+        shares = [int(n) for n in re.findall(r"(\d+) %", slowed)]
+        assert 30 <= shares[0] <= 37 and shares[1] <= 5, slowed
+        assert "🧩 2 memory rows or pages taken out of use this week, 0 in" in text, text
+        # The AER counts did not drift: no line for them.
+        assert "AER" not in text, text
         # On demand: the same drift, and nothing about the steady card.
         before = len(telegram.sent(CHAT))
         telegram.inject_message(CHAT, "/health rig1")
@@ -199,6 +242,32 @@ def test_the_report_goes_once_a_week_and_waits_for_prometheus(prometheus, tmp_pa
         assert store.state.get(HEALTH_KEY) == week
     finally:
         store.close()
+
+
+def test_every_card_health_dashboard_query_answers_over_the_month(history, prometheus):
+    """The dashboard's queries as Grafana sends them (tables over a week, graphs at hourly
+    steps), at the end of the month: every one has data, and the cooling table tells the
+    drifting card from the steady one by the same figures as the report."""
+    _storage, end = history
+    board = json.loads((GRAFANA_DIR / "dashboards" / "card-health.json").read_text())
+    client = PrometheusClient(prometheus)
+    answers = {}
+    for title, expr, _instant in dashboard_queries(board):
+        result = client.query(substitute_variables(expr, GRAFANA_RANGES), at=end)
+        assert result, f"{title}: no data for {expr}"
+        answers.setdefault(title, []).append(result)
+    assert len(answers) >= 9
+    change = {r["metric"]["gpu"]: r["value"] for r in answers["Temperature under load"][2]}
+    assert change["1"] >= 6 and abs(change["0"]) < 1, change
+    replay = {r["metric"]["gpu"]: r["value"] for r in answers["PCIe replay errors"][0]}
+    assert replay["1"] > 3000 and replay["0"] < 200, replay
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            selector, label = variable["definition"][len("label_values(") : -1].rsplit(",", 1)
+            # Grafana reads a variable's values over the dashboard's range; an hour will do.
+            over = f"last_over_time({substitute_variables(selector)}[1h])"
+            found = client.query(f"group by ({label}) ({over})", at=end)
+            assert found, variable["name"]
 
 
 def _none() -> None:

@@ -551,6 +551,11 @@ def test_every_command_in_russian(tmp_path: Path, telegram, services):
         assert "₽0" not in energy and "." not in energy.split("\n", 1)[1]
         week = _ask(telegram, botkit.CHAT, "/energy rig1 7д")
         assert week.startswith("⚡ Энергия GPU за 7 дн. (по "), week
+        # Minutes of history: the card-health report says it has nothing to compare yet.
+        health = _ask(telegram, botkit.CHAT, "/health rig1")
+        assert health.startswith("🩺 Здоровье карт · rig1 · "), health
+        assert health.endswith("Пока не с чем сравнить: карте нужны сутки под нагрузкой на этой "
+                               "неделе и четыре недели назад."), health  # fmt: skip
         assert telegram.calls_to("sendPhoto")
 
 

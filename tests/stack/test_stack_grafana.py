@@ -30,6 +30,7 @@ EXPECTED_UIDS = {
     "gpu-detail.json": "rigwatch-gpu",
     "host-detail.json": "rigwatch-host",
     "energy.json": "rigwatch-energy",
+    "card-health.json": "rigwatch-health",
 }
 RANGE_FUNCTIONS = re.compile(r"\b(rate|irate|increase|delta|deriv|\w+_over_time)\s*\(")
 
