@@ -173,16 +173,29 @@ def test_the_token_and_its_secret_half_alone_are_scrubbed(tmp_path, telegram, ca
     ):
         for handler in logging.getLogger().handlers:
             handler.addFilter(TokenScrubber(BOT_TOKEN))
-        telegram.fail(403, f"Forbidden: token {SECRET} is not allowed here", count=2)
+        # Retried (a 5xx), then delivered: the echoed secret in the retry's error.
+        telegram.fail(502, f"Bad Gateway: token {SECRET} is not allowed here", count=2)
         assert botkit.post(base, botkit.notification(botkit.alert()))[0] == 200
-        wait_until(lambda: telegram.sent(CHAT), timeout=20, what="delivery after the 403s")
+        wait_until(lambda: telegram.sent(CHAT), timeout=20, what="delivery after the 502s")
+        # Refused for good (the chat blocked the bot): the echo in the dead letter's error.
+        telegram.fail(403, f"Forbidden: token {SECRET} is not allowed here", count=1)
+        assert botkit.post(base, botkit.notification(botkit.alert(gpu="1")))[0] == 200
+        wait_until(
+            lambda: botkit.metric_value(base, "rigwatch_bot_dead_letters_total") == 1,
+            timeout=20,
+            what="the 403 dead-lettered",
+        )
     logged = "\n".join(caplog.text.splitlines())
     assert SECRET not in logged
     stored = sqlite3.connect(Path(tmp_path) / "bot.db")
-    errors = " ".join(str(r[0]) for r in stored.execute("SELECT last_error FROM notifications"))
+    errors = [str(r[0]) for r in stored.execute("SELECT last_error FROM notifications")]
+    dead = [
+        str(r[0])
+        for r in stored.execute("SELECT last_error FROM notifications WHERE status = 'dead'")
+    ]
     stored.close()
-    assert "Forbidden" in errors or errors.strip() in ("", "None")
-    assert SECRET not in errors
+    assert len(dead) == 1 and "Forbidden" in dead[0], errors
+    assert not any(SECRET in error for error in errors), errors
 
 
 def _raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
