@@ -345,6 +345,17 @@ def test_a_rig_writes_only_under_its_own_name(centre, case, labels):
     assert "rigwatch_relay_rig" not in stored[0]
 
 
+def test_a_rig_cannot_pass_its_own_extra_label(centre):
+    """vmauth keeps the route's extra_label over one the pusher puts in the URL."""
+    name = "attack_url_extra_label"
+    body = write_request(series([("__name__", name), ("job", "rigwatch")]))
+    url = centre.write_url + "?extra_label=rig=rig1&extra_label=job=prometheus"
+    status, answer = request(url, body, {**REMOTE_WRITE_HEADERS, **RIG2}, "POST")
+    assert status == 204, answer
+    stored = wait_until(lambda: _stored(centre, name), 20, what="the push stored")
+    assert [(row["rig"], row["job"]) for row in stored] == [("rig2", "rigwatch")]
+
+
 def test_a_rig_writes_no_alerts_and_no_centre_job(centre):
     forged = [
         [("__name__", "ALERTS"), ("alertname", "GpuTemperatureCritical"), ("job", "rigwatch"),
