@@ -1,7 +1,11 @@
-"""Who may write and read: the remote-write receiver, Alertmanager's API and the alert bot's
-webhook, each with no credentials, wrong ones and right ones (real servers on loopback); and
-no secret on a command line, neither in the shipped compose files and units nor in a running
-agent's argv."""
+"""Who may write and read: the push centre (vmauth, the push relay and Prometheus or
+VictoriaMetrics, as docker-compose.push.yml and docker-compose.vm-push.yml run them),
+Alertmanager's API and the alert bot's webhook, each with no credentials, wrong ones and right
+ones (real servers on loopback); a rig's attacks on the centre (forged, invented or doubled
+rig labels, ALERTS and the centre's jobs, other paths, a 256 MiB label value) refused or
+neutralised; refusals counted and alerted; a password rotated without a refusal; and no secret
+on a command line, neither in the shipped compose files and units nor in a running agent's
+argv."""
 
 from __future__ import annotations
 
