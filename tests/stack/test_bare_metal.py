@@ -93,12 +93,13 @@ def env_file(text: str) -> dict[str, str]:
 class Box:
     """The one container everything runs in."""
 
-    def __init__(self, docker: engine.Engine):
+    def __init__(self, docker: engine.Engine, name: str = CONTAINER):
         self.docker = docker
+        self.name = name
 
     def sh(self, script: str, timeout: float = 120, check: bool = True, workdir: str = "/root"):
         result = self.docker.docker(
-            "exec", "-w", workdir, CONTAINER, "bash", "-ec", script, check=False, timeout=timeout
+            "exec", "-w", workdir, self.name, "bash", "-ec", script, check=False, timeout=timeout
         )
         output = (result.stdout + result.stderr).decode(errors="replace")
         if check and result.returncode != 0:
@@ -116,7 +117,7 @@ class Box:
             info.size, info.mode = len(raw), mode
             archive.addfile(info, io.BytesIO(raw))
         self.sh(f"mkdir -p {shlex.quote(str(Path(path).parent))}")
-        self.docker.docker("cp", "-", f"{CONTAINER}:{Path(path).parent}", input=data.getvalue())
+        self.docker.docker("cp", "-", f"{self.name}:{Path(path).parent}", input=data.getvalue())
 
     def start_unit(self, unit_path: str) -> None:
         """Start a service as systemd would from its unit file: its environment files and
@@ -136,13 +137,16 @@ class Box:
                 name, _, value = item.partition("=")
                 env[name] = value
         (command,) = settings["ExecStart"]
+        name = Path(unit_path).stem
+        credentials = f"/run/credentials/{name}"
         argv: list[str] = []
         for word in shlex.split(command):
             whole = re.fullmatch(r"\$(\w+)", word)
             if whole:  # systemd splits $VAR into words
                 argv += shlex.split(env.get(whole.group(1), ""))
             else:
-                argv.append(re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), ""), word))
+                word = re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), ""), word)
+                argv.append(word.replace("$$", "$").replace("%d", credentials))
         if settings.get("DynamicUser") == ["yes"]:
             user = f"setpriv --reuid={DYNAMIC_UID} --regid={DYNAMIC_UID} --clear-groups"
             owner = f"{DYNAMIC_UID}:{DYNAMIC_UID}"
@@ -154,11 +158,15 @@ class Box:
             user, owner = "", "root"
         for state in settings.get("StateDirectory", []):
             self.sh(f"install -d -o {owner.split(':')[0]} /var/lib/{state}")
-        name = Path(unit_path).stem
+        # LoadCredential=: a copy only the service's user reads, its directory as %d.
+        for credential in settings.get("LoadCredential", []):
+            cred_name, _, source = credential.partition(":")
+            target = shlex.quote(f"{credentials}/{cred_name}")
+            self.sh(f"install -D -m 0400 -o {owner.split(':')[0]} {shlex.quote(source)} {target}")
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         line = f"env -i PATH=/usr/bin:/bin {exports} {user} {shlex.join(argv)}"
         self.docker.docker(
-            "exec", "-d", CONTAINER, "bash", "-c", f"exec {line} >/var/log/{name}.log 2>&1"
+            "exec", "-d", self.name, "bash", "-c", f"exec {line} >/var/log/{name}.log 2>&1"
         )
         log(f"started {name}: {shlex.join(argv)}")
 
@@ -198,26 +206,34 @@ def walked(tmp_path_factory) -> Iterator[dict]:
             log(f"done after {time.monotonic() - started:.0f} s")
 
 
-def _walk(docker: engine.Engine, telegram, tmp: Path, started: float) -> dict:
-    publish = [arg for port in PORTS.values() for arg in ("-p", f"127.0.0.1::{port}")]
-    docker.docker("run", "-d", "--name", CONTAINER, *publish, IMAGE, "sleep", "infinity")
-    box = Box(docker)
+def clean_box(
+    docker: engine.Engine, tmp: Path, name: str, packages: list[str], publish: list[str]
+) -> Box:
+    """A container of the stand-in image (publishing the -p arguments given) holding the
+    checkout in /root/rigwatch, Debian's packages installed (not started: a package's start
+    script is not how these tests start services) and the directory systemd keeps units in."""
+    docker.docker("run", "-d", "--name", name, *publish, IMAGE, "sleep", "infinity")
+    box = Box(docker, name)
     checkout = tmp / "rigwatch"
     _copy_checkout(checkout)
     archive = tmp / "checkout.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(checkout, arcname="rigwatch")
-    docker.docker("cp", "-", f"{CONTAINER}:/root", input=archive.read_bytes(), timeout=120)
-    # What the doc takes as given on a monitoring host: Debian's Prometheus and Alertmanager
-    # (installed, not started: a package's start script is not how this test starts them),
-    # and the directory systemd keeps its units in.
+    docker.docker("cp", "-", f"{name}:/root", input=archive.read_bytes(), timeout=120)
     box.sh(
         "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d"
         " && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"
-        " --no-install-recommends prometheus prometheus-alertmanager >/dev/null"
+        f" --no-install-recommends {' '.join(packages)} >/dev/null"
         " && mkdir -p /etc/systemd/system",
         timeout=600,
     )
+    return box
+
+
+def _walk(docker: engine.Engine, telegram, tmp: Path, started: float) -> dict:
+    publish = [arg for port in PORTS.values() for arg in ("-p", f"127.0.0.1::{port}")]
+    # What the doc takes as given on a monitoring host: Debian's Prometheus and Alertmanager.
+    box = clean_box(docker, tmp, CONTAINER, ["prometheus", "prometheus-alertmanager"], publish)
     log(f"Debian's prometheus and alertmanager installed after {time.monotonic() - started:.0f} s")
 
     blocks = doc_blocks()

@@ -1,8 +1,8 @@
 """Push mode with the real engines: the exporter on the simulated NVML, scraped by a rig's
-vmagent (deploy/rig-agent/scrape.yml) that remote-writes into Debian's Prometheus behind
-bcrypt basic auth, with the shipped rules. Pushed series carry the rig label and the rules
-apply; an outage of the centre with the agent restarted in the middle loses nothing; a killed
-agent pages RigSilent."""
+vmagent (deploy/rig-agent/scrape.yml) that remote-writes through the centre's vmauth and push
+relay into Debian's Prometheus (docker-compose.push.yml's flags), with the shipped rules.
+Pushed series carry the rig label and the rules apply; an outage of the centre with the agent
+restarted in the middle loses nothing; a killed agent pages RigSilent."""
 
 from __future__ import annotations
 

@@ -1,7 +1,11 @@
-"""Who may write and read: the remote-write receiver, Alertmanager's API and the alert bot's
-webhook, each with no credentials, wrong ones and right ones (real servers on loopback); and
-no secret on a command line, neither in the shipped compose files and units nor in a running
-agent's argv."""
+"""Who may write and read: the push centre (vmauth, the push relay and Prometheus or
+VictoriaMetrics, as docker-compose.push.yml and docker-compose.vm-push.yml run them),
+Alertmanager's API and the alert bot's webhook, each with no credentials, wrong ones and right
+ones (real servers on loopback); a rig's attacks on the centre (forged, invented or doubled
+rig labels, ALERTS and the centre's jobs, other paths, a 256 MiB label value) refused or
+neutralised; refusals counted and alerted; a password rotated without a refusal; and no secret
+on a command line, neither in the shipped compose files and units nor in a running agent's
+argv."""
 
 from __future__ import annotations
 
@@ -13,12 +17,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.alert_bot.botkit import BOT_TOKEN, CHAT, WEBHOOK_TOKEN, alert, bot_env, bot_process
 from tests.alert_bot.botkit import notification as am_notification
 from tests.alert_bot.fake_telegram import FakeTelegram
 from tests.stack.remote_write import REMOTE_WRITE_HEADERS, series, write_request
-from tests.stack.stack_support import PROMETHEUS_DIR, remove_tree
+from tests.stack.stack_support import PROMETHEUS_DIR, fake_sysfs, remove_tree, rich_scenario
 from tests.stack.vm_support import (
     RIG_AGENT_DIR,
     Agent,
@@ -345,6 +350,17 @@ def test_a_rig_writes_only_under_its_own_name(centre, case, labels):
     assert "rigwatch_relay_rig" not in stored[0]
 
 
+def test_a_rig_cannot_pass_its_own_extra_label(centre):
+    """vmauth keeps the route's extra_label over one the pusher puts in the URL."""
+    name = "attack_url_extra_label"
+    body = write_request(series([("__name__", name), ("job", "rigwatch")]))
+    url = centre.write_url + "?extra_label=rig=rig1&extra_label=job=prometheus"
+    status, answer = request(url, body, {**REMOTE_WRITE_HEADERS, **RIG2}, "POST")
+    assert status == 204, answer
+    stored = wait_until(lambda: _stored(centre, name), 20, what="the push stored")
+    assert [(row["rig"], row["job"]) for row in stored] == [("rig2", "rigwatch")]
+
+
 def test_a_rig_writes_no_alerts_and_no_centre_job(centre):
     forged = [
         [("__name__", "ALERTS"), ("alertname", "GpuTemperatureCritical"), ("job", "rigwatch"),
@@ -444,6 +460,49 @@ def test_a_256_mib_label_value_is_refused_and_the_centre_stays_bounded(centre):
     assert _stored(centre, "attack_huge") == [] and _stored(centre, "attack_bomb") == []
 
 
+def test_a_rig_cannot_invent_label_names_or_send_long_values(centre):
+    """The relay keeps only the exporter's label names (so a series has a bounded number of
+    labels, and none can push `rig` out of VictoriaMetrics's label count) and drops a series
+    whose labels pass 4 KiB."""
+    many = [("__name__", "attack_many"), ("job", "rigwatch"), ("gpu", "0")]
+    many += [(f"a{i:02d}", "v") for i in range(60)]
+    long_value = [("__name__", "attack_long"), ("job", "rigwatch"), ("name", "v" * 5000)]
+    marker = [("__name__", "attack_bounds_marker"), ("job", "rigwatch")]
+    status, body = _push(centre, RIG2, series(many), series(long_value), series(marker))
+    assert status == 204, body
+    wait_until(lambda: _stored(centre, "attack_bounds_marker"), 20, what="the marker")
+    (stored,) = wait_until(lambda: _stored(centre, "attack_many"), 20, what="the many labels")
+    assert stored == {"__name__": "attack_many", "job": "rigwatch", "gpu": "0", "rig": "rig2"}
+    assert _stored(centre, "attack_long") == []
+
+
+def test_the_relay_keeps_every_label_name_the_exporter_sends(tmp_path, fake_nvml_dir):
+    """The relay's list of label names holds every name a real exporter emits (the rich
+    scenario: processes, runs, sensors, filesystems) and the agent's own."""
+    rules = yaml.safe_load((PROMETHEUS_DIR / "push-relay.yml").read_text())
+    (keep,) = [
+        r for r in rules if r["action"] == "labelkeep" and "rigwatch_relay" not in r["regex"]
+    ]
+    allowed = set(keep["regex"].split("|"))
+    (bound,) = [r for r in rules if r["action"] == "drop" and len(r["source_labels"]) > 1]
+    assert set(bound["source_labels"]) == allowed
+    scenario = tmp_path / "scenario.json"
+    write_scenario(scenario, rich_scenario())
+    sysfs = fake_sysfs(tmp_path / "sys")
+    with running_exporter(scenario, f"--path.sysfs={sysfs}") as (_, exporter):
+        status, body = request(exporter + "/metrics")
+    assert status == 200
+    names = {"__name__", "job", "instance", "rig"}
+    longest = 0
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            names |= set(sample.labels)
+            longest = max(longest, len(";".join([sample.name, *sample.labels.values()])))
+    assert len(names) > 30
+    assert longest < 1000  # the relay drops a series past 4000
+    assert names <= allowed, names - allowed
+
+
 def test_a_wrong_password_is_counted_and_never_logged(centre):
     assert centre.auth_proc is not None
 
@@ -484,6 +543,7 @@ def test_rotating_one_rigs_password_refuses_and_loses_nothing(tmp_path, fake_nvm
     """docs/push.md's rotation through a second user: at no step is a push refused (vmagent
     1.79 would drop what vmauth refuses with 400), and the old password stops working."""
     users = {"rigwatch": READER_PASSWORD, "rig2": "old-password", "rig3": "rig3-password"}
+    (tmp_path / "centre").mkdir()
     centre = PushCentre(tmp_path / "centre", users, "rigwatch")
     scenario = tmp_path / "scenario.json"
     write_scenario(scenario, make_scenario(1))
