@@ -12,6 +12,8 @@ from pathlib import Path
 
 from exporter.collectors import gpu_process
 from exporter.collectors.gpu_process import StartTimes, read_start_time
+from tests.exporter.scrapes import FAST_RETRY, scrape
+from tests.support import make_scenario, running_exporter, write_scenario
 
 
 def _open_fds() -> int:
@@ -27,6 +29,20 @@ def _sleepers(count: int) -> Iterator[list[subprocess.Popen]]:
         for child in children:
             child.kill()
             child.wait()
+
+
+def _pidfd_targets(pid: int) -> set[int]:
+    """The pids that process pid holds pidfds on (the Pid: lines of its pidfds' fdinfo)."""
+    targets = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[pidfd]":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:  # closed meanwhile
+            continue
+        targets.update(int(line.split()[1]) for line in info.splitlines() if line[:4] == "Pid:")
+    return targets
 
 
 def _procfs_of_ours(tmp_path: Path) -> Path:
@@ -150,3 +166,24 @@ def test_kernel_without_pidfds_falls_back_to_reading(monkeypatch):
         assert starts(child.pid) == expected
         assert starts(child.pid) == expected
         assert starts.held() == 0
+
+
+def test_the_exporter_holds_pidfds_on_its_gpu_processes_and_closes_them_on_exit(scenario_file):
+    with _sleepers(3) as children:
+        pids = {child.pid for child in children}
+        scenario = make_scenario(1)
+        scenario["devices"][0]["processes"] = [
+            {"pid": pid, "used_memory_bytes": 1 << 20} for pid in sorted(pids)
+        ]
+        write_scenario(scenario_file, scenario)
+        with running_exporter(scenario_file, FAST_RETRY, "--no-collector.host") as (proc, base):
+            first = scrape(base).all("rigwatch_gpu_process_start_time_seconds")
+            assert {int(labels["pid"]) for labels, _ in first} == pids
+            assert _pidfd_targets(proc.proc.pid) == pids
+            for child in children:
+                child.kill()
+                child.wait()
+            # NVML still lists them (as it can for a moment after an exit): the scrape finds
+            # their fds readable, closes them, and reads /proc, where they are gone.
+            assert scrape(base).all("rigwatch_gpu_process_start_time_seconds") == []
+            assert _pidfd_targets(proc.proc.pid) == set()
