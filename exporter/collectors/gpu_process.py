@@ -3,13 +3,16 @@
 `process` is the short name and `user` the owner: the process's RIGWATCH_USER environment
 variable when it sets one (a run as root in a container names its person so), else its Unix
 user. Full command lines can hold secrets and stay out; of the environment only that one
-variable is read. Names are cached by (pid, start time) so a long-running job costs one small
-/proc read per scrape, and a pid reused by another program is never given the old program's name.
+variable is read. Names are cached by (pid, start time) so a pid reused by another program is
+never given the old program's name. The start time itself is read from /proc/PID/stat once per
+process where a pidfd can watch the process (StartTimes), else once per scrape.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import threading
 import time
 
@@ -21,6 +24,7 @@ from exporter.nvml.device import Gpu
 from exporter.nvml.errors import NOT_FOUND, plausible
 from exporter.nvml.processes import ProcessReads
 from exporter.nvml.session import NvmlSession
+from exporter.scrape import Unit
 from exporter.settings import Settings
 
 FAMILIES = specs(
@@ -44,6 +48,12 @@ FAMILIES = specs(
 # How far back nvmlDeviceGetProcessUtilization samples are considered current.
 SM_SAMPLE_WINDOW_SECONDS = 5.0
 NAME_CACHE_LIMIT = 4096
+# At most this many pidfds held open (one per GPU process); past it, start times are read from
+# /proc each scrape, so a rig with thousands of GPU processes cannot run the exporter out of fds.
+PIDFD_LIMIT = 256
+# Pidfds of processes no scrape has looked up for between one and two of these are closed: a
+# process that released its GPU (or exited) holds no fd of the exporter's for long.
+PIDFD_SWEEP_SECONDS = 60.0
 
 
 class _Seen:
@@ -62,7 +72,7 @@ class _Seen:
 class ProcessNames:
     """pid -> (process short name, user), cached by (pid, start time); bounded. A process's
     series on a card (its label sets and start-time sample) are kept while its pid keeps its
-    start time, so a long-running job costs one /proc/PID/stat read per scrape."""
+    start time, which StartTimes knows without a read while the process lives."""
 
     def __init__(self, procfs: str, full_command_line: bool = False) -> None:
         self.procfs = procfs
@@ -70,6 +80,15 @@ class ProcessNames:
         self._cache: dict[int, tuple[bytes, str, str]] = {}
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, int], _Seen] = {}  # by (card uuid, pid)
+        self._start_time = StartTimes(procfs, self._lock)
+
+    def sweep(self) -> None:
+        """Let go of what processes no longer on a GPU hold (StartTimes.sweep)."""
+        self._start_time.sweep()
+
+    def close(self) -> None:
+        """Close the pidfds held; later lookups read /proc each time."""
+        self._start_time.close()
 
     def series(self, gpu: Gpu, pid: int) -> tuple[LabelSet, Sample | None]:
         """The gpu, uuid, pid, process and user labels of pid on gpu, and its start-time
@@ -99,24 +118,6 @@ class ProcessNames:
                 self._seen[gpu.uuid, pid] = _Seen(device, start, labels, sample)
         return labels, sample
 
-    def _start_time(self, pid: int) -> bytes | None:
-        # os.open/os.read: this runs for every GPU process on every scrape, and the buffered
-        # file object costs several times the read itself.
-        try:
-            fd = os.open(f"{self.procfs}/{pid}/stat", os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        # Field 22 (starttime) counted after the parenthesised command name, which may
-        # itself contain spaces and parentheses.
-        fields = data[data.rfind(b")") + 2 :].split(None, 20)
-        return fields[19] if len(fields) > 19 else None
-
     def _name(self, pid: int, start: bytes | None) -> tuple[str, str, bool]:
         """(name, user, whether that answer is cached) for pid started at start."""
         if start is None:
@@ -135,6 +136,141 @@ class ProcessNames:
                 self._cache.clear()
             self._cache[pid] = (start, name, user)
         return name, user, True
+
+
+def read_start_time(procfs: str, pid: int) -> bytes | None:
+    """Field 22 (starttime, in clock ticks since boot) of procfs/pid/stat as its bytes; None
+    when the process is gone or unreadable."""
+    # os.open/os.read: this can run for every GPU process on every scrape, and the buffered
+    # file object costs several times the read itself.
+    try:
+        fd = os.open(f"{procfs}/{pid}/stat", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # Counted after the parenthesised command name, which may itself contain spaces and
+    # parentheses.
+    fields = data[data.rfind(b")") + 2 :].split(None, 20)
+    return fields[19] if len(fields) > 19 else None
+
+
+def same_pid_namespace(procfs: str) -> bool:
+    """Whether pids in procfs are this process's pids (its own /proc, or a host's procfs
+    mounted into a container that shares the host's pid namespace): procfs/self names us."""
+    try:
+        return os.readlink(f"{procfs}/self") == str(os.getpid())
+    except OSError:
+        return False
+
+
+class _Held:
+    """A pidfd on one process and the start time read while the fd was open."""
+
+    __slots__ = ("fd", "start", "exited", "used")
+
+    def __init__(self, fd: int, start: bytes, exited: select.poll) -> None:
+        self.fd = fd
+        self.start = start
+        self.exited = exited  # poll(0) on it is non-empty once the process has exited
+        self.used = True
+
+
+class StartTimes:
+    """pid -> start time (read_start_time), reading /proc once per process instead of once per
+    scrape where it can.
+
+    A pid is only given to a new process after the old one has exited, and a pidfd becomes
+    readable when its process exits. So with a pidfd opened before the /proc read and still
+    unreadable after it, the start time read is that process's, and stays the pid's start time
+    for as long as the fd stays unreadable: later lookups poll the fd (well under a
+    microsecond) instead of reading /proc (an open, a read and a close). A readable fd is closed
+    and the pid read afresh, which is how a reused pid gets its new start time. Used only where
+    pidfd_open exists (Linux 5.3+) and procfs's pids are ours; on any error of its own (EPERM,
+    ENOSYS, EMFILE) a lookup reads /proc as before."""
+
+    def __init__(self, procfs: str, lock: threading.Lock) -> None:
+        self.procfs = procfs
+        self._lock = lock  # every use of a held fd is under it: none is polled after its close
+        usable = hasattr(os, "pidfd_open") and same_pid_namespace(procfs)
+        self._held: dict[int, _Held] | None = {} if usable else None
+        self._swept = time.monotonic()
+        self.sweep_seconds = PIDFD_SWEEP_SECONDS
+
+    def __call__(self, pid: int) -> bytes | None:
+        if self._held is None:
+            return read_start_time(self.procfs, pid)
+        with self._lock:
+            held = self._held
+            if held is None:
+                return read_start_time(self.procfs, pid)
+            entry = held.get(pid)
+            if entry is not None:
+                if not entry.exited.poll(0):
+                    entry.used = True
+                    return entry.start
+                del held[pid]
+                os.close(entry.fd)
+            full = len(held) >= PIDFD_LIMIT
+        return read_start_time(self.procfs, pid) if full else self._hold(pid)
+
+    def _hold(self, pid: int) -> bytes | None:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError as err:
+            if err.errno in (errno.ENOSYS, errno.EPERM):
+                # A kernel or a seccomp profile without pidfds: every later lookup reads /proc.
+                self.close()
+            return read_start_time(self.procfs, pid)
+        kept = False
+        try:
+            start = read_start_time(self.procfs, pid)
+            if start is None:
+                return None
+            exited = select.poll()
+            exited.register(fd, select.POLLIN)
+            if exited.poll(0):
+                # The process left between the fd and the read: the read may be of its pid's
+                # next process, so it is answered but not tied to this fd.
+                return start
+            with self._lock:
+                held = self._held
+                if held is not None and pid not in held and len(held) < PIDFD_LIMIT:
+                    held[pid] = _Held(fd, start, exited)
+                    kept = True
+            return start
+        finally:
+            if not kept:
+                os.close(fd)
+
+    def sweep(self) -> None:
+        """Close the pidfds no lookup used since the sweep before, once sweep_seconds have
+        passed since it (called every scrape; the time check is all most calls do)."""
+        now = time.monotonic()
+        if now - self._swept < self.sweep_seconds:
+            return
+        with self._lock:
+            self._swept = now
+            held = self._held or {}
+            for pid in [pid for pid, entry in held.items() if not entry.used]:
+                os.close(held.pop(pid).fd)
+            for entry in held.values():
+                entry.used = False
+
+    def held(self) -> int:
+        """How many pidfds are held open now."""
+        with self._lock:
+            return len(self._held or ())
+
+    def close(self) -> None:
+        with self._lock:
+            held, self._held = self._held, None
+            for entry in (held or {}).values():
+                os.close(entry.fd)
 
 
 def _describe(pid: int) -> tuple[str, str]:
@@ -218,6 +354,13 @@ class GpuProcessCollector(PerCardCollector):
             settings.procfs.rstrip("/") or "/proc", settings.process_full_command_line
         )
         self._reads: ProcessReads | None = None
+
+    def plan(self) -> list[Unit]:
+        self.names.sweep()
+        return super().plan()
+
+    def close(self) -> None:
+        self.names.close()
 
     def read_card(self, gpu: Gpu) -> list[Sample]:
         reads = self._reads
