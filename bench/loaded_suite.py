@@ -5,10 +5,12 @@ skipped, wall time.
     python3 bench/loaded_suite.py                     # 3 loaded runs and 1 quiet one
     python3 bench/loaded_suite.py --loaded 0 --quiet 1 -- -k exporter   # extra pytest arguments
 
-Each run holds listeners on 127.0.0.1 and 0.0.0.0 at the exporter's, the bot's, Prometheus's,
-Alertmanager's and Grafana's default ports (10735, 10736, 9090, 9093, 3000; a port something
-else holds already is left to it and said so), and a loaded run starts `stress-ng --cpu 2`
-beside the suite (installed with apt-get when missing). Everything it starts it stops by pid.
+Each run holds a listener on 0.0.0.0 (else 127.0.0.1) at the exporter's, the bot's,
+Prometheus's, Alertmanager's and Grafana's default ports (10735, 10736, 9090, 9093, 3000; a port
+something else holds already is left to it and said so), and a loaded run starts
+`stress-ng --cpu 2` beside the suite (installed with apt-get when missing). Each run's whole
+output is kept (`--log-dir`, a new directory under /tmp by default). Everything it starts it
+stops by pid.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,17 +39,19 @@ def log(message: str) -> None:
 
 @contextlib.contextmanager
 def ports_held(ports: tuple[int, ...]) -> Iterator[list[str]]:
-    """Listening sockets on every port given, on loopback and on every interface."""
+    """A listening socket on every port given: on every interface (which takes loopback's
+    port too, as a rig's exporter listening on 0.0.0.0 does), else on loopback alone."""
     held: list[socket.socket] = []
     notes = []
     try:
         for port in ports:
-            for host in ("127.0.0.1", "0.0.0.0"):
+            for host in ("0.0.0.0", "127.0.0.1"):
                 sock = socket.socket()
                 try:
                     sock.bind((host, port))
                     sock.listen(8)
                     held.append(sock)
+                    break
                 except OSError as err:
                     sock.close()
                     notes.append(f"{host}:{port} already taken ({err.strerror})")
@@ -73,7 +78,9 @@ def cpu_load(workers: int) -> Iterator[None]:
         proc.wait(30)
 
 
-def run_suite(extra: list[str]) -> tuple[dict[str, int], float, int]:
+def run_suite(extra: list[str], log_path: Path) -> tuple[dict[str, int], float, int]:
+    """README's test command once; its whole output kept in log_path. The counts come from
+    pytest's summary line on stdout (pip's warnings on stderr must not hide it)."""
     start = time.monotonic()
     done = subprocess.run(
         ["bash", "tests/run.sh", *extra],
@@ -83,14 +90,19 @@ def run_suite(extra: list[str]) -> tuple[dict[str, int], float, int]:
         text=True,
     )
     took = time.monotonic() - start
-    tail = (done.stdout + done.stderr).strip().splitlines()[-40:]
-    summary = next((line for line in reversed(tail) if re.search(r"\d+ (passed|failed)", line)), "")
+    log_path.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
+    lines = done.stdout.strip().splitlines()
+    summary = next(
+        (line for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), ""
+    )
     counts = {
         kind: int(match.group(1)) if (match := re.search(rf"(\d+) {kind}", summary)) else 0
         for kind in ("passed", "failed", "errors", "skipped")
     }
     if done.returncode != 0:
-        log("\n".join(tail[-25:]))
+        failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+        log("\n".join(failures or (lines + done.stderr.splitlines())[-25:]))
+        log(f"the whole output: {log_path}")
     return counts, took, done.returncode
 
 
@@ -98,8 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--loaded", type=int, default=3, help="runs beside stress-ng --cpu 2")
     parser.add_argument("--quiet", type=int, default=1, help="runs without the CPU load")
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="where each run's whole output is kept (default: a new directory under /tmp)",
+    )
     parser.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
     args = parser.parse_args(argv)
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="rigwatch-loaded-suite-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log(f"each run's output goes to {log_dir}")
     rows = []
     plan = [("stress-ng --cpu 2", 2)] * args.loaded + [("quiet", 0)] * args.quiet
     for number, (load, workers) in enumerate(plan, 1):
@@ -107,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             for note in notes:
                 log(note)
             log(f"run {number}: {load}, default ports held")
-            counts, took, code = run_suite(args.pytest_args)
+            counts, took, code = run_suite(args.pytest_args, log_dir / f"run-{number}.log")
         rows.append((number, load, counts, took, code))
     print("| run | load | passed | failed | errors | skipped | wall time | exit |")
     print("|---|---|---|---|---|---|---|---|")
