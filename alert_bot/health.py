@@ -1,8 +1,9 @@
-"""The weekly card-health report and /health: per rig, the cards whose cooling, throttling,
-PCIe link or memory drifted, by how much against what, and what to do.
+"""The weekly card-health report and /health: per rig, the cards whose cooling, fans,
+throttling, PCIe link or memory drifted, by how much against what, and what to do.
 
 The figures come from Prometheus: the hourly recording rules of prometheus/rules/wear.yml
-(a card's temperature under load, its throttled share of busy time) averaged over this week
+(a card's temperature and fan duty under load, its throttled share of busy time, the share of
+its busy time its PCIe link ran below its best) averaged over this week
 and over the week four weeks before, and the error and memory counters over this week against
 the four weeks before it. The report's thresholds are lower than the wear alerts' (which fire
 only where a drift is steep enough to act on now), so the owner hears of a drift a few weeks
@@ -25,6 +26,8 @@ from alert_bot.upstream import PrometheusClient
 WEEK = "7d"
 LOADED = "gpu:rigwatch_loaded_temperature_celsius:avg1h"
 THROTTLED = "gpu:rigwatch_throttled_share:avg1h"
+FANS = "gpu:rigwatch_loaded_fan_speed_ratio:avg1h"
+LINK = "gpu:rigwatch_pcie_link_degraded_share:avg1h"
 CARD = ("job", "instance", "rig", "gpu", "uuid")
 MIN_HOURS = 24  # hourly points a week needs before its mean is compared (as the alerts do)
 # Report thresholds, each below its alert's (GpuCoolingDegrading 5 °C, GpuThrottlingRising
@@ -34,13 +37,19 @@ THROTTLE_RISE = 0.05
 THROTTLE_FLOOR = 0.10
 ERRORS_FLOOR = 50.0
 ERRORS_FACTOR = 2.0
+# Fans: the duty asked at the same power up 10 points (no alert: the temperature still holds).
+FAN_RISE = 0.10
+# A link below its best width or generation for 2 % of the busy time or more, at least twice
+# as often as four weeks ago (the alerts catch a link that stays down for 10 minutes).
+LINK_FLOOR = 0.02
+LINK_FACTOR = 2.0
 
 
 @dataclass
 class Finding:
     """One drift of one card: this week's figure against its basis."""
 
-    kind: str  # cooling, throttling, pcie, aer, memory
+    kind: str  # cooling, fans, throttling, link, pcie, aer, memory
     this: float
     before: float
 
@@ -138,10 +147,18 @@ def survey(
         rigs[card.rig].compared.add(card.uuid)
         if this - before >= COOLING_RISE_C:
             card.findings.append(Finding("cooling", this, before))
+    for card, this, before in pairs(_with_hours(FANS), _with_hours(FANS, "28d")):
+        rigs[card.rig].compared.add(card.uuid)
+        if this - before >= FAN_RISE:
+            card.findings.append(Finding("fans", this, before))
     for card, this, before in pairs(_with_hours(THROTTLED), _with_hours(THROTTLED, "28d")):
         rigs[card.rig].compared.add(card.uuid)
         if this >= THROTTLE_FLOOR and this - before >= THROTTLE_RISE:
             card.findings.append(Finding("throttling", this, before))
+    for card, this, before in pairs(_with_hours(LINK), _with_hours(LINK, "28d")):
+        rigs[card.rig].compared.add(card.uuid)
+        if this >= LINK_FLOOR and this >= LINK_FACTOR * before:
+            card.findings.append(Finding("link", this, before))
     # Errors and memory: this week against a week's average over the four weeks before it.
     replay = "rigwatch_gpu_pcie_replay_errors_total"
     for card, this, before in pairs(
@@ -225,6 +242,21 @@ def _finding_lines(finding: Finding) -> list[str]:
             before=format_number(before, ".0f"),
         )
         todo = _("Clean the heatsink and fans of dust; renew the thermal paste if it is old.")
+    elif finding.kind == "fans":
+        what = _(
+            "🌀 its fans asked for {this} at the same power this week, {before} four weeks ago "
+            "(hourly means at {band} of its power limit or more)"
+        ).format(band=_percent(0.6), this=_percent(this), before=_percent(before))
+        todo = _(
+            "The fans work harder for the same heat: clean the heatsink and fans of dust and "
+            "check each fan spins freely."
+        )
+    elif finding.kind == "link":
+        what = _(
+            "🔌 its PCIe link ran below its best width or speed {this} of its busy time this "
+            "week, {before} four weeks ago"
+        ).format(this=_percent(this), before=_percent(before))
+        todo = _("Reseat or replace the riser and its cable at the next stop.")
     elif finding.kind == "throttling":
         what = _(
             "🐢 slowed by heat or power {this} of its busy time this week, {before} four weeks ago"
@@ -260,8 +292,13 @@ def report_text(config: Config, health: RigHealth, now: float, all_well: bool) -
         for card in drifting:
             lines.append("")
             lines.append(_card_title(card))
+            advised: set[str] = set()  # one card's two riser findings: the advice once
             for finding in card.findings:
-                lines.extend(_finding_lines(finding))
+                what, todo = _finding_lines(finding)
+                lines.append(what)
+                if todo not in advised:
+                    lines.append(todo)
+                    advised.add(todo)
         return "\n".join(lines)
     if not all_well:
         return None

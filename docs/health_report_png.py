@@ -2,8 +2,9 @@
 
 The message is the bot's own (alert_bot.health.report_text, English), built from the figures
 the end-to-end test's simulated month produced against a real Prometheus
-(tests/alert_bot/test_health_report.py: GPU 1 warming 10 °C over 36 days, its riser failing
-and its memory remapping rows in the last week). Telegram's HTML is drawn as the app does:
+(tests/alert_bot/test_health_report.py: GPU 1 warming 10 °C over 36 days while its fans are
+asked 25 points more, its riser failing and its link falling back, and its memory remapping
+rows in the last week). Telegram's HTML is drawn as the app does:
 <b> bold, <code> monospace, emoji in colour (Debian's fonts-noto-color-emoji), lines wrapped to
 the bubble.
 
@@ -49,7 +50,9 @@ def sample_message() -> str:
     )
     card.findings = [
         Finding("cooling", 75.0, 67.2),
+        Finding("fans", 0.726, 0.531),
         Finding("throttling", 0.34, 0.03),
+        Finding("link", 0.10, 0.0),
         Finding("pcie", 3360.0, 168.0),
         Finding("memory", 2.0, 0.0),
     ]

@@ -15,6 +15,8 @@ UID = "rigwatch-health"
 
 LOADED = f"gpu:rigwatch_loaded_temperature_celsius:avg1h{{{GPU}}}"
 THROTTLED = f"gpu:rigwatch_throttled_share:avg1h{{{GPU}}}"
+FANS = f"gpu:rigwatch_loaded_fan_speed_ratio:avg1h{{{GPU}}}"
+LINK = f"gpu:rigwatch_pcie_link_degraded_share:avg1h{{{GPU}}}"
 REPLAY = gpu("rigwatch_gpu_pcie_replay_errors_total")
 AER = f'rigwatch_pci_aer_events_total{{{HOST}, severity="correctable"}}'
 REMAPPED = gpu("rigwatch_gpu_remapped_rows")
@@ -78,8 +80,9 @@ def build() -> Dashboard:
     board = dashboard(
         UID,
         "rigwatch / Card health",
-        "Each card's wear, weeks ahead: temperature under load, throttled share, PCIe link "
-        "errors and retired memory, this week against four weeks ago and over five weeks.",
+        "Each card's wear, weeks ahead: temperature and fan duty under load, throttled share, "
+        "PCIe link fallbacks and errors and retired memory, this week against four weeks ago "
+        "and over five weeks.",
         with_gpu=True,
     ).time("now-35d", "now")
     board.with_row(Row("This week against four weeks ago"))
@@ -101,6 +104,26 @@ def build() -> Dashboard:
             "Share of the busy minutes (utilisation 50 % or more) slowed by heat or the power "
             "brake. 5 points more (and 10 % or more) is in the weekly report; 10 points more "
             "and 20 % fires GpuThrottlingRising.",
+        )
+    )
+    board.with_panel(
+        _mean_change(
+            "Fan duty under load",
+            FANS,
+            "percentunit",
+            "Mean of the hourly fan duty the card asks for at 60 % of its power limit or more "
+            "(NVML's requested speed). 10 points more for the same power is in the weekly "
+            "report: the fans work harder for the same heat.",
+        )
+    )
+    board.with_panel(
+        _mean_change(
+            "PCIe link below its best, share of busy time",
+            LINK,
+            "percentunit",
+            "Share of the busy minutes the link ran below its maximum width or generation. 2 % "
+            "or more, and twice four weeks ago, is in the weekly report: a riser or slot that "
+            "falls back now and then. A link down for 10 minutes alerts at once.",
         )
     )
     board.with_panel(
@@ -155,6 +178,18 @@ def build() -> Dashboard:
         percent_timeseries(
             "Throttled share of busy time (hourly)",
             [Query("throttled", f"avg_over_time({THROTTLED}[$__rate_interval])", CARD_LEGEND)],
+        ).interval(HOURLY)
+    )
+    board.with_panel(
+        percent_timeseries(
+            "Fan duty under load (hourly mean)",
+            [Query("fans", f"avg_over_time({FANS}[$__rate_interval])", CARD_LEGEND)],
+        ).interval(HOURLY)
+    )
+    board.with_panel(
+        percent_timeseries(
+            "PCIe link below its best (share of busy time, hourly)",
+            [Query("link", f"avg_over_time({LINK}[$__rate_interval])", CARD_LEGEND)],
         ).interval(HOURLY)
     )
     board.with_panel(
