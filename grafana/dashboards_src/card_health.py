@@ -174,24 +174,16 @@ def build() -> Dashboard:
             [Query("loaded", f"avg_over_time({LOADED}[$__rate_interval])", CARD_LEGEND)],
         ).interval(HOURLY)
     )
-    board.with_panel(
-        percent_timeseries(
-            "Throttled share of busy time (hourly)",
-            [Query("throttled", f"avg_over_time({THROTTLED}[$__rate_interval])", CARD_LEGEND)],
-        ).interval(HOURLY)
-    )
-    board.with_panel(
-        percent_timeseries(
-            "Fan duty under load (hourly mean)",
-            [Query("fans", f"avg_over_time({FANS}[$__rate_interval])", CARD_LEGEND)],
-        ).interval(HOURLY)
-    )
-    board.with_panel(
-        percent_timeseries(
-            "PCIe link below its best (share of busy time, hourly)",
-            [Query("link", f"avg_over_time({LINK}[$__rate_interval])", CARD_LEGEND)],
-        ).interval(HOURLY)
-    )
+    for title, ref, recorded in (
+        ("Throttled share of busy time (hourly)", "throttled", THROTTLED),
+        ("Fan duty under load (hourly mean)", "fans", FANS),
+        ("PCIe link below its best (share of busy time, hourly)", "link", LINK),
+    ):
+        board.with_panel(
+            percent_timeseries(
+                title, [Query(ref, f"avg_over_time({recorded}[$__rate_interval])", CARD_LEGEND)]
+            ).interval(HOURLY)
+        )
     board.with_panel(
         timeseries_panel(
             "PCIe replay errors per hour",
