@@ -92,6 +92,12 @@ def test_runs_energy_status_and_digest_in_local_time(tmp_path, telegram):
                 )
                 digests = [t for t in telegram.visible_texts(CHAT) if "Daily digest" in t]
                 runs = _ask(telegram, "/runs")
+                # A week is integrated at 7 s steps (alert_bot/runs/energy.py): the card without
+                # a counter needs a few steps of power readings before it has a figure there.
+                wait_prometheus_has(
+                    prometheus.url,
+                    'count_over_time(gpu:rigwatch_energy_watts:rate1m{estimated="true"}[1m]) >= 21',
+                )
                 energy = _ask(telegram, "/energy rig1 7d")
                 bad_period = _ask(telegram, "/energy 45d")
                 status = _ask(telegram, "/status rig1")
