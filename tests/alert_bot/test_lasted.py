@@ -53,7 +53,9 @@ def test_lasted_counts_the_for_wait_and_the_edit_drops_its_stale_ago(tmp_path, t
                 ),
                 None,
             ),
-            timeout=30,
+            # The same deadline as the notices above: the edit goes out behind the resolved
+            # notice and the alert's chart in the chat's flood limit.
+            timeout=90,
             what="the firing message edited as resolved",
         )
         log = bot.output()
