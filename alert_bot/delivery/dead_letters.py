@@ -8,12 +8,12 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from alert_bot.alerts.messages import OutgoingMessage
 from alert_bot.config import Config
 from alert_bot.i18n import _
-from alert_bot.metrics import BotMetrics
-from alert_bot.render import OutgoingMessage
+from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import NewNotification, PendingNotification, Store
-from alert_bot.telegram import Permanent
+from alert_bot.telegram.client import Permanent
 from rigwatch.logs import logger
 
 log = logger("bot", "delivery")
@@ -39,45 +39,64 @@ class DeadLetters:
         message: OutgoingMessage,
         refusal: Permanent,
     ) -> None:
+        """Dead-letter the rows and queue the report about them in the same transaction: the
+        report is never lost to a restart between the two, and the queue is never seen empty
+        while it is still to be queued."""
         now = self.clock()
         ids = [row.id for row in rows]
-        moved = self.store.outbox.dead_letter(ids, message.html, refusal.description, now)
+        unreachable_chat = refusal.status == 403 or unreachable(refusal.description)
+        report = self._report(chat_id, rows, refusal, unreachable_chat)
+        moved = self.store.outbox.dead_letter(
+            ids, message.html, refusal.description, now, [report] if report else []
+        )
         if not moved:
             return
         self.metrics.dead_letters.inc(moved)
+        if unreachable_chat:
+            self.metrics.chat_unreachable.labels(str(chat_id)).inc()
         log.error(
             "notification %s for chat %s dead-lettered: %s",
             ", ".join(map(str, ids)),
             chat_id,
             refusal.description,
         )
-        if any(row.payload.get("report") for row in rows):
-            return  # a report about a dead letter that itself failed: do not loop
+        if unreachable_chat and report is None and not _is_report(rows):
+            log.error("chat %s is unreachable and no other chat is configured", chat_id)
+
+    def _report(
+        self,
+        chat_id: int,
+        rows: list[PendingNotification],
+        refusal: Permanent,
+        unreachable_chat: bool,
+    ) -> NewNotification | None:
+        """The notice saying what was dead-lettered and why, for the chat that can read it."""
+        if _is_report(rows):
+            return None  # a report about a dead letter that itself failed: do not loop
         report_chat, report_thread = chat_id, rows[0].thread_id
-        if refusal.status == 403 or unreachable(refusal.description):
+        if unreachable_chat:
             # The report must reach someone: never (only) the chat that cannot be reached.
-            self.metrics.chat_unreachable.labels(str(chat_id)).inc()
             others = [
                 c
                 for c in (self.config.default_chat_id, *(r.chat_id for r in self.config.routes))
                 if c != chat_id
             ]
             if not others:
-                log.error("chat %s is unreachable and no other chat is configured", chat_id)
-                return
+                return None
             report_chat, report_thread = others[0], None
-        text = _report(rows, refusal)
+        text = _report_text(rows, refusal)
         if report_chat != chat_id:
             text += "\n" + _(
                 "Telegram cannot reach chat {chat}: check its id and the bot's membership."
             ).format(chat=chat_id)
-        self.store.outbox.add(
-            [NewNotification(report_chat, report_thread, "notice", {"html": text, "report": True})],
-            now,
-        )
+        return NewNotification(report_chat, report_thread, "notice", {"html": text, "report": True})
 
 
-def _report(rows: list[PendingNotification], refusal: Permanent) -> str:
+def _is_report(rows: list[PendingNotification]) -> bool:
+    return any(row.payload.get("report") for row in rows)
+
+
+def _report_text(rows: list[PendingNotification], refusal: Permanent) -> str:
     names = sorted(
         {a["labels"].get("alertname", "?") for row in rows for a in row.payload.get("alerts", [])}
     )

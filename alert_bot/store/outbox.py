@@ -165,8 +165,16 @@ class Outbox:
                 (error[:500], notification_id),
             )
 
-    def dead_letter(self, ids: Iterable[int], text: str, error: str, now: float) -> int:
-        """Give up on notifications: mark them dead and keep what could not be sent."""
+    def dead_letter(
+        self,
+        ids: Iterable[int],
+        text: str,
+        error: str,
+        now: float,
+        then: list[NewNotification] | None = None,
+    ) -> int:
+        """Give up on notifications: mark them dead and keep what could not be sent; when any
+        was moved, queue `then` (the report about them) in the same transaction."""
         moved = 0
         with self.database.transaction() as db:
             for notification_id in ids:
@@ -187,6 +195,8 @@ class Outbox:
                     (notification_id, row["chat_id"], text, error[:500], now),
                 )
                 moved += 1
+            if moved and then:
+                self.insert(db, then, now)
         return moved
 
     def queue_stats(self, now: float) -> tuple[int, float]:
