@@ -69,7 +69,10 @@ def cpu_load(workers: int) -> Iterator[None]:
     if shutil.which("stress-ng") is None:
         log("installing stress-ng")
         subprocess.run(["apt-get", "install", "-y", "-qq", "stress-ng"], check=True)
-    proc = subprocess.Popen(["stress-ng", "--cpu", str(workers), "--quiet"], start_new_session=True)
+    # --timeout 0: the load lasts as long as the run (stress-ng's own default stops it after
+    # about 15 minutes, which a loaded run can outlast).
+    command = ["stress-ng", "--cpu", str(workers), "--timeout", "0", "--quiet"]
+    proc = subprocess.Popen(command, start_new_session=True)
     try:
         yield
     finally:
