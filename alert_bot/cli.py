@@ -10,15 +10,31 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING
 
-from alert_bot import __version__
+from alert_bot import __version__, i18n
+from alert_bot.alerts.render import AlertRenderer, LinkSettings
+from alert_bot.app import BotApp
+from alert_bot.chat import first_run
+from alert_bot.config import (
+    ConfigError,
+    load_config,
+    load_first_run_config,
+    unknown_environment,
+)
+from alert_bot.config import first_run as first_run_pending
+from alert_bot.store import Store, StoreError
+from alert_bot.store.schema import LATEST
+from alert_bot.telegram.client import (
+    TelegramClient,
+    TelegramError,
+    configure_api,
+    install_scrubber,
+)
+from alert_bot.upstream.alertmanager import AlertmanagerClient
+from alert_bot.upstream.prometheus import PrometheusClient
 from rigwatch.backoff import Backoff
 from rigwatch.logs import LEVELS, logger, parse_level
 from rigwatch.logs import configure as configure_logs
-
-if TYPE_CHECKING:
-    from alert_bot.telegram import TelegramClient
 
 
 def _level(text: str) -> str:
@@ -52,17 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"rigwatch-bot {__version__}")
     args = parser.parse_args(argv)
 
-    from alert_bot import i18n
-    from alert_bot.config import ConfigError, first_run, load_config
-
-    if first_run() and not args.check_config:
+    if first_run_pending() and not args.check_config:
         return _first_run(args.log_level)
     try:
         config = load_config()
         i18n.translations(config.language)  # its catalog loads (or --check-config says why)
         if config.template_source is not None:
-            from alert_bot.render import AlertRenderer, LinkSettings
-
             AlertRenderer(LinkSettings("", "", ""), config.template_source)
     except ConfigError as exc:
         print(f"rigwatch-bot: configuration error: {exc}", file=sys.stderr)
@@ -72,16 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     configure_logs(args.log_level)
-    from alert_bot.config import unknown_environment
-
     for note in unknown_environment():
         logger("bot").warning("%s", note)
-    from alert_bot.app import BotApp
-    from alert_bot.store import Store, StoreError
-    from alert_bot.store.schema import LATEST
-    from alert_bot.telegram import install_scrubber
-    from alert_bot.upstream import AlertmanagerClient, PrometheusClient
-
     install_scrubber(config.telegram_token)
     try:
         store = Store(config.db_path)
@@ -141,7 +144,6 @@ ACCEPTED, REJECTED, UNKNOWN = "accepted", "rejected", "unknown"
 def _connect(config) -> tuple[TelegramClient, threading.Event, str]:
     """The Telegram client at the configured Bot API, the event SIGTERM/SIGINT set, and what
     Telegram says of the token (ACCEPTED, REJECTED or UNKNOWN)."""
-    from alert_bot.telegram import TelegramClient, configure_api
 
     configure_api(config.telegram_api_url)
     telegram = TelegramClient(config.telegram_token)
@@ -154,7 +156,6 @@ def _connect(config) -> tuple[TelegramClient, threading.Event, str]:
 def _check_token(telegram) -> str:
     """Ask Telegram who the bot is (getMe): ACCEPTED, REJECTED (the one line is printed) or
     UNKNOWN when Telegram could not be reached."""
-    from alert_bot.telegram import TelegramError
 
     log = logger("bot")
     try:
@@ -187,7 +188,6 @@ def _check_chats(telegram, config) -> str:
     the bot may not write to, is a configuration error naming the setting and the id (else the
     first alert would be dead-lettered). REJECTED (the line printed) or ACCEPTED; a chat
     Telegram cannot be asked about now is left to delivery, which retries."""
-    from alert_bot.telegram import TelegramError
 
     chats = [("TELEGRAM_CHAT_ID", config.default_chat_id)] + [
         (f"ALERT_BOT_CONFIG routes[{number}].chat_id", route.chat_id)
@@ -211,10 +211,6 @@ def _check_chats(telegram, config) -> str:
 
 def _first_run(log_level: str) -> int:
     """No default chat yet: only answer /start, so the owner learns the chat's id."""
-    from alert_bot import i18n
-    from alert_bot.chat import first_run
-    from alert_bot.config import ConfigError, load_first_run_config
-    from alert_bot.telegram import install_scrubber
 
     try:
         config = load_first_run_config()

@@ -22,10 +22,10 @@ import re
 from datetime import datetime, tzinfo
 from pathlib import Path
 
-from alert_bot.config import ConfigError
+from alert_bot.config.settings import LANGUAGES
+from alert_bot.config.values import ConfigError
 
 DOMAIN = "rigwatch-bot"
-LANGUAGES = ("en", "ru")
 DEFAULT_LANGUAGE = "en"
 LOCALE_DIR = Path(__file__).parent / "locale"
 

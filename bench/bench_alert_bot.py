@@ -244,10 +244,10 @@ class SimulatedExporters:
 def bench_run_watch(tmp: Path) -> list[tuple[str, str, str]]:
     """The run watch's cost per cycle on 20 rigs × 8 cards × 10 runs (see the docstring)."""
     from alert_bot.config import load_config
-    from alert_bot.metrics import BotMetrics
     from alert_bot.runs.watch import RunWatch
+    from alert_bot.service.metrics import BotMetrics
     from alert_bot.store import Store
-    from alert_bot.upstream import PrometheusClient
+    from alert_bot.upstream.prometheus import PrometheusClient
     from tests.alert_bot.botkit import wait_prometheus_has
     from tests.alert_bot.runkit import RULES
     from tests.servers import running_prometheus

@@ -1,6 +1,6 @@
 """Draws docs/health-report.png: the weekly card-health report as a phone shows it in Telegram.
 
-The message is the bot's own (alert_bot.health.report_text, English), built from the figures
+The message is the bot's own (alert_bot.reports.health.report_text, English), built from the figures
 the end-to-end test's simulated month produced against a real Prometheus
 (tests/alert_bot/test_health_report.py: GPU 1 warming 10 °C over 36 days while its fans are
 asked 25 points more, its riser failing and its link falling back, and its memory remapping
@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alert_bot.config import Config  # noqa: E402 - after the repository is on the path
-from alert_bot.health import Card, Finding, RigHealth, report_text  # noqa: E402
+from alert_bot.reports.health import Card, Finding, RigHealth, report_text
 
 OUT = Path(__file__).resolve().parent / "health-report.png"
 FONTS = Path("/usr/share/fonts/truetype")

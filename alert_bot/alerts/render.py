@@ -62,8 +62,8 @@ def now_line(value: str) -> str:
 class AlertRenderer:
     """Renders one alert as an HTML block, by default layout or the user's template. Times are
     shown in the owner's zone. With current (the value now of a resolved alert, see
-    alert_bot.current), a full resolved notice says what the alert's value is now; templates
-    get it as now_value. With began (when an alert's condition began, see alert_bot.current),
+    alert_bot.alerts.current), a full resolved notice says what the alert's value is now; templates
+    get it as now_value. With began (when an alert's condition began, see alert_bot.alerts.current),
     "since" and "lasted" count from then, the rule's `for:` wait included; without an answer,
     from Alertmanager's startsAt."""
 

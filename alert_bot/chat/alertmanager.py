@@ -4,20 +4,19 @@ message shows for a while (s:SHORT_ID:DURATION), or remove a silence (u:SILENCE_
 from __future__ import annotations
 
 import html
-import re
 
-from alert_bot.chat.context import Chat, log
-from alert_bot.i18n import _, format_rfc3339, format_time, ngettext
-from alert_bot.render import (
-    SEVERITY_MARKERS,
+from alert_bot.alerts.render import SEVERITY_MARKERS, alert_place
+from alert_bot.alerts.silences import (
     SILENCE_DURATIONS,
-    alert_place,
     matchers_text,
     silence_length,
     silence_matchers,
 )
-from alert_bot.telegram import Button, TelegramError
-from alert_bot.upstream import UpstreamError
+from alert_bot.chat.context import Chat, log
+from alert_bot.chat.silencing import BUTTON_COMMENT, MUTE_COMMENT, SILENCE_ID, rig_mutes, until_text
+from alert_bot.i18n import _, format_time, ngettext
+from alert_bot.telegram.client import Button, TelegramError
+from alert_bot.upstream.fetch import UpstreamError
 
 LISTED = 30  # alerts or silences listed in one answer
 # An /alerts answer stays within two Telegram messages however long the labels are: each
@@ -25,7 +24,6 @@ LISTED = 30  # alerts or silences listed in one answer
 CLIPPED_CHARS = 200
 LISTING_CHARS = 7000
 WITH_BUTTONS = 10  # of those, the first ones get buttons
-SILENCE_ID = re.compile(r"[0-9A-Za-z-]{1,62}")  # Alertmanager's ids are UUIDs
 
 
 def is_heartbeat(chat: Chat, labels: dict[str, str]) -> bool:
@@ -50,11 +48,6 @@ def firing_alerts(chat: Chat) -> list[dict]:
             times = [ends.get(i, "") for i in alert["status"]["silencedBy"]]
             alert["silenced_until"] = max(times) if any(times) else "?"
     return alerts
-
-
-def until_text(chat: Chat, ends_at: str) -> str:
-    """An Alertmanager time (RFC 3339) in the owner's time zone; as given when unreadable."""
-    return format_rfc3339(ends_at, chat.config.zone)
 
 
 def silenced_note(chat: Chat, alert: dict) -> str:
@@ -125,25 +118,11 @@ def alerts(chat: Chat, message: dict, args: list[str]) -> None:
 def describe_silence(chat: Chat, silence: dict) -> str:
     """What a silence hides, as HTML: a /mute reads as what it does (its alertname matcher is
     a negative regex, "all but these"), any other silence as its matchers with their operators."""
-    # Imported here: mute builds on this module (until_text, SILENCE_ID).
-    from alert_bot.chat.mute import rig_mutes
-
     for rig in rig_mutes([silence], chat.config.watchdog.alertname):
         return _("all of {rig}'s alerts except the pipeline's own").format(
             rig=f"<b>{html.escape(rig)}</b>"
         )
     return f"<code>{html.escape(matchers_text(silence.get('matchers', [])))}</code>"
-
-
-# The comments the bot writes on its own silences (English, as Alertmanager's UI shows them to
-# everyone); /silences shows them in the chat's language from what they say.
-MUTE_COMMENT = re.compile(r"rigwatch mute of (?P<rig>\S+) from Telegram(?:: (?P<reason>.*))?", re.S)
-BUTTON_COMMENT = re.compile(r"silenced from Telegram for (?P<length>\w+): (?P<what>.*)", re.S)
-
-
-def mute_comment(rig: str, reason: str) -> str:
-    """The comment of a /mute silence (read back by shown_comment)."""
-    return f"rigwatch mute of {rig} from Telegram" + (f": {reason}" if reason else "")
 
 
 def shown_comment(comment: str) -> str:

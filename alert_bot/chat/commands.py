@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alert_bot import health as card_health
 from alert_bot.chat import alertmanager, graph, mute, rig_state, welcome
+from alert_bot.chat import health as card_health
+from alert_bot.chat import runs as runs_chat
 from alert_bot.chat.context import Chat
 from alert_bot.i18n import LANGUAGES, N_, _, language, translations
-from alert_bot.runs import chat as runs_chat
 from alert_bot.store import StoreError
-from alert_bot.upstream import UpstreamError
+from alert_bot.upstream.fetch import UpstreamError
 
 Handler = Callable[[Chat, dict, list[str]], None]
 ButtonHandler = Callable[[Chat, dict, str, str, dict], None]

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 
 from alert_bot.config import Config
 from alert_bot.i18n import format_time
-from alert_bot.metrics import BotMetrics
-from alert_bot.ratelimit import FloodLimiter
-from alert_bot.render import split_html
+from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import Store
-from alert_bot.telegram import Button, TelegramClient, TelegramError
-from alert_bot.upstream import AlertmanagerClient, PrometheusClient, UpstreamError
+from alert_bot.telegram.client import Button, TelegramClient, TelegramError
+from alert_bot.telegram.flood import FloodLimiter
+from alert_bot.telegram.html import split_html
+from alert_bot.upstream.alertmanager import AlertmanagerClient
+from alert_bot.upstream.fetch import UpstreamError
+from alert_bot.upstream.prometheus import PrometheusClient
 from rigwatch.logs import logger
 
 log = logger("bot", "chat")

@@ -9,7 +9,7 @@ import threading
 from alert_bot.chat.updates import UpdatePoller
 from alert_bot.chat.welcome import greeting
 from alert_bot.i18n import N_, _
-from alert_bot.telegram import RetryAfter, TelegramClient, TelegramError
+from alert_bot.telegram.client import RetryAfter, TelegramClient, TelegramError
 from rigwatch.logs import logger
 
 log = logger("bot", "first_run")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 
-from alert_bot.charts import query_chart
+from alert_bot.charts.queries import query_chart
 from alert_bot.chat.context import Chat
 from alert_bot.chat.rig_state import CPU_BUSY
 from alert_bot.i18n import (

@@ -8,65 +8,23 @@ import html
 import re
 from datetime import datetime
 
-from alert_bot.chat.alertmanager import SILENCE_ID, mute_comment, until_text
 from alert_bot.chat.context import Chat, log
-from alert_bot.i18n import N_, DurationError, _, format_window, parse_typed_duration
-from alert_bot.telegram import Button, TelegramError
-
-# The stack's alerts about the bot's own delivery (prometheus/rules/stack.yml): a muted rig
-# must not hide that the bot itself cannot deliver.
-DELIVERY_ALERTS = (
-    "AlertBotDeliveryFailing",
-    "AlertBotBacklogGrowing",
-    "AlertBotDeadLetters",
-    "AlertBotChatUnreachable",
+from alert_bot.chat.silencing import (
+    SILENCE_ID,
+    mute_comment,
+    mute_matchers,
+    never_muted,
+    rig_mutes,
+    until_text,
 )
+from alert_bot.i18n import N_, DurationError, _, format_window, parse_typed_duration
+from alert_bot.telegram.client import Button, TelegramError
+
 LONGEST = 7 * 86400.0
 RIG_NAME = re.compile(r"[^\s]{1,100}")
 USAGE = N_(
     "Usage: /mute &lt;rig&gt; &lt;duration&gt; [reason], e.g. /mute rig1 2h swapping a riser"
 )
-
-
-def never_muted(watchdog: str) -> list[str]:
-    return sorted({watchdog, *DELIVERY_ALERTS})
-
-
-def mute_matchers(rig: str, watchdog: str) -> list[dict]:
-    """Every alert with this rig label, except the ones a mute must never hide."""
-    kept = "|".join(re.escape(name) for name in never_muted(watchdog))
-    return [
-        {"name": "rig", "value": rig, "isRegex": False, "isEqual": True},
-        {"name": "alertname", "value": kept, "isRegex": True, "isEqual": False},
-    ]
-
-
-def rig_mutes(silences: list[dict], watchdog: str) -> dict[str, dict]:
-    """Active silences that are rig mutes, by rig (the one ending last when there are more)."""
-    mutes: dict[str, dict] = {}
-    for silence in silences:
-        rig = next(
-            (
-                m.get("value", "")
-                for m in silence.get("matchers", [])
-                if m.get("name") == "rig" and not m.get("isRegex") and m.get("isEqual", True)
-            ),
-            None,
-        )
-        if rig is None:
-            continue
-        if _shape(silence.get("matchers", [])) != _shape(mute_matchers(rig, watchdog)):
-            continue
-        if rig not in mutes or silence.get("endsAt", "") > mutes[rig].get("endsAt", ""):
-            mutes[rig] = silence
-    return mutes
-
-
-def _shape(matchers: list[dict]) -> list[tuple]:
-    return sorted(
-        (m.get("name"), m.get("value"), bool(m.get("isRegex")), m.get("isEqual", True))
-        for m in matchers
-    )
 
 
 def describe(chat: Chat, rig: str, silence: dict) -> str:

@@ -9,13 +9,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from alert_bot.alerts.render import SEVERITY_MARKERS
 from alert_bot.chat import mute
 from alert_bot.chat.alertmanager import firing_alerts, silenced_note
 from alert_bot.chat.context import Chat
+from alert_bot.chat.runs import today_lines
+from alert_bot.chat.silencing import rig_mutes
 from alert_bot.i18n import N_, _, format_number, format_time
-from alert_bot.render import SEVERITY_MARKERS
-from alert_bot.units import GIB
-from alert_bot.upstream import UpstreamError
+from alert_bot.upstream.fetch import UpstreamError
+from alert_bot.upstream.units import GIB
 
 CPU_BUSY = '1 - avg by (rig, instance) (rate(rigwatch_host_cpu_seconds_total{mode="idle"}[2m]))'
 CPU_CHIPS = re.compile(r"coretemp|k10temp|zenpower|cpu|acpitz|soc", re.IGNORECASE)
@@ -373,7 +375,7 @@ def cpu(chat: Chat, message: dict, args: list[str]) -> None:
 
 def _mutes(chat: Chat) -> dict[str, dict]:
     try:
-        return mute.rig_mutes(chat.alertmanager.silences(), chat.config.watchdog.alertname)
+        return rig_mutes(chat.alertmanager.silences(), chat.config.watchdog.alertname)
     except UpstreamError:
         return {}
 
@@ -431,8 +433,6 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
 
 def _energy_today(chat: Chat) -> dict[str, str]:
     """rig -> today's kWh and cost line; none when Prometheus cannot say (status goes on)."""
-    from alert_bot.runs.chat import today_lines  # which imports this package
-
     try:
         return today_lines(chat)
     except UpstreamError:

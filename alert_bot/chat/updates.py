@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from alert_bot.chat import commands
 from alert_bot.chat.context import Access, Chat
 from alert_bot.config import Config
-from alert_bot.loop import BotLoop
-from alert_bot.metrics import BotMetrics
-from alert_bot.ratelimit import FloodLimiter
+from alert_bot.service.loop import BotLoop
+from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import Store, StoreError
-from alert_bot.telegram import TelegramClient, TelegramError
-from alert_bot.upstream import AlertmanagerClient, PrometheusClient
+from alert_bot.telegram.client import TelegramClient, TelegramError
+from alert_bot.telegram.flood import FloodLimiter
+from alert_bot.upstream.alertmanager import AlertmanagerClient
+from alert_bot.upstream.prometheus import PrometheusClient
 from rigwatch.backoff import Backoff
 from rigwatch.logs import logger
 

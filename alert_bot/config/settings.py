@@ -34,6 +34,7 @@ from alert_bot.config.values import (
 
 DEFAULT_LISTEN = "0.0.0.0:10736"
 DEFAULT_DB = "rigwatch-bot.db"
+LANGUAGES = ("en", "ru")  # the catalogs under alert_bot/locale (en is the source)
 # The run watch reads Prometheus every interval; a webhook read shorter than a second times
 # out honest Alertmanagers on a busy host.
 RUNS_INTERVAL_FLOOR = 1.0
@@ -287,7 +288,7 @@ class Config:
     health: HealthSettings = field(default_factory=HealthSettings)
     digest_minute: int | None = None  # local minute of the day for the daily digest; None = off
     timezone: str = ""  # the owner's IANA time zone for every time a person reads; "": machine's
-    language: str = "en"  # what the bot speaks in chats: en or ru (alert_bot.i18n.LANGUAGES)
+    language: str = "en"  # what the bot speaks in chats: one of LANGUAGES
 
     @property
     def zone(self) -> tzinfo:

@@ -17,7 +17,7 @@ from alert_bot.config.schema import (
     parse_section,
     section_classes,
 )
-from alert_bot.config.settings import Route
+from alert_bot.config.settings import LANGUAGES, Route
 from alert_bot.config.values import (
     ConfigError,
     _bool,
@@ -137,8 +137,6 @@ def _routes(value: Any) -> tuple[Route, ...]:
 
 
 def language_setting(value: Any) -> str:
-    from alert_bot.i18n import LANGUAGES
-
     name = str(value).strip().lower()
     if isinstance(value, bool) or name not in LANGUAGES:
         raise ConfigError("language", f"expected one of {', '.join(LANGUAGES)}, got {value!r}")

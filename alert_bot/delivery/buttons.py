@@ -3,10 +3,11 @@ under a short id (Telegram's callback data is 64 bytes at most), one button per 
 
 from __future__ import annotations
 
+from alert_bot.alerts.messages import OutgoingMessage
+from alert_bot.alerts.silences import SILENCE_DURATIONS, silence_length, silence_matchers
 from alert_bot.delivery.planner import describe_targets, firing_in, silence_targets
-from alert_bot.render import SILENCE_DURATIONS, OutgoingMessage, silence_length, silence_matchers
 from alert_bot.store import Store
-from alert_bot.telegram import Button
+from alert_bot.telegram.client import Button
 
 
 def silence_buttons(short_id: str) -> list[list[Button]]:

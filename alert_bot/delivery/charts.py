@@ -11,16 +11,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alert_bot.charts import alert_chart
+from alert_bot.alerts.messages import OutgoingMessage
+from alert_bot.alerts.render import alert_place
+from alert_bot.charts.queries import alert_chart
 from alert_bot.config import Config
 from alert_bot.i18n import _, ngettext
-from alert_bot.loop import BotLoop
-from alert_bot.metrics import BotMetrics
-from alert_bot.ratelimit import FloodLimiter
-from alert_bot.render import OutgoingMessage, alert_place, utf16_len
+from alert_bot.service.loop import BotLoop
+from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import Store
-from alert_bot.telegram import RetryAfter, TelegramClient, TelegramError
-from alert_bot.upstream import PrometheusClient
+from alert_bot.telegram.client import RetryAfter, TelegramClient, TelegramError
+from alert_bot.telegram.flood import FloodLimiter
+from alert_bot.telegram.html import utf16_len
+from alert_bot.upstream.prometheus import PrometheusClient
 from rigwatch.logs import logger
 
 log = logger("bot", "charts")

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from alert_bot.config import DeliverySettings
 from alert_bot.delivery.retrier import Retrier
 from alert_bot.delivery.sender import Sender
-from alert_bot.metrics import BotMetrics
+from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import PendingNotification, Store
-from alert_bot.telegram import ChatMigrated, Permanent, RetryAfter, Sent
+from alert_bot.telegram.client import ChatMigrated, Permanent, RetryAfter, Sent
 from rigwatch.backoff import Backoff
 from rigwatch.logs import logger
 

@@ -11,9 +11,9 @@ from alert_bot.delivery.charts import ChartWorker
 from alert_bot.delivery.planner import Plan, progress_after
 from alert_bot.delivery.retrier import Retrier
 from alert_bot.delivery.threads import record_delivery
-from alert_bot.metrics import BotMetrics
-from alert_bot.render import to_plain_text
+from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import Store
+from alert_bot.telegram.html import to_plain_text
 
 
 @dataclass

@@ -5,15 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alert_bot.alerts.messages import Block, OutgoingMessage, blocks_for, pack
+from alert_bot.alerts.render import AlertRenderer, alert_place
 from alert_bot.config import DeliverySettings
-from alert_bot.render import (
-    AlertRenderer,
-    Block,
-    OutgoingMessage,
-    alert_place,
-    blocks_for,
-    pack,
-)
 from alert_bot.store import PendingNotification
 
 ENOUGH_BLOCKS = 400  # more than enough for the next message

@@ -5,10 +5,10 @@ jitter for anything transient) and holds the chat back until then."""
 from __future__ import annotations
 
 from alert_bot.config import DeliverySettings
-from alert_bot.metrics import BotMetrics
-from alert_bot.ratelimit import FloodLimiter
+from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import Outbox, PendingNotification
-from alert_bot.telegram import Failure, Malformed, RetryAfter
+from alert_bot.telegram.client import Failure, Malformed, RetryAfter
+from alert_bot.telegram.flood import FloodLimiter
 from rigwatch.backoff import Backoff
 from rigwatch.logs import logger
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import threading
 
-from alert_bot.ratelimit import FloodLimiter
-from alert_bot.telegram import Button, Sent, TelegramClient, TelegramError, Transient, Verdict
+from alert_bot.telegram.client import (
+    Button,
+    Sent,
+    TelegramClient,
+    TelegramError,
+    Transient,
+    Verdict,
+)
+from alert_bot.telegram.flood import FloodLimiter
 
 
 class Sender:

@@ -9,16 +9,12 @@ import json
 import re
 from collections.abc import Callable
 
+from alert_bot.alerts.messages import OutgoingMessage
+from alert_bot.alerts.webhook import valid_time
 from alert_bot.i18n import _, format_duration, ngettext
-from alert_bot.render import (
-    OutgoingMessage,
-    _valid_time,
-    split_html,
-    utf16_len,
-    visible_length,
-)
 from alert_bot.store import NewNotification, Store
 from alert_bot.store.threads import ClosedMessage
+from alert_bot.telegram.html import split_html, utf16_len, visible_length
 
 EDIT_LIMIT = 4096  # characters of an edited message, as Telegram counts them
 
@@ -30,7 +26,7 @@ def alert_key(alert: dict) -> str:
 
 
 def _moment(alert: dict, field: str) -> float | None:
-    moment = _valid_time(alert.get(field, ""))
+    moment = valid_time(alert.get(field, ""))
     return moment.timestamp() if moment else None
 
 

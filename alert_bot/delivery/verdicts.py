@@ -12,10 +12,10 @@ from alert_bot.delivery.ledger import Ledger
 from alert_bot.delivery.planner import Plan
 from alert_bot.delivery.retrier import Retrier
 from alert_bot.delivery.sender import Sender
-from alert_bot.metrics import BotMetrics
-from alert_bot.render import to_plain_text
+from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import Store
-from alert_bot.telegram import Button, ChatMigrated, Failure, Permanent, Sent
+from alert_bot.telegram.client import Button, ChatMigrated, Failure, Permanent, Sent
+from alert_bot.telegram.html import to_plain_text
 from rigwatch.logs import logger
 
 log = logger("bot", "delivery")

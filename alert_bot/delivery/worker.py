@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from alert_bot.alerts.render import AlertRenderer
 from alert_bot.config import Config
 from alert_bot.delivery.buttons import buttons_for
 from alert_bot.delivery.charts import ChartWorker
@@ -30,17 +31,11 @@ from alert_bot.delivery.retrier import Retrier
 from alert_bot.delivery.sender import Sender
 from alert_bot.delivery.threads import reply_target
 from alert_bot.delivery.verdicts import Verdicts
-from alert_bot.loop import BotLoop
-from alert_bot.metrics import BotMetrics
-from alert_bot.ratelimit import FloodLimiter
-from alert_bot.render import (
-    AlertRenderer,
-)
+from alert_bot.service.loop import BotLoop
+from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import Store, StoreError
-from alert_bot.telegram import (
-    Malformed,
-    TelegramClient,
-)
+from alert_bot.telegram.client import Malformed, TelegramClient
+from alert_bot.telegram.flood import FloodLimiter
 from rigwatch.logs import logger
 
 log = logger("bot", "delivery")

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+from collections import defaultdict
 from dataclasses import dataclass
 
 from alert_bot.config import Config, EnergySettings
 from alert_bot.i18n import _, format_duration, format_money, format_number, format_time
-from alert_bot.upstream import PrometheusClient
+from alert_bot.upstream.prometheus import PrometheusClient
 
 ENERGY_SERIES = "gpu:rigwatch_energy_watts:rate1m"
 COUNTER = "rigwatch_gpu_energy_joules_total"
 JOULES_PER_KWH = 3.6e6
+DAY = 86400.0  # seconds
 
 
 def zone(config: Config) -> dt.tzinfo:
@@ -177,3 +179,33 @@ def kwh_text(config: Config, kwh: float, cost: float, estimated: bool) -> str:
     if estimated:
         text += _(" (estimated from power readings)")
     return text
+
+
+def total_text(config: Config, cards: list[CardEnergy]) -> str:
+    return kwh_text(
+        config,
+        sum(c.kwh for c in cards),
+        sum(c.cost for c in cards),
+        any(c.estimated for c in cards),
+    )
+
+
+def rig_energy(
+    prometheus: PrometheusClient, config: Config, start: float, end: float
+) -> dict[str, list[CardEnergy]]:
+    """rig -> its cards' energy over the window."""
+    by_rig: dict[str, list[CardEnergy]] = defaultdict(list)
+    for card in card_energy(prometheus, config, "", start, end).values():
+        by_rig[card.rig].append(card)
+    return by_rig
+
+
+def host_share(config: Config, cards: list[CardEnergy]) -> tuple[float, float]:
+    """(kWh, cost) of the configured fixed host share (energy.host_watts) over the time the
+    rig reported (its card with the most time with data; a rig switched off draws nothing
+    here), priced by the tariff of each piece of the window."""
+    if not cards or not config.energy.host_watts:
+        return 0.0, 0.0
+    longest = max(cards, key=lambda c: c.seconds)
+    watts = config.energy.host_watts
+    return watts * longest.seconds / JOULES_PER_KWH, watts * longest.priced_seconds / JOULES_PER_KWH

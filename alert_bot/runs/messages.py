@@ -11,7 +11,7 @@ from alert_bot.i18n import _, format_number
 from alert_bot.runs.energy import duration_text, kwh_text, local_text
 from alert_bot.runs.table import Run
 from alert_bot.store import NewNotification
-from alert_bot.units import GIB
+from alert_bot.upstream.units import GIB
 
 
 def destinations(config: Config, run: Run, html_text: str) -> list[NewNotification]:

@@ -4,20 +4,20 @@ is readable and the process is gone; never while the data is missing."""
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import re
 import time
 from collections.abc import Callable
 
 from alert_bot.config import Config
-from alert_bot.loop import BotLoop
-from alert_bot.metrics import BotMetrics
 from alert_bot.runs import messages
-from alert_bot.runs.energy import card_energy, local
+from alert_bot.runs.energy import card_energy
 from alert_bot.runs.table import Run, RunTable
-from alert_bot.store import NewNotification, Store, StoreError
-from alert_bot.upstream import PrometheusClient, UpstreamError
+from alert_bot.service.loop import BotLoop
+from alert_bot.service.metrics import BotMetrics
+from alert_bot.store import Store, StoreError
+from alert_bot.upstream.fetch import UpstreamError
+from alert_bot.upstream.prometheus import PrometheusClient, quote
 from rigwatch.logs import logger
 
 log = logger("bot", "runs")
@@ -37,8 +37,6 @@ READABLE = (
     " and on (job, instance) rigwatch_nvml_up == 1"
 )
 SINCE_KEY = "runs_watch_since"
-DIGEST_KEY = "digest_last_day"
-HEALTH_KEY = "health_last_week"  # the Monday (local) of the last week reported
 KEEP_ENDED_SECONDS = 30 * 86400.0
 START_TOLERANCE = 2.0  # seconds within which two start times of one pid are one run
 # A start time the watch can use: after 1970 and no later than a day ahead of the bot's clock.
@@ -49,11 +47,6 @@ FUTURE_SLACK = 86400.0
 def usable_start(value: float, now: float) -> bool:
     """Whether a process start-time sample is a moment the watch can record and format."""
     return math.isfinite(value) and 0 < value <= now + FUTURE_SLACK
-
-
-def quote(value: str) -> str:
-    """A label value inside a PromQL string literal."""
-    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def regex_of(values: list[str]) -> str:
@@ -88,6 +81,7 @@ class RunWatch(BotLoop):
         prometheus: PrometheusClient,
         notify: Callable[[], None],
         clock: Callable[[], float] = time.time,
+        reports: Callable[[float], bool] | None = None,
     ):
         super().__init__(config, store, metrics, clock)
         self.prometheus = CountingPrometheus(prometheus)
@@ -95,7 +89,8 @@ class RunWatch(BotLoop):
         self.table = RunTable(store)
         self._last_prune = 0.0
         self._warned: set[tuple[str, str, str]] = set()  # bad series already logged once
-        self._postponed: set[tuple[str, str]] = set()  # scheduled reports waiting for data
+        # The scheduled reports (digest, weekly health), asked each cycle: True when queued.
+        self.reports = reports
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -159,73 +154,13 @@ class RunWatch(BotLoop):
             if key in present or run.instance not in readable:
                 continue
             queued |= self._end(run, now)
-        queued |= self._digest(now)
-        queued |= self._health(now)
+        if self.reports is not None:
+            queued |= self.reports(now)
         if queued:
             self.notify()
         if now - self._last_prune > 3600:
             self._last_prune = now
             self.table.forget_before(now - KEEP_ENDED_SECONDS)
-
-    def _digest(self, now: float) -> bool:
-        """The daily digest, once a local day at digest.at (late after downtime, never twice)."""
-        minute = self.config.digest_minute
-        if minute is None:
-            return False
-        when = local(self.config, now)
-        if when.hour * 60 + when.minute < minute:
-            return False
-
-        def notices() -> list[NewNotification]:
-            from alert_bot.runs.chat import digest_text  # the chat side imports this module
-
-            text = digest_text(self.prometheus, self.config, self.table, now)  # type: ignore[arg-type]
-            return [
-                NewNotification(
-                    self.config.default_chat_id,
-                    self.config.default_thread_id,
-                    "notice",
-                    {"html": text},
-                )
-            ]
-
-        return self._once(DIGEST_KEY, when.date().isoformat(), notices, now)
-
-    def _health(self, now: float) -> bool:
-        """The weekly card-health report, once a local week (weeks start on Monday) from
-        health.day at health.at: late after downtime, never twice, postponed while Prometheus
-        cannot answer."""
-        settings = self.config.health
-        if not settings.enabled:
-            return False
-        when = local(self.config, now)
-        monday = when.date() - dt.timedelta(days=when.weekday())
-        if (when.weekday(), when.hour * 60 + when.minute) < (settings.weekday, settings.minute):
-            return False
-
-        def notices() -> list[NewNotification]:
-            from alert_bot.health import weekly_notices  # the chat side imports this module
-
-            return weekly_notices(self.prometheus, self.config, now)  # type: ignore[arg-type]
-
-        return self._once(HEALTH_KEY, monday.isoformat(), notices, now)
-
-    def _once(
-        self, key: str, period: str, notices: Callable[[], list[NewNotification]], now: float
-    ) -> bool:
-        """Queue a scheduled report's notices once per period (the state key holds the last
-        period sent, set in the same transaction). Prometheus unable to answer postpones it to
-        the next cycle: a report is never sent without its data."""
-        if self.store.state.get(key) == period:
-            return False
-        try:
-            built = notices()
-        except UpstreamError as exc:
-            if (key, period) not in self._postponed:  # once per report, not every cycle
-                self._postponed.add((key, period))
-                log.warning("%s for %s postponed until Prometheus answers: %s", key, period, exc)
-            return False
-        return self.table.queue_once(key, period, built, now) and bool(built)
 
     @staticmethod
     def _same_runs(

@@ -19,8 +19,9 @@ import yaml
 from alert_bot.app import BotApp
 from alert_bot.config import load_config
 from alert_bot.store import Store
-from alert_bot.telegram import TelegramClient, configure_api
-from alert_bot.upstream import AlertmanagerClient, PrometheusClient
+from alert_bot.telegram.client import TelegramClient, configure_api
+from alert_bot.upstream.alertmanager import AlertmanagerClient
+from alert_bot.upstream.prometheus import PrometheusClient
 from tests.servers import have_binary
 from tests.support import (
     REPO,

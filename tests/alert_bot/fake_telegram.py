@@ -27,7 +27,8 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-# Telegram's tag list, written here again on purpose rather than imported from alert_bot.render:
+# Telegram's tag list, written here again on purpose rather than imported from the bot's
+# alert_bot.telegram.html:
 # the fake is the oracle the bot is checked against, so it must not share the bot's mistakes.
 ALLOWED_TAGS = {
     "b",

@@ -1,6 +1,6 @@
-"""What an alert's chart and "Now:" line show (alert_bot/alert_queries.py): every shipped alert
-rule says it in its annotations, the queries there are PromQL that Prometheus's own promtool
-evaluates, and a rule of the user's own without them still charts from its expression."""
+"""What an alert's chart and "Now:" line show (alert_bot/upstream/alert_queries.py): every
+shipped alert rule says it in its annotations, the queries there are PromQL that Prometheus's own
+promtool evaluates, and a rule of the user's own without them still charts from its expression."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alert_bot.alert_queries import CHART_ANNOTATIONS, alert_queries, comparison_sides
-from alert_bot.current import measured_expression
-from alert_bot.units import metric_names, unit_named, unit_of
+from alert_bot.alerts.current import measured_expression
+from alert_bot.upstream.alert_queries import CHART_ANNOTATIONS, alert_queries, comparison_sides
+from alert_bot.upstream.units import metric_names, unit_named, unit_of
 from tests.servers import have_binary
 from tests.support import REPO
 

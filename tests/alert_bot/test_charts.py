@@ -15,22 +15,15 @@ import pytest
 import yaml
 
 from alert_bot import i18n
-from alert_bot.alert_queries import (
+from alert_bot.charts.figure import PALETTE, Series, chart_figure, render_png, series_label
+from alert_bot.charts.queries import alert_chart, alert_title
+from alert_bot.upstream.alert_queries import (
     CHART_ANNOTATIONS,
     alert_queries,
     comparison_sides,
     expression_from_generator_url,
 )
-from alert_bot.charts import (
-    PALETTE,
-    Series,
-    alert_chart,
-    alert_title,
-    chart_figure,
-    render_png,
-    series_label,
-)
-from alert_bot.units import unit_of
+from alert_bot.upstream.units import unit_of
 from tests.support import REPO
 
 SHIPPED_STYLE = """(
@@ -92,7 +85,7 @@ def test_a_started_bot_has_not_loaded_matplotlib_numpy_or_jinja2():
     probe = """
 import json, sys
 import alert_bot.cli, alert_bot.app
-from alert_bot.render import AlertRenderer, LinkSettings
+from alert_bot.alerts.render import AlertRenderer, LinkSettings
 AlertRenderer(LinkSettings("", "", ""))
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"matplotlib", "numpy", "jinja2"})
 print(json.dumps(heavy))

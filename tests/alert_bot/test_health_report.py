@@ -14,16 +14,16 @@ import random
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from alert_bot.config import ConfigError, load_config
-from alert_bot.metrics import BotMetrics
-from alert_bot.runs.watch import HEALTH_KEY, RunWatch
+from alert_bot.reports.schedule import HEALTH_KEY, Reports
 from alert_bot.store import Store
-from alert_bot.upstream import PrometheusClient
+from alert_bot.upstream.prometheus import PrometheusClient
 from tests.alert_bot.botkit import CHAT, bot_env, bot_process, wait_prometheus_has
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.servers import have_binary, running_prometheus
@@ -244,23 +244,20 @@ def test_the_report_goes_once_a_week_and_waits_for_prometheus(prometheus, tmp_pa
     store) does not send it again."""
     config = load_config(bot_env(tmp_path, telegram.url, HEALTH))
     store = Store(config.db_path)
-    metrics = BotMetrics(lambda: (0, 0.0))
     try:
-        down = RunWatch(
-            config, store, metrics, PrometheusClient(f"http://127.0.0.1:{free_port()}"), _none
-        )
-        now = down.clock()
-        assert down._health(now) is False
+        down = Reports(config, store, PrometheusClient(f"http://127.0.0.1:{free_port()}"))
+        now = time.time()
+        assert down.health(now) is False
         assert store.state.get(HEALTH_KEY) is None
         assert store.outbox.count() == 0
-        up = RunWatch(config, store, metrics, PrometheusClient(prometheus), _none)
-        assert up._health(now) is True
+        up = Reports(config, store, PrometheusClient(prometheus))
+        assert up.health(now) is True
         week = store.state.get(HEALTH_KEY)
         assert week is not None
         queued = store.outbox.count()
         assert queued == 1
-        again = RunWatch(config, store, metrics, PrometheusClient(prometheus), _none)
-        assert again._health(now + 60) is False
+        again = Reports(config, store, PrometheusClient(prometheus))
+        assert again.health(now + 60) is False
         assert store.outbox.count() == queued
         assert store.state.get(HEALTH_KEY) == week
     finally:
@@ -291,10 +288,6 @@ def test_every_card_health_dashboard_query_answers_over_the_month(history, prome
             over = f"last_over_time({substitute_variables(selector)}[1h])"
             found = client.query(f"group by ({label}) ({over})", at=end)
             assert found, variable["name"]
-
-
-def _none() -> None:
-    """The watch's wake-up of the delivery worker, which these checks do not run."""
 
 
 @pytest.mark.parametrize(

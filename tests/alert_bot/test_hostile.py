@@ -9,7 +9,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from alert_bot.telegram import TokenScrubber, scrub
+from alert_bot.telegram.client import TokenScrubber, scrub
 from tests.alert_bot import botkit
 from tests.alert_bot.botkit import BOT_TOKEN, CHAT, WEBHOOK_TOKEN
 from tests.support import http_get, wait_until

@@ -20,10 +20,12 @@ import yaml
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
-from alert_bot import i18n, render, units
+from alert_bot import i18n
+from alert_bot.alerts import render
 from alert_bot.chat import first_run
 from alert_bot.config import ConfigError, load_config, load_first_run_config
 from alert_bot.i18n import format_duration, translations
+from alert_bot.upstream import units
 from tests.alert_bot import botkit
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.servers import have_binary

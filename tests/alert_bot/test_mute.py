@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from alert_bot.chat.mute import DELIVERY_ALERTS, mute_matchers, never_muted, rig_mutes
+from alert_bot.chat.silencing import DELIVERY_ALERTS, mute_matchers, never_muted, rig_mutes
 from tests.support import REPO
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alert_bot.config import RateLimits
-from alert_bot.ratelimit import MAX_IDLE_CHATS, FloodLimiter
+from alert_bot.telegram.flood import MAX_IDLE_CHATS, FloodLimiter
 
 
 class ManualClock:

@@ -7,7 +7,8 @@ import html
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alert_bot.render import blocks_for, pack, split_html, visible_length
+from alert_bot.alerts.messages import blocks_for, pack
+from alert_bot.telegram.html import split_html, visible_length
 from tests.alert_bot.fake_telegram import parse_telegram_html, utf16_len
 
 TAGS = ["b", "i", "code", "u", "s", "pre", "blockquote"]
@@ -59,7 +60,7 @@ def test_packing_keeps_order_and_limit(sources, budget):
 
 
 def test_a_resolved_notice_says_what_was_not_what_to_do_now():
-    from alert_bot.render import AlertRenderer, LinkSettings
+    from alert_bot.alerts.render import AlertRenderer, LinkSettings
     from tests.alert_bot.botkit import alert, notification
 
     renderer = AlertRenderer(LinkSettings("http://grafana:3000", "rigwatch-gpu", "http://am:9093"))
@@ -86,7 +87,7 @@ def test_a_resolved_notice_says_what_was_not_what_to_do_now():
 
 def test_an_alert_without_a_rig_says_what_it_is_about_not_rig_localhost():
     """PrometheusTargetFileInvalid has no rig label; its instance is the centre itself."""
-    from alert_bot.render import AlertRenderer, LinkSettings
+    from alert_bot.alerts.render import AlertRenderer, LinkSettings
     from tests.alert_bot.botkit import alert, notification
 
     renderer = AlertRenderer(LinkSettings("http://grafana:3000", "rigwatch-gpu", "http://am:9093"))

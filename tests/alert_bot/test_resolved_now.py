@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alert_bot.current import CurrentValues, alert_series
-from alert_bot.upstream import PrometheusClient
+from alert_bot.alerts.current import CurrentValues, alert_series
+from alert_bot.upstream.prometheus import PrometheusClient
 from tests.alert_bot import botkit
 from tests.alert_bot.botkit import CHAT, running_rig_services
 from tests.support import REPO, http_get, make_device, wait_until

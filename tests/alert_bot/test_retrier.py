@@ -8,10 +8,10 @@ import pytest
 
 from alert_bot.config import DeliverySettings, RateLimits
 from alert_bot.delivery.retrier import Retrier
-from alert_bot.metrics import BotMetrics
-from alert_bot.ratelimit import FloodLimiter
+from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import NewNotification, Store
-from alert_bot.telegram import RetryAfter, Transient
+from alert_bot.telegram.client import RetryAfter, Transient
+from alert_bot.telegram.flood import FloodLimiter
 
 CHAT = 7
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from alert_bot.config import load_config
 from alert_bot.runs.energy import card_energy
-from alert_bot.upstream import PrometheusClient
+from alert_bot.upstream.prometheus import PrometheusClient
 from tests.alert_bot.botkit import bot_env, running_bot, wait_prometheus_has
 from tests.alert_bot.runkit import RestartablePrometheus, SimulatedRig, prometheus_config
 from tests.alert_bot.test_runs_chat import _ask

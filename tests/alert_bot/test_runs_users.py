@@ -10,9 +10,9 @@ import re
 import psutil
 import pytest
 
+from alert_bot.alerts.webhook import Alert, Notification, route
 from alert_bot.runs.messages import destinations
 from alert_bot.runs.table import Run
-from alert_bot.webhook import Alert, Notification, route
 from tests.alert_bot.botkit import bot_env, running_bot
 from tests.alert_bot.runkit import (
     SimulatedRig,

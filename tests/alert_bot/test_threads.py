@@ -224,7 +224,7 @@ def test_the_fake_checks_edits_like_telegram(telegram):
     from telebot import types
     from telebot.apihelper import ApiTelegramException
 
-    from alert_bot.telegram import TelegramClient, TelegramError, configure_api
+    from alert_bot.telegram.client import TelegramClient, TelegramError, configure_api
     from tests.alert_bot.botkit import BOT_TOKEN
     from tests.alert_bot.fake_telegram import FloodRules
 

@@ -16,7 +16,7 @@ import pytest
 
 from alert_bot import i18n
 from alert_bot.i18n import format_time
-from alert_bot.upstream import MAX_ANSWER_BYTES
+from alert_bot.upstream.fetch import MAX_ANSWER_BYTES
 from tests.alert_bot.botkit import CHAT, bot_env, running_bot
 from tests.alert_bot.fake_telegram import parse_telegram_html
 from tests.alert_bot.runkit import RestartablePrometheus

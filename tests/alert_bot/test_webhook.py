@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alert_bot.webhook import parse_notification, parse_time
+from alert_bot.alerts.webhook import parse_notification, parse_time
 from tests.alert_bot import botkit
 from tests.alert_bot.botkit import CHAT, WEBHOOK_TOKEN, Poster
 from tests.support import REPO, http_get, wait_until

@@ -1,8 +1,9 @@
-"""PNG charts of PromQL over time (matplotlib, headless), for critical alerts and /graph.
+"""Drawing a chart (matplotlib, headless): series over time in stable colours, gaps where data is
+missing, the firing threshold as a line, months and axis words in the bot's language, the
+owner's time zone on the axis; PNG bytes out.
 
 matplotlib (with numpy) is imported on the first chart, not with this module: it is most of
-the bot's memory (~50 of ~87 MiB), and a bot that never draws should not carry it.
-"""
+the bot's memory (~50 of ~87 MiB), and a bot that never draws should not carry it."""
 
 from __future__ import annotations
 
@@ -17,18 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, ParamSpec
 
-from alert_bot.alert_queries import alert_queries, expression_from_generator_url
 from alert_bot.i18n import N_, _
-from alert_bot.render import annotation
-from alert_bot.units import Unit, unit_of
-from alert_bot.upstream import PrometheusClient, UpstreamError
+from alert_bot.upstream.units import Unit
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MAX_SERIES = 12
+
 P = ParamSpec("P")
+
 _render_lock = threading.Lock()  # matplotlib's font cache and text layout are not thread-safe
+
 _LEGEND_LABELS = ("rig", "instance", "gpu", "name", "mountpoint", "chip", "sensor", "device")
 
 
@@ -91,7 +92,9 @@ PALETTE = (
     "#000000",  # black
     "#999999",  # grey
 )
+
 FIRING_COLOUR = "#d62728"
+
 # Month abbreviations as strftime writes them in the C locale, and their translations
 # (matplotlib's tick labels are strftime's; the bot never changes the process locale).
 MONTHS = {
@@ -108,6 +111,7 @@ MONTHS = {
     "Nov": N_("Nov"),
     "Dec": N_("Dec"),
 }
+
 _MONTH = re.compile(r"\b(" + "|".join(MONTHS) + r")\b")
 
 
@@ -335,145 +339,3 @@ render_png = _as_png(chart_figure)
 
 def zone_name(zone: tzinfo) -> str:
     return getattr(zone, "key", None) or datetime.now(zone).tzname() or "UTC"
-
-
-def _focused(result: list[dict], focus: dict[str, str] | None) -> list[dict]:
-    """Only the series agreeing with the focus labels (when any do), so an alert's chart shows
-    its own card rather than every card on every rig."""
-    if not focus:
-        return result
-    matching = [
-        r
-        for r in result
-        if all(focus[k] == v for k, v in r["metric"].items() if k in focus and k != "__name__")
-    ]
-    return matching or result
-
-
-def _step(seconds: float) -> float:
-    return max(1.0, round(seconds / 240))
-
-
-def _narrowed(result: list[dict], narrow: dict[str, str]) -> list[dict]:
-    """Only the series with exactly these labels (a /graph asked for one rig or card)."""
-    return [r for r in result if all(r["metric"].get(k) == v for k, v in narrow.items())]
-
-
-def _series(result: list[dict], names: dict[str, str] | None = None) -> list[Series]:
-    """Series labelled by card; a card's name from the alert when the query lacks it."""
-    out = []
-    for r in result:
-        metric = dict(r["metric"])
-        if names and metric.get("gpu") == names.get("gpu") and not metric.get("name"):
-            metric["name"] = names.get("name", "")
-        out.append(Series(series_label(metric), r["values"], key=series_key(metric)))
-    return out
-
-
-def query_chart(
-    prometheus: PrometheusClient,
-    expr: str,
-    seconds: float,
-    now: float,
-    title: str,
-    focus: dict[str, str] | None = None,
-    timeout: float | None = None,
-    zone: tzinfo | None = None,
-    narrow: dict[str, str] | None = None,
-    subtitle: str = "",
-) -> bytes:
-    """Query a range and draw it; narrow keeps only the series with those labels."""
-    result = prometheus.query_range(expr, now - seconds, now, _step(seconds), timeout)
-    result = _narrowed(result, narrow) if narrow else _focused(result, focus)
-    return render_png(
-        _series(result),
-        title,
-        now - seconds,
-        now,
-        unit=unit_of(expr),
-        zone=zone,
-        subtitle=subtitle,
-    )
-
-
-def alert_title(alert: dict, unit: Unit) -> str:
-    """The alert's summary, or where it is and what it measures in words."""
-    summary = annotation(alert.get("annotations", {}), "summary").strip()
-    if summary:
-        return summary
-    place = card_words(alert["labels"])
-    name = alert["labels"].get("alertname", _("alert"))
-    return f"{place} — {unit.quantity}" if place else f"{name} — {unit.quantity}"
-
-
-def _started(alert: dict) -> float | None:
-    try:
-        moment = datetime.fromisoformat(alert.get("startsAt", "").replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.timestamp() if moment.year > 1970 else None
-
-
-def alert_chart(
-    prometheus: PrometheusClient,
-    alert: dict,
-    seconds: float,
-    now: float,
-    timeout: float | None = None,
-    zone: tzinfo | None = None,
-) -> bytes | None:
-    """The chart for a firing alert: the value its rule names (value and threshold when it
-    compares one with the other; alert_queries says where they come from), shaded from when it
-    started, or None when it carries no query at all."""
-    queries = alert_queries(alert)
-    if queries is None:
-        return None
-    labels = alert["labels"]
-    start, step = now - seconds, _step(seconds)
-    firing_since = _started(alert)
-    if queries.compares:
-        try:
-            values = _focused(
-                prometheus.query_range(queries.value, start, now, step, timeout), labels
-            )
-        except UpstreamError:
-            values = []
-        if values:
-            series = _series(values, labels)
-            threshold = queries.threshold_number
-            if threshold is None and queries.threshold:
-                try:
-                    limits = prometheus.query_range(queries.threshold, start, now, step, timeout)
-                except UpstreamError:
-                    limits = []
-                for item in _series(_focused(limits, labels)[:3], labels):
-                    item.label, item.dashed = (
-                        _("threshold · {series}").format(series=item.label),
-                        True,
-                    )
-                    series.append(item)
-            return render_png(
-                series,
-                alert_title(alert, queries.unit),
-                start,
-                now,
-                threshold,
-                unit=queries.unit,
-                zone=zone,
-                subtitle=queries.value,
-                firing_since=firing_since,
-            )
-    # No comparison, or no data for the value: the alert's own expression as it is.
-    expr = expression_from_generator_url(alert.get("generatorURL", "")) or queries.value
-    unit = queries.unit if expr == queries.value else unit_of(expr)
-    result = prometheus.query_range(expr, start, now, step, timeout)
-    return render_png(
-        _series(_focused(result, labels), labels),
-        alert_title(alert, unit),
-        start,
-        now,
-        unit=unit,
-        zone=zone,
-        subtitle=expr,
-        firing_since=firing_since,
-    )

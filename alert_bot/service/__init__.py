@@ -1,0 +1,2 @@
+"""What the bot's long-running parts share: the loop every worker thread runs (``loop``) and the
+bot's own metrics (``metrics``)."""
