@@ -17,11 +17,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from alert_bot.alerts.webhook import valid_time
-from alert_bot.upstream.alert_queries import AlertQueries, alert_queries
+from alert_bot.alerts.alert_queries import AlertQueries, alert_queries
+from alert_bot.alerts.model import Alert, valid_time
 from alert_bot.upstream.fetch import UpstreamError
 from alert_bot.upstream.prometheus import PrometheusClient
 from alert_bot.upstream.units import Unit
@@ -37,14 +37,14 @@ REMEMBERED = 512  # resolved alerts whose answer is kept
 RULE_LABELS = frozenset({"alertname", "severity", "__name__"})
 
 
-def measured_expression(alert: dict) -> AlertQueries | None:
+def measured_expression(alert: Alert) -> AlertQueries | None:
     """What the alert measures, or None when the alert carries no query or compares nothing
     (absent(), a heartbeat, "seen before unless seen now"): then there is no value to show."""
     queries = alert_queries(alert)
     return queries if queries is not None and queries.compares else None
 
 
-def alert_series(result: list[dict], labels: dict[str, str]) -> dict | None:
+def alert_series(result: list[dict], labels: Mapping[str, str]) -> dict | None:
     """The one series whose labels agree with every label the alert shares with it, or None
     when none or several do (another card's value must never stand in for this one's)."""
     matching = [
@@ -77,13 +77,13 @@ class PrometheusAnswers:
         self._lock = threading.Lock()
         self._paused_until = 0.0
 
-    def _key(self, alert: dict) -> tuple[str, str]:
+    def _key(self, alert: Alert) -> tuple[str, str]:
         raise NotImplementedError
 
-    def _ask(self, alert: dict) -> Any:
+    def _ask(self, alert: Alert) -> Any:
         raise NotImplementedError
 
-    def __call__(self, alert: dict) -> Any:
+    def __call__(self, alert: Alert) -> Any:
         key = self._key(alert)
         with self._lock:
             if key in self._answers:
@@ -119,15 +119,15 @@ class PrometheusAnswers:
 class CurrentValues(PrometheusAnswers):
     """The value now of resolved alerts, with the unit their charts use."""
 
-    def _key(self, alert: dict) -> tuple[str, str]:
-        return (alert.get("fingerprint", ""), alert.get("endsAt", ""))
+    def _key(self, alert: Alert) -> tuple[str, str]:
+        return (alert.fingerprint, alert.ends_at)
 
-    def _ask(self, alert: dict) -> tuple[Unit, float] | None:
+    def _ask(self, alert: Alert) -> tuple[Unit, float] | None:
         measured = measured_expression(alert)
         if measured is None or self.prometheus is None:
             return None
         result = self._query(measured.value)
-        series = alert_series(result or [], alert["labels"])
+        series = alert_series(result or [], alert.labels)
         return (measured.unit, series["value"]) if series is not None else None
 
 
@@ -137,19 +137,19 @@ class Beginnings(PrometheusAnswers):
     (another store, the series gone from its retention, labels that match no single series),
     and then the caller keeps Alertmanager's startsAt."""
 
-    def _key(self, alert: dict) -> tuple[str, str]:
-        return (alert.get("fingerprint", ""), alert.get("startsAt", ""))
+    def _key(self, alert: Alert) -> tuple[str, str]:
+        return (alert.fingerprint, alert.starts_at)
 
-    def _ask(self, alert: dict) -> float | None:
-        fired = valid_time(alert.get("startsAt", ""))
-        name = alert.get("labels", {}).get("alertname", "")
+    def _ask(self, alert: Alert) -> float | None:
+        fired = valid_time(alert.starts_at)
+        name = alert.alertname
         if fired is None or not name or self.prometheus is None:
             return None
         escaped = name.replace("\\", "\\\\").replace('"', '\\"')
         result = self._query(f'ALERTS_FOR_STATE{{alertname="{escaped}"}}', at=fired.timestamp())
         # The alert's own series: every label it has is the alert's (Alertmanager's copy may
         # carry more, e.g. Prometheus's external labels).
-        labels = alert["labels"]
+        labels = alert.labels
         mine = [
             r
             for r in result or []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
+from alert_bot.alerts.model import Alert, Notification
 from alert_bot.i18n import N_, _
 from alert_bot.telegram.html import split_html, utf16_len, visible_length
 
@@ -26,8 +27,8 @@ class Block:
     notification_id: int
     alert_index: int
     completes_alert: bool
-    alert: dict | None = None
-    notification: dict | None = None
+    alert: Alert | None = None
+    notification: Notification | None = None
     part_index: int = 0
 
 
@@ -38,7 +39,7 @@ class OutgoingMessage:
     compact: bool = False
 
     @property
-    def alerts(self) -> list[dict]:
+    def alerts(self) -> list[Alert]:
         return [b.alert for b in self.blocks if b.alert is not None and b.completes_alert]
 
 
@@ -48,8 +49,8 @@ def blocks_for(
     alert_index: int,
     budget: int,
     max_parts: int,
-    alert: dict | None = None,
-    notification: dict | None = None,
+    alert: Alert | None = None,
+    notification: Notification | None = None,
     title: str = "",
 ) -> list[Block]:
     """One block, or several when the markup is longer than a message; never more than

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import html
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 
+from alert_bot.alerts.model import Alert, Notification, valid_time
 from alert_bot.alerts.silences import alertmanager_silence_url
-from alert_bot.alerts.webhook import valid_time
 from alert_bot.config import ConfigError
 from alert_bot.i18n import N_, _, format_duration, format_time, language
 from alert_bot.telegram.html import check_markup, visible_text
@@ -36,7 +36,7 @@ PLACE_LABELS = ("rig", "instance", "gpu")
 PLACE_WORDS = {"rig": N_("rig"), "instance": N_("instance"), "gpu": N_("gpu")}
 
 
-def alert_place(labels: dict[str, str], keys: tuple[str, ...] = PLACE_LABELS) -> list[str]:
+def alert_place(labels: Mapping[str, str], keys: tuple[str, ...] = PLACE_LABELS) -> list[str]:
     """Where an alert is ("rig rig1", "instance host:9835", "gpu 0"), as the bot names it in
     /alerts, chart captions and the descriptions of silence buttons. An instance named like its
     rig (a pushing rig's) says nothing the rig does not, and is left out."""
@@ -72,8 +72,8 @@ class AlertRenderer:
         links: LinkSettings,
         template_source: str | None = None,
         zone: tzinfo | None = None,
-        current: Callable[[dict], tuple[Unit, float] | None] | None = None,
-        began: Callable[[dict], float | None] | None = None,
+        current: Callable[[Alert], tuple[Unit, float] | None] | None = None,
+        began: Callable[[Alert], float | None] | None = None,
     ):
         self.links = links
         self.zone = zone or timezone.utc  # times are shown in the owner's zone
@@ -91,17 +91,15 @@ class AlertRenderer:
             self._check_template()
 
     def _check_template(self) -> None:
-        sample = {
-            "status": "firing",
-            "labels": {"alertname": "Sample <&>", "severity": "critical", "rig": "rig1"},
-            "annotations": {"summary": "sample & <summary>", "description": "d"},
-            "startsAt": "2024-01-01T00:00:00Z",
-            "endsAt": "",
-            "generatorURL": "",
-            "fingerprint": "f",
-        }
+        sample = Alert(
+            status="firing",
+            labels={"alertname": "Sample <&>", "severity": "critical", "rig": "rig1"},
+            annotations={"summary": "sample & <summary>", "description": "d"},
+            starts_at="2024-01-01T00:00:00Z",
+            fingerprint="f",
+        )
         try:
-            output = self.render(sample, {"externalURL": ""}, compact=False, now=0.0)
+            output = self.render(sample, Notification("firing", "", (sample,)), False, now=0.0)
         except Exception as exc:  # noqa: BLE001 - any template bug is a config problem
             raise ConfigError("template", f"fails to render a sample alert: {exc}") from None
         problem = check_markup(output)
@@ -110,23 +108,25 @@ class AlertRenderer:
         if not visible_text(output).strip():
             raise ConfigError("template", "renders an empty message")
 
-    def began_at(self, alert: dict) -> float | None:
+    def began_at(self, alert: Alert) -> float | None:
         """When the alert's trouble began: Prometheus's activeAt where it can say, else
         Alertmanager's startsAt (None when neither is a time)."""
-        fired = valid_time(alert.get("startsAt", ""))
+        fired = valid_time(alert.starts_at)
         if fired is None:
             return None
         began = self.began(alert) if self.began is not None else None
         return min(began, fired.timestamp()) if began is not None else fired.timestamp()
 
-    def context(self, alert: dict, notification: dict, now: float) -> dict:
-        labels = alert["labels"]
-        annotations = alert.get("annotations", {})
-        status = alert["status"]
+    def context(self, alert: Alert, notification: Notification, now: float) -> dict:
+        """What the default layout and a user's template read. Templates see Alertmanager's
+        own shape and names (alert.startsAt, labels.rig), as its webhook documents them."""
+        labels = dict(alert.labels)
+        annotations = dict(alert.annotations)
+        status = alert.status
         severity = labels.get("severity", "")
         began = self.began_at(alert)
         started = datetime.fromtimestamp(began, timezone.utc) if began is not None else None
-        ended = valid_time(alert.get("endsAt", "")) if status == "resolved" else None
+        ended = valid_time(alert.ends_at) if status == "resolved" else None
         if started and ended:
             duration = format_duration((ended - started).total_seconds())
         elif started:
@@ -138,7 +138,7 @@ class AlertRenderer:
         rig = labels.get("rig") or labels.get("instance", "")
         gpu = labels.get("gpu", "")
         gpu_name = labels.get("gpu_name") or labels.get("name", "")
-        base_am = notification.get("externalURL") or self.links.alertmanager_url
+        base_am = notification.external_url or self.links.alertmanager_url
         dashboard = annotations.get("dashboard_url") or annotations.get("dashboard", "")
         if dashboard and not dashboard.startswith(("http://", "https://")):
             dashboard = self.links.grafana_url.rstrip("/") + "/" + dashboard.lstrip("/")
@@ -153,7 +153,7 @@ class AlertRenderer:
             if query:
                 dashboard += "?" + urllib.parse.urlencode(query)
         return {
-            "alert": alert,
+            "alert": alert.to_json(),
             "status": status,
             "labels": labels,
             "annotations": annotations,
@@ -172,10 +172,10 @@ class AlertRenderer:
             "duration": duration,
             "dashboard_url": dashboard,
             "silence_url": alertmanager_silence_url(base_am, labels),
-            "generator_url": alert.get("generatorURL", ""),
+            "generator_url": alert.generator_url,
         }
 
-    def render(self, alert: dict, notification: dict, compact: bool, now: float) -> str:
+    def render(self, alert: Alert, notification: Notification, compact: bool, now: float) -> str:
         ctx = self.context(alert, notification, now)
         ctx["now_value"] = ""
         if ctx["status"] == "resolved" and not compact and self.current is not None:
@@ -261,7 +261,7 @@ class AlertRenderer:
         return "\n".join(lines)
 
 
-def annotation(annotations: dict[str, str], key: str) -> str:
+def annotation(annotations: Mapping[str, str], key: str) -> str:
     """An alert's annotation in the bot's language: `<key>_<language>` (summary_ru) where the
     rule has one, else the rule's own (English) `<key>`."""
     return annotations.get(f"{key}_{language()}") or annotations.get(key, "")

@@ -5,6 +5,7 @@ Alertmanager's new-silence form filled with an alert's labels."""
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Mapping
 
 from alert_bot.i18n import _
 
@@ -21,7 +22,7 @@ def matchers_text(matchers: list[dict]) -> str:
     return ", ".join(matcher_text(m) for m in matchers)
 
 
-def silence_matchers(labels: dict[str, str]) -> list[dict]:
+def silence_matchers(labels: Mapping[str, str]) -> list[dict]:
     return [
         {"name": name, "value": value, "isRegex": False, "isEqual": True}
         for name, value in sorted(labels.items())

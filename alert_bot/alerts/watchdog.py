@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from alert_bot.alerts.model import Alert
 from alert_bot.alerts.silences import matchers_text
-from alert_bot.alerts.webhook import Alert
 from alert_bot.config import Config
 from alert_bot.i18n import _, format_rfc3339
 from alert_bot.service.loop import BotLoop

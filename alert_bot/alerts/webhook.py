@@ -6,109 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime
 from types import MappingProxyType
 
+from alert_bot.alerts.model import STATUSES, Alert, Labels, Notification, parse_time
 from alert_bot.config import Config
 from alert_bot.store import NewNotification
-
-STATUSES = ("firing", "resolved")
 
 
 class PayloadError(ValueError):
     """The body can never be a valid notification; the message says what is wrong."""
-
-
-Labels = Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One alert of a notification, as Alertmanager's webhook describes it, validated."""
-
-    status: str  # firing or resolved
-    labels: Labels
-    annotations: Labels
-    starts_at: str  # RFC 3339, as Alertmanager wrote it
-    ends_at: str = ""
-    generator_url: str = ""
-    fingerprint: str = ""
-
-    @property
-    def alertname(self) -> str:
-        return self.labels.get("alertname", "")
-
-    @property
-    def identity(self) -> str:
-        """The fingerprint, or a stable hash of the labels when the sender left it out."""
-        if self.fingerprint:
-            return self.fingerprint
-        encoded = json.dumps(dict(self.labels), sort_keys=True).encode()
-        return hashlib.sha256(encoded).hexdigest()[:16]
-
-    def to_json(self) -> dict:
-        """Alertmanager's own shape and names: what the outbox stores and templates read."""
-        return {
-            "status": self.status,
-            "labels": dict(self.labels),
-            "annotations": dict(self.annotations),
-            "startsAt": self.starts_at,
-            "endsAt": self.ends_at,
-            "generatorURL": self.generator_url,
-            "fingerprint": self.fingerprint,
-        }
-
-
-@dataclass(frozen=True)
-class Notification:
-    """A validated Alertmanager notification: the parts the bot uses, named."""
-
-    status: str
-    group_key: str
-    alerts: tuple[Alert, ...]
-    receiver: str = ""
-    group_labels: Labels = field(default_factory=lambda: MappingProxyType({}))
-    common_labels: Labels = field(default_factory=lambda: MappingProxyType({}))
-    common_annotations: Labels = field(default_factory=lambda: MappingProxyType({}))
-    external_url: str = ""
-    truncated_alerts: int = 0
-
-    def with_alerts(self, alerts: Iterable[Alert]) -> Notification:
-        return replace(self, alerts=tuple(alerts))
-
-    def to_json(self) -> dict:
-        """Alertmanager's own shape and names (the outbox's stored payload)."""
-        return {
-            "receiver": self.receiver,
-            "status": self.status,
-            "groupKey": self.group_key,
-            "groupLabels": dict(self.group_labels),
-            "commonLabels": dict(self.common_labels),
-            "commonAnnotations": dict(self.common_annotations),
-            "externalURL": self.external_url,
-            "truncatedAlerts": self.truncated_alerts,
-            "alerts": [alert.to_json() for alert in self.alerts],
-        }
-
-
-def parse_time(value: str) -> datetime:
-    """RFC 3339 time as Alertmanager writes it (nanoseconds and a Z allowed)."""
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # Python before 3.11 reads at most microseconds: cut longer fractions.
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = ""
-        while rest and rest[0].isdigit():
-            digits, rest = digits + rest[0], rest[1:]
-        text = f"{head}.{(digits + '000000')[:6]}{rest}"
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError("no time zone")
-    return parsed
 
 
 def _unicode(text: str, where: str) -> str:
@@ -260,14 +166,3 @@ def route(notification: Notification, config: Config) -> list[NewNotification]:
         payload = notification.with_alerts(alerts).to_json()
         result.append(NewNotification(chat_id, thread_id, "alerts", payload))
     return result
-
-
-def valid_time(text: str) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = parse_time(text)
-    except ValueError:
-        return None
-    # Alertmanager writes the zero time 0001-01-01 for "not ended".
-    return moment if moment.year > 1970 else None

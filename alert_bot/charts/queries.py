@@ -3,12 +3,13 @@ or an alert's value around the moment it fired with its threshold, drawn by char
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 
+from alert_bot.alerts.alert_queries import alert_queries, expression_from_generator_url
+from alert_bot.alerts.model import Alert, valid_time
 from alert_bot.alerts.render import annotation
 from alert_bot.charts.figure import Series, card_words, render_png, series_key, series_label
 from alert_bot.i18n import _
-from alert_bot.upstream.alert_queries import alert_queries, expression_from_generator_url
 from alert_bot.upstream.fetch import UpstreamError
 from alert_bot.upstream.prometheus import PrometheusClient
 from alert_bot.upstream.units import Unit, unit_of
@@ -73,27 +74,24 @@ def query_chart(
     )
 
 
-def alert_title(alert: dict, unit: Unit) -> str:
+def alert_title(alert: Alert, unit: Unit) -> str:
     """The alert's summary, or where it is and what it measures in words."""
-    summary = annotation(alert.get("annotations", {}), "summary").strip()
+    summary = annotation(alert.annotations, "summary").strip()
     if summary:
         return summary
-    place = card_words(alert["labels"])
-    name = alert["labels"].get("alertname", _("alert"))
+    place = card_words(alert.labels)
+    name = alert.alertname or _("alert")
     return f"{place} — {unit.quantity}" if place else f"{name} — {unit.quantity}"
 
 
-def _started(alert: dict) -> float | None:
-    try:
-        moment = datetime.fromisoformat(alert.get("startsAt", "").replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.timestamp() if moment.year > 1970 else None
+def _started(alert: Alert) -> float | None:
+    moment = valid_time(alert.starts_at)
+    return moment.timestamp() if moment is not None else None
 
 
 def alert_chart(
     prometheus: PrometheusClient,
-    alert: dict,
+    alert: Alert,
     seconds: float,
     now: float,
     timeout: float | None = None,
@@ -105,7 +103,7 @@ def alert_chart(
     queries = alert_queries(alert)
     if queries is None:
         return None
-    labels = alert["labels"]
+    labels = alert.labels
     start, step = now - seconds, _step(seconds)
     firing_since = _started(alert)
     if queries.compares:
@@ -141,7 +139,7 @@ def alert_chart(
                 firing_since=firing_since,
             )
     # No comparison, or no data for the value: the alert's own expression as it is.
-    expr = expression_from_generator_url(alert.get("generatorURL", "")) or queries.value
+    expr = expression_from_generator_url(alert.generator_url) or queries.value
     unit = queries.unit if expr == queries.value else unit_of(expr)
     result = prometheus.query_range(expr, start, now, step, timeout)
     return render_png(

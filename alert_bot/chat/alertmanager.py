@@ -4,6 +4,8 @@ message shows for a while (s:SHORT_ID:DURATION), or remove a silence (u:SILENCE_
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
+from dataclasses import replace
 
 from alert_bot.alerts.render import SEVERITY_MARKERS, alert_place
 from alert_bot.alerts.silences import (
@@ -15,7 +17,9 @@ from alert_bot.alerts.silences import (
 from alert_bot.chat.context import Chat, log
 from alert_bot.chat.silencing import BUTTON_COMMENT, MUTE_COMMENT, SILENCE_ID, rig_mutes, until_text
 from alert_bot.i18n import _, format_time, ngettext
-from alert_bot.telegram.client import Button, TelegramError
+from alert_bot.telegram.client import TelegramError
+from alert_bot.telegram.types import Button, ButtonPress, Message
+from alert_bot.upstream.alertmanager import ActiveAlert
 from alert_bot.upstream.fetch import UpstreamError
 
 LISTED = 30  # alerts or silences listed in one answer
@@ -26,43 +30,47 @@ LISTING_CHARS = 7000
 WITH_BUTTONS = 10  # of those, the first ones get buttons
 
 
-def is_heartbeat(chat: Chat, labels: dict[str, str]) -> bool:
+def is_heartbeat(chat: Chat, labels: Mapping[str, str]) -> bool:
     """The always-firing Watchdog: never listed as a problem, never offered for silencing
     (silencing it makes the bot report a silent pipeline)."""
     return labels.get("alertname") == chat.config.watchdog.alertname
 
 
-def firing_alerts(chat: Chat) -> list[dict]:
+def firing_alerts(chat: Chat) -> list[ActiveAlert]:
     """Firing alerts, silenced ones included, without the heartbeat; a silenced alert carries
     ``silenced_until`` (Alertmanager's time), the latest end of the silences on it."""
     alerts = [
-        a for a in chat.alertmanager.alerts(silenced=True) if not is_heartbeat(chat, a["labels"])
+        a for a in chat.alertmanager.alerts(silenced=True) if not is_heartbeat(chat, a.labels)
     ]
-    silenced = [a for a in alerts if (a.get("status") or {}).get("silencedBy")]
-    if silenced:
-        try:
-            ends = {s["id"]: s.get("endsAt", "") for s in chat.alertmanager.silences()}
-        except UpstreamError:
-            ends = {}
-        for alert in silenced:
-            times = [ends.get(i, "") for i in alert["status"]["silencedBy"]]
-            alert["silenced_until"] = max(times) if any(times) else "?"
-    return alerts
+    if not any(a.silenced_by for a in alerts):
+        return alerts
+    try:
+        ends = {s["id"]: s.get("endsAt", "") for s in chat.alertmanager.silences()}
+    except UpstreamError:
+        ends = {}
+
+    def until(alert: ActiveAlert) -> ActiveAlert:
+        if not alert.silenced_by:
+            return alert
+        times = [ends.get(i, "") for i in alert.silenced_by]
+        return replace(alert, silenced_until=max(times) if any(times) else "?")
+
+    return [until(a) for a in alerts]
 
 
-def silenced_note(chat: Chat, alert: dict) -> str:
-    until = alert.get("silenced_until")
+def silenced_note(chat: Chat, alert: ActiveAlert) -> str:
+    until = alert.silenced_until
     if not until:
         return ""
     return _("🔕 silenced until {time}").format(time=html.escape(until_text(chat, until)))
 
 
-def alerts(chat: Chat, message: dict, args: list[str]) -> None:
+def alerts(chat: Chat, message: Message, args: list[str]) -> None:
     firing = firing_alerts(chat)
     if not firing:
         chat.reply(message, _("✅ No firing alerts."))
         return
-    silenced = sum(1 for a in firing if a.get("silenced_until"))
+    silenced = sum(1 for a in firing if a.silenced_until)
     count = len(firing)
     title = ngettext("<b>{count} firing alert</b>", "<b>{count} firing alerts</b>", count)
     title = title.format(count=count)
@@ -76,26 +84,26 @@ def alerts(chat: Chat, message: dict, args: list[str]) -> None:
     size = len(title)
     listed = 0
     for number, alert in enumerate(firing[:LISTED], start=1):
-        labels = alert.get("labels", {})
+        labels = alert.labels
         marker = SEVERITY_MARKERS.get(labels.get("severity", ""), "⚪")
         where = " · ".join(html.escape(_clip(place)) for place in alert_place(labels))
-        summary = _clip(str(alert.get("annotations", {}).get("summary", "")))
-        name = _clip(labels.get("alertname", "?"))
+        summary = _clip(alert.annotations.get("summary", ""))
+        name = _clip(alert.alertname or "?")
         line = f"{number}. {marker} <b>{html.escape(name)}</b>"
         if where:
             line += f" · {where}"
         if summary:
             line += f" — {html.escape(summary)}"
-        if alert.get("silenced_until"):
+        if alert.silenced_until:
             line += f" · {silenced_note(chat, alert)}"
         if size + len(line) > LISTING_CHARS:
             break
         size += len(line) + 1
         listed = number
         lines.append(line)
-        if number <= WITH_BUTTONS and not alert.get("silenced_until"):
+        if number <= WITH_BUTTONS and not alert.silenced_until:
             short_id = chat.store.buttons.save(
-                [silence_matchers(labels)], f"{labels.get('alertname', '?')} {where}", now
+                [silence_matchers(labels)], f"{alert.alertname or '?'} {where}", now
             )
             buttons.append(
                 [
@@ -146,7 +154,7 @@ def _clip(text: str) -> str:
     return text if len(text) <= CLIPPED_CHARS else text[: CLIPPED_CHARS - 1] + "…"
 
 
-def silences(chat: Chat, message: dict, args: list[str]) -> None:
+def silences(chat: Chat, message: Message, args: list[str]) -> None:
     active = chat.alertmanager.silences()
     if not active:
         chat.reply(message, _("No active silences."))
@@ -182,7 +190,7 @@ def _matches_heartbeat(chat: Chat, matchers: list[dict]) -> bool:
     )
 
 
-def silence_button(chat: Chat, query: dict, data: str, who: str, message: dict) -> None:
+def silence_button(chat: Chat, query: ButtonPress, data: str, who: str, message: Message) -> None:
     parts = data.split(":")
     short_id, duration = (parts[1], parts[2]) if len(parts) == 3 else ("", "")
     target = chat.store.buttons.target(short_id) if short_id else None
@@ -228,18 +236,16 @@ def silence_button(chat: Chat, query: dict, data: str, who: str, message: dict) 
     chat.reply(message, text, rows)
 
 
-def _without_row(message: dict, data: str) -> list[list[Button]]:
+def _without_row(message: Message, data: str) -> list[list[Button]]:
     """The message's keyboard less the row holding the pressed button."""
-    keyboard = (message.get("reply_markup") or {}).get("inline_keyboard") or []
-    rows = []
-    for row in keyboard:
-        if any(b.get("callback_data") == data for b in row):
-            continue
-        rows.append([Button(b["text"], b["callback_data"]) for b in row if "callback_data" in b])
-    return [row for row in rows if row]
+    return [
+        list(row)
+        for row in message.keyboard
+        if row and not any(b.callback_data == data for b in row)
+    ]
 
 
-def unsilence_button(chat: Chat, query: dict, data: str, who: str, message: dict) -> None:
+def unsilence_button(chat: Chat, query: ButtonPress, data: str, who: str, message: Message) -> None:
     silence_id = data[2:]
     if not SILENCE_ID.fullmatch(silence_id):
         chat.answer(query, _("This button is not one of mine."))
@@ -251,10 +257,10 @@ def unsilence_button(chat: Chat, query: dict, data: str, who: str, message: dict
     chat.alertmanager.expire_silence(silence_id)
     chat.metrics.commands.labels("unsilence").inc()
     chat.answer(query, _("Silence removed."))
-    if message.get("message_id"):
+    if message.message_id:
         try:
             chat.telegram.edit_buttons(
-                message["chat"]["id"], message["message_id"], _without_row(message, data)
+                message.chat_id, message.message_id, _without_row(message, data)
             )
         except TelegramError as exc:
             log.info("could not remove the unsilence button: %s", exc)

@@ -13,6 +13,7 @@ from alert_bot.chat import runs as runs_chat
 from alert_bot.chat.context import Chat
 from alert_bot.i18n import LANGUAGES, N_, _, language, translations
 from alert_bot.store import StoreError
+from alert_bot.telegram.types import ButtonPress, Message, Update
 from alert_bot.upstream.fetch import UpstreamError
 
 Handler = Callable[[Chat, dict, list[str]], None]
@@ -30,7 +31,7 @@ class Command:
     plain_word: bool = False  # also answered when written without the slash ("gpu")
 
 
-def _help(chat: Chat, message: dict, args: list[str]) -> None:
+def _help(chat: Chat, message: Message, args: list[str]) -> None:
     chat.reply(message, welcome.help_text(menu()))
 
 
@@ -90,7 +91,7 @@ def menus() -> list[tuple[str | None, list[tuple[str, str]]]]:
     return [(None, menu()), *((code, menu(code)) for code in LANGUAGES)]
 
 
-def _refuse_chat(chat: Chat, message: dict, chat_id: int) -> None:
+def _refuse_chat(chat: Chat, message: Message, chat_id: int) -> None:
     chat.metrics.commands.labels("refused").inc()
     chat.reply(
         message,
@@ -103,12 +104,12 @@ def _refuse_chat(chat: Chat, message: dict, chat_id: int) -> None:
     )
 
 
-def handle_message(chat: Chat, message: dict) -> None:
-    chat_id = message["chat"]["id"]
-    if message.get("migrate_to_chat_id"):
-        chat.store.migrations.record(chat_id, int(message["migrate_to_chat_id"]), chat.clock())
+def handle_message(chat: Chat, message: Message) -> None:
+    chat_id = message.chat_id
+    if message.migrate_to_chat_id:
+        chat.store.migrations.record(chat_id, message.migrate_to_chat_id, chat.clock())
         return
-    text = (message.get("text") or "").strip()
+    text = message.text.strip()
     if not text:
         return
     words = text.split()
@@ -124,7 +125,7 @@ def handle_message(chat: Chat, message: dict) -> None:
         if "@" not in first:  # "/x@other_bot" in a group is another bot's business
             chat.reply(message, _("Unknown command. /help lists what I can do."))
         return
-    user_id = (message.get("from") or {}).get("id")
+    user_id = message.sender.id
     # A person's own chat (runs.user_chats) may ask about its own runs and nothing else.
     personal = command.name in PERSONAL and bool(chat.config.runs.users_of(chat_id))
     if not command.public and not personal and not chat.access.may_use(chat_id, user_id):
@@ -137,16 +138,16 @@ def handle_message(chat: Chat, message: dict) -> None:
         chat.reply(message, chat.cannot_tell(exc))
 
 
-def handle_button(chat: Chat, query: dict) -> None:
-    data = query.get("data") or ""
-    user = query.get("from") or {}
-    message = query.get("message") or {}
-    chat_id = (message.get("chat") or {}).get("id", user.get("id"))
-    if not chat.access.may_use(chat_id, user.get("id")):
+def handle_button(chat: Chat, query: ButtonPress) -> None:
+    data = query.data
+    chat_id = query.chat_id
+    if chat_id is None or not chat.access.may_use(chat_id, query.sender.id):
         chat.metrics.commands.labels("refused").inc()
         chat.answer(query, _(REFUSAL), alert=True)
         return
-    who = user.get("username") or user.get("first_name") or str(user.get("id", _("someone")))
+    # A press under a message Telegram no longer sends (too old): answered in the sender's chat.
+    message = query.message or Message(chat_id)
+    who = query.sender.name or _("someone")
     handler = next((h for prefix, h in BUTTONS.items() if data.startswith(prefix)), None)
     try:
         if handler is None:
@@ -161,13 +162,13 @@ def handle_button(chat: Chat, query: dict) -> None:
         chat.answer(query, _("The bot's store is unavailable; try again later."), alert=True)
 
 
-def answered_at_once(update: dict) -> bool:
+def answered_at_once(update: Update) -> bool:
     """Whether an update needs neither Prometheus nor Alertmanager (/start, /help, text that
     is no command): the update loop answers those itself, never behind a slow upstream."""
-    message = update.get("message")
-    if not isinstance(message, dict):
-        return False  # a button: Alertmanager
-    words = (message.get("text") or "").split()
+    message = update.message
+    if message is None:
+        return update.button is None  # a button: Alertmanager; nothing at all: nothing to do
+    words = message.text.split()
     if not words:
         return True
     first = words[0].lower()
@@ -178,8 +179,8 @@ def answered_at_once(update: dict) -> bool:
     return command.public
 
 
-def handle_update(chat: Chat, update: dict) -> None:
-    if "callback_query" in update:
-        handle_button(chat, update["callback_query"])
-    elif "message" in update:
-        handle_message(chat, update["message"])
+def handle_update(chat: Chat, update: Update) -> None:
+    if update.button is not None:
+        handle_button(chat, update.button)
+    elif update.message is not None:
+        handle_message(chat, update.message)

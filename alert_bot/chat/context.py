@@ -12,9 +12,10 @@ from alert_bot.config import Config
 from alert_bot.i18n import format_time
 from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import Store
-from alert_bot.telegram.client import Button, TelegramClient, TelegramError
+from alert_bot.telegram.client import TelegramClient, TelegramError
 from alert_bot.telegram.flood import FloodLimiter
 from alert_bot.telegram.html import split_html
+from alert_bot.telegram.types import Button, ButtonPress, Message
 from alert_bot.upstream.alertmanager import AlertmanagerClient
 from alert_bot.upstream.fetch import UpstreamError
 from alert_bot.upstream.prometheus import PrometheusClient
@@ -64,14 +65,13 @@ class Chat:
 
     def reply(
         self,
-        message: dict,
+        message: Message,
         text: str,
         buttons: list[list[Button]] | None = None,
     ) -> int | None:
         """Answer in the message's chat (and forum topic), split into pieces Telegram takes;
         the buttons go with the last piece."""
-        chat_id = message["chat"]["id"]
-        thread_id = message.get("message_thread_id") if message.get("is_topic_message") else None
+        chat_id, thread_id = message.chat_id, message.thread_id
         last_id = None
         pieces = split_html(text, REPLY_PIECE_CHARS) or ["…"]
         for number, piece in enumerate(pieces):
@@ -93,9 +93,8 @@ class Chat:
                 slot.finish()
         return last_id
 
-    def reply_photo(self, message: dict, png: bytes, caption: str) -> None:
-        chat_id = message["chat"]["id"]
-        thread_id = message.get("message_thread_id") if message.get("is_topic_message") else None
+    def reply_photo(self, message: Message, png: bytes, caption: str) -> None:
+        chat_id, thread_id = message.chat_id, message.thread_id
         slot = self.limiter.reserve(chat_id, self.stop, limit=REPLY_WAIT_LIMIT)
         if slot is None:
             return
@@ -106,9 +105,9 @@ class Chat:
         finally:
             slot.finish()
 
-    def answer(self, query: dict, text: str, alert: bool = False) -> None:
+    def answer(self, query: ButtonPress, text: str, alert: bool = False) -> None:
         """Answer a button press (the small note, or a dialog when alert is true)."""
         try:
-            self.telegram.answer_callback(query["id"], text, alert)
+            self.telegram.answer_callback(query.id, text, alert)
         except TelegramError as exc:
             log.warning("answering a button press failed: %s", exc)

@@ -10,6 +10,7 @@ from alert_bot.chat.updates import UpdatePoller
 from alert_bot.chat.welcome import greeting
 from alert_bot.i18n import N_, _
 from alert_bot.telegram.client import RetryAfter, TelegramClient, TelegramError
+from alert_bot.telegram.types import Message, Update
 from rigwatch.logs import logger
 
 log = logger("bot", "first_run")
@@ -20,16 +21,15 @@ NOT_YET = N_(
 )
 
 
-def answer(message: dict) -> str | None:
+def answer(message: Message) -> str | None:
     """The reply to one message in the first-run mode (None: a message to leave alone)."""
-    text = (message.get("text") or "").strip()
+    text = message.text.strip()
     if not text.startswith("/"):
         return None
     command = text.split()[0][1:].split("@", 1)[0].lower()
     if command != "start":
         return None if "@" in text.split()[0] else _(NOT_YET)
-    chat_id = message["chat"]["id"]
-    user_id = (message.get("from") or {}).get("id")
+    chat_id, user_id = message.chat_id, message.sender.id
     return (
         greeting(chat_id, user_id)
         + "\n"
@@ -48,13 +48,13 @@ def run(telegram: TelegramClient, stop: threading.Event, poll_timeout: int = 25)
         "send /start to it in the chat that should get the alerts"
     )
 
-    def handle(update: dict) -> None:
-        message = update.get("message")
-        if not message or not isinstance(message.get("chat"), dict):
+    def handle(update: Update) -> None:
+        message = update.message
+        if message is None:
             return
         reply = answer(message)
         if reply is not None:
-            _send(telegram, message["chat"]["id"], reply, stop)
+            _send(telegram, message.chat_id, reply, stop)
 
     UpdatePoller(telegram, poll_timeout, stop).run(handle)
 

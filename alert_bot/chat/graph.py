@@ -16,6 +16,7 @@ from alert_bot.i18n import (
     looks_like_duration,
     parse_typed_duration,
 )
+from alert_bot.telegram.types import Message
 
 GRAPHS = {
     # The card's name joined in, so the legend says "GPU 0 (RTX 4090) on rig1".
@@ -42,7 +43,7 @@ USAGE = N_(
 )
 
 
-def graph(chat: Chat, message: dict, args: list[str]) -> None:
+def graph(chat: Chat, message: Message, args: list[str]) -> None:
     if not args:
         chat.reply(message, _(USAGE))
         return

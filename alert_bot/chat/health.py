@@ -5,9 +5,10 @@ from __future__ import annotations
 from alert_bot.chat.context import Chat
 from alert_bot.i18n import _
 from alert_bot.reports.health import report_text, survey
+from alert_bot.telegram.types import Message
 
 
-def health(chat: Chat, message: dict, args: list[str]) -> None:
+def health(chat: Chat, message: Message, args: list[str]) -> None:
     """/health [rig]: the report now, a line for a rig where nothing drifted too."""
     wanted = args[0] if args else None
     now = chat.clock()

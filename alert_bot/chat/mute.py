@@ -18,7 +18,8 @@ from alert_bot.chat.silencing import (
     until_text,
 )
 from alert_bot.i18n import N_, DurationError, _, format_window, parse_typed_duration
-from alert_bot.telegram.client import Button, TelegramError
+from alert_bot.telegram.client import TelegramError
+from alert_bot.telegram.types import Button, ButtonPress, Message
 
 LONGEST = 7 * 86400.0
 RIG_NAME = re.compile(r"[^\s]{1,100}")
@@ -42,12 +43,11 @@ def describe(chat: Chat, rig: str, silence: dict) -> str:
     return text
 
 
-def _who(message: dict) -> str:
-    user = message.get("from") or {}
-    return user.get("username") or user.get("first_name") or str(user.get("id", _("someone")))
+def _who(message: Message) -> str:
+    return message.sender.name or _("someone")
 
 
-def mute(chat: Chat, message: dict, args: list[str]) -> None:
+def mute(chat: Chat, message: Message, args: list[str]) -> None:
     watchdog = chat.config.watchdog.alertname
     if not args:
         mutes = rig_mutes(chat.alertmanager.silences(), watchdog)
@@ -93,7 +93,7 @@ def mute(chat: Chat, message: dict, args: list[str]) -> None:
     chat.reply(message, text, [[Button(_("🔔 End now"), f"m:{silence_id}")]])
 
 
-def end_button(chat: Chat, query: dict, data: str, who: str, message: dict) -> None:
+def end_button(chat: Chat, query: ButtonPress, data: str, who: str, message: Message) -> None:
     silence_id = data[2:]
     if not SILENCE_ID.fullmatch(silence_id):
         chat.answer(query, _("This button is not one of mine."))
@@ -101,9 +101,9 @@ def end_button(chat: Chat, query: dict, data: str, who: str, message: dict) -> N
     chat.alertmanager.expire_silence(silence_id)
     chat.metrics.commands.labels("unmute").inc()
     chat.answer(query, _("Mute ended."))
-    if message.get("message_id"):
+    if message.message_id:
         try:
-            chat.telegram.edit_buttons(message["chat"]["id"], message["message_id"], None)
+            chat.telegram.edit_buttons(message.chat_id, message.message_id, None)
         except TelegramError as exc:
             log.info("could not remove the end-now button: %s", exc)
     chat.reply(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from alert_bot.alerts.render import SEVERITY_MARKERS
@@ -16,6 +16,7 @@ from alert_bot.chat.context import Chat
 from alert_bot.chat.runs import today_lines
 from alert_bot.chat.silencing import rig_mutes
 from alert_bot.i18n import N_, _, format_number, format_time
+from alert_bot.telegram.types import Message
 from alert_bot.upstream.fetch import UpstreamError
 from alert_bot.upstream.units import GIB
 
@@ -67,7 +68,7 @@ LAST_SEEN = [
 SILENT_INTERVALS = 3
 
 
-def rig_of(metric: dict[str, str]) -> str:
+def rig_of(metric: Mapping[str, str]) -> str:
     return metric.get("rig") or metric.get("instance", "?")
 
 
@@ -308,7 +309,7 @@ def host_lines(chat: Chat, wanted: str | None) -> dict[str, str]:
     return result
 
 
-def _no_data(chat: Chat, message: dict, wanted: str | None) -> None:
+def _no_data(chat: Chat, message: Message, wanted: str | None) -> None:
     if wanted:
         text = _("No data from Prometheus for rig {rig}. Is the exporter running and scraped?")
     else:
@@ -318,7 +319,7 @@ def _no_data(chat: Chat, message: dict, wanted: str | None) -> None:
 
 def _per_rig(
     chat: Chat,
-    message: dict,
+    message: Message,
     args: list[str],
     lines_of: Callable[[Chat, str | None], dict[str, Any]],
     text_of: Callable[[dict[str, Any]], str],
@@ -349,7 +350,7 @@ def _with_silent(
     return lines
 
 
-def gpu(chat: Chat, message: dict, args: list[str]) -> None:
+def gpu(chat: Chat, message: Message, args: list[str]) -> None:
     _per_rig(
         chat,
         message,
@@ -361,7 +362,7 @@ def gpu(chat: Chat, message: dict, args: list[str]) -> None:
     )
 
 
-def cpu(chat: Chat, message: dict, args: list[str]) -> None:
+def cpu(chat: Chat, message: Message, args: list[str]) -> None:
     _per_rig(
         chat,
         message,
@@ -380,7 +381,7 @@ def _mutes(chat: Chat) -> dict[str, dict]:
         return {}
 
 
-def status(chat: Chat, message: dict, args: list[str]) -> None:
+def status(chat: Chat, message: Message, args: list[str]) -> None:
     wanted = args[0] if args else None
     silent = silent_rigs(chat, wanted)
     cards = _live(gpu_lines(chat, wanted), silent)
@@ -408,23 +409,23 @@ def status(chat: Chat, message: dict, args: list[str]) -> None:
         lines += cards.get(rig, [])
         if rig in energy_today:
             lines.append(energy_today[rig])
-        firing = [a for a in alerts if rig_of(a.get("labels", {})) == rig]
+        firing = [a for a in alerts if rig_of(a.labels) == rig]
         for alert in firing:
-            labels = alert.get("labels", {})
+            labels = alert.labels
             marker = SEVERITY_MARKERS.get(labels.get("severity", ""), "⚪")
             card = " " + _("GPU {gpu}").format(gpu=labels["gpu"]) if labels.get("gpu") else ""
             line = f"{marker} {html.escape(labels.get('alertname', '?') + card)}"
-            if alert.get("silenced_until"):
+            if alert.silenced_until:
                 line += f" · {silenced_note(chat, alert)}"
             lines.append(line)
         if not firing and not alert_error:
             lines.append(_("✅ no firing alerts"))
         blocks.append("\n".join(lines))
-    other = [a for a in alerts if rig_of(a.get("labels", {})) not in rigs]
+    other = [a for a in alerts if rig_of(a.labels) not in rigs]
     if other and wanted is None:
         blocks.append(
             _("Other firing alerts: ")
-            + html.escape(", ".join(sorted({a["labels"].get("alertname", "?") for a in other})))
+            + html.escape(", ".join(sorted({a.alertname or "?" for a in other})))
         )
     if alert_error:
         blocks.append(alert_error)

@@ -28,6 +28,7 @@ from alert_bot.runs.energy import (
 )
 from alert_bot.runs.messages import cards_text
 from alert_bot.runs.table import Run, RunTable
+from alert_bot.telegram.types import Message
 from alert_bot.upstream.fetch import UpstreamError
 from alert_bot.upstream.prometheus import quote
 from alert_bot.upstream.units import GIB
@@ -40,12 +41,12 @@ def _wanted(rig: str, wanted: str | None) -> bool:
     return wanted is None or rig == wanted or rig.split(":")[0] == wanted
 
 
-def _scope(chat: Chat, message: dict) -> tuple[frozenset[str], bool]:
+def _scope(chat: Chat, message: Message) -> tuple[frozenset[str], bool]:
     """(the users whose own chat this is, whether it may see every run): a person's chat
     that is not also an allowed owner chat sees only its own runs."""
-    chat_id = message["chat"]["id"]
+    chat_id = message.chat_id
     mine = chat.config.runs.users_of(chat_id)
-    return mine, chat.access.may_use(chat_id, (message.get("from") or {}).get("id"))
+    return mine, chat.access.may_use(chat_id, message.sender.id)
 
 
 def _visible(runs: list[Run], mine: frozenset[str], everyone: bool) -> list[Run]:
@@ -54,7 +55,7 @@ def _visible(runs: list[Run], mine: frozenset[str], everyone: bool) -> list[Run]
     return sorted(shown, key=lambda r: r.user not in mine)
 
 
-def runs(chat: Chat, message: dict, args: list[str]) -> None:
+def runs(chat: Chat, message: Message, args: list[str]) -> None:
     """Running runs with elapsed time, cards, memory, utilisation and energy so far; and the
     runs that ended in the last 24 h. In a person's chat, their runs first (or only theirs)."""
     wanted = args[0] if args else None
@@ -136,7 +137,7 @@ def ended_lines(chat: Chat, ended: list, now: float, lines: list[str]) -> None:
         lines.append(_("🏁 No run ended in the last 24 h."))
 
 
-def personal_energy(chat: Chat, message: dict, mine: frozenset[str], window: float) -> None:
+def personal_energy(chat: Chat, message: Message, mine: frozenset[str], window: float) -> None:
     """The energy and cost of this person's runs over the period: each ended run's figures as
     summed at its end, and the running ones' so far from Prometheus. A card shared with
     another run counts whole (the summaries say so)."""
@@ -177,7 +178,7 @@ def personal_energy(chat: Chat, message: dict, mine: frozenset[str], window: flo
     chat.reply(message, f"{head}\n{runs_text}: " + kwh_text(chat.config, kwh, cost, estimated))
 
 
-def energy(chat: Chat, message: dict, args: list[str]) -> None:
+def energy(chat: Chat, message: Message, args: list[str]) -> None:
     """/energy [rig] [window]: kWh and cost per rig and per card over the last day, or the
     window typed (7d, 30d, 12h, 7д...)."""
     wanted, window = None, DAY

@@ -19,6 +19,7 @@ from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import Store, StoreError
 from alert_bot.telegram.client import TelegramClient, TelegramError
 from alert_bot.telegram.flood import FloodLimiter
+from alert_bot.telegram.types import Update
 from alert_bot.upstream.alertmanager import AlertmanagerClient
 from alert_bot.upstream.prometheus import PrometheusClient
 from rigwatch.backoff import Backoff
@@ -46,7 +47,7 @@ class UpdatePoller:
     before_poll: Callable[[], None] | None = None
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, maximum=30.0))
 
-    def run(self, handle: Callable[[dict], None]) -> None:
+    def run(self, handle: Callable[[Update], None]) -> None:
         """Poll until stop is set."""
         while not self.stop.is_set():
             try:
@@ -63,7 +64,7 @@ class UpdatePoller:
                 self.stop.wait(delay)
                 continue
             for update in updates:
-                self.offset = update["update_id"] + 1
+                self.offset = update.update_id + 1
                 if self.keep_offset is not None:
                     self.keep_offset(self.offset)
                 handle(update)
@@ -119,11 +120,11 @@ class UpdateLoop(BotLoop):
         super().stop()
         self._workers.shutdown(wait=False, cancel_futures=True)
 
-    def _handle(self, update: dict) -> None:
+    def _handle(self, update: Update) -> None:
         try:
             commands.handle_update(self.chat, update)
         except Exception:  # noqa: BLE001 - one bad update must not stop the loop
-            log.exception("handling update %s failed", update.get("update_id"))
+            log.exception("handling update %s failed", update.update_id)
 
     def _register_commands(self) -> None:
         if not self.commands_registered:
@@ -140,7 +141,7 @@ class UpdateLoop(BotLoop):
         except StoreError as exc:
             log.warning("could not keep the update offset: %s", exc)
 
-    def _dispatch(self, update: dict) -> None:
+    def _dispatch(self, update: Update) -> None:
         if commands.answered_at_once(update):
             self._handle(update)
         else:

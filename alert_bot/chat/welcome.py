@@ -6,11 +6,11 @@ import html
 
 from alert_bot.chat.context import Chat
 from alert_bot.i18n import _
+from alert_bot.telegram.types import Message
 
 
-def start(chat: Chat, message: dict, args: list[str]) -> None:
-    chat_id = message["chat"]["id"]
-    user_id = (message.get("from") or {}).get("id")
+def start(chat: Chat, message: Message, args: list[str]) -> None:
+    chat_id, user_id = message.chat_id, message.sender.id
     allowed = chat.access.may_use(chat_id, user_id)
     text = greeting(chat_id, user_id) + "\n"
     if allowed:

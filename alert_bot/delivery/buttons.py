@@ -7,7 +7,7 @@ from alert_bot.alerts.messages import OutgoingMessage
 from alert_bot.alerts.silences import SILENCE_DURATIONS, silence_length, silence_matchers
 from alert_bot.delivery.planner import describe_targets, firing_in, silence_targets
 from alert_bot.store import Store
-from alert_bot.telegram.client import Button
+from alert_bot.telegram.types import Button
 
 
 def silence_buttons(short_id: str) -> list[list[Button]]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from alert_bot.alerts.messages import OutgoingMessage
+from alert_bot.alerts.model import Alert
 from alert_bot.alerts.render import alert_place
 from alert_bot.charts.queries import alert_chart
 from alert_bot.config import Config
@@ -37,7 +38,7 @@ class ChartJob:
 
     chat_id: int
     thread_id: int | None
-    alerts: list[dict]
+    alerts: list[Alert]
     message_id: int
 
 
@@ -72,7 +73,7 @@ class ChartWorker(BotLoop):
         alerts = [
             a
             for a in message.alerts
-            if a["status"] == "firing" and a["labels"].get("severity") == "critical"
+            if a.status == "firing" and a.labels.get("severity") == "critical"
         ][: charts.max_per_message]
         if not alerts:
             return
@@ -96,7 +97,7 @@ class ChartWorker(BotLoop):
                 except Exception:  # noqa: BLE001 - a chart never stops the next ones
                     log.exception("chart for chat %s failed", job.chat_id)
 
-    def _send_chart(self, job: ChartJob, alert: dict) -> None:
+    def _send_chart(self, job: ChartJob, alert: Alert) -> None:
         charts = self.config.charts
         if self.prometheus is None:
             return
@@ -110,12 +111,12 @@ class ChartWorker(BotLoop):
                 self.config.zone,
             )
         except Exception as exc:  # noqa: BLE001 - a chart never holds back the text
-            log.warning("no chart for %s: %s", alert["labels"].get("alertname"), exc)
+            log.warning("no chart for %s: %s", alert.alertname, exc)
             return
         if png is None:
             return
-        labels = alert["labels"]
-        caption = f"📈 <b>{html.escape(labels.get('alertname', ''))}</b>"
+        labels = alert.labels
+        caption = f"📈 <b>{html.escape(alert.alertname)}</b>"
         for place in alert_place(labels, ("rig", "gpu")):
             caption += f" · {html.escape(place)}"
         minutes = int(charts.range_seconds // 60)

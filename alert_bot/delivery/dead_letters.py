@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from alert_bot.alerts.messages import OutgoingMessage
+from alert_bot.alerts.model import Notification
 from alert_bot.config import Config
 from alert_bot.i18n import _
 from alert_bot.service.metrics import BotMetrics
@@ -98,7 +99,7 @@ def _is_report(rows: list[PendingNotification]) -> bool:
 
 def _report_text(rows: list[PendingNotification], refusal: Permanent) -> str:
     names = sorted(
-        {a["labels"].get("alertname", "?") for row in rows for a in row.payload.get("alerts", [])}
+        {a.alertname or "?" for row in rows for a in Notification.from_json(row.payload).alerts}
     )
     if refusal.status == 403:
         refused = _("Telegram refused it: {reason}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alert_bot.alerts.messages import Block, OutgoingMessage, blocks_for, pack
+from alert_bot.alerts.model import Alert, Notification
 from alert_bot.alerts.render import AlertRenderer, alert_place
 from alert_bot.config import DeliverySettings
 from alert_bot.store import PendingNotification
@@ -49,9 +50,10 @@ def plan_next(
             parts = blocks_for(row.payload["html"], row.id, 0, budget, settings.max_parts_per_alert)
             blocks += parts[min(row.parts_done, len(parts) - 1) :]
             continue
-        for index in range(row.alerts_done, len(row.payload["alerts"])):
-            alert = row.payload["alerts"][index]
-            markup = renderer.render(alert, row.payload, compact, now)
+        notification = Notification.from_json(row.payload)
+        for index in range(row.alerts_done, len(notification.alerts)):
+            alert = notification.alerts[index]
+            markup = renderer.render(alert, notification, compact, now)
             parts = blocks_for(
                 markup,
                 row.id,
@@ -59,8 +61,8 @@ def plan_next(
                 budget,
                 settings.max_parts_per_alert,
                 alert,
-                row.payload,
-                title=alert["labels"].get("alertname", ""),
+                notification,
+                title=alert.alertname,
             )
             # Parts of a long alert that already went out are not sent again (its last
             # part always is, should it now render shorter, so that the alert completes).
@@ -90,8 +92,8 @@ def progress_after(plan: Plan) -> dict[int, tuple[int, int, bool]]:
     }
 
 
-def firing_in(message: OutgoingMessage) -> list[dict]:
-    return [a for a in message.alerts if a["status"] == "firing"]
+def firing_in(message: OutgoingMessage) -> list[Alert]:
+    return [a for a in message.alerts if a.status == "firing"]
 
 
 # A button under a message creates one silence per alert it shows; a storm's packed message
@@ -99,10 +101,10 @@ def firing_in(message: OutgoingMessage) -> list[dict]:
 MAX_SILENCES_PER_BUTTON = 10
 
 
-def silence_targets(alerts: list[dict], heartbeat: str) -> list[dict[str, str]]:
+def silence_targets(alerts: list[Alert], heartbeat: str) -> list[dict[str, str]]:
     """The label sets a message's silence button covers: exactly its firing alerts (never the
     watchdog heartbeat), or none when there are too many for one button."""
-    chosen = [a["labels"] for a in alerts if a["labels"].get("alertname") != heartbeat]
+    chosen = [dict(a.labels) for a in alerts if a.alertname != heartbeat]
     return chosen if len(chosen) <= MAX_SILENCES_PER_BUTTON else []
 
 

@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import threading
 
-from alert_bot.telegram.client import (
-    Button,
-    Sent,
-    TelegramClient,
-    TelegramError,
-    Transient,
-    Verdict,
-)
+from alert_bot.telegram.client import Sent, TelegramClient, TelegramError, Transient, Verdict
 from alert_bot.telegram.flood import FloodLimiter
+from alert_bot.telegram.types import Button
 
 
 class Sender:

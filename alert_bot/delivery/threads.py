@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 
 from alert_bot.alerts.messages import OutgoingMessage
-from alert_bot.alerts.webhook import valid_time
+from alert_bot.alerts.model import Alert, valid_time
 from alert_bot.i18n import _, format_duration, ngettext
 from alert_bot.store import NewNotification, Store
 from alert_bot.store.threads import ClosedMessage
@@ -19,14 +19,15 @@ from alert_bot.telegram.html import split_html, utf16_len, visible_length
 EDIT_LIMIT = 4096  # characters of an edited message, as Telegram counts them
 
 
-def alert_key(alert: dict) -> str:
-    """One firing of one alert: its fingerprint (its labels when it has none) and start."""
-    identity = alert.get("fingerprint") or json.dumps(alert.get("labels", {}), sort_keys=True)
-    return f"{identity}@{alert.get('startsAt', '')}"
+def alert_key(alert: Alert) -> str:
+    """One firing of one alert: its fingerprint (its labels when it has none) and start. The
+    threads table holds these keys: their form stays what earlier releases wrote."""
+    identity = alert.fingerprint or json.dumps(dict(alert.labels), sort_keys=True)
+    return f"{identity}@{alert.starts_at}"
 
 
-def _moment(alert: dict, field: str) -> float | None:
-    moment = valid_time(alert.get(field, ""))
+def _moment(text: str) -> float | None:
+    moment = valid_time(text)
     return moment.timestamp() if moment else None
 
 
@@ -34,7 +35,7 @@ def reply_target(store: Store, chat_id: int, thread_id: int | None, message: Out
     """The firing message a message of resolved alerts should reply to (that of its first
     resolved alert the bot still knows), or None."""
     for alert in message.alerts:
-        if alert["status"] == "resolved":
+        if alert.status == "resolved":
             found = store.threads.firing_message(chat_id, thread_id, alert_key(alert))
             if found is not None:
                 return found
@@ -50,16 +51,16 @@ def record_delivery(
     sent_html: str,
     as_html: bool,
     now: float,
-    began: Callable[[dict], float | None] | None = None,
+    began: Callable[[Alert], float | None] | None = None,
 ) -> int:
     """Remember what this message announced; queue the edit of every firing message all of
     whose alerts have now resolved. Returns the number of edits queued. began says when an
     alert's trouble began (the renderer's: Prometheus's activeAt, else startsAt), what
     "lasted" counts from."""
     alerts = message.alerts
-    start = began or (lambda alert: _moment(alert, "startsAt"))
-    firing = [(alert_key(a), start(a)) for a in alerts if a["status"] == "firing"]
-    resolved = [(alert_key(a), _moment(a, "endsAt")) for a in alerts if a["status"] == "resolved"]
+    start = began or (lambda alert: _moment(alert.starts_at))
+    firing = [(alert_key(a), start(a)) for a in alerts if a.status == "firing"]
+    resolved = [(alert_key(a), _moment(a.ends_at)) for a in alerts if a.status == "resolved"]
     if not firing and not resolved:
         return 0
     with store.database.transaction() as db:

@@ -14,8 +14,9 @@ from alert_bot.delivery.retrier import Retrier
 from alert_bot.delivery.sender import Sender
 from alert_bot.service.metrics import BotMetrics
 from alert_bot.store import Store
-from alert_bot.telegram.client import Button, ChatMigrated, Failure, Permanent, Sent
+from alert_bot.telegram.client import ChatMigrated, Failure, Permanent, Sent
 from alert_bot.telegram.html import to_plain_text
+from alert_bot.telegram.types import Button
 from rigwatch.logs import logger
 
 log = logger("bot", "delivery")

@@ -14,6 +14,8 @@ import requests
 import telebot
 from telebot import apihelper, types
 
+from alert_bot.telegram.types import Button, Update
+
 DEFAULT_REQUEST_TIMEOUT = 15.0
 
 
@@ -163,12 +165,6 @@ def install_scrubber(token: str) -> TokenScrubber:
     return scrubber
 
 
-@dataclass(frozen=True)
-class Button:
-    text: str
-    callback_data: str
-
-
 def keyboard(rows: list[list[Button]] | None) -> types.InlineKeyboardMarkup | None:
     if not rows:
         return None
@@ -293,9 +289,9 @@ class TelegramClient:
         )
         return _message_id(message)
 
-    def get_updates(self, offset: int | None, timeout: int) -> list[dict]:
-        # The raw JSON, not the library's Update objects: an update it cannot parse would fail
-        # the whole batch before its update_id is known, and come back on every poll.
+    def get_updates(self, offset: int | None, timeout: int) -> list[Update]:
+        """The next updates, read into alert_bot.telegram.types (which says why not the
+        library's own)."""
         updates = self._call(
             apihelper.get_updates,
             self.token,
@@ -306,16 +302,7 @@ class TelegramClient:
         )
         if not isinstance(updates, list):
             raise TelegramError(Malformed("getUpdates did not answer a list"))
-        result = []
-        for update in updates:
-            if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
-                continue  # without an id it cannot be confirmed; Telegram never sends one
-            entry: dict = {"update_id": update["update_id"]}
-            for kind in ("message", "callback_query"):
-                if isinstance(update.get(kind), dict):
-                    entry[kind] = update[kind]
-            result.append(entry)
-        return result
+        return [update for update in map(Update.read, updates) if update is not None]
 
     def get_me(self) -> dict:
         """The bot's own user (id, username): proof that Telegram accepts the token."""

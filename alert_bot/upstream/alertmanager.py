@@ -3,12 +3,46 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import requests
 
 from alert_bot.i18n import N_
 from alert_bot.upstream.fetch import Outage, UpstreamError, fetch, json_or_none, unusable, utc_text
+
+
+def _text_map(value: object) -> Mapping[str, str]:
+    if not isinstance(value, dict):
+        return MappingProxyType({})
+    return MappingProxyType({str(k): str(v) for k, v in value.items()})
+
+
+@dataclass(frozen=True)
+class ActiveAlert:
+    """One alert as Alertmanager's API lists it (/api/v2/alerts), with the fields the chat
+    shows named."""
+
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    silenced_by: tuple[str, ...] = ()
+    silenced_until: str = ""  # the latest end of its silences, when the chat looked them up
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @classmethod
+    def from_api(cls, item: dict) -> ActiveAlert:
+        status = item.get("status")
+        silenced_by = status.get("silencedBy") if isinstance(status, dict) else None
+        return cls(
+            labels=_text_map(item.get("labels")),
+            annotations=_text_map(item.get("annotations")),
+            silenced_by=tuple(str(s) for s in silenced_by) if isinstance(silenced_by, list) else (),
+        )
 
 
 class AlertmanagerClient:
@@ -44,10 +78,10 @@ class AlertmanagerClient:
             raise unusable("Alertmanager")
         return body
 
-    def alerts(self, silenced: bool = False) -> list[dict]:
+    def alerts(self, silenced: bool = False) -> list[ActiveAlert]:
         """Active alerts that are not inhibited; silenced ones too when asked (their
-        ``status.silencedBy`` names the silences)."""
-        return self._list(
+        silenced_by names the silences)."""
+        listed = self._list(
             "/api/v2/alerts",
             params={
                 "active": "true",
@@ -55,6 +89,7 @@ class AlertmanagerClient:
                 "inhibited": "false",
             },
         )
+        return [ActiveAlert.from_api(item) for item in listed]
 
     def silence(self, silence_id: str) -> dict:
         """One silence by id (whatever its state)."""

@@ -317,6 +317,10 @@ class FakeTelegram:
         )
         return query_id
 
+    def inject_update(self, update: dict) -> int:
+        """Any update as written (an odd one a client or Telegram may send); its id is added."""
+        return self._add_update(update)
+
     def _add_update(self, update: dict) -> int:
         with self.updates_changed:
             update_id = next(self.update_ids)

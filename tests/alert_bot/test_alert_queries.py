@@ -1,4 +1,4 @@
-"""What an alert's chart and "Now:" line show (alert_bot/upstream/alert_queries.py): every
+"""What an alert's chart and "Now:" line show (alert_bot/alerts/alert_queries.py): every
 shipped alert rule says it in its annotations, the queries there are PromQL that Prometheus's own
 promtool evaluates, and a rule of the user's own without them still charts from its expression."""
 
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alert_bot.alerts.alert_queries import CHART_ANNOTATIONS, alert_queries, comparison_sides
 from alert_bot.alerts.current import measured_expression
-from alert_bot.upstream.alert_queries import CHART_ANNOTATIONS, alert_queries, comparison_sides
+from alert_bot.alerts.model import Alert
 from alert_bot.upstream.units import metric_names, unit_named, unit_of
 from tests.servers import have_binary
 from tests.support import REPO
@@ -37,9 +38,9 @@ def _alert_rules() -> list[dict]:
     ]
 
 
-def _with_url(expr: str, annotations: dict[str, str]) -> dict:
+def _with_url(expr: str, annotations: dict[str, str]) -> Alert:
     url = "http://prom:9090/graph?g0.expr=" + urllib.parse.quote(expr)
-    return {"labels": {"alertname": "X"}, "annotations": annotations, "generatorURL": url}
+    return Alert("firing", {"alertname": "X"}, annotations, "", generator_url=url)
 
 
 @pytest.mark.parametrize("rule", _alert_rules(), ids=lambda r: r["alert"])
@@ -114,7 +115,7 @@ def test_a_custom_rule_without_annotations_charts_from_its_expression():
     plain = alert_queries(_with_url("absent(up)", {}))
     assert (plain.value, plain.threshold, plain.compares) == ("absent(up)", None, False)
     assert measured_expression(_with_url("absent(up)", {})) is None
-    assert alert_queries({"labels": {}, "annotations": {}, "generatorURL": ""}) is None
+    assert alert_queries(Alert("firing", {}, {}, "")) is None
 
 
 def test_chart_annotations_are_the_ones_the_rules_use():

@@ -15,14 +15,15 @@ import pytest
 import yaml
 
 from alert_bot import i18n
-from alert_bot.charts.figure import PALETTE, Series, chart_figure, render_png, series_label
-from alert_bot.charts.queries import alert_chart, alert_title
-from alert_bot.upstream.alert_queries import (
+from alert_bot.alerts.alert_queries import (
     CHART_ANNOTATIONS,
     alert_queries,
     comparison_sides,
     expression_from_generator_url,
 )
+from alert_bot.alerts.model import Alert
+from alert_bot.charts.figure import PALETTE, Series, chart_figure, render_png, series_label
+from alert_bot.charts.queries import alert_chart, alert_title
 from alert_bot.upstream.units import unit_of
 from tests.support import REPO
 
@@ -129,7 +130,7 @@ def test_every_shipped_alert_charts_with_a_unit_and_a_title_in_words(rule):
     url = "http://prom:9090/graph?g0.expr=" + urllib.parse.quote(rule["expr"])
     labels = {"alertname": rule["alert"], "rig": "rig1", "gpu": "0", "uuid": "u0"}
     chart = {k: v for k, v in rule["annotations"].items() if k in CHART_ANNOTATIONS}
-    alert = {"labels": labels, "annotations": chart, "generatorURL": url, "startsAt": ""}
+    alert = Alert("firing", labels, chart, starts_at="", generator_url=url)
     unit = alert_queries(alert).unit
     assert unit.symbol, rule["alert"]
     assert not re.search(r"[{}\[\]]|rigwatch_|by \(", unit.axis_label())
@@ -322,11 +323,11 @@ def test_an_alert_chart_is_titled_by_its_summary_or_its_card():
         "gpu": "0",
         "name": "NVIDIA GeForce RTX 4090",
     }
-    assert alert_title({"labels": labels, "annotations": {}}, unit) == (
+    assert alert_title(Alert("firing", labels, {}, ""), unit) == (
         "GPU 0 (RTX 4090) on rig1 — temperature"
     )
     summary = {"summary": "GPU 0 on rig1 is at 96 °C"}
-    assert alert_title({"labels": labels, "annotations": summary}, unit) == summary["summary"]
+    assert alert_title(Alert("firing", labels, summary, ""), unit) == summary["summary"]
 
 
 def test_timezone_setting_names_an_iana_zone_or_the_machines(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from alert_bot.alerts import render
 from alert_bot.chat import first_run
 from alert_bot.config import ConfigError, load_config, load_first_run_config
 from alert_bot.i18n import format_duration, translations
+from alert_bot.telegram.types import Message, Sender
 from alert_bot.upstream import units
 from tests.alert_bot import botkit
 from tests.alert_bot.fake_telegram import parse_telegram_html
@@ -319,13 +320,13 @@ def test_the_first_run_mode_speaks_the_configured_language(tmp_path):
     del env["ALERT_BOT_CONFIG"]
     assert load_first_run_config(env).language == "en"
     i18n.use("ru")
-    start = first_run.answer({"chat": {"id": -100500}, "from": {"id": 7}, "text": "/start"})
+    start = first_run.answer(Message(-100500, sender=Sender(7), text="/start"))
     assert start == (
         "👋 Это rigwatch. ID этого чата — <code>-100500</code>, ваш — <code>7</code>.\n"
         "Чтобы алерты приходили сюда, впишите <code>TELEGRAM_CHAT_ID=-100500</code> в окружение "
         "бота (.env) рядом с другими настройками и перезапустите бота."
     )
-    other = first_run.answer({"chat": {"id": -100500}, "text": "/status"})
+    other = first_run.answer(Message(-100500, text="/status"))
     assert other.startswith("rigwatch ещё не настроен: отправьте сюда /start")
 
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alert_bot.alerts.messages import blocks_for, pack
+from alert_bot.alerts.model import Alert, Notification
 from alert_bot.telegram.html import split_html, visible_length
 from tests.alert_bot.fake_telegram import parse_telegram_html, utf16_len
 
@@ -71,16 +72,31 @@ def test_a_resolved_notice_says_what_was_not_what_to_do_now():
         name="GpuTemperatureCritical", status="resolved", summary=summary, description=advice
     )
     assert advice in parse_telegram_html(
-        renderer.render(firing, notification(firing), compact=False, now=0.0)
+        renderer.render(
+            Alert.from_json(firing),
+            Notification.from_json(notification(firing)),
+            compact=False,
+            now=0.0,
+        )
     )
     text = parse_telegram_html(
-        renderer.render(resolved, notification(resolved), compact=False, now=0.0)
+        renderer.render(
+            Alert.from_json(resolved),
+            Notification.from_json(notification(resolved)),
+            compact=False,
+            now=0.0,
+        )
     )
     assert text.startswith("✅ RESOLVED")
     assert "No longer true at 2026-11-22 10:12 UTC; while firing: " + summary in text
     assert advice not in text
     compact = parse_telegram_html(
-        renderer.render(resolved, notification(resolved), compact=True, now=0.0)
+        renderer.render(
+            Alert.from_json(resolved),
+            Notification.from_json(notification(resolved)),
+            compact=True,
+            now=0.0,
+        )
     )
     assert "was: " + summary in compact and "lasted 12m" in compact
 
@@ -98,9 +114,17 @@ def test_an_alert_without_a_rig_says_what_it_is_about_not_rig_localhost():
         instance="localhost:9090",
         job="prometheus",
     )
-    text = parse_telegram_html(renderer.render(centre, notification(centre), False, now=0.0))
+    text = parse_telegram_html(
+        renderer.render(
+            Alert.from_json(centre), Notification.from_json(notification(centre)), False, now=0.0
+        )
+    )
     assert "rig localhost:9090" not in text
     assert "🖥 job prometheus · instance localhost:9090" in text
     on_rig = alert(instance="rig1:9835")
-    text = parse_telegram_html(renderer.render(on_rig, notification(on_rig), False, now=0.0))
+    text = parse_telegram_html(
+        renderer.render(
+            Alert.from_json(on_rig), Notification.from_json(notification(on_rig)), False, now=0.0
+        )
+    )
     assert "🖥 rig rig1 · GPU 0" in text

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from alert_bot.alerts.current import CurrentValues, alert_series
+from alert_bot.alerts.model import Alert
 from alert_bot.upstream.prometheus import PrometheusClient
 from tests.alert_bot import botkit
 from tests.alert_bot.botkit import CHAT, running_rig_services
@@ -181,11 +182,12 @@ def test_a_slow_prometheus_is_left_alone_after_one_answer():
     try:
         current = CurrentValues(PrometheusClient(f"http://127.0.0.1:{server.server_port}"), 5.0)
         labels = {"job": "rigwatch", "instance": "rig1:9835", "rig": "rig1"}
-        first = _resolved("GpuTemperatureCritical", {**labels, "gpu": "0"})
+        first = Alert.from_json(_resolved("GpuTemperatureCritical", {**labels, "gpu": "0"}))
         unit, value = current(first)
         assert (unit.format(value), SlowPrometheus.asked[0][:14]) == ("70 °C", "/api/v1/query?")
         # The same card's other alert would have its value: Prometheus is not asked.
-        assert current(_resolved("GpuTemperatureNearSlowdown", {**labels, "gpu": "0"})) is None
+        near = _resolved("GpuTemperatureNearSlowdown", {**labels, "gpu": "0"})
+        assert current(Alert.from_json(near)) is None
         assert current(first) == (unit, value)  # asked once: the answer is kept
         assert len(SlowPrometheus.asked) == 1
     finally:

@@ -10,7 +10,8 @@ import re
 import psutil
 import pytest
 
-from alert_bot.alerts.webhook import Alert, Notification, route
+from alert_bot.alerts.model import Alert, Notification
+from alert_bot.alerts.webhook import route
 from alert_bot.runs.messages import destinations
 from alert_bot.runs.table import Run
 from tests.alert_bot.botkit import bot_env, running_bot

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alert_bot.alerts.webhook import parse_notification, parse_time
+from alert_bot.alerts.model import Alert, Notification, parse_time
+from alert_bot.alerts.webhook import parse_notification
 from tests.alert_bot import botkit
 from tests.alert_bot.botkit import CHAT, WEBHOOK_TOKEN, Poster
 from tests.support import REPO, http_get, wait_until
@@ -47,6 +48,23 @@ def test_a_notification_is_read_into_frozen_named_fields_and_stored_in_alertmana
     body.pop("version")
     body["alerts"] = [lost]
     assert notification.to_json() == body
+    # ... and what the delivery reads back from the outbox is the same typed notification.
+    assert Notification.from_json(notification.to_json()) == notification
+
+
+def test_a_stored_row_missing_fields_reads_back_with_defaults():
+    """A payload stored by an older release (or hand-edited) renders; it never stops delivery."""
+    stored = {"status": "firing", "alerts": [{"labels": {"alertname": "Old", "n": 3}}, "junk"]}
+    notification = Notification.from_json(stored)
+    (alert,) = notification.alerts
+    assert (alert.status, alert.alertname, alert.labels["n"], alert.starts_at) == (
+        "firing",
+        "Old",
+        "3",
+        "",
+    )
+    assert dict(alert.annotations) == {} and notification.external_url == ""
+    assert Alert.from_json({}).status == "firing"
 
 
 def test_wrong_or_missing_token_is_401_and_stores_nothing(tmp_path, telegram):

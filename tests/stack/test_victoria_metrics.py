@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from alert_bot.upstream.alert_queries import expression_from_generator_url
+from alert_bot.alerts.alert_queries import expression_from_generator_url
 from tests.alert_bot.botkit import BOT_TOKEN, CHAT, bot_env, running_bot
 from tests.alert_bot.fake_telegram import FakeTelegram, parse_telegram_html
 from tests.stack.stack_support import (

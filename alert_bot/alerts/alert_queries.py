@@ -16,6 +16,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from alert_bot.alerts.model import Alert
 from alert_bot.upstream.units import Unit, unit_named, unit_of
 
 _NUMBER = re.compile(r"^\s*\(?\s*(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*\)?\s*$", re.IGNORECASE)
@@ -46,16 +47,16 @@ class AlertQueries:
         return float(number.group(1)) if number else None
 
 
-def alert_queries(alert: dict) -> AlertQueries | None:
+def alert_queries(alert: Alert) -> AlertQueries | None:
     """From the rule's annotations where it has value_query (and unit, threshold_query), else
     from its expression in generatorURL; None when the alert carries neither."""
-    annotations = alert.get("annotations") or {}
+    annotations = alert.annotations
     named = _named_unit(annotations.get("unit") or "")
     value = (annotations.get("value_query") or "").strip()
     if value:
         threshold = (annotations.get("threshold_query") or "").strip() or None
         return AlertQueries(value, threshold, named or unit_of(value), threshold is not None)
-    expr = expression_from_generator_url(alert.get("generatorURL", ""))
+    expr = expression_from_generator_url(alert.generator_url)
     if expr is None:
         return None
     sides = comparison_sides(expr)
