@@ -234,7 +234,9 @@ def delivered(box: Box, telegram: GatewayTelegram, alertname: str, methods: set[
         return wait_until(arrived, timeout=120, interval=1, what=f"{alertname} in the chat")
     except TimeoutError:
         tails = "\n".join(box.log_tail(u) for u in ("prometheus-alertmanager", "rigwatch-bot"))
-        raise AssertionError(f"{telegram.texts(CHAT)}\n{tails}") from None
+        raise AssertionError(
+            f"no {sorted(methods)} about {alertname} in the chat: {telegram.texts(CHAT)}\n{tails}"
+        ) from None
 
 
 def test_the_pushed_rig_arrives_under_its_login_and_its_alert_fires(walked):
