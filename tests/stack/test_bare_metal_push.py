@@ -1,10 +1,12 @@
 """docs/push.md's centre without Docker, walked in one clean Debian container of the private
-engine (the python stand-in image: Debian bookworm, nothing of rigwatch): Debian's prometheus
-and victoria-metrics packages, the doc's centre block as written (Prometheus's flags and login,
-the push relay's and vmauth's units), then the doc's rig block, a rig's vmagent pushing through
-vmauth with its own unit. The pushed rig's alert fires at the centre, a forged push lands under
-the login's rig, and the rig's login reaches nothing but the write path. Services start as
-their unit files say (test_bare_metal.Box.start_unit); the container has no systemd."""
+engine (the python stand-in image: Debian bookworm, nothing of rigwatch): the Debian packages
+the doc names, the doc's centre blocks as written (Prometheus's flags and login, the push
+relay's and vmauth's units, Alertmanager, the bot installed by docs/stack.md's bot block and
+given the centre's settings), then the doc's rig block, a rig's vmagent pushing through vmauth
+with its own unit. The pushed rig's alert fires at the centre and reaches the chat (a fake
+Telegram on the docker bridge) naming the rig; a push forged for another rig lands, and reaches
+the chat, under the login's rig; the rig's login reaches nothing but the write path. Services
+start as their unit files say (test_bare_metal.Box.start_unit); the container has no systemd."""
 
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ import yaml
 
 from tests.stack import engine
 from tests.stack.remote_write import REMOTE_WRITE_HEADERS, series, write_request
-from tests.stack.test_bare_metal import Box, clean_box
-from tests.stack.test_compose_up import REQUIRED
+from tests.stack.test_bare_metal import Box, clean_box, doc_blocks
+from tests.stack.test_compose_up import REQUIRED, GatewayTelegram
 from tests.support import REPO, wait_until
 
 CONTAINER = "rigwatch-bare-metal-push"
@@ -31,33 +33,45 @@ CENTRE_SECTION = "### Without Docker (Debian packages)"
 RIG_SECTION = "## The rig"
 PASSWORDS = {"CENTRE-PASSWORD": "centre-walk-pw", "READER-PASSWORD": "reader-walk-pw",
              "RIG2-PASSWORD": "rig2-walk-pw"}  # fmt: skip
+TOKEN = "123456:bare-metal-push-token"
+CHAT = -1002020
+EXTERNAL_URL = "http://centre.example:9093"  # only a link in the messages: nothing opens it
+SETTINGS = {"TELEGRAM-BOT-TOKEN": TOKEN, "TELEGRAM-CHAT-ID": str(CHAT),
+            "ALERTMANAGER-URL": EXTERNAL_URL}  # fmt: skip
 
 
 def log(message: str) -> None:
     print(f"[bare-metal push {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def section_blocks(heading: str) -> list[str]:
-    """The fenced blocks of one section of docs/push.md (up to the next heading)."""
+def section_text(heading: str) -> str:
+    """One section of docs/push.md (up to the next heading)."""
     text = (REPO / "docs" / "push.md").read_text()
     section = text[text.index(heading) + len(heading) :]
-    section = section[: re.search(r"\n##+ ", section).start()]  # a block's "# " is no heading
-    return re.findall(r"```\w*\n(.*?)```", section, re.DOTALL)
+    return section[: re.search(r"\n##+ ", section).start()]  # a block's "# " is no heading
+
+
+def section_blocks(heading: str) -> list[str]:
+    """The fenced blocks of one section of docs/push.md."""
+    return re.findall(r"```\w*\n(.*?)```", section_text(heading), re.DOTALL)
 
 
 def run_block(box: Box, block: str, workdir: str) -> list[str]:
-    """A doc block as a script; its `systemctl enable --now` / `restart` lines are returned as
-    the units to start (the container has no systemd), in order."""
+    """A doc block as a script, its placeholders filled in; its `systemctl enable --now` /
+    `restart` lines are returned as the units to start (the container has no systemd), in
+    order."""
     units, script = [], []
     for line in block.splitlines():
-        systemctl = re.fullmatch(r"systemctl (?:enable --now|restart) (.+)", line.strip())
+        systemctl = re.fullmatch(
+            r"systemctl (?:enable --now|restart) ([^#]+?)\s*(?:#.*)?", line.strip()
+        )
         if systemctl:
             units += systemctl.group(1).split()
         else:
             script.append(line)
     text = "\n".join(script)
-    for placeholder, password in PASSWORDS.items():
-        text = text.replace(placeholder, password)
+    for placeholder, value in {**PASSWORDS, **SETTINGS}.items():
+        text = text.replace(placeholder, value)
     box.sh(text, timeout=300, workdir=workdir)
     return units
 
@@ -70,11 +84,15 @@ def unit_path(box: Box, unit: str) -> str:
     raise AssertionError(f"no unit file for {unit}")
 
 
-def in_box_request(box: Box, url: str, user: str, password: str, body_file: str = "") -> dict:
+def in_box_request(
+    box: Box, url: str, user: str = "", password: str = "", body_file: str = ""
+) -> dict:
     """An HTTP request made inside the container (the services listen on its loopback):
     status and body."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    headers = {"Authorization": f"Basic {token}"}
+    headers = {}
+    if user:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
     if body_file:
         headers.update(REMOTE_WRITE_HEADERS)
     script = (
@@ -99,33 +117,73 @@ def reader_query(box: Box, promql: str) -> list[dict]:
     return json.loads(answer["body"])["data"]["result"]
 
 
+def push(box: Box, *timeseries: bytes) -> dict:
+    """A remote write with rig2's login through the centre's door, as a rig could send it."""
+    box.write("/root/push.bin", write_request(*timeseries))
+    return in_box_request(
+        box, "http://127.0.0.1:8427/api/v1/write", "rig2", PASSWORDS["RIG2-PASSWORD"],
+        "/root/push.bin",
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def walked(tmp_path_factory) -> Iterator[Box]:
+def docker() -> Iterator[engine.Engine]:
     started = time.monotonic()
     with engine.engine_with_stand_ins("bare-metal push test", log, REQUIRED) as docker:
         try:
-            yield _walk(docker, tmp_path_factory.mktemp("bare-metal-push"), started)
+            yield docker
         finally:
             log(f"done after {time.monotonic() - started:.0f} s")
 
 
-def _walk(docker: engine.Engine, tmp: Path, started: float) -> Box:
-    # What the doc asks for first: Debian's packages.
-    packages = ["prometheus", "victoria-metrics", "apache2-utils"]
-    box = clean_box(docker, tmp, CONTAINER, packages, [])
+@pytest.fixture(scope="module")
+def telegram(docker: engine.Engine) -> Iterator[GatewayTelegram]:
+    """The chat: a fake Telegram where the container reaches this machine."""
+    telegram = GatewayTelegram(TOKEN, docker.gateway()).start()
+    try:
+        yield telegram
+    finally:
+        telegram.stop()
+
+
+@pytest.fixture(scope="module")
+def walked(docker: engine.Engine, telegram: GatewayTelegram, tmp_path_factory) -> Box:
+    return _walk(docker, telegram, tmp_path_factory.mktemp("bare-metal-push"))
+
+
+def _walk(docker: engine.Engine, telegram: GatewayTelegram, tmp: Path) -> Box:
+    started = time.monotonic()
+    # What the doc asks for first: the Debian packages its `apt install` names.
+    packages = re.search(r"`apt install ([^`]+)`", section_text(CENTRE_SECTION)).group(1)
+    box = clean_box(docker, tmp, CONTAINER, packages.split(), [])
     log(f"packages installed after {time.monotonic() - started:.0f} s")
-    (centre_block,) = section_blocks(CENTRE_SECTION)
+    centre_block, alertmanager_block, bot_settings = section_blocks(CENTRE_SECTION)
     units = run_block(box, centre_block, "/root/rigwatch")
     assert units == ["prometheus", "rigwatch-push-relay", "rigwatch-vmauth"], units
+    units += run_block(box, alertmanager_block, "/root/rigwatch")
+    # The bot as docs/stack.md installs it (the block push.md points to), then push.md's
+    # settings for this centre.
+    (bot_install,) = [text for _, text in doc_blocks() if "rigwatch-bot.service" in text]
+    units += run_block(box, bot_install, "/root/rigwatch")
+    log(f"bot installed after {time.monotonic() - started:.0f} s")
+    units += run_block(box, bot_settings, "/root/rigwatch")
+    assert units[3:] == ["prometheus-alertmanager", "rigwatch-bot", "rigwatch-bot"], units
+    assert box.sh("stat -c %a /etc/rigwatch/bot.env").strip() == "600"
     # The walk's only changes to what the doc installed: 2 s intervals and a short `for` on
-    # ExporterDown, so the pushed rig's alert comes within the test's patience.
+    # the two alerts it makes fire, so they come within the test's patience; no scraped rig
+    # (the doc's "[]": the shipped target is the compose stack's exporter), so every rig
+    # is a pushed one; Telegram's stand-in.
     config = yaml.safe_load(box.read("/etc/prometheus/prometheus.yml"))
     config["global"].update(scrape_interval="2s", scrape_timeout="2s", evaluation_interval="2s")
     box.write("/etc/prometheus/prometheus.yml", yaml.safe_dump(config, sort_keys=False))
+    box.write("/etc/prometheus/targets/rigs.yml", "[]\n")
     box.sh(
         "sed -i '/alert: ExporterDown/,/for:/ s/for: 2m/for: 2s/' /etc/prometheus/rules/stack.yml"
+        " && sed -i '/alert: GpuTemperatureCritical/,/for:/ s/for: 1m/for: 2s/'"
+        " /etc/prometheus/rules/gpu.yml"
+        f" && echo TELEGRAM_API_URL={telegram.url} >> /etc/rigwatch/bot.env"
     )
-    for unit in units:
+    for unit in dict.fromkeys(units):
         box.start_unit(unit_path(box, unit))
     ready = "http://127.0.0.1:8427/api/v1/query?query=up"
     try:
@@ -161,6 +219,26 @@ def _walk(docker: engine.Engine, tmp: Path, started: float) -> Box:
     return box
 
 
+def delivered(box: Box, telegram: GatewayTelegram, alertname: str, methods: set[str]) -> list:
+    """The chat's messages about one alert, once every one of `methods` has come."""
+
+    def arrived():
+        calls = [
+            c
+            for c in telegram.sent(CHAT)
+            if alertname in c.params.get("text", c.params.get("caption", ""))
+        ]
+        return calls if {c.method for c in calls} >= methods else None
+
+    try:
+        return wait_until(arrived, timeout=120, interval=1, what=f"{alertname} in the chat")
+    except TimeoutError:
+        tails = "\n".join(box.log_tail(u) for u in ("prometheus-alertmanager", "rigwatch-bot"))
+        raise AssertionError(
+            f"no {sorted(methods)} about {alertname} in the chat: {telegram.texts(CHAT)}\n{tails}"
+        ) from None
+
+
 def test_the_pushed_rig_arrives_under_its_login_and_its_alert_fires(walked):
     try:
         (up,) = wait_until(lambda: reader_query(walked, 'up{rig="rig2"}'), 90, 1, what="rig2")
@@ -172,17 +250,53 @@ def test_the_pushed_rig_arrives_under_its_login_and_its_alert_fires(walked):
     assert firing["metric"]["instance"] == "rig2"  # the pushed rig's, not a scraped target
 
 
-def test_a_forged_push_lands_under_the_login_s_rig(walked):
-    forged = series([("__name__", "walk_forged"), ("job", "rigwatch"), ("rig", "rig1"),
-                     ("instance", "rig1")])  # fmt: skip
-    walked.write("/root/forged.bin", write_request(forged))
-    answer = in_box_request(
-        walked, "http://127.0.0.1:8427/api/v1/write", "rig2", PASSWORDS["RIG2-PASSWORD"],
-        "/root/forged.bin",
-    )  # fmt: skip
-    assert answer["status"] == 204, answer
-    stored = wait_until(lambda: reader_query(walked, "walk_forged"), 30, 1, what="the push")
+def test_the_pushed_rig_s_alert_reaches_the_chat_naming_the_rig(walked, telegram):
+    """Alertmanager and the bot as the doc sets them up: ExporterDown of the pushed rig in the
+    chat, with its chart, which the bot reads through vmauth with the reader's login of
+    PROMETHEUS_URL."""
+    calls = delivered(walked, telegram, "ExporterDown", {"sendMessage", "sendPhoto"})
+    (message,) = [c for c in calls if c.method == "sendMessage"]
+    assert "rig <b>rig2</b>" in message.params["text"], message.params["text"]
+    assert f'href="{EXTERNAL_URL}/#/silences/new?filter=' in message.params["text"]
+    photo = next(c for c in calls if c.method == "sendPhoto")
+    assert photo.files["photo"].startswith(b"\x89PNG")
+
+
+# rig2's login pushes a hot card labelled as rig1's: GpuTemperatureCritical would fire for
+# rig1 if the centre believed the labels it is sent.
+FORGED = [("job", "rigwatch"), ("rig", "rig1"), ("instance", "rig1"), ("gpu", "0"),
+          ("uuid", "GPU-forged")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def forged(walked) -> dict:
+    return push(
+        walked,
+        series([("__name__", "rigwatch_gpu_temperature_celsius"), *FORGED], 99.0),
+        series([("__name__", "rigwatch_gpu_info"), *FORGED, ("name", "Forged card")]),
+    )
+
+
+def test_a_forged_push_lands_under_the_login_s_rig(walked, forged):
+    assert forged["status"] == 204, forged
+    query = "rigwatch_gpu_temperature_celsius"
+    stored = wait_until(lambda: reader_query(walked, query), 30, 1, what="the push")
     assert [row["metric"]["rig"] for row in stored] == ["rig2"]
+
+
+def test_a_forged_push_reaches_the_chat_only_as_the_login_s_rig(walked, telegram, forged):
+    assert forged["status"] == 204, forged
+    calls = delivered(walked, telegram, "GpuTemperatureCritical", {"sendMessage"})
+    (message,) = [c for c in calls if c.method == "sendMessage"]
+    assert "rig <b>rig2</b>" in message.params["text"], message.params["text"]
+    # Nothing in the chat, nor in Alertmanager, speaks of rig1: the forged label is gone.
+    texts = telegram.texts(CHAT)
+    assert not [text for text in texts if "rig <b>rig1</b>" in text], texts
+    answer = in_box_request(walked, "http://127.0.0.1:9093/api/v2/alerts")
+    assert answer["status"] == 200, answer
+    alerts = json.loads(answer["body"])
+    assert "GpuTemperatureCritical" in [a["labels"]["alertname"] for a in alerts]
+    assert [a for a in alerts if a["labels"].get("rig") == "rig1"] == []
 
 
 def test_the_rig_login_reaches_nothing_else_and_the_reader_cannot_write(walked):
