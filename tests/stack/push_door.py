@@ -1,7 +1,8 @@
 """The push centre's public door as deploy/centre-push/nginx-rigwatch-push.conf ships it:
 Debian's nginx on loopback with TLS (a certificate made for 127.0.0.1), the rigs' logins in an
 htpasswd file as docs/push.md makes it (`openssl passwd -6`), in front of a PushCentre's
-vmauth; and a rig's vmagent that trusts that certificate."""
+vmauth, with mtail counting its refusals per user; and a rig's vmagent that trusts that
+certificate."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import socket
 import subprocess
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.stack.vm_support import Agent
-from tests.support import REPO, ManagedProcess, free_port, wait_until
+from tests.support import REPO, ManagedProcess, free_port, http_get, wait_for_http, wait_until
 
 NGINX_CONF = REPO / "deploy" / "centre-push" / "nginx-rigwatch-push.conf"
+MTAIL_PROGRAM = REPO / "deploy" / "centre-push" / "rigwatch-push-door.mtail"
 
 
 def htpasswd_line(user: str, password: str) -> str:
@@ -92,6 +96,8 @@ http {{
 """
         )
         self.proc: ManagedProcess | None = None
+        self.mtail_port = free_port()
+        self.mtail: ManagedProcess | None = None
 
     def start(self) -> None:
         conf = self.workdir / "nginx.conf"
@@ -103,6 +109,26 @@ http {{
         assert check.returncode == 0, check.stderr
         self.proc = ManagedProcess(["nginx", "-p", str(self.workdir), "-c", str(conf)])
         wait_until(self._listening, 20, what="nginx's start")
+        # Debian's mtail as its unit runs it (/etc/default/mtail: LOGS, HOST, EXTRA_ARGS as
+        # docs/push.md sets them), on the access log nginx has just opened.
+        self.mtail = ManagedProcess(
+            ["mtail", "--progs", str(MTAIL_PROGRAM), "--logtostderr",
+             "--address", "127.0.0.1", "--port", str(self.mtail_port),
+             "--logs", str(self.access_log), "--emit_prog_label=false"]
+        )  # fmt: skip
+        wait_for_http(f"http://127.0.0.1:{self.mtail_port}/metrics", timeout=20)
+
+    def refused(self, user: str, status: int) -> float:
+        """mtail's count of this user's refusals with this status."""
+        body = http_get(f"http://127.0.0.1:{self.mtail_port}/metrics")[1]
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                if sample.name == "rigwatch_push_refused_total" and sample.labels == {
+                    "user": user,
+                    "status": str(status),
+                }:
+                    return sample.value
+        return 0.0
 
     def _listening(self) -> bool:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1):
@@ -110,9 +136,11 @@ http {{
         return False
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop(timeout=30)
-            self.proc = None
+        for name in ("mtail", "proc"):
+            proc = getattr(self, name)
+            if proc is not None:
+                proc.stop(timeout=30)
+                setattr(self, name, None)
 
     def log_lines(self, status: int, user: str) -> list[str]:
         """The access log's lines with this status for this user."""

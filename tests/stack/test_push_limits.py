@@ -11,13 +11,14 @@ import collections
 import contextlib
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.stack.push_door import PushDoor, TlsAgent
+from tests.stack.push_door import PushDoor, TlsAgent, htpasswd_line
 from tests.stack.remote_write import REMOTE_WRITE_HEADERS, series, write_request
 from tests.stack.stack_support import remove_tree
 from tests.stack.vm_support import PushCentre, basic_auth, metric_value, request
@@ -28,8 +29,10 @@ USERS = {
     "rig1": "rig1-password",
     "rig2": "rig2-password",
     "rig3": "rig3-password",
+    "rig4": "rig4-password",
 }
-RIGS = {name: password for name, password in USERS.items() if name != "rigwatch"}
+# rig4 is known to vmauth but not (yet) to the door.
+RIGS = {name: password for name, password in USERS.items() if name not in ("rigwatch", "rig4")}
 
 
 @pytest.fixture(scope="module")
@@ -101,15 +104,25 @@ def _agent_requests(agent: TlsAgent, status: str) -> float:
     return metric_value(body, line)
 
 
-def test_a_flooding_rig_gets_429_and_the_other_rig_lands_on_time(centre, tmp_path, fake_nvml_dir):
-    centre, door = centre
+def _agents(
+    stack: contextlib.ExitStack, tmp_path: Path, door: PushDoor, *rigs: str
+) -> list[TlsAgent]:
+    """One exporter (one card) and, for each rig, an agent scraping it and pushing through the
+    door with the rig's own login; all stopped with the stack."""
     scenario = tmp_path / "scenario.json"
     write_scenario(scenario, make_scenario(1))
+    _, exporter = stack.enter_context(running_exporter(scenario))
+    address = exporter.removeprefix("http://")
+    return [
+        stack.enter_context(TlsAgent(tmp_path / rig, rig, address, door, USERS[rig]))
+        for rig in rigs
+    ]
+
+
+def test_a_flooding_rig_gets_429_and_the_other_rig_lands_on_time(centre, tmp_path, fake_nvml_dir):
+    centre, door = centre
     with contextlib.ExitStack() as stack:
-        _, exporter = stack.enter_context(running_exporter(scenario))
-        address = exporter.removeprefix("http://")
-        rig1 = stack.enter_context(TlsAgent(tmp_path / "rig1", "rig1", address, door, RIGS["rig1"]))
-        rig2 = stack.enter_context(TlsAgent(tmp_path / "rig2", "rig2", address, door, RIGS["rig2"]))
+        rig1, rig2 = _agents(stack, tmp_path, door, "rig1", "rig2")
         for rig in ("rig1", "rig2"):
             wait_until(lambda rig=rig: centre.query(f'up{{rig="{rig}"}}'), 30, what=rig)
 
@@ -139,7 +152,10 @@ def test_a_flooding_rig_gets_429_and_the_other_rig_lands_on_time(centre, tmp_pat
         # rig2 was never refused and was never late: one scrape a second, pushed every 0.5 s.
         assert _agent_requests(rig2, "429") == 0 < _agent_requests(rig2, "2XX")
         assert max(lags) < 5, lags
-        assert door.log_lines(429, "rig1")
+        refused = len(door.log_lines(429, "rig1"))
+        assert refused
+        # mtail counts each logged refusal under the rig's name.
+        wait_until(lambda: door.refused("rig1", 429) == refused, 10, what="mtail's count")
         assert not door.log_lines(429, "rig2")
         assert door.log_lines(204, "rig2")
 
@@ -161,6 +177,8 @@ def test_a_forged_login_spends_nothing_of_the_real_rigs_budget(centre):
     assert set(real) == {204}, real
     forgeries = sum(flood.statuses.values())
     wait_until(lambda: len(door.log_lines(401, "rig3")) == forgeries, 10, what="each logged")
+    wait_until(lambda: door.refused("rig3", 401) == forgeries, 10, what="mtail's count")
+    assert door.refused("rig3", 429) == 0
     # The refused login is named in the error log, and its password is nowhere in the logs.
     errors = door.errors()
     assert 'user "rig3": password mismatch' in errors
@@ -171,6 +189,38 @@ def test_a_forged_login_spends_nothing_of_the_real_rigs_budget(centre):
     assert _post(door, context, basic_auth("mallory", forged_password), body) == 401
     wait_until(lambda: door.log_lines(401, "mallory"), 10, what="mallory's refusal logged")
     assert 'user "mallory" was not found' in door.errors()
+    # A claimed name cannot forge a log line, nor so a count for another rig: nginx escapes it.
+    forger = 'x" status=200 \nZ user="rig2" status=429 '
+    assert _post(door, context, basic_auth(forger, forged_password), body) == 401
+    escaped = forger.replace('"', "\\x22").replace("\n", "\\x0A")
+    wait_until(lambda: door.refused(escaped, 401) == 1, 10, what="the forger's count")
+    assert door.refused("rig2", 429) == 0
+
+
+def test_an_agent_refused_at_the_door_keeps_its_data_until_its_login_is_added(
+    centre, tmp_path, fake_nvml_dir
+):
+    """nginx refuses an unknown login with 401, which vmagent retries (vmauth's 400 it drops):
+    once the door knows the login, the samples taken while it was refused arrive."""
+    centre, door = centre
+    with contextlib.ExitStack() as stack:
+        (agent,) = _agents(stack, tmp_path, door, "rig4")
+        wait_until(lambda: _agent_requests(agent, "401") >= 2, 30, what="two refusals")
+        refused_until = time.time()
+        assert agent.proc is not None
+        assert ": 401;" in agent.proc.output()
+        wait_until(lambda: 'user "rig4" was not found' in door.errors(), 10)
+        assert centre.query('up{rig="rig4"}') == []
+        # The centre adds rig4 to the door's users; nginx reads the file on each login.
+        with door.users.open("a") as users:
+            users.write(htpasswd_line("rig4", USERS["rig4"]))
+        wait_until(lambda: centre.query('up{rig="rig4"}'), 60, what="rig4's data")
+        first = wait_until(
+            lambda: centre.query('min_over_time(timestamp(up{rig="rig4"})[5m:1s])'), 30
+        )
+        assert float(first[0]["value"][1]) < refused_until
+        _, metrics = request(f"http://127.0.0.1:{agent.port}/metrics")
+        assert 'vmagent_remotewrite_packets_dropped_total{url="1:secret-url"} 0\n' in metrics
 
 
 def test_only_the_write_path_is_public(centre):
