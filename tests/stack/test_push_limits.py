@@ -197,6 +197,21 @@ def test_a_forged_login_spends_nothing_of_the_real_rigs_budget(centre):
     assert door.refused("rig2", 429) == 0
 
 
+def test_a_rig_cannot_charge_its_pushes_to_another_rig(centre):
+    """The limits' key is a header the public server sets from the checked login: a rig that
+    sends that header itself, naming rig3, is still limited as itself, and rig3's pushes
+    meanwhile are all taken."""
+    centre, door = centre
+    context = ssl.create_default_context(cafile=str(door.cert))
+    spoofing = {**basic_auth("rig1", RIGS["rig1"]), "X-Rigwatch-Push-User": "rig3"}
+    with Flood(door, spoofing, _probe("rig1")) as flood:
+        wait_until(lambda: flood.statuses[429] >= 50, 60, what="rig1 over its limit")
+        real = [_post(door, context, basic_auth("rig3", RIGS["rig3"]), _probe("rig3"))
+                for _ in range(25)]  # fmt: skip
+    assert set(real) == {204}, real
+    assert set(flood.statuses) == {204, 429}, flood.statuses
+
+
 def test_an_agent_refused_at_the_door_keeps_its_data_until_its_login_is_added(
     centre, tmp_path, fake_nvml_dir
 ):
