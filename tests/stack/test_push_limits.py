@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import http.client
 import ssl
 import threading
 import time
@@ -274,3 +275,28 @@ def test_the_door_stays_within_its_memory_bound_under_a_flood_of_big_bodies(cent
     peak = _peak_rss_mib(door.proc.pid)
     print(f"nginx peak RSS, master and worker: {peak:.1f} MiB")
     assert peak < 64, peak
+
+
+def test_names_a_scanner_invents_do_not_grow_the_count_without_bound(centre):
+    """1100 logins under as many invented names: mtail keeps at most 1000 (user, status)
+    pairs (its program's limit), dropping the least recently counted at each collection."""
+    centre, door = centre
+    assert door.mtail is not None
+    context = ssl.create_default_context(cafile=str(door.cert))
+    connection = http.client.HTTPSConnection("127.0.0.1", door.port, context=context)
+    try:
+        for number in range(1100):
+            if number % 500 == 0:  # nginx closes a connection after 1000 requests
+                connection.close()
+            connection.request("POST", "/api/v1/write", b"x", basic_auth(f"scanner{number}", "?"))
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 401
+    finally:
+        connection.close()
+    wait_until(lambda: door.refused("scanner1099", 401) == 1, 20, what="the last name counted")
+    wait_until(lambda: len(door.refusals()) <= 1000, 20, what="mtail's collection")
+    assert door.refused("scanner0", 401) == 0  # the oldest went first
+    peak = _peak_rss_mib(door.mtail.pid)
+    print(f"mtail peak RSS: {peak:.1f} MiB")
+    assert peak < 128, peak
