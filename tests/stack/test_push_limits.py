@@ -1,9 +1,11 @@
 """The push centre's per-rig limits and named refusals, through its public door as
 deploy/centre-push/nginx-rigwatch-push.conf ships it (Debian's nginx with TLS, in front of
 vmauth, the push relay and Prometheus, all real processes on loopback): a rig that floods gets
-429 and its agent logs it while another rig's pushes keep landing on time; a forged login
-spends nothing of the real rig's budget; a refused login is logged by name, never with its
-password; nginx stays within its memory bound."""
+429 and its agent logs and retries it while another rig's pushes keep landing on time; a
+forged login, or a rig naming another in the limits' header, spends nothing of the real rig's
+budget; a refused login is logged by name, never with its password, and counted per user by
+mtail, whose count invented names cannot grow without bound; an agent refused at the door
+keeps its data; nginx and mtail stay within their memory bounds."""
 
 from __future__ import annotations
 
