@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs rigwatch's whole test suite on a fresh Debian machine: installs what the tests need
 # (Debian's Prometheus, Alertmanager, node_exporter, docker-compose, docker.io and debootstrap
-# for the compose test, and a C compiler; the Python packages in .venv), builds the simulated
+# for the compose test, VictoriaMetrics, nginx, mtail and openssl for the push centre, and a C
+# compiler; the Python packages in .venv), builds the simulated
 # NVML library, lints, then runs pytest.
 # Extra arguments go to pytest (after the worker options, so `-n 0` there wins).
 set -euo pipefail
@@ -12,7 +13,8 @@ for pair in prometheus:prometheus promtool:prometheus amtool:prometheus-alertman
     prometheus-alertmanager:prometheus-alertmanager \
     prometheus-node-exporter:prometheus-node-exporter docker-compose:docker-compose \
     dockerd:docker.io debootstrap:debootstrap \
-    cc:gcc make:make sqlite3:sqlite3 vmagent:victoria-metrics; do
+    cc:gcc make:make sqlite3:sqlite3 vmagent:victoria-metrics \
+    nginx:nginx-light mtail:mtail openssl:openssl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need+=(python3-venv); fi
