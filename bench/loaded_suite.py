@@ -85,16 +85,32 @@ def run_suite(extra: list[str], log_path: Path) -> tuple[dict[str, int], float, 
     """README's test command once; its whole output kept in log_path. The counts come from
     pytest's summary line on stdout (pip's warnings on stderr must not hide it)."""
     start = time.monotonic()
-    done = subprocess.run(
+    # Its own process group: stopped early (Ctrl-C, SIGTERM), the whole group (pytest, its
+    # workers and the servers they started) gets SIGINT and, a minute later, SIGKILL: no
+    # Prometheus or exporter is left running. stress-ng is stopped by cpu_load.
+    proc = subprocess.Popen(
         ["bash", "tests/run.sh", *extra],
         cwd=REPO,
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        raise
     took = time.monotonic() - start
-    log_path.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
-    lines = done.stdout.strip().splitlines()
+    log_path.write_text(stdout + "\n--- stderr ---\n" + stderr)
+    lines = stdout.strip().splitlines()
     summary = next(
         (line for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), ""
     )
@@ -102,11 +118,11 @@ def run_suite(extra: list[str], log_path: Path) -> tuple[dict[str, int], float, 
         kind: int(match.group(1)) if (match := re.search(rf"(\d+) {kind}", summary)) else 0
         for kind in ("passed", "failed", "errors", "skipped")
     }
-    if done.returncode != 0:
+    if proc.returncode != 0:
         failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
-        log("\n".join(failures or (lines + done.stderr.splitlines())[-25:]))
+        log("\n".join(failures or (lines + stderr.splitlines())[-25:]))
         log(f"the whole output: {log_path}")
-    return counts, took, done.returncode
+    return counts, took, proc.returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
     args = parser.parse_args(argv)
+    # SIGTERM stops it as Ctrl-C does: the run under way and the load are stopped first.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="rigwatch-loaded-suite-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     log(f"each run's output goes to {log_dir}")
