@@ -125,6 +125,11 @@ class Box:
         made and given to it), ExecStart with $VAR and ${VAR} expanded; output to a log."""
         settings = unit_settings(self.read(unit_path))
         env: dict[str, str] = {}
+        for line in settings.get("Environment", []):
+            for item in shlex.split(line):
+                name, _, value = item.partition("=")
+                env[name] = value
+        # As systemd reads them: the files' settings override Environment= lines.
         for name in settings.get("EnvironmentFile", []):
             optional = name.startswith("-")
             path = name.lstrip("-")
@@ -132,10 +137,6 @@ class Box:
             if not exists and optional:
                 continue
             env.update(env_file(self.read(path)))
-        for line in settings.get("Environment", []):
-            for item in shlex.split(line):
-                name, _, value = item.partition("=")
-                env[name] = value
         (command,) = settings["ExecStart"]
         name = Path(unit_path).stem
         credentials = f"/run/credentials/{name}"

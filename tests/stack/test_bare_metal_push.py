@@ -314,3 +314,17 @@ def test_the_rig_login_reaches_nothing_else_and_the_reader_cannot_write(walked):
     # Prometheus itself wants the centre's login, which no client has.
     answer = in_box_request(walked, "http://127.0.0.1:9090/api/v1/query?query=up", "rig2", "x")
     assert answer["status"] == 401, answer
+
+
+def test_the_centre_s_bot_answers_on_the_loopback_only(walked):
+    """A centre faces the internet: the doc's ALERT_BOT_LISTEN keeps the bot's webhook, /metrics
+    and /healthz on the loopback, where Alertmanager reaches it (its bot.env overrides the
+    unit's 0.0.0.0, as systemd reads them)."""
+    wait_until(
+        lambda: in_box_request(walked, "http://127.0.0.1:10736/healthz")["status"] == 200,
+        timeout=60,
+        what="the bot's /healthz on the loopback",
+    )
+    outside = walked.sh("hostname -I").split()[0]
+    answer = in_box_request(walked, f"http://{outside}:10736/healthz")
+    assert answer["status"] == 0 and "refused" in answer["body"].lower(), answer
