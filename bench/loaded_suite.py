@@ -86,8 +86,10 @@ def run_suite(extra: list[str], log_path: Path) -> tuple[dict[str, int], float, 
     pytest's summary line on stdout (pip's warnings on stderr must not hide it)."""
     start = time.monotonic()
     # Its own process group: stopped early (Ctrl-C, SIGTERM), the whole group (pytest, its
-    # workers and the servers they started) gets SIGINT and, a minute later, SIGKILL: no
-    # Prometheus or exporter is left running. stress-ng is stopped by cpu_load.
+    # workers and the servers they started) gets SIGINT and, a minute later, SIGKILL.
+    # stress-ng is stopped by cpu_load. What a test started in a session of its own (the
+    # private Docker engine, a stack test's Prometheus) is outside the group and can outlive
+    # an interrupted run: look for it with `ps` and stop it by pid.
     proc = subprocess.Popen(
         ["bash", "tests/run.sh", *extra],
         cwd=REPO,
