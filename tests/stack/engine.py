@@ -16,6 +16,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,13 +27,43 @@ CONTAINERS = REPO / "tests" / "containers"
 CACHE = Path(os.environ.get("RIGWATCH_TEST_CACHE", Path.home() / ".cache" / "rigwatch-tests"))
 SUITE = "bookworm"
 BASE_IMAGE = "rigwatch-test/debian:bookworm"
-# tests/containers/<directory> -> the image name the project's files use.
-STAND_INS = {
+# tests/containers/<directory> -> the image name the project's files use, or, for a
+# directory whose Dockerfile has one stage an image, stage -> image name.
+STAND_INS: dict[str, str | dict[str, str]] = {
     "python": "python:3.12-slim",
     "prometheus": "prom/prometheus:v2.42.0",
     "alertmanager": "prom/alertmanager:v0.25.0",
+    "debian": "debian:bookworm-slim",
+    "victoriametrics": {
+        app: f"victoriametrics/{app}:v1.79.5"
+        for app in ("vmauth", "vmagent", "victoria-metrics", "vmalert")
+    },
 }
+
+
+def stand_in_images() -> list[str]:
+    """Every image name the stand-ins take."""
+    return [
+        name
+        for images in STAND_INS.values()
+        for name in (images.values() if isinstance(images, dict) else [images])
+    ]
+
+
 EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
+
+
+# The engine must run where this is set (.ci/run sets it, and CI=true implies it): there a
+# skip would hide that the stack was never brought up.
+REQUIRED = os.environ.get("RIGWATCH_REQUIRE_ENGINE") == "1" or os.environ.get("CI") == "true"
+
+
+def skip_module_unless_runnable(what: str) -> None:
+    """Called at a test module's top: where no private engine can run and none is required,
+    skips the whole module with one line saying why (not one line per test)."""
+    reason = unavailable()
+    if reason is not None and not REQUIRED:
+        pytest.skip(f"{what} not run: {reason}", allow_module_level=True)
 
 
 def unavailable() -> str | None:
@@ -282,11 +313,14 @@ class Engine:
                 (certificates / ".keep").touch()
                 for name, data in _extra_certificates().items():
                     (certificates / name).write_bytes(data)
-                self.docker("build", "-q", "-t", image, context, timeout=600)
+                stages = image if isinstance(image, dict) else {None: image}
+                for stage, name in stages.items():
+                    target = ["--target", stage] if stage else []
+                    self.docker("build", "-q", *target, "-t", name, context, timeout=600)
         for old in CACHE.glob("stand-ins-*.tar"):
             old.unlink()
         part = _atomic_cache_path(cached)
-        self.docker("save", "-o", str(part), *STAND_INS.values(), timeout=300)
+        self.docker("save", "-o", str(part), *stand_in_images(), timeout=300)
         part.rename(cached)
 
 
@@ -336,3 +370,90 @@ def engine_with_stand_ins(what: str, log, required: bool) -> Iterator[Engine]:
             cannot_run(docker.start_error)
         docker.load_stand_ins()
         yield docker
+
+
+def copy_checkout(destination: Path) -> None:
+    """The files a user's checkout has: tracked ones and new ones git would not ignore."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (n.decode() for n in listed)):
+        source = REPO / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def write_env(checkout: Path, values: dict[str, str]) -> None:
+    """checkout/.env: .env.example with the given values filled in, written with no quotes
+    (compose strips them, `docker run --env-file` does not); values .env.example has no line
+    for are added at the end."""
+    lines, missing = [], dict(values)
+    for line in (checkout / ".env.example").read_text().splitlines():
+        name = line.partition("=")[0]
+        if name in missing and "=" in line:
+            line = f"{name}={missing.pop(name)}"
+        lines.append(line)
+    lines += [f"{name}={value}" for name, value in missing.items()]
+    (checkout / ".env").write_text("\n".join(lines) + "\n")
+
+
+@dataclass
+class ComposeProject:
+    """A checkout's compose files run as one project in a private engine; env: the variables
+    the test sets (free host ports), over the engine's."""
+
+    engine: Engine
+    checkout: Path
+    project: str
+    files: list[str]
+    env: dict[str, str]
+
+    def compose(self, *args: str, timeout: float = 300) -> str:
+        command = ["docker-compose"]
+        for name in self.files:
+            command += ["-f", name]
+        env = {**self.engine.env, **self.env, "COMPOSE_PROJECT_NAME": self.project}
+        result = subprocess.run(
+            [*command, *args],
+            cwd=self.checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(
+                f"docker-compose {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+            )
+        return result.stdout
+
+    def containers(self) -> dict[str, dict]:
+        """service name -> `docker inspect` of its container, for this project's containers."""
+        ids = self.engine.text(
+            "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}"
+        ).split()
+        found = {}
+        for container_id in ids:
+            info = self.engine.inspect("container", container_id)
+            found[info["Config"]["Labels"]["com.docker.compose.service"]] = info
+        return found
+
+    def describe(self) -> str:
+        """Each container's state, health probes and last log lines, for a failure's message."""
+        lines = []
+        for name, info in self.containers().items():
+            state = info["State"]
+            health = state.get("Health", {})
+            lines.append(f"{name}: {state['Status']} health={health.get('Status')}")
+            for probe in health.get("Log", [])[-2:]:
+                lines.append(f"  probe exit {probe['ExitCode']}: {probe['Output'][-300:]!r}")
+            output = self.engine.docker("logs", "--tail", "15", info["Id"], check=False)
+            lines.append("  " + (output.stdout + output.stderr).decode(errors="replace")[-1500:])
+        return "\n".join(lines)

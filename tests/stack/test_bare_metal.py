@@ -27,7 +27,7 @@ import yaml
 
 from tests.stack import engine
 from tests.stack.stack_support import post_alerts
-from tests.stack.test_compose_up import REQUIRED, GatewayTelegram, _copy_checkout
+from tests.stack.test_compose_up import REQUIRED, GatewayTelegram
 from tests.support import REPO, build_fake_nvml, http_get, make_scenario, wait_until
 
 IMAGE = "python:3.12-slim"  # the stand-in: Debian bookworm, python3 and python3-venv
@@ -216,7 +216,7 @@ def clean_box(
     docker.docker("run", "-d", "--name", name, *publish, IMAGE, "sleep", "infinity")
     box = Box(docker, name)
     checkout = tmp / "rigwatch"
-    _copy_checkout(checkout)
+    engine.copy_checkout(checkout)
     archive = tmp / "checkout.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(checkout, arcname="rigwatch")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -47,13 +46,8 @@ EXPORTER = f"http://127.0.0.1:{HOST_PORTS['EXPORTER_PORT']}"
 # Point 1: external URLs with a path, as behind a reverse proxy.
 PROMETHEUS_EXTERNAL_URL = "http://rig.lan/prometheus/"
 ALERTMANAGER_EXTERNAL_URL = "http://rig.lan/alertmanager/"
-# The engine must run where this is set (.ci/run sets it, and CI=true implies it): there a
-# skip would hide that the stack was never brought up.
-REQUIRED = os.environ.get("RIGWATCH_REQUIRE_ENGINE") == "1" or os.environ.get("CI") == "true"
-UNAVAILABLE = engine.unavailable()
-if UNAVAILABLE is not None and not REQUIRED:
-    # One line for the whole module, not one per test.
-    pytest.skip(f"compose test not run: {UNAVAILABLE}", allow_module_level=True)
+REQUIRED = engine.REQUIRED
+engine.skip_module_unless_runnable("compose test")
 
 
 def log(message: str) -> None:
@@ -78,42 +72,8 @@ class GatewayTelegram(FakeTelegram):
 
 
 @dataclass
-class Stack:
-    engine: engine.Engine
-    checkout: Path
-    telegram: GatewayTelegram
-
-    def compose(self, *args: str, timeout: float = 300) -> str:
-        command = ["docker-compose"]
-        for name in COMPOSE_FILES:
-            command += ["-f", name]
-        env = {**self.engine.env, **HOST_PORTS, "COMPOSE_PROJECT_NAME": PROJECT}
-        result = subprocess.run(
-            [*command, *args],
-            cwd=self.checkout,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise AssertionError(
-                f"docker-compose {' '.join(args)} failed ({result.returncode}):\n"
-                f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-            )
-        return result.stdout
-
-    def containers(self) -> dict[str, dict]:
-        """service name -> `docker inspect` of its container, for this project's containers."""
-        ids = self.engine.text(
-            "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}"
-        ).split()
-        found = {}
-        for container_id in ids:
-            info = self.engine.inspect("container", container_id)
-            found[info["Config"]["Labels"]["com.docker.compose.service"]] = info
-        return found
+class Stack(engine.ComposeProject):
+    telegram: GatewayTelegram | None = None
 
     def wait_healthy(self, timeout: float = 120) -> dict[str, str]:
         def healthy():
@@ -128,18 +88,6 @@ class Stack:
         except TimeoutError:
             raise AssertionError("not every service became healthy:\n" + self.describe()) from None
 
-    def describe(self) -> str:
-        lines = []
-        for name, info in self.containers().items():
-            state = info["State"]
-            health = state.get("Health", {})
-            lines.append(f"{name}: {state['Status']} health={health.get('Status')}")
-            for probe in health.get("Log", [])[-2:]:
-                lines.append(f"  probe exit {probe['ExitCode']}: {probe['Output'][-300:]!r}")
-            output = self.engine.docker("logs", "--tail", "15", info["Id"], check=False)
-            lines.append("  " + (output.stdout + output.stderr).decode(errors="replace")[-1500:])
-        return "\n".join(lines)
-
 
 def api(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None):
     data = json.dumps(body).encode() if body is not None else None
@@ -151,43 +99,24 @@ def api(url: str, method: str = "GET", body: dict | None = None, headers: dict |
     return json.loads(text) if text.strip().startswith(("{", "[")) else text
 
 
-def _copy_checkout(destination: Path) -> None:
-    """The files a user's checkout has: tracked ones and new ones git would not ignore."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, (n.decode() for n in listed)):
-        source = REPO / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-
-
 def _write_env(checkout: Path, telegram_url: str) -> None:
-    """.env.example filled in as docs/stack.md says, with no quotes (compose strips them,
-    `docker run --env-file` does not)."""
-    values = {
-        "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,
-        "TELEGRAM_CHAT_ID": str(DEFAULT_CHAT),
-        "TELEGRAM_API_URL": telegram_url,
-        "ALERT_BOT_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
-        "GRAFANA_ADMIN_PASSWORD": "not-started-here",
-        "PROMETHEUS_EXTERNAL_URL": PROMETHEUS_EXTERNAL_URL,
-        "ALERTMANAGER_EXTERNAL_URL": ALERTMANAGER_EXTERNAL_URL,
-    }
-    lines = []
-    for line in (checkout / ".env.example").read_text().splitlines():
-        name = line.partition("=")[0]
-        lines.append(f"{name}={values[name]}" if name in values and "=" in line else line)
-    (checkout / ".env").write_text("\n".join(lines) + "\n")
+    """.env.example filled in as docs/stack.md says."""
+    engine.write_env(
+        checkout,
+        {
+            "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,
+            "TELEGRAM_CHAT_ID": str(DEFAULT_CHAT),
+            "TELEGRAM_API_URL": telegram_url,
+            "ALERT_BOT_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+            "GRAFANA_ADMIN_PASSWORD": "not-started-here",
+            "PROMETHEUS_EXTERNAL_URL": PROMETHEUS_EXTERNAL_URL,
+            "ALERTMANAGER_EXTERNAL_URL": ALERTMANAGER_EXTERNAL_URL,
+        },
+    )
 
 
 def _prepare_checkout(checkout: Path, telegram_url: str) -> None:
-    _copy_checkout(checkout)
+    engine.copy_checkout(checkout)
     _write_env(checkout, telegram_url)
     # What a developer's checkout also holds; .dockerignore must keep it out of build contexts.
     (checkout / ".venv").mkdir()
@@ -219,7 +148,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         telegram = GatewayTelegram(TELEGRAM_TOKEN, docker.gateway()).start()
         checkout = tmp_path_factory.mktemp("checkout")
         _prepare_checkout(checkout, telegram.url)
-        stack = Stack(docker, checkout, telegram)
+        stack = Stack(docker, checkout, PROJECT, COMPOSE_FILES, HOST_PORTS, telegram)
         log(f"fake Telegram at {telegram.url}; Grafana is not started (no image of it here)")
         try:
             stack.compose("up", "-d", "--build", *SERVICES, timeout=600)
