@@ -8,16 +8,33 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.stack.remote_write import REMOTE_WRITE_HEADERS
 from tests.stack.vm_support import Agent
 from tests.support import REPO, ManagedProcess, free_port, http_get, wait_for_http, wait_until
 
 NGINX_CONF = REPO / "deploy" / "centre-push" / "nginx-rigwatch-push.conf"
 MTAIL_PROGRAM = REPO / "deploy" / "centre-push" / "rigwatch-push-door.mtail"
+
+
+def post_write(url: str, context: ssl.SSLContext, headers: dict, body: bytes) -> int:
+    """One remote write POSTed to a door over TLS; its status."""
+    req = urllib.request.Request(
+        url, data=body, headers={**REMOTE_WRITE_HEADERS, **headers}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30, context=context) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 def htpasswd_line(user: str, password: str) -> str:
@@ -166,10 +183,17 @@ http {{
         self.stop()
 
 
+class Door(Protocol):
+    """What a rig's agent knows of a door: where to push, and the certificate to trust."""
+
+    write_url: str
+    cert: Path
+
+
 class TlsAgent(Agent):
     """A rig's vmagent pushing through the door: it trusts the door's certificate."""
 
-    def __init__(self, workdir: Path, rig: str, exporter: str, door: PushDoor, password: str):
+    def __init__(self, workdir: Path, rig: str, exporter: str, door: Door, password: str):
         super().__init__(workdir, rig, exporter, door.write_url, rig, password)
         self.ca_file = door.cert
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack.push_door import PushDoor, TlsAgent, htpasswd_line
-from tests.stack.remote_write import REMOTE_WRITE_HEADERS, series, write_request
+from tests.stack.push_door import PushDoor, TlsAgent, htpasswd_line, post_write
+from tests.stack.remote_write import series, write_request
 from tests.stack.stack_support import remove_tree
 from tests.stack.vm_support import PushCentre, basic_auth, metric_value, request
 from tests.support import make_scenario, running_exporter, wait_until, write_scenario
@@ -58,14 +58,7 @@ def centre(tmp_path_factory):
 
 
 def _post(door: PushDoor, context: ssl.SSLContext, login: dict, body: bytes) -> int:
-    req = urllib.request.Request(
-        door.write_url, data=body, headers={**REMOTE_WRITE_HEADERS, **login}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30, context=context) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
+    return post_write(door.write_url, context, login, body)
 
 
 def _probe(rig: str) -> bytes:
