@@ -28,7 +28,12 @@ def scenario_file(tmp_path: Path, fake_nvml_dir: Path) -> Path:
 # out in collection order), so no worker is left with one of them at the end while the others
 # stand idle; and the files that run a private Docker engine on one worker, one after the
 # other, since every private dockerd uses the default bridge (engine.py also holds a lock).
-ENGINE_FILES = ("tests/stack/test_compose_up.py", "tests/stack/test_bare_metal.py")
+ENGINE_FILES = (
+    "tests/stack/test_compose_up.py",
+    "tests/stack/test_bare_metal.py",
+    "tests/stack/test_bare_metal_push.py",
+    "tests/stack/test_compose_push.py",
+)
 LONGEST_FILES = (
     *ENGINE_FILES,
     "tests/alert_bot/test_runs.py",

@@ -23,7 +23,13 @@ from tests.alert_bot.botkit import BOT_TOKEN, CHAT, WEBHOOK_TOKEN, alert, bot_en
 from tests.alert_bot.botkit import notification as am_notification
 from tests.alert_bot.fake_telegram import FakeTelegram
 from tests.stack.remote_write import REMOTE_WRITE_HEADERS, series, write_request
-from tests.stack.stack_support import PROMETHEUS_DIR, fake_sysfs, remove_tree, rich_scenario
+from tests.stack.stack_support import (
+    PROMETHEUS_DIR,
+    fake_sysfs,
+    remove_tree,
+    rich_scenario,
+    run_tool,
+)
 from tests.stack.vm_support import (
     RIG_AGENT_DIR,
     Agent,
@@ -254,10 +260,12 @@ def test_no_secret_on_a_command_line():
 def test_push_config_differs_from_the_shipped_one_only_by_the_self_login_and_the_door():
     shipped = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     push = yaml.safe_load((PROMETHEUS_DIR / "prometheus-push.yml").read_text())
-    door = [j for j in push["scrape_configs"] if j["job_name"] in ("vmauth", "push-relay")]
+    names = ("vmauth", "push-relay", "push-door")
+    door = [j for j in push["scrape_configs"] if j["job_name"] in names]
     assert [j["static_configs"] for j in door] == [
         [{"targets": ["vmauth:8427"]}],
         [{"targets": ["push-relay:8429"]}],
+        [{"targets": ["push-door-counter:3903"]}],
     ]
     push["scrape_configs"] = [j for j in push["scrape_configs"] if j not in door]
     for job in push["scrape_configs"]:
@@ -592,3 +600,37 @@ def test_rotating_one_rigs_password_refuses_and_loses_nothing(tmp_path, fake_nvm
         status, body = request(centre.write_url, b"x", basic_auth("rig3", "rig3-password"), "POST")
         assert status == 400 and "cannot decompress" in body  # past the login, at the relay
         assert {row["metric"]["rig"] for row in centre.query("up{job='rigwatch'}")} == {"rig2"}
+
+
+def _compose_services(tmp_path: Path, *files: str) -> dict:
+    """The services as docker-compose merges the files (the repository's own .env unread)."""
+    env = tmp_path / "env"
+    env.write_text(
+        "TELEGRAM_BOT_TOKEN=1:x\nTELEGRAM_CHAT_ID=1\nALERT_BOT_WEBHOOK_TOKEN=x\n"
+        "GRAFANA_ADMIN_PASSWORD=x\nPROMETHEUS_PASSWORD=x\n"
+    )
+    command = ["docker-compose", "--env-file", str(env)]
+    for name in files:
+        command += ["-f", str(REPO / name)]
+    result = run_tool(*command, "config")
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
+def test_the_vm_centre_has_the_same_door(tmp_path):
+    """docker-compose.vm-push.yml is layered on docker-compose.push.yml: the door's services,
+    its published port and its counter's scrape are the same for the VictoriaMetrics centre
+    (tests/stack/test_compose_push.py runs them with Prometheus)."""
+    push = _compose_services(tmp_path, "docker-compose.yml", "docker-compose.push.yml")
+    vm = _compose_services(
+        tmp_path, "docker-compose.yml", "docker-compose.push.yml", "docker-compose.vm.yml",
+        "docker-compose.vm-push.yml",
+    )  # fmt: skip
+    door = ("push-door", "push-door-counter", "push-door-logrotate")
+    assert {n: vm[n] for n in door} == {n: push[n] for n in door}
+    # In both, the door's is the one published port of the centre's parts.
+    for services in (push, vm):
+        published = {n for n in ("vmauth", "push-relay", *door) if services[n].get("ports")}
+        assert published == {"push-door"}, published
+    # VictoriaMetrics scrapes the same prometheus-push.yml, so the counter's job too.
+    assert "-promscrape.config=/etc/prometheus/prometheus-push.yml" in vm["prometheus"]["command"]
