@@ -1,12 +1,13 @@
-"""docs/push.md's centre without Docker, walked in one clean Debian container of the private
-engine (the python stand-in image: Debian bookworm, nothing of rigwatch): the Debian packages
-the doc names, the doc's centre blocks as written (Prometheus's flags and login, the push
-relay's and vmauth's units, Alertmanager, the bot installed by docs/stack.md's bot block and
-given the centre's settings), then the doc's rig block, a rig's vmagent pushing through vmauth
-with its own unit. The pushed rig's alert fires at the centre and reaches the chat (a fake
-Telegram on the docker bridge) naming the rig; a push forged for another rig lands, and reaches
-the chat, under the login's rig; the rig's login reaches nothing but the write path. Services
-start as their unit files say (test_bare_metal.Box.start_unit); the container has no systemd."""
+"""docs/push.md's centre without Docker, walked in one clean Debian container of the private engine
+(the python stand-in image: Debian bookworm, nothing of rigwatch): the Debian packages the doc
+names, the doc's centre blocks as written (Prometheus's flags and login, the push relay's and
+vmauth's units, Alertmanager, the bot installed by docs/stack.md's bot block and given the
+centre's settings), the public door's block (nginx with TLS, mtail), then the doc's rig block, a
+rig's vmagent pushing through the door with its own unit. The pushed rig's alert fires at the
+centre and reaches the chat (a fake Telegram on the docker bridge) naming the rig; a push forged
+for another rig lands, and reaches the chat, under the login's rig; the rig's login reaches
+nothing but the write path. Services start as their unit files say
+(test_bare_metal.Box.start_unit); the container has no systemd."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from tests.stack import engine
+from tests.stack.push_door import make_certificate
 from tests.stack.remote_write import REMOTE_WRITE_HEADERS, series, write_request
 from tests.stack.test_bare_metal import Box, clean_box, doc_blocks
 from tests.stack.test_compose_up import REQUIRED, GatewayTelegram
@@ -30,6 +32,9 @@ from tests.support import REPO, wait_until
 
 CONTAINER = "rigwatch-bare-metal-push"
 CENTRE_SECTION = "### Without Docker (Debian packages)"
+DOOR_SECTION = "### TLS and the public door (nginx)"
+# The door's public address on the box: nginx on 443, with a certificate for 127.0.0.1.
+DOOR_WRITE_URL = "https://127.0.0.1/api/v1/write"
 RIG_SECTION = "## The rig"
 PASSWORDS = {"CENTRE-PASSWORD": "centre-walk-pw", "READER-PASSWORD": "reader-walk-pw",
              "RIG2-PASSWORD": "rig2-walk-pw"}  # fmt: skip
@@ -58,15 +63,19 @@ def section_blocks(heading: str) -> list[str]:
 
 def run_block(box: Box, block: str, workdir: str) -> list[str]:
     """A doc block as a script, its placeholders filled in; its `systemctl enable --now` /
-    `restart` lines are returned as the units to start (the container has no systemd), in
-    order."""
+    `restart` / `reload` lines are returned as the units to start (the container has no
+    systemd), in order."""
     units, script = [], []
     for line in block.splitlines():
         systemctl = re.fullmatch(
-            r"systemctl (?:enable --now|restart) ([^#]+?)\s*(?:#.*)?", line.strip()
+            r"(?:(.+?) && )?systemctl (?:enable --now|restart|reload) ([^#]+?)\s*(?:#.*)?",
+            line.strip(),
         )
         if systemctl:
-            units += systemctl.group(1).split()
+            # `nginx -t && systemctl reload nginx`: the check runs, the unit is started.
+            if systemctl.group(1):
+                script.append(systemctl.group(1))
+            units += systemctl.group(2).split()
         else:
             script.append(line)
     text = "\n".join(script)
@@ -117,13 +126,11 @@ def reader_query(box: Box, promql: str) -> list[dict]:
     return json.loads(answer["body"])["data"]["result"]
 
 
-def push(box: Box, *timeseries: bytes) -> dict:
-    """A remote write with rig2's login through the centre's door, as a rig could send it."""
+def push(box: Box, *timeseries: bytes, password: str = PASSWORDS["RIG2-PASSWORD"]) -> dict:
+    """A remote write with rig2's login through the centre's public door, as a rig could send
+    it."""
     box.write("/root/push.bin", write_request(*timeseries))
-    return in_box_request(
-        box, "http://127.0.0.1:8427/api/v1/write", "rig2", PASSWORDS["RIG2-PASSWORD"],
-        "/root/push.bin",
-    )  # fmt: skip
+    return in_box_request(box, DOOR_WRITE_URL, "rig2", password, "/root/push.bin")
 
 
 @pytest.fixture(scope="module")
@@ -200,13 +207,39 @@ def _walk(docker: engine.Engine, telegram: GatewayTelegram, tmp: Path) -> Box:
         raise AssertionError(f"the centre did not come up:\n{tails}") from None
     log(f"centre up after {time.monotonic() - started:.0f} s")
 
-    # The rig, on the same box: the doc's rig block, pointed at the centre's door. No
+    # The public door, as its section says: the packages its `apt install` line names, a
+    # certificate for the box's 127.0.0.1 where the block expects it (trusted by the box as a
+    # real CA's would be), then the block, whose reload and restart start nginx and mtail.
+    (door_block,) = section_blocks(DOOR_SECTION)
+    (apt_line,) = [ln for ln in door_block.splitlines() if ln.startswith("apt install ")]
+    box.sh(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+        + apt_line.removeprefix("apt install ") + " >/dev/null",
+        timeout=300,
+    )  # fmt: skip
+    cert, key = make_certificate(tmp)
+    box.write("/root/rigwatch/fullchain.pem", cert.read_bytes())
+    box.write("/root/rigwatch/privkey.pem", key.read_bytes(), mode=0o600)
+    box.write("/usr/local/share/ca-certificates/rigwatch-walk.crt", cert.read_bytes())
+    box.sh("update-ca-certificates >/dev/null")
+    door_units = run_block(box, door_block.replace(apt_line + "\n", ""), "/root/rigwatch")
+    assert door_units == ["nginx", "mtail"], door_units
+    for unit in door_units:
+        box.start_unit(unit_path(box, unit))
+    try:
+        wait_until(lambda: push(box)["status"] == 204, 30, 1, what="a push through the door")
+    except TimeoutError:
+        tails = "\n".join(box.log_tail(u) for u in door_units)
+        raise AssertionError(f"the door did not take a push:\n{tails}") from None
+    log(f"door up after {time.monotonic() - started:.0f} s")
+
+    # The rig, on the same box: the doc's rig block, pointed at the centre's public door. No
     # exporter runs here, so the agent pushes up=0 for rig2: ExporterDown, from a pushed rig.
     (rig_block,) = [b for b in section_blocks(RIG_SECTION) if "rigwatch-vmagent" in b]
     rig_units = run_block(box, rig_block, "/root/rigwatch")
     assert rig_units == ["rigwatch-vmagent"]
     box.sh(
-        "sed -i 's#^RIGWATCH_CENTRE_URL=.*#RIGWATCH_CENTRE_URL=http://127.0.0.1:8427/api/v1/write#'"
+        f"sed -i 's#^RIGWATCH_CENTRE_URL=.*#RIGWATCH_CENTRE_URL={DOOR_WRITE_URL}#'"
         " /etc/rigwatch/vmagent.env"
         f" && printf %s {PASSWORDS['RIG2-PASSWORD']} > /etc/rigwatch/push-password"
         " && sed -i 's/scrape_interval: 15s/scrape_interval: 2s/; s/scrape_timeout: 10s/"
@@ -328,3 +361,18 @@ def test_the_centre_s_bot_answers_on_the_loopback_only(walked):
     outside = walked.sh("hostname -I").split()[0]
     answer = in_box_request(walked, f"http://{outside}:10736/healthz")
     assert answer["status"] == 0 and "refused" in answer["body"].lower(), answer
+
+
+def test_a_refused_login_at_the_door_is_named_and_counted_at_the_centre(walked):
+    """The door's section as walked: a rig whose password changed on one side only is refused
+    with 401, nginx's error log names it without the password, and mtail's count of it
+    reaches the centre's Prometheus (job push-door, from step 2's prometheus.yml)."""
+    wrong = [push(walked, password="an-old-password")["status"] for _ in range(3)]
+    assert wrong == [401] * 3
+    errors = walked.read("/var/log/nginx/rigwatch-push-error.log")
+    assert 'user "rig2": password mismatch' in errors and "an-old-password" not in errors
+    query = 'rigwatch_push_refused_total{job="push-door",user="rig2",status="401"}'
+    wait_until(
+        lambda: [r["value"][1] for r in reader_query(walked, query)] == ["3"], 30, 1,
+        what="the door's count of 3 in Prometheus",
+    )  # fmt: skip
