@@ -1,21 +1,25 @@
 """Push-path benchmark: what the centre spends to take N pushing rigs, written straight into
 Prometheus's remote-write receiver (each rig a bcrypt user of --web.config.file, the centre
-before vmauth) against through vmauth and the push relay (docker-compose.push.yml's flags and
-prometheus/push-relay.yml, the centre now).
+before vmauth), through vmauth and the push relay (docker-compose.push.yml's flags and
+prometheus/push-relay.yml), and through the public door in front of them as the centre runs
+today (nginx with TLS and deploy/centre-push/nginx-rigwatch-push.conf, mtail counting its
+refusals).
 
 One run prints one markdown table to stdout (progress goes to stderr). Every rig pushes what
 one real exporter on the simulated NVML (8 cards) serves, labelled with its own rig and
 instance, once per 15 s interval, each rig with its own login, the N requests spread over the
 interval as independent agents would send them (each at its slot, whatever earlier answers
 take). The pushers are threads of this process, sending requests as vmagent does (snappy
-protobuf, one request per rig and interval); their cost is not counted.
+protobuf, one request per rig and interval, each rig keeping its connection open between
+pushes, so a TLS handshake is paid once per rig, not once per push); their cost is not counted.
 
-    python3 bench/bench_push.py                    # N = 50, 200; about 6 minutes
+    python3 bench/bench_push.py                    # N = 50, 200; about 10 minutes
     python3 bench/bench_push.py --rigs 50 --window 30
 
 Measured per path and N over the window, after one warm-up interval:
-- CPU: user+system seconds of the centre's processes ÷ window (direct: Prometheus; proxy:
-  Prometheus, the relay and vmauth, each also shown alone); RSS at the end, likewise;
+- CPU: user+system seconds of the centre's processes (with their children: nginx's worker)
+  ÷ window (direct: Prometheus; proxy: Prometheus, the relay and vmauth; door: also nginx and
+  mtail; each also shown alone); RSS at the end, likewise;
 - samples/s: samples Prometheus appended per second (prometheus_tsdb_head_samples_appended_total);
 - CPU per 1000 samples/s: the centre's CPU divided by what it took in, so a path that falls
   behind is not cheaper for it;
@@ -26,23 +30,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import shutil
+import ssl
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bcrypt
 import benchkit
+import psutil
 import yaml
 from bench_fleet import INTERVAL, SnapshotServer, cpu_seconds, log, rig_names, rss_mib
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.stack.push_door import PushDoor
 from tests.stack.remote_write import REMOTE_WRITE_HEADERS, series, write_request
 from tests.stack.stack_support import PROMETHEUS_DIR
 from tests.stack.vm_support import (
@@ -82,29 +89,51 @@ def rig_request(body: str, rig: str) -> bytes:
 
 
 class Pushers:
-    """N rigs pushing one request each per interval, spread over it; records latencies."""
+    """N rigs pushing one request each per interval, spread over it; records latencies. Each
+    rig keeps one connection (TLS where the URL is https, trusting ca_file)."""
 
-    def __init__(self, snapshot: SnapshotServer, url: str, rigs: dict[str, str]) -> None:
+    def __init__(
+        self, snapshot: SnapshotServer, url: str, rigs: dict[str, str], ca_file: Path | None = None
+    ) -> None:
         self.snapshot = snapshot
-        self.url = url
+        self.url = urllib.parse.urlsplit(url)
         self.rigs = rigs
+        self.context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
         self.latencies: list[float] = []
         self.failures: list[str] = []
+        self._connections: dict[str, http.client.HTTPConnection] = {}
+        self._locks = {rig: threading.Lock() for rig in rigs}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _connection(self, rig: str) -> http.client.HTTPConnection:
+        if rig not in self._connections:
+            host, port = self.url.hostname, self.url.port
+            if self.url.scheme == "https":
+                conn = http.client.HTTPSConnection(host, port, timeout=30, context=self.context)
+            else:
+                conn = http.client.HTTPConnection(host, port, timeout=30)
+            self._connections[rig] = conn
+        return self._connections[rig]
 
     def _push(self, rig: str, password: str, body: str) -> None:
         data = rig_request(body, rig)
         headers = {**REMOTE_WRITE_HEADERS, **basic_auth(rig, password)}
-        req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-        start = time.perf_counter()
-        try:
-            with urllib.request.urlopen(req, timeout=30) as response:
+        with self._locks[rig]:
+            start = time.perf_counter()
+            try:
+                conn = self._connection(rig)
+                conn.request("POST", self.url.path, body=data, headers=headers)
+                response = conn.getresponse()
                 response.read()
-        except (urllib.error.URLError, OSError) as exc:
-            self.failures.append(f"{rig}: {exc}")
-            return
-        self.latencies.append(time.perf_counter() - start)
+            except (http.client.HTTPException, OSError) as exc:
+                self._connections.pop(rig).close()
+                self.failures.append(f"{rig}: {exc}")
+                return
+            if response.status >= 300:
+                self.failures.append(f"{rig}: HTTP {response.status}")
+                return
+            self.latencies.append(time.perf_counter() - start)
 
     def _run(self) -> None:
         # Each rig's push starts at its slot whatever the others' answers take, as independent
@@ -127,6 +156,8 @@ class Pushers:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
+        for conn in self._connections.values():
+            conn.close()
 
 
 def write_bench_web_config(path: Path, users: dict[str, str]) -> Path:
@@ -213,20 +244,53 @@ def through_vmauth(workdir: Path, rigs: dict[str, str]) -> Iterator[dict]:
             relay_proc.stop(timeout=60)
 
 
-PATHS = (("direct (before)", direct), ("vmauth + relay (after)", through_vmauth))
+@contextlib.contextmanager
+def through_door(workdir: Path, rigs: dict[str, str]) -> Iterator[dict]:
+    with through_vmauth(workdir, rigs) as behind:
+        door = PushDoor(workdir / "door", rigs, behind["url"].removesuffix("/api/v1/write"))
+        try:
+            door.start()
+            assert door.proc is not None and door.mtail is not None
+            yield {
+                **behind,
+                "url": door.write_url,
+                "ca_file": door.cert,
+                "procs": [*behind["procs"], ("nginx", door.proc), ("mtail", door.mtail)],
+            }
+        finally:
+            door.stop()
+
+
+PATHS = (
+    ("direct (before)", direct),
+    ("vmauth + relay", through_vmauth),
+    ("door + vmauth + relay (now)", through_door),
+)
+PARTS = ("Prometheus", "relay", "vmauth", "nginx", "mtail")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children (nginx's master and worker)."""
+    children = psutil.Process(pid).children(recursive=True)
+    return cpu_seconds(pid) + sum(cpu_seconds(child.pid) for child in children)
+
+
+def tree_rss_mib(pid: int) -> float:
+    children = psutil.Process(pid).children(recursive=True)
+    return rss_mib(pid) + sum(rss_mib(child.pid) for child in children)
 
 
 def measure(setup: dict, snapshot: SnapshotServer, rigs: dict[str, str], window: float) -> dict:
-    with Pushers(snapshot, setup["url"], rigs) as pushers:
+    with Pushers(snapshot, setup["url"], rigs, setup.get("ca_file")) as pushers:
         time.sleep(INTERVAL)  # warm-up: every rig has pushed once
         pushers.latencies.clear()
         procs = setup["procs"]
-        cpu0 = {name: cpu_seconds(p.pid) for name, p in procs}
+        cpu0 = {name: tree_cpu_seconds(p.pid) for name, p in procs}
         ingested0, start = setup["ingested"](), time.monotonic()
         time.sleep(window)
         elapsed = time.monotonic() - start
-        cpu = {name: (cpu_seconds(p.pid) - cpu0[name]) / elapsed for name, p in procs}
-        rss = {name: rss_mib(p.pid) for name, p in procs}
+        cpu = {name: (tree_cpu_seconds(p.pid) - cpu0[name]) / elapsed for name, p in procs}
+        rss = {name: tree_rss_mib(p.pid) for name, p in procs}
         rate = (setup["ingested"]() - ingested0) / elapsed
         latencies = list(pushers.latencies)
     if pushers.failures:
@@ -261,10 +325,10 @@ def main() -> None:
 
 
 def print_table(rows: list[tuple[int, str, dict]]) -> None:
+    names = " / ".join(PARTS)
     print(
-        "| rigs | path | CPU (cores) | of which Prometheus / relay / vmauth | RSS MiB "
-        "(Prometheus / relay / vmauth) | samples/s | CPU per 1000 samples/s "
-        "| push p50 / p99 ms | CPU per sample vs direct |"
+        f"| rigs | path | CPU (cores) | of which {names} | RSS MiB ({names}) | samples/s "
+        "| CPU per 1000 samples/s | push p50 / p99 ms | CPU per sample vs direct |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     direct_cost: dict[int, float] = {}
@@ -272,9 +336,8 @@ def print_table(rows: list[tuple[int, str, dict]]) -> None:
         total = sum(m["cpu"].values())
         cost = total / m["rate"] * 1000
         direct_cost.setdefault(n, cost)
-        parts = " / ".join(f"{m['cpu'].get(k, 0):.3f}" for k in ("Prometheus", "relay", "vmauth"))
-        rss = " / ".join(f"{m['rss'][k]:.0f}" for k in ("Prometheus", "relay", "vmauth")
-                         if k in m["rss"])  # fmt: skip
+        parts = " / ".join(f"{m['cpu'][k]:.3f}" if k in m["cpu"] else "-" for k in PARTS)
+        rss = " / ".join(f"{m['rss'][k]:.0f}" if k in m["rss"] else "-" for k in PARTS)
         lat = m["latencies"]
         p50 = benchkit.percentile(lat, 0.5) * 1000
         p99 = benchkit.percentile(lat, 0.99) * 1000
