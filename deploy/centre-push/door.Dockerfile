@@ -2,7 +2,9 @@
 # mtail and logrotate, the same packages and versions as the centre without Docker
 # (docs/push.md), so one configuration (nginx-rigwatch-push.conf, rigwatch-push-door.mtail)
 # serves both. Three services run it: push-door (nginx), push-door-counter (mtail) and
-# push-door-logrotate; the configurations are mounted, not copied, so an edit needs no rebuild.
+# push-door-logrotate. docker-compose.push.yml mounts deploy/centre-push at /etc/rigwatch-door,
+# so an edit to the nginx or mtail files takes effect on SIGHUP (nginx) or a restart (mtail),
+# without a rebuild; the logrotate file is copied in (below).
 FROM debian:bookworm-slim
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -10,6 +12,15 @@ RUN apt-get update \
     && apt-get clean && rm -rf /var/lib/apt/lists/* \
     # Only the door's server: no welcome page on port 80.
     && rm -f /etc/nginx/sites-enabled/default \
+    && printf '%s\n' \
+        '# docker-compose.push.yml: deploy/centre-push, mounted as a directory.' \
+        'include /etc/rigwatch-door/nginx-rigwatch-push.conf;' \
+        'include /etc/rigwatch-door/nginx-compose-vmauth.conf;' \
+        > /etc/nginx/conf.d/rigwatch.conf \
+    # Each rig keeps a connection open between pushes, and a push holds three more while in
+    # flight: Debian's 768 connections a worker would cap a centre at a few hundred rigs.
+    && sed -i 's/worker_connections 768;/worker_connections 8192;/' /etc/nginx/nginx.conf \
+    && grep -q 'worker_connections 8192;' /etc/nginx/nginx.conf \
     # The access log exists before nginx or mtail start: mtail follows a file it found at its
     # start from the end, and the log volume starts as a copy of this directory.
     && touch /var/log/nginx/rigwatch-push.log \
