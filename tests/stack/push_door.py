@@ -6,10 +6,12 @@ certificate."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import socket
 import ssl
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -125,17 +127,22 @@ http {{
         )
         assert check.returncode == 0, check.stderr
         self.proc = ManagedProcess(["nginx", "-p", str(self.workdir), "-c", str(conf)])
-        wait_until(self._listening, 20, what="nginx's start")
-        # Debian's mtail as its unit runs it (/etc/default/mtail: LOGS, HOST, EXTRA_ARGS as
-        # docs/push.md sets them), on the access log nginx has just opened.
-        self.mtail = ManagedProcess(
-            ["mtail", "--progs", str(MTAIL_PROGRAM), "--logtostderr",
-             "--address", "127.0.0.1", "--port", str(self.mtail_port),
-             "--logs", str(self.access_log), "--emit_prog_label=false",
-             # docs/push.md collects every 5 minutes; here every second, for the test to see.
-             "--expired_metrics_gc_interval=1s"]
-        )  # fmt: skip
-        wait_for_http(f"http://127.0.0.1:{self.mtail_port}/metrics", timeout=20)
+        try:
+            wait_until(self._listening, 20, what="nginx's start")
+            # Debian's mtail as its unit runs it (/etc/default/mtail: LOGS, HOST, EXTRA_ARGS
+            # as docs/push.md sets them), on the access log nginx has just opened.
+            self.mtail = ManagedProcess(
+                ["mtail", "--progs", str(MTAIL_PROGRAM), "--logtostderr",
+                 "--address", "127.0.0.1", "--port", str(self.mtail_port),
+                 "--logs", str(self.access_log), "--emit_prog_label=false",
+                 # docs/push.md collects every 5 minutes; here every second, for the test.
+                 "--expired_metrics_gc_interval=1s"]
+            )  # fmt: skip
+            wait_for_http(f"http://127.0.0.1:{self.mtail_port}/metrics", timeout=20)
+        except BaseException:
+            # `with` never reaches __exit__ when __enter__ fails: nothing is left running.
+            self.stop()
+            raise
 
     def refusals(self) -> dict[tuple[str, str], float]:
         """mtail's counts of refusals by (user, status)."""
@@ -200,3 +207,34 @@ class TlsAgent(Agent):
     @property
     def args(self) -> list[str]:
         return [*super().args, f"-remoteWrite.tlsCAFile={self.ca_file}"]
+
+
+class Flood:
+    """Threads pushing with one rig's login as fast as they can, until stopped; counts the
+    statuses they get."""
+
+    def __init__(self, door: Door, login: dict, body: bytes, threads: int = 4) -> None:
+        self.statuses: collections.Counter[int] = collections.Counter()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        context = ssl.create_default_context(cafile=str(door.cert))
+        self._threads = [
+            threading.Thread(target=self._run, args=(door, context, login, body), daemon=True)
+            for _ in range(threads)
+        ]
+
+    def _run(self, door: Door, context: ssl.SSLContext, login: dict, body: bytes) -> None:
+        while not self._stop.is_set():
+            status = post_write(door.write_url, context, login, body)
+            with self._lock:
+                self.statuses[status] += 1
+
+    def __enter__(self) -> Flood:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)

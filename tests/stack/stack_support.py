@@ -457,3 +457,15 @@ def post_alerts(alertmanager: str, alerts: list[dict]) -> None:
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 200
+
+
+def section_text(heading: str) -> str:
+    """One section of docs/push.md (up to the next heading)."""
+    text = (REPO / "docs" / "push.md").read_text()
+    section = text[text.index(heading) + len(heading) :]
+    return section[: re.search(r"\n##+ ", section).start()]  # a block's "# " is no heading
+
+
+def section_blocks(heading: str) -> list[str]:
+    """The fenced blocks of one section of docs/push.md."""
+    return re.findall(r"```\w*\n(.*?)```", section_text(heading), re.DOTALL)

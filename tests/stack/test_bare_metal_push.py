@@ -26,9 +26,10 @@ import yaml
 from tests.stack import engine
 from tests.stack.push_door import make_certificate
 from tests.stack.remote_write import REMOTE_WRITE_HEADERS, series, write_request
+from tests.stack.stack_support import section_blocks, section_text
 from tests.stack.test_bare_metal import Box, clean_box, doc_blocks
 from tests.stack.test_compose_up import REQUIRED, GatewayTelegram
-from tests.support import REPO, wait_until
+from tests.support import wait_until
 
 CONTAINER = "rigwatch-bare-metal-push"
 CENTRE_SECTION = "### Without Docker (Debian packages)"
@@ -47,18 +48,6 @@ SETTINGS = {"TELEGRAM-BOT-TOKEN": TOKEN, "TELEGRAM-CHAT-ID": str(CHAT),
 
 def log(message: str) -> None:
     print(f"[bare-metal push {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def section_text(heading: str) -> str:
-    """One section of docs/push.md (up to the next heading)."""
-    text = (REPO / "docs" / "push.md").read_text()
-    section = text[text.index(heading) + len(heading) :]
-    return section[: re.search(r"\n##+ ", section).start()]  # a block's "# " is no heading
-
-
-def section_blocks(heading: str) -> list[str]:
-    """The fenced blocks of one section of docs/push.md."""
-    return re.findall(r"```\w*\n(.*?)```", section_text(heading), re.DOTALL)
 
 
 def run_block(box: Box, block: str, workdir: str) -> list[str]:

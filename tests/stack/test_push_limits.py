@@ -9,11 +9,9 @@ keeps its data; nginx and mtail stay within their memory bounds."""
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import http.client
 import ssl
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack.push_door import PushDoor, TlsAgent, htpasswd_line, post_write
+from tests.stack.push_door import Flood, PushDoor, TlsAgent, htpasswd_line, post_write
 from tests.stack.remote_write import series, write_request
 from tests.stack.stack_support import remove_tree
 from tests.stack.vm_support import PushCentre, basic_auth, metric_value, request
@@ -64,37 +62,6 @@ def _post(door: PushDoor, context: ssl.SSLContext, login: dict, body: bytes) -> 
 def _probe(rig: str) -> bytes:
     return write_request(series([("__name__", "rigwatch_push_probe"), ("job", "rigwatch"),
                                  ("rig", rig)]))  # fmt: skip
-
-
-class Flood:
-    """Threads pushing with one rig's login as fast as they can, until stopped; counts the
-    statuses they get."""
-
-    def __init__(self, door: PushDoor, login: dict, body: bytes, threads: int = 4) -> None:
-        self.statuses: collections.Counter[int] = collections.Counter()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        context = ssl.create_default_context(cafile=str(door.cert))
-        self._threads = [
-            threading.Thread(target=self._run, args=(door, context, login, body), daemon=True)
-            for _ in range(threads)
-        ]
-
-    def _run(self, door: PushDoor, context: ssl.SSLContext, login: dict, body: bytes) -> None:
-        while not self._stop.is_set():
-            status = _post(door, context, login, body)
-            with self._lock:
-                self.statuses[status] += 1
-
-    def __enter__(self) -> Flood:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
 
 
 def _agent_requests(agent: TlsAgent, status: str) -> float:

@@ -389,7 +389,9 @@ class Agent:
         try:
             wait_for_http(f"http://127.0.0.1:{self.port}/health", timeout=20)
         except TimeoutError as exc:
-            raise RuntimeError(f"vmagent did not start:\n{self.proc.output()}") from exc
+            output = self.proc.output()
+            self.stop()  # `with` never reaches __exit__ when __enter__ fails
+            raise RuntimeError(f"vmagent did not start:\n{output}") from exc
 
     def stop(self) -> None:
         if self.proc is not None:
