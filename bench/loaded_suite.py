@@ -6,11 +6,11 @@ skipped, wall time.
     python3 bench/loaded_suite.py --loaded 0 --quiet 1 -- -k exporter   # extra pytest arguments
 
 Each run holds a listener on 0.0.0.0 (else 127.0.0.1) at the exporter's, the bot's,
-Prometheus's, Alertmanager's and Grafana's default ports (10735, 10736, 9090, 9093, 3000; a port
-something else holds already is left to it and said so), and a loaded run starts
-`stress-ng --cpu 2` beside the suite (installed with apt-get when missing). Each run's whole
-output is kept (`--log-dir`, a new directory under /tmp by default). Everything it starts it
-stops by pid.
+Prometheus's, Alertmanager's, Grafana's and the push door's default ports (10735, 10736, 9090,
+9093, 3000, 443; a port something else holds already is left to it and said so), and a loaded
+run starts `stress-ng --cpu 2` beside the suite (installed with apt-get when missing). Each
+run's whole output is kept (`--log-dir`, a new directory under /tmp by default). Everything it
+starts it stops by pid.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_PORTS = (10735, 10736, 9090, 9093, 3000)
+DEFAULT_PORTS = (10735, 10736, 9090, 9093, 3000, 443)
 
 
 def log(message: str) -> None:
