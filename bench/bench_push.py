@@ -127,7 +127,9 @@ class Pushers:
                 response = conn.getresponse()
                 response.read()
             except (http.client.HTTPException, OSError) as exc:
-                self._connections.pop(rig).close()
+                failed = self._connections.pop(rig, None)
+                if failed is not None:
+                    failed.close()
                 self.failures.append(f"{rig}: {exc}")
                 return
             if response.status >= 300:
